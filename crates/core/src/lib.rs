@@ -1,11 +1,14 @@
-//! Shared vocabulary of Hearth: newtype ids, the ggml tensor type table and the
-//! batch description every model forward pass consumes.
+//! Shared vocabulary of Hearth: newtype ids, the ggml tensor type table, the
+//! batch description every model forward pass consumes and the backend
+//! boundary that kernels sit behind.
 //!
 //! Invariant: this crate has no dependencies on other Hearth crates; everything
 //! else points down to it.
 
+mod backend;
 mod batch;
 mod ggml_type;
 
+pub use backend::{Activation, AttentionShape, AttentionSpan, Backend, BackendError, RopeParams, RopeStyle, WeightView};
 pub use batch::{ForwardBatch, SeqId, TokenId};
 pub use ggml_type::{GgmlType, UnknownGgmlType};

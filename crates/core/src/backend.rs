@@ -1,0 +1,108 @@
+//! The backend boundary: everything a model forward pass asks of the hardware.
+//! Models see only this trait; the CPU backend lives in `hearth-cpu`, and a
+//! CUDA backend joins by implementing it.
+//!
+//! Activations are host `f32` slices for now (CPU first). A device backend
+//! will need opaque activation buffers; that change is confined to this trait
+//! and the shared layers that call it, not to the architecture files.
+
+use crate::{GgmlType, TokenId};
+
+/// A weight matrix in its stored (possibly quantized) form: `rows` rows of
+/// `cols` elements each, row-major, ggml block encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightView<'a> {
+    /// Element type.
+    pub ty: GgmlType,
+    /// Number of rows (output features).
+    pub rows: usize,
+    /// Elements per row (input features).
+    pub cols: usize,
+    /// Encoded bytes, exactly `rows * ty.row_bytes(cols)`.
+    pub data: &'a [u8],
+}
+
+/// How RoPE pairs up dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i+1)` (ggml `GGML_ROPE_TYPE_NORM`, Llama).
+    Normal,
+    /// Halves `(i, i + n_rot/2)` (ggml `GGML_ROPE_TYPE_NEOX`, Qwen, Gemma).
+    NeoX,
+}
+
+/// Rotary position embedding parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeParams {
+    /// Pairing style.
+    pub style: RopeStyle,
+    /// Number of leading dimensions of each head that are rotated.
+    pub n_rot: usize,
+    /// Base of the frequency ladder (`rope.freq_base`).
+    pub freq_base: f32,
+    /// Linear position scaling (`1 / rope.scaling.factor`).
+    pub freq_scale: f32,
+}
+
+/// The gating activation of a gated MLP: `act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(x)` (Llama, Qwen).
+    Silu,
+    /// GELU, tanh approximation (Gemma).
+    GeluTanh,
+}
+
+/// Geometry of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionShape {
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_head`).
+    pub n_kv_head: usize,
+    /// Dimension of each head.
+    pub head_dim: usize,
+    /// Multiplier applied to `q · k`.
+    pub scale: f32,
+}
+
+/// The keys and values one query row attends to.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionSpan<'a> {
+    /// Keys of the sequence, `[position][kv_head][head_dim]`, at least `end` positions.
+    pub keys: &'a [f32],
+    /// Values, same layout as `keys`.
+    pub values: &'a [f32],
+    /// First position attended (sliding windows start later than 0).
+    pub start: usize,
+    /// One past the last position attended (causal: query position + 1).
+    pub end: usize,
+}
+
+/// A backend could not run an operation.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The weight type has no kernel in this backend.
+    #[error("tensor type {0} is not supported by this backend")]
+    UnsupportedType(GgmlType),
+}
+
+/// The operations a model needs. Shapes are given in rows: `x` with `n`
+/// rows of `dim` elements is a slice of `n * dim` floats.
+pub trait Backend: Send + Sync {
+    /// One line naming the backend and the kernels it picked.
+    fn describe(&self) -> String;
+    /// `out[t][r] = W[r] · x[t]`: `x` is `n × w.cols`, `out` is `n × w.rows`.
+    fn matmul(&self, w: &WeightView<'_>, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError>;
+    /// Dequantized rows `ids` of `w` (embedding lookup): `out` is `ids.len() × w.cols`.
+    fn get_rows(&self, w: &WeightView<'_>, ids: &[TokenId], out: &mut [f32]) -> Result<(), BackendError>;
+    /// In-place RMS norm of each `dim`-sized row, then multiply by `weight`.
+    fn rms_norm(&self, x: &mut [f32], dim: usize, weight: &[f32], eps: f32);
+    /// In-place rotary embedding of every head of every row; row `i` is at `positions[i]`.
+    fn rope(&self, x: &mut [f32], head_dim: usize, positions: &[usize], params: &RopeParams);
+    /// `gate = act(gate) * up`, element-wise.
+    fn gated_activation(&self, gate: &mut [f32], up: &[f32], act: Activation);
+    /// Softmax attention for each query row of `q` (`n × n_head*head_dim`) over
+    /// its span; writes `out` with the same shape as `q`.
+    fn attention(&self, q: &[f32], shape: &AttentionShape, spans: &[AttentionSpan<'_>], out: &mut [f32]);
+}

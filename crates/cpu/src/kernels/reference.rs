@@ -1,0 +1,280 @@
+//! Scalar reference kernels. These are the specification: every fast path is
+//! tested against them. Block layouts and formulas follow ggml's
+//! `ggml-quants.c` (`dequantize_row_*`), keeping ggml's block names.
+
+use half::{bf16, f16};
+use hearth_core::GgmlType;
+
+/// Error for a tensor type that has no dequantization kernel yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsupported(pub GgmlType);
+
+/// Whether [`dequantize_row`] supports `ty`.
+#[must_use]
+pub fn is_supported(ty: GgmlType) -> bool {
+    use GgmlType as T;
+    matches!(
+        ty,
+        T::F32 | T::F16 | T::BF16 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::Q8_K
+    )
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantizes one row: `src` holds exactly `dst.len()` elements of type `ty`.
+///
+/// # Panics
+/// When `src` is not the size of `dst.len()` elements (caller bug; sizes are
+/// validated when the file is loaded).
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Unsupported> {
+    let bs = ty.block_size();
+    assert_eq!(Some(src.len()), ty.row_bytes(dst.len()), "row size mismatch for {ty}");
+    let blocks = src.chunks_exact(ty.type_size()).zip(dst.chunks_exact_mut(bs));
+    use GgmlType as T;
+    match ty {
+        T::F32 => blocks.for_each(|(s, d)| d[0] = f32::from_le_bytes([s[0], s[1], s[2], s[3]])),
+        T::F16 => blocks.for_each(|(s, d)| d[0] = f16_at(s, 0)),
+        T::BF16 => blocks.for_each(|(s, d)| d[0] = bf16::from_le_bytes([s[0], s[1]]).to_f32()),
+        T::Q4_0 => blocks.for_each(|(s, d)| dequant_q4_0(s, d)),
+        T::Q4_1 => blocks.for_each(|(s, d)| dequant_q4_1(s, d)),
+        T::Q5_0 => blocks.for_each(|(s, d)| dequant_q5_0(s, d)),
+        T::Q5_1 => blocks.for_each(|(s, d)| dequant_q5_1(s, d)),
+        T::Q8_0 => blocks.for_each(|(s, d)| dequant_q8_0(s, d)),
+        T::Q2_K => blocks.for_each(|(s, d)| dequant_q2_k(s, d)),
+        T::Q3_K => blocks.for_each(|(s, d)| dequant_q3_k(s, d)),
+        T::Q4_K => blocks.for_each(|(s, d)| dequant_q4_k(s, d)),
+        T::Q5_K => blocks.for_each(|(s, d)| dequant_q5_k(s, d)),
+        T::Q6_K => blocks.for_each(|(s, d)| dequant_q6_k(s, d)),
+        T::Q8_K => blocks.for_each(|(s, d)| dequant_q8_k(s, d)),
+        other => return Err(Unsupported(other)),
+    }
+    Ok(())
+}
+
+/// `block_q4_0`: f16 d, 16 bytes of nibbles; low nibbles are elements 0..16.
+fn dequant_q4_0(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let qs = &b[2..18];
+    for j in 0..16 {
+        y[j] = (f32::from(qs[j] & 0xF) - 8.0) * d;
+        y[j + 16] = (f32::from(qs[j] >> 4) - 8.0) * d;
+    }
+}
+
+/// `block_q4_1`: f16 d, f16 m, 16 bytes of nibbles.
+fn dequant_q4_1(b: &[u8], y: &mut [f32]) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    let qs = &b[4..20];
+    for j in 0..16 {
+        y[j] = f32::from(qs[j] & 0xF) * d + m;
+        y[j + 16] = f32::from(qs[j] >> 4) * d + m;
+    }
+}
+
+/// `block_q5_0`: f16 d, u32 of fifth bits, 16 bytes of nibbles.
+fn dequant_q5_0(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    let qs = &b[6..22];
+    for j in 0..16 {
+        let h0 = ((qh >> j) << 4) & 0x10;
+        let h1 = (qh >> (j + 12)) & 0x10;
+        y[j] = ((u32::from(qs[j] & 0xF) | h0) as f32 - 16.0) * d;
+        y[j + 16] = ((u32::from(qs[j] >> 4) | h1) as f32 - 16.0) * d;
+    }
+}
+
+/// `block_q5_1`: f16 d, f16 m, u32 of fifth bits, 16 bytes of nibbles.
+fn dequant_q5_1(b: &[u8], y: &mut [f32]) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let qs = &b[8..24];
+    for j in 0..16 {
+        let h0 = ((qh >> j) << 4) & 0x10;
+        let h1 = (qh >> (j + 12)) & 0x10;
+        y[j] = (u32::from(qs[j] & 0xF) | h0) as f32 * d + m;
+        y[j + 16] = (u32::from(qs[j] >> 4) | h1) as f32 * d + m;
+    }
+}
+
+/// `block_q8_0`: f16 d, 32 signed bytes.
+fn dequant_q8_0(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    for (o, &q) in y.iter_mut().zip(&b[2..34]) {
+        *o = f32::from(q as i8) * d;
+    }
+}
+
+/// `block_q8_k`: f32 d, 256 signed bytes, 16 i16 block sums (unused here).
+fn dequant_q8_k(b: &[u8], y: &mut [f32]) {
+    let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    for (o, &q) in y.iter_mut().zip(&b[4..260]) {
+        *o = f32::from(q as i8) * d;
+    }
+}
+
+/// `block_q2_K`: scales[16] (low nibble scale, high nibble min), qs[64], f16 d, f16 dmin.
+fn dequant_q2_k(b: &[u8], y: &mut [f32]) {
+    let scales = &b[0..16];
+    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    let mut out = 0;
+    let mut is = 0;
+    for half in 0..2 {
+        let q = &b[16 + 32 * half..16 + 32 * half + 32];
+        for shift in [0u32, 2, 4, 6] {
+            for part in 0..2 {
+                let sc = scales[is];
+                is += 1;
+                let (dl, ml) = (d * f32::from(sc & 0xF), dmin * f32::from(sc >> 4));
+                for l in 0..16 {
+                    y[out] = dl * f32::from((q[l + 16 * part] >> shift) & 3) - ml;
+                    out += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Unpacks the 16 six-bit scales of `block_q3_K` (ggml's kmask1/kmask2 shuffle).
+fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
+    let mut s = [0i8; 16];
+    for (j, out) in s.iter_mut().enumerate() {
+        let low = if j < 8 { packed[j] & 0xF } else { packed[j - 8] >> 4 };
+        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *out = ((low | (high << 4)) as i8) - 32;
+    }
+    s
+}
+
+/// `block_q3_K`: hmask[32], qs[64], scales[12], f16 d.
+fn dequant_q3_k(b: &[u8], y: &mut [f32]) {
+    let hmask = &b[0..32];
+    let scales = q3_k_scales(&b[96..108]);
+    let d = f16_at(b, 108);
+    let mut out = 0;
+    let mut is = 0;
+    let mut m = 1u8;
+    for half in 0..2 {
+        let q = &b[32 + 32 * half..32 + 32 * half + 32];
+        for shift in [0u32, 2, 4, 6] {
+            for part in 0..2 {
+                let dl = d * f32::from(scales[is]);
+                is += 1;
+                for l in 0..16 {
+                    let idx = l + 16 * part;
+                    let low = i32::from((q[idx] >> shift) & 3);
+                    let high = if hmask[idx] & m != 0 { 0 } else { 4 };
+                    y[out] = dl * (low - high) as f32;
+                    out += 1;
+                }
+            }
+            m <<= 1;
+        }
+    }
+}
+
+/// ggml's `get_scale_min_k4`: the j-th six-bit (scale, min) pair of a K-quant block.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// `block_q4_K`: f16 d, f16 dmin, scales[12], qs[128].
+fn dequant_q4_k(b: &[u8], y: &mut [f32]) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    for chunk in 0..4 {
+        let q = &b[16 + 32 * chunk..16 + 32 * chunk + 32];
+        let (s1, m1) = scale_min_k4(2 * chunk, scales);
+        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let (d1, m1) = (d * f32::from(s1), dmin * f32::from(m1));
+        let (d2, m2) = (d * f32::from(s2), dmin * f32::from(m2));
+        let y = &mut y[64 * chunk..64 * chunk + 64];
+        for l in 0..32 {
+            y[l] = d1 * f32::from(q[l] & 0xF) - m1;
+            y[l + 32] = d2 * f32::from(q[l] >> 4) - m2;
+        }
+    }
+}
+
+/// `block_q5_K`: f16 d, f16 dmin, scales[12], qh[32], qs[128].
+fn dequant_q5_k(b: &[u8], y: &mut [f32]) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    for chunk in 0..4 {
+        let ql = &b[48 + 32 * chunk..48 + 32 * chunk + 32];
+        let (s1, m1) = scale_min_k4(2 * chunk, scales);
+        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let (d1, m1) = (d * f32::from(s1), dmin * f32::from(m1));
+        let (d2, m2) = (d * f32::from(s2), dmin * f32::from(m2));
+        let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
+        let y = &mut y[64 * chunk..64 * chunk + 64];
+        for l in 0..32 {
+            let h1 = if qh[l] & u1 != 0 { 16.0 } else { 0.0 };
+            let h2 = if qh[l] & u2 != 0 { 16.0 } else { 0.0 };
+            y[l] = d1 * (f32::from(ql[l] & 0xF) + h1) - m1;
+            y[l + 32] = d2 * (f32::from(ql[l] >> 4) + h2) - m2;
+        }
+    }
+}
+
+/// `block_q6_K`: ql[128], qh[64], scales[16] (i8), f16 d.
+fn dequant_q6_k(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 208);
+    for half in 0..2 {
+        let ql = &b[64 * half..64 * half + 64];
+        let qh = &b[128 + 32 * half..128 + 32 * half + 32];
+        let sc = &b[192 + 8 * half..192 + 8 * half + 8];
+        let y = &mut y[128 * half..128 * half + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
+            let q2 = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * f32::from(sc[is] as i8) * q1 as f32;
+            y[l + 32] = d * f32::from(sc[is + 2] as i8) * q2 as f32;
+            y[l + 64] = d * f32::from(sc[is + 4] as i8) * q3 as f32;
+            y[l + 96] = d * f32::from(sc[is + 6] as i8) * q4 as f32;
+        }
+    }
+}
+
+/// Plain dot product, accumulated left to right.
+#[must_use]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Reference matmul: `out[t][r] = dot(W[r], x[t])` for `n` rows of `x`.
+pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), Unsupported> {
+    let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
+    let mut buf = vec![0f32; cols];
+    for r in 0..rows {
+        dequantize_row(ty, &w[r * row_bytes..(r + 1) * row_bytes], &mut buf)?;
+        for t in 0..n {
+            out[t * rows + r] = dot(&buf, &x[t * cols..(t + 1) * cols]);
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes `x` to `block_q8_0` (used by tests and model generation).
+#[must_use]
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / 32 * 34);
+    for block in x.chunks(32) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+    out
+}

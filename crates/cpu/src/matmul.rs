@@ -1,0 +1,59 @@
+//! Quantized matrix multiplication on the CPU: weight rows are dequantized a
+//! tile at a time into a small f32 buffer (amortized over all activation rows
+//! of the batch) and multiplied with a register-blocked SIMD kernel. Tiles of
+//! rows are spread over the rayon pool.
+
+use hearth_core::GgmlType;
+use rayon::prelude::*;
+
+use crate::dispatch::kernels;
+use crate::kernels::reference::{self, Unsupported};
+
+/// Weight rows dequantized together: 16 rows × 2048 cols = 128 KiB, inside L2.
+const TILE_ROWS: usize = 16;
+
+/// `out[t * rows + r] = W[r] · x[t]` for `t < n`. `w` holds `rows` rows of
+/// `cols` elements of type `ty`; `x` is `n × cols`, `out` is `n × rows`.
+pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), Unsupported> {
+    if !reference::is_supported(ty) {
+        return Err(Unsupported(ty));
+    }
+    let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
+    assert!(w.len() >= rows * row_bytes && x.len() >= n * cols && out.len() >= n * rows);
+    let k = kernels();
+    // Row-major by weight row so each task owns a contiguous slice; transposed below.
+    let mut by_row = vec![0f32; rows * n];
+    by_row.par_chunks_mut(TILE_ROWS * n).enumerate().for_each_init(
+        || vec![0f32; TILE_ROWS * cols],
+        |buf, (tile, dst)| {
+            let r0 = tile * TILE_ROWS;
+            let nr = dst.len() / n;
+            for i in 0..nr {
+                let src = &w[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+                // ok: the type was checked as supported above.
+                let _ = reference::dequantize_row(ty, src, &mut buf[i * cols..(i + 1) * cols]);
+            }
+            (k.gemm_tile)(&buf[..nr * cols], nr, x, n, cols, dst);
+        },
+    );
+    if n == 1 {
+        out[..rows].copy_from_slice(&by_row);
+    } else {
+        for r in 0..rows {
+            for t in 0..n {
+                out[t * rows + r] = by_row[r * n + t];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dequantizes the selected rows (embedding lookup): `out` is `ids.len() × cols`.
+pub fn get_rows(ty: GgmlType, w: &[u8], cols: usize, ids: &[u32], out: &mut [f32]) -> Result<(), Unsupported> {
+    let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
+    for (i, &id) in ids.iter().enumerate() {
+        let start = id as usize * row_bytes;
+        reference::dequantize_row(ty, &w[start..start + row_bytes], &mut out[i * cols..(i + 1) * cols])?;
+    }
+    Ok(())
+}
