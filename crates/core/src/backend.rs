@@ -92,6 +92,8 @@ pub enum BackendError {
 pub trait Backend: Send + Sync {
     /// One line naming the backend and the kernels it picked.
     fn describe(&self) -> String;
+    /// Whether `matmul`/`get_rows` have a kernel for weights of type `ty`.
+    fn supports(&self, ty: GgmlType) -> bool;
     /// `out[t][r] = W[r] · x[t]`: `x` is `n × w.cols`, `out` is `n × w.rows`.
     fn matmul(&self, w: &WeightView<'_>, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError>;
     /// Dequantized rows `ids` of `w` (embedding lookup): `out` is `ids.len() × w.cols`.

@@ -32,6 +32,10 @@ impl Backend for CpuBackend {
         format!("cpu ({}, {} threads)", dispatch::kernels().isa, rayon::current_num_threads())
     }
 
+    fn supports(&self, ty: hearth_core::GgmlType) -> bool {
+        kernels::reference::is_supported(ty)
+    }
+
     fn matmul(&self, w: &WeightView<'_>, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError> {
         matmul::matmul(w.ty, w.data, w.rows, w.cols, x, n, out).map_err(|e| BackendError::UnsupportedType(e.0))
     }

@@ -1,0 +1,25 @@
+use hearth_core::{BackendError, GgmlType};
+use hearth_gguf::GgufError;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("architecture {0:?} is not supported (supported: llama, qwen2, qwen3, gemma3)")]
+    UnsupportedArch(String),
+    #[error("metadata: {0}")]
+    BadMetadata(String),
+    #[error("tensor {name:?} missing from the model file")]
+    MissingTensor { name: String },
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    BadShape { name: String, found: Vec<u64>, expected: Vec<u64> },
+    #[error("tensor {name:?} has type {ty}, which this backend cannot compute with")]
+    UnsupportedType { name: String, ty: GgmlType },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("invalid batch: {0}")]
+    BadBatch(String),
+    #[error("sequence would exceed the context size ({limit} tokens)")]
+    ContextFull { limit: usize },
+}

@@ -1,0 +1,243 @@
+//! Building blocks shared by the architecture files: norms, attention, MLPs,
+//! embeddings and the LM head, all expressed over the [`Backend`] trait.
+
+use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, RopeParams, RopeStyle};
+use hearth_gguf::GgufFile;
+
+use crate::weights::{Matrix, WeightLoader};
+use crate::{KvCache, ModelConfig, ModelError};
+
+/// What every layer needs during one forward pass.
+pub struct Ctx<'a> {
+    /// Kernels.
+    pub backend: &'a dyn Backend,
+    /// The mapped model file the weights point into.
+    pub file: &'a GgufFile,
+    /// The batch being evaluated.
+    pub batch: &'a ForwardBatch,
+}
+
+impl Ctx<'_> {
+    /// `x (n × cols) → n × w.rows`.
+    pub fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n = self.batch.len();
+        let mut out = vec![0.0; n * w.rows()];
+        self.backend.matmul(&w.view(self.file), x, n, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// RMS norm with a learned scale.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+impl RmsNorm {
+    /// Loads `name` of length `dim`.
+    pub fn load(w: &WeightLoader<'_>, name: &str, dim: usize, eps: f32) -> Result<Self, ModelError> {
+        Ok(Self { weight: w.vector(name, dim)?, eps })
+    }
+
+    /// Loads `name` if present.
+    pub fn load_optional(w: &WeightLoader<'_>, name: &str, dim: usize, eps: f32) -> Result<Option<Self>, ModelError> {
+        Ok(w.optional_vector(name, dim)?.map(|weight| Self { weight, eps }))
+    }
+
+    /// Normalizes each `weight.len()`-sized row of `x` in place.
+    pub fn apply(&self, ctx: &Ctx<'_>, x: &mut [f32]) {
+        ctx.backend.rms_norm(x, self.weight.len(), &self.weight, self.eps);
+    }
+
+    /// Returns a normalized copy of `x`.
+    pub fn forward(&self, ctx: &Ctx<'_>, x: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        self.apply(ctx, &mut y);
+        y
+    }
+}
+
+/// Self-attention with optional Q/K/V biases (Qwen2) and per-head Q/K norms
+/// (Qwen3, Gemma 3), grouped-query heads and RoPE.
+pub struct Attention {
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    bias: Option<[Vec<f32>; 3]>,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    shape: AttentionShape,
+}
+
+impl Attention {
+    /// Loads `blk.{il}.attn_*` for `cfg`.
+    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, il: usize) -> Result<Self, ModelError> {
+        let p = |s: &str| format!("blk.{il}.{s}");
+        let (q_dim, kv_dim) = (cfg.n_head * cfg.head_dim, cfg.kv_dim());
+        let bias = match (
+            w.optional_vector(&p("attn_q.bias"), q_dim)?,
+            w.optional_vector(&p("attn_k.bias"), kv_dim)?,
+            w.optional_vector(&p("attn_v.bias"), kv_dim)?,
+        ) {
+            (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+            _ => None,
+        };
+        Ok(Self {
+            wq: w.matrix(&p("attn_q.weight"), q_dim, cfg.n_embd)?,
+            wk: w.matrix(&p("attn_k.weight"), kv_dim, cfg.n_embd)?,
+            wv: w.matrix(&p("attn_v.weight"), kv_dim, cfg.n_embd)?,
+            wo: w.matrix(&p("attn_output.weight"), cfg.n_embd, q_dim)?,
+            bias,
+            q_norm: RmsNorm::load_optional(w, &p("attn_q_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
+            k_norm: RmsNorm::load_optional(w, &p("attn_k_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
+            shape: AttentionShape {
+                n_head: cfg.n_head,
+                n_kv_head: cfg.n_kv_head,
+                head_dim: cfg.head_dim,
+                scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            },
+        })
+    }
+
+    /// Attention output (`n × n_embd`) for normalized input `x`; stores this
+    /// layer's K/V for the batch in `kv`.
+    pub fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        kv: &mut KvCache,
+        il: usize,
+        x: &[f32],
+        rope: &RopeParams,
+        window: Option<usize>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let mut q = ctx.matmul(&self.wq, x)?;
+        let mut k = ctx.matmul(&self.wk, x)?;
+        let mut v = ctx.matmul(&self.wv, x)?;
+        if let Some([bq, bk, bv]) = &self.bias {
+            add_row_bias(&mut q, bq);
+            add_row_bias(&mut k, bk);
+            add_row_bias(&mut v, bv);
+        }
+        if let Some(norm) = &self.q_norm {
+            norm.apply(ctx, &mut q);
+        }
+        if let Some(norm) = &self.k_norm {
+            norm.apply(ctx, &mut k);
+        }
+        let hd = self.shape.head_dim;
+        ctx.backend.rope(&mut q, hd, &ctx.batch.positions, rope);
+        ctx.backend.rope(&mut k, hd, &ctx.batch.positions, rope);
+        kv.write(il, ctx.batch, &k, &v);
+        let spans = kv.spans(il, ctx.batch, window);
+        let mut attn = vec![0.0; q.len()];
+        ctx.backend.attention(&q, &self.shape, &spans, &mut attn);
+        ctx.matmul(&self.wo, &attn)
+    }
+}
+
+fn add_row_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+}
+
+/// `down(act(gate(x)) * up(x))`.
+pub struct GatedMlp {
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+    act: Activation,
+}
+
+impl GatedMlp {
+    /// Loads `blk.{il}.ffn_{gate,up,down}`.
+    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, il: usize, act: Activation) -> Result<Self, ModelError> {
+        let p = |s: &str| format!("blk.{il}.{s}");
+        Ok(Self {
+            gate: w.matrix(&p("ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?,
+            up: w.matrix(&p("ffn_up.weight"), cfg.n_ff, cfg.n_embd)?,
+            down: w.matrix(&p("ffn_down.weight"), cfg.n_embd, cfg.n_ff)?,
+            act,
+        })
+    }
+
+    /// MLP output for normalized input `x`.
+    pub fn forward(&self, ctx: &Ctx<'_>, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let mut g = ctx.matmul(&self.gate, x)?;
+        let u = ctx.matmul(&self.up, x)?;
+        ctx.backend.gated_activation(&mut g, &u, self.act);
+        ctx.matmul(&self.down, &g)
+    }
+}
+
+/// Token embedding table, also the LM head when the model ties them.
+pub struct Embedding {
+    table: Matrix,
+}
+
+impl Embedding {
+    /// Loads `token_embd.weight`.
+    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig) -> Result<Self, ModelError> {
+        Ok(Self { table: w.matrix("token_embd.weight", cfg.n_vocab, cfg.n_embd)? })
+    }
+
+    /// The table as a matrix (for tied LM heads).
+    #[must_use]
+    pub fn matrix(&self) -> &Matrix {
+        &self.table
+    }
+
+    /// Embeddings of the batch tokens (`n × n_embd`).
+    pub fn forward(&self, ctx: &Ctx<'_>, n_embd: usize) -> Result<Vec<f32>, ModelError> {
+        let vocab = self.table.rows();
+        if let Some(bad) = ctx.batch.tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::BadBatch(format!("token id {bad} is outside the vocabulary ({vocab})")));
+        }
+        let mut out = vec![0.0; ctx.batch.len() * n_embd];
+        ctx.backend.get_rows(&self.table.view(ctx.file), &ctx.batch.tokens, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Final norm + projection to the vocabulary, for the rows that want logits.
+pub struct LmHead {
+    norm: RmsNorm,
+    output: Option<Matrix>,
+}
+
+impl LmHead {
+    /// Loads `output_norm` and `output` (absent when tied to the embedding).
+    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig) -> Result<Self, ModelError> {
+        Ok(Self {
+            norm: RmsNorm::load(w, "output_norm.weight", cfg.n_embd, cfg.norm_eps)?,
+            output: w.optional_matrix("output.weight", cfg.n_vocab, cfg.n_embd)?,
+        })
+    }
+
+    /// Logits (`logit_rows.len() × n_vocab`) from the final hidden states.
+    pub fn forward(&self, ctx: &Ctx<'_>, embedding: &Embedding, hidden: &[f32], n_embd: usize) -> Result<Vec<f32>, ModelError> {
+        let rows = &ctx.batch.logit_rows;
+        let mut x = Vec::with_capacity(rows.len() * n_embd);
+        for &r in rows {
+            x.extend_from_slice(&hidden[r * n_embd..(r + 1) * n_embd]);
+        }
+        self.norm.apply(ctx, &mut x);
+        let w = self.output.as_ref().unwrap_or(embedding.matrix());
+        let mut out = vec![0.0; rows.len() * w.rows()];
+        ctx.backend.matmul(&w.view(ctx.file), &x, rows.len(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// RoPE parameters for `cfg` with the given pairing style.
+#[must_use]
+pub fn rope_params(cfg: &ModelConfig, style: RopeStyle) -> RopeParams {
+    RopeParams { style, n_rot: cfg.n_rot, freq_base: cfg.rope_base, freq_scale: cfg.rope_freq_scale }
+}
+
+/// `x += y`, element-wise.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}

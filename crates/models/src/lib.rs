@@ -1,0 +1,47 @@
+//! Model architectures over the [`Backend`] trait. One file per architecture
+//! reads like the model card; shared blocks live in `layers`.
+//!
+//! Contract: [`Model::forward`] takes a flat [`ForwardBatch`] (any mix of
+//! sequences, prefill and decode) and a [`KvCache`], and returns the logits of
+//! `batch.logit_rows`, `n_vocab` floats each.
+
+mod config;
+mod error;
+pub mod gemma3;
+mod kv_cache;
+pub mod layers;
+pub mod llama;
+pub mod qwen;
+pub mod weights;
+
+use std::sync::Arc;
+
+use hearth_core::{Backend, ForwardBatch};
+use hearth_gguf::GgufFile;
+
+pub use config::ModelConfig;
+pub use error::ModelError;
+pub use kv_cache::KvCache;
+
+/// A loaded model, ready to run batches.
+pub trait Model: Send + Sync {
+    /// Shape and numerics.
+    fn config(&self) -> &ModelConfig;
+    /// Runs one batch; returns `batch.logit_rows.len() × n_vocab` logits.
+    /// On error the KV cache is left as it was before the call's positions.
+    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError>;
+}
+
+/// Architectures this build can run (`general.architecture` values).
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
+
+/// Loads the model in `file` for `backend`, picking the architecture from metadata.
+pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>, ModelError> {
+    let arch = file.get_str("general.architecture")?.to_owned();
+    Ok(match arch.as_str() {
+        "llama" => Box::new(llama::Llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
+        "qwen2" | "qwen3" => Box::new(qwen::load(file, backend)?),
+        "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),
+        _ => return Err(ModelError::UnsupportedArch(arch)),
+    })
+}

@@ -1,0 +1,77 @@
+//! Llama (also Mistral, SmolLM): pre-norm blocks of grouped-query attention
+//! with RoPE and a SiLU-gated MLP. Qwen2/Qwen3 share this graph (see `qwen.rs`).
+//!
+//! ```text
+//! x = embed(tokens)
+//! for each block:  x += attn(rms_norm(x));  x += mlp(rms_norm(x))
+//! logits = output(rms_norm(x))
+//! ```
+
+use std::sync::Arc;
+
+use hearth_core::{Activation, Backend, ForwardBatch, RopeParams, RopeStyle};
+use hearth_gguf::GgufFile;
+
+use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, RmsNorm};
+use crate::weights::WeightLoader;
+use crate::{KvCache, Model, ModelConfig, ModelError};
+
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    mlp: GatedMlp,
+}
+
+/// A Llama-family decoder.
+pub struct Llama {
+    cfg: ModelConfig,
+    file: GgufFile,
+    backend: Arc<dyn Backend>,
+    rope: RopeParams,
+    embed: Embedding,
+    blocks: Vec<Block>,
+    head: LmHead,
+}
+
+impl Llama {
+    /// Loads a Llama-shaped model whose RoPE pairs dimensions in `style`.
+    pub fn load(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle) -> Result<Self, ModelError> {
+        let cfg = ModelConfig::from_gguf(&file)?;
+        let w = WeightLoader { file: &file, backend: backend.as_ref() };
+        let blocks = (0..cfg.n_layer)
+            .map(|il| {
+                Ok(Block {
+                    attn_norm: RmsNorm::load(&w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
+                    attn: Attention::load(&w, &cfg, il)?,
+                    ffn_norm: RmsNorm::load(&w, &format!("blk.{il}.ffn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
+                    mlp: GatedMlp::load(&w, &cfg, il, Activation::Silu)?,
+                })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        let embed = Embedding::load(&w, &cfg)?;
+        let head = LmHead::load(&w, &cfg)?;
+        let rope = rope_params(&cfg, style);
+        Ok(Self { cfg, file, backend, rope, embed, blocks, head })
+    }
+}
+
+impl Model for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError> {
+        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch };
+        kv.prepare(batch)?;
+        let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
+        for (il, b) in self.blocks.iter().enumerate() {
+            let h = b.attn.forward(&ctx, kv, il, &b.attn_norm.forward(&ctx, &x), &self.rope, None)?;
+            add_in_place(&mut x, &h);
+            let h = b.mlp.forward(&ctx, &b.ffn_norm.forward(&ctx, &x))?;
+            add_in_place(&mut x, &h);
+        }
+        kv.commit(batch);
+        self.head.forward(&ctx, &self.embed, &x, self.cfg.n_embd)
+    }
+}

@@ -1,0 +1,17 @@
+//! Qwen2 and Qwen3. Both are Llama-shaped decoders with NeoX-style RoPE;
+//! Qwen2 adds biases to Q/K/V, Qwen3 drops them and RMS-normalizes each
+//! query and key head before RoPE. The shared [`Attention`](crate::layers::Attention)
+//! picks both up from the tensors present, so the graph is the Llama graph.
+
+use std::sync::Arc;
+
+use hearth_core::{Backend, RopeStyle};
+use hearth_gguf::GgufFile;
+
+use crate::llama::Llama;
+use crate::ModelError;
+
+/// Loads a `qwen2` or `qwen3` model.
+pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelError> {
+    Llama::load(file, backend, RopeStyle::NeoX)
+}

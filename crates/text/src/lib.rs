@@ -1,0 +1,12 @@
+//! Text in and out of a model: a tokenizer built from the GGUF vocabulary on
+//! the `tokenizers` crate, UTF-8-safe streaming detokenization, and chat
+//! templates rendered with `minijinja`.
+
+mod chat;
+mod decoder;
+mod pretokenize;
+mod tokenizer;
+
+pub use chat::{ChatTemplate, Message};
+pub use decoder::IncrementalDecoder;
+pub use tokenizer::{TextError, Tokenizer, TokenizerKind};
