@@ -1,0 +1,256 @@
+//! `hearth`: run, inspect and fetch local models.
+
+mod chat;
+mod show;
+mod size;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hearth_engine::{catalog, perplexity, Session};
+use hearth_sampling::SamplingParams;
+use hearth_text::Message;
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "A local LLM inference node: your models, your machine.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a reply (or chat interactively when no prompt is given on a terminal).
+    Run(RunArgs),
+    /// Perplexity of a text file, llama.cpp's method.
+    Perplexity(PerplexityArgs),
+    /// Fetch a model (alias, URL or local path) into the cache.
+    Pull {
+        /// Alias (see `hearth list`), http(s) URL, or path to a .gguf.
+        what: String,
+        /// Expected sha256 of the file (aliases carry their own).
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// List known aliases and cached models.
+    List,
+    /// Show a model's architecture, tensor types, size, context and template.
+    Show {
+        /// Alias or path.
+        model: String,
+    },
+}
+
+#[derive(Args)]
+struct CommonModelArgs {
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Context size in tokens; accepts 4096, 32k, 1m (default: the model's).
+    #[arg(long = "context", alias = "ctx-size", value_parser = size::parse_tokens)]
+    context: Option<usize>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Alias (`smollm2`, `gemma3-270m`) or path to a .gguf file.
+    model: String,
+    /// The prompt; omit on a terminal for an interactive chat.
+    prompt: Option<String>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// RNG seed for reproducible sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Maximum new tokens.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+    n: usize,
+    /// Top-k truncation (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (nucleus) truncation (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p truncation (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Presence penalty.
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Frequency penalty.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Continue the prompt as-is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// System prompt for chat mode.
+    #[arg(long)]
+    system: Option<String>,
+    /// Print timing figures to stderr.
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    common: CommonModelArgs,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    /// Alias or path.
+    model: String,
+    /// Text file to score.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Chunk size in tokens.
+    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    ctx: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Perplexity(a) => cmd_perplexity(a),
+        Command::Pull { what, sha256 } => {
+            let p = catalog::pull(&what, sha256.as_deref())?;
+            eprintln!("ok: {}", p.display());
+            Ok(())
+        }
+        Command::List => {
+            cmd_list();
+            Ok(())
+        }
+        Command::Show { model } => show::show(&catalog::resolve(&model)?),
+    }
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+    }
+    Ok(())
+}
+
+fn load(model: &str, ctx: usize) -> Result<Session> {
+    let path = catalog::resolve(model)?;
+    Session::load(&path, ctx).with_context(|| format!("loading {}", path.display()))
+}
+
+fn sampling_params(a: &RunArgs) -> SamplingParams {
+    SamplingParams {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repeat_penalty: a.repeat_penalty,
+        presence_penalty: a.presence_penalty,
+        frequency_penalty: a.frequency_penalty,
+        seed: a.seed,
+        max_tokens: a.n,
+        stop: a.stop.clone(),
+        ..SamplingParams::default()
+    }
+}
+
+fn cmd_run(a: RunArgs) -> Result<()> {
+    set_threads(a.common.threads)?;
+    let session = load(&a.model, a.common.context.unwrap_or(4096))?;
+    let params = sampling_params(&a);
+    let Some(prompt) = a.prompt.clone() else {
+        if std::io::stdin().is_terminal() {
+            return chat::interactive(&session, &params, a.system.as_deref());
+        }
+        bail!("no prompt given (pass one as an argument, or run on a terminal for a chat)");
+    };
+    let text = if a.raw {
+        prompt
+    } else {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(Message::new("system", s));
+        }
+        msgs.push(Message::new("user", &prompt));
+        session.template.render(&msgs, true)?
+    };
+    let tokens = session.tokenizer.encode(&text, true)?;
+    let mut stdout = std::io::stdout().lock();
+    let out = session.generate(&tokens, &params, |piece| {
+        let _ = stdout.write_all(piece.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    writeln!(stdout)?;
+    if a.verbose {
+        eprintln!(
+            "prompt: {} tokens in {:.2}s ({:.1} tok/s); generated: {} tokens in {:.2}s ({:.1} tok/s); finish: {:?}",
+            out.prompt_tokens,
+            out.prefill_secs,
+            out.prompt_tokens as f64 / out.prefill_secs.max(1e-9),
+            out.tokens.len(),
+            out.decode_secs,
+            out.tokens.len() as f64 / out.decode_secs.max(1e-9),
+            out.finish
+        );
+    }
+    Ok(())
+}
+
+fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let session = load(&a.model, a.ctx)?;
+    let json = a.json;
+    let report = perplexity::perplexity(&session, &text, a.ctx, |i, ppl| {
+        if !json {
+            eprintln!("[{}] {ppl:.4}", i + 1);
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("chunks = {}, tokens scored = {}", report.chunks, report.tokens);
+        println!("PPL = {:.4}", report.ppl);
+    }
+    Ok(())
+}
+
+fn cmd_list() {
+    println!("{:<16} {:<10} DESCRIPTION", "ALIAS", "STATUS");
+    for e in catalog::CATALOG {
+        let status = if catalog::cached_path(e.alias).is_file() { "cached" } else { "-" };
+        println!("{:<16} {:<10} {}", e.alias, status, e.description);
+    }
+    let cached = catalog::cached_models();
+    if !cached.is_empty() {
+        println!("\ncache: {}", catalog::cache_dir().display());
+        for (name, size) in cached {
+            println!("  {name:<40} {:>8.1} MB", size as f64 / 1e6);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+use hearth_models::ModelError;
+use hearth_text::TextError;
+
+/// What can go wrong between a model path and generated text.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{path}: {source}")]
+    Load { path: String, source: hearth_gguf::GgufError },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("model {0:?} not found: not a file and not a known alias (try `hearth list`)")]
+    UnknownModel(String),
+    #[error("fetching {what}: {why}")]
+    Fetch { what: String, why: String },
+    #[error("checksum mismatch for {path}: expected {expected}, got {actual}")]
+    Checksum { path: String, expected: String, actual: String },
+    #[error("prompt of {prompt} tokens does not fit the context of {context} tokens")]
+    PromptTooLong { prompt: usize, context: usize },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,13 @@
+//! The engine: load a model file into a ready [`Session`] (weights, tokenizer,
+//! chat template), generate text, compute perplexity, and find or fetch
+//! models through the [`catalog`].
+
+pub mod catalog;
+mod error;
+mod generate;
+pub mod perplexity;
+mod session;
+
+pub use error::EngineError;
+pub use generate::{GenerateOutput, FinishReason};
+pub use session::Session;

@@ -1,0 +1,53 @@
+//! A loaded model with its tokenizer and chat template.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hearth_core::Backend;
+use hearth_gguf::{GgufFile, MetaValue};
+use hearth_models::{KvCache, Model};
+use hearth_text::{ChatTemplate, Tokenizer};
+
+use crate::EngineError;
+
+/// Everything needed to turn text into text with one model.
+pub struct Session {
+    /// The network.
+    pub model: Box<dyn Model>,
+    /// Its vocabulary.
+    pub tokenizer: Tokenizer,
+    /// Its chat format.
+    pub template: ChatTemplate,
+    /// Context size used for new KV caches.
+    pub n_ctx: usize,
+    /// The parsed file (metadata for `show`).
+    pub file: GgufFile,
+}
+
+impl Session {
+    /// Loads `path` on the CPU backend with context size `n_ctx` (0 = the
+    /// model's training context).
+    pub fn load(path: &Path, n_ctx: usize) -> Result<Self, EngineError> {
+        let file = GgufFile::open(path).map_err(|source| EngineError::Load { path: path.display().to_string(), source })?;
+        let backend: Arc<dyn Backend> = Arc::new(hearth_cpu::CpuBackend::new());
+        tracing::info!("backend: {}", backend.describe());
+        let model = hearth_models::load(file.clone(), backend)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let piece = |id: Option<u32>| id.and_then(|t| tokenizer.token_text(t)).unwrap_or("").to_owned();
+        let template = ChatTemplate::for_model(
+            file.get("tokenizer.chat_template").and_then(MetaValue::as_str),
+            &model.config().arch,
+            &piece(tokenizer.bos),
+            &piece(tokenizer.eos),
+        )?;
+        let n_ctx = if n_ctx == 0 { model.config().n_ctx_train } else { n_ctx };
+        Ok(Self { model, tokenizer, template, n_ctx, file })
+    }
+
+    /// A fresh KV cache sized for this session's context.
+    #[must_use]
+    pub fn new_cache(&self) -> KvCache {
+        let c = self.model.config();
+        KvCache::new(c.n_layer, c.kv_dim(), self.n_ctx)
+    }
+}

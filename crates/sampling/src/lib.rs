@@ -1,0 +1,163 @@
+//! Turning logits into the next token.
+//!
+//! A [`Sampler`] applies a chain of [`LogitsProcessor`]s (repetition /
+//! presence / frequency penalties), then truncation (top-k, top-p, min-p),
+//! temperature and a draw from a seeded ChaCha RNG — the order llama.cpp's
+//! default chain uses. Temperature ≤ 0 means greedy (arg-max). Pure logic:
+//! no model, no tensors.
+
+mod params;
+mod penalties;
+mod stop;
+
+use hearth_core::TokenId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use params::SamplingParams;
+pub use penalties::Penalties;
+pub use stop::StopMatcher;
+
+/// A step of the sampling chain that edits logits in place.
+pub trait LogitsProcessor: Send {
+    /// Adjusts `logits` (one per vocabulary entry).
+    fn apply(&mut self, logits: &mut [f32]);
+    /// Records that `token` was chosen.
+    fn accept(&mut self, token: TokenId);
+}
+
+/// Samples tokens for one sequence.
+pub struct Sampler {
+    params: SamplingParams,
+    processors: Vec<Box<dyn LogitsProcessor>>,
+    rng: ChaCha8Rng,
+    candidates: Vec<(TokenId, f32)>,
+}
+
+impl Sampler {
+    /// A sampler for `params`; `history` are the prompt tokens (penalties see them).
+    #[must_use]
+    pub fn new(params: SamplingParams, history: &[TokenId]) -> Self {
+        let mut processors: Vec<Box<dyn LogitsProcessor>> = Vec::new();
+        if params.has_penalties() {
+            let mut p = Penalties::new(&params);
+            history.iter().for_each(|&t| p.accept(t));
+            processors.push(Box::new(p));
+        }
+        let rng = ChaCha8Rng::seed_from_u64(params.seed);
+        Self { params, processors, rng, candidates: Vec::new() }
+    }
+
+    /// Adds a processor to the end of the chain (e.g. a grammar mask).
+    pub fn push_processor(&mut self, p: Box<dyn LogitsProcessor>) {
+        self.processors.push(p);
+    }
+
+    /// Picks the next token from `logits` (modified in place) and records it.
+    pub fn sample(&mut self, logits: &mut [f32]) -> TokenId {
+        for p in &mut self.processors {
+            p.apply(logits);
+        }
+        let token = if self.params.temperature <= 0.0 { argmax(logits) } else { self.draw(logits) };
+        for p in &mut self.processors {
+            p.accept(token);
+        }
+        token
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> TokenId {
+        let p = &self.params;
+        let c = &mut self.candidates;
+        c.clear();
+        c.extend(logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| (i as TokenId, l)));
+        if c.is_empty() {
+            return argmax(logits);
+        }
+        if p.top_k > 0 && p.top_k < c.len() {
+            c.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
+            c.truncate(p.top_k);
+        }
+        c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        // Softmax with temperature over the survivors.
+        let max = c[0].1;
+        let mut sum = 0.0;
+        for (_, l) in c.iter_mut() {
+            *l = ((*l - max) / p.temperature).exp();
+            sum += *l;
+        }
+        c.iter_mut().for_each(|(_, l)| *l /= sum);
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let keep = c.iter().position(|&(_, q)| {
+                acc += q;
+                acc >= p.top_p
+            });
+            c.truncate(keep.map_or(c.len(), |k| k + 1));
+        }
+        if p.min_p > 0.0 {
+            let floor = c[0].1 * p.min_p;
+            c.retain(|&(_, q)| q >= floor);
+        }
+        let total: f32 = c.iter().map(|&(_, q)| q).sum();
+        let mut x = self.rng.gen::<f32>() * total;
+        for &(t, q) in c.iter() {
+            if x < q {
+                return t;
+            }
+            x -= q;
+        }
+        c[c.len() - 1].0
+    }
+}
+
+/// Index of the largest logit (first on ties).
+#[must_use]
+pub fn argmax(logits: &[f32]) -> TokenId {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as TokenId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_picks_max() {
+        let mut s = Sampler::new(SamplingParams::greedy(), &[]);
+        assert_eq!(s.sample(&mut [0.1, 3.0, 2.0]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_tokens() {
+        let params = SamplingParams { temperature: 1.0, seed: 42, ..SamplingParams::default() };
+        let logits: Vec<f32> = (0..100).map(|i| (i % 7) as f32 * 0.3).collect();
+        let run = || {
+            let mut s = Sampler::new(params.clone(), &[]);
+            (0..20).map(|_| s.sample(&mut logits.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let params = SamplingParams { temperature: 5.0, top_k: 1, seed: 1, ..SamplingParams::default() };
+        let mut s = Sampler::new(params, &[]);
+        for _ in 0..10 {
+            assert_eq!(s.sample(&mut [0.0, 1.0, 0.5]), 1);
+        }
+    }
+
+    #[test]
+    fn min_p_drops_unlikely_tokens() {
+        let params = SamplingParams { temperature: 1.0, top_k: 0, min_p: 0.5, seed: 3, ..SamplingParams::default() };
+        let mut s = Sampler::new(params, &[]);
+        for _ in 0..50 {
+            assert_ne!(s.sample(&mut [5.0, 4.9, -5.0]), 2);
+        }
+    }
+}
