@@ -70,9 +70,9 @@ pub struct AttentionShape {
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionSpan<'a> {
     /// Keys of the sequence, `[position][kv_head][head_dim]`, at least `end` positions.
-    pub keys: &'a [f32],
+    pub keys: &'a [half::f16],
     /// Values, same layout as `keys`.
-    pub values: &'a [f32],
+    pub values: &'a [half::f16],
     /// First position attended (sliding windows start later than 0).
     pub start: usize,
     /// One past the last position attended (causal: query position + 1).

@@ -7,6 +7,7 @@ use hearth_core::GgmlType;
 use rayon::prelude::*;
 
 use crate::dispatch::kernels;
+use crate::kernels::quant_dot;
 use crate::kernels::reference::{self, Unsupported};
 
 /// Weight rows dequantized together: 16 rows × 2048 cols = 128 KiB, inside L2.
@@ -20,9 +21,55 @@ pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: us
     }
     let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
     assert!(w.len() >= rows * row_bytes && x.len() >= n * cols && out.len() >= n * rows);
-    let k = kernels();
-    // Row-major by weight row so each task owns a contiguous slice; transposed below.
     let mut by_row = vec![0f32; rows * n];
+    if quant_dot::supports(ty) {
+        quantized_by_row(ty, w, row_bytes, cols, x, n, &mut by_row);
+    } else {
+        float_by_row(ty, w, row_bytes, cols, x, n, &mut by_row);
+    }
+    if n == 1 {
+        out[..rows].copy_from_slice(&by_row);
+    } else {
+        for r in 0..rows {
+            for t in 0..n {
+                out[t * rows + r] = by_row[r * n + t];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quantized weights: activations quantized once per row, then integer dot
+/// products per (weight row, activation row), ggml's numerics.
+fn quantized_by_row(ty: GgmlType, w: &[u8], row_bytes: usize, cols: usize, x: &[f32], n: usize, by_row: &mut [f32]) {
+    let act_ty = reference::vec_dot_type(ty);
+    let acts: Vec<quant_dot::Q8Row> = x[..n * cols].par_chunks(cols).map(|row| quant_dot::quantize_row(act_ty, row)).collect();
+    by_row.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(tile, dst)| {
+        let r0 = tile * TILE_ROWS;
+        for (i, out) in dst.chunks_mut(n).enumerate() {
+            let wrow = &w[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+            for (o, a) in out.iter_mut().zip(&acts) {
+                *o = quant_dot::vec_dot(ty, wrow, a);
+            }
+        }
+    });
+}
+
+/// Float weights: dequantize a tile of rows, multiply with the SIMD GEMM tile.
+fn float_by_row(ty: GgmlType, w: &[u8], row_bytes: usize, cols: usize, x: &[f32], n: usize, by_row: &mut [f32]) {
+    let k = kernels();
+    // Activations as ggml's quantized dot products see them (see `round_trip`).
+    let act_ty = reference::vec_dot_type(ty);
+    let rounded;
+    let x = if act_ty == GgmlType::F32 {
+        &x[..n * cols]
+    } else {
+        let mut r = x[..n * cols].to_vec();
+        r.chunks_mut(cols).for_each(|row| reference::round_trip(act_ty, row));
+        rounded = r;
+        &rounded[..]
+    };
+    // Row-major by weight row so each task owns a contiguous slice; transposed by the caller.
     by_row.par_chunks_mut(TILE_ROWS * n).enumerate().for_each_init(
         || vec![0f32; TILE_ROWS * cols],
         |buf, (tile, dst)| {
@@ -36,16 +83,6 @@ pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: us
             (k.gemm_tile)(&buf[..nr * cols], nr, x, n, cols, dst);
         },
     );
-    if n == 1 {
-        out[..rows].copy_from_slice(&by_row);
-    } else {
-        for r in 0..rows {
-            for t in 0..n {
-                out[t * rows + r] = by_row[r * n + t];
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Dequantizes the selected rows (embedding lookup): `out` is `ids.len() × cols`.

@@ -1,6 +1,7 @@
 //! Element-wise and attention operations. Written as plain loops that the
 //! compiler vectorizes; the heavy ones are spread over the rayon pool.
 
+use half::f16;
 use hearth_core::{Activation, AttentionShape, AttentionSpan, RopeParams, RopeStyle};
 use rayon::prelude::*;
 
@@ -44,7 +45,20 @@ pub fn rope(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopeParams)
 pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
     match act {
         Activation::Silu => gate.iter_mut().zip(up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u),
-        Activation::GeluTanh => gate.iter_mut().zip(up).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
+        Activation::GeluTanh => gate.iter_mut().zip(up).for_each(|(g, u)| *g = gelu_f16_table(*g) * u),
+    }
+}
+
+/// GELU as ggml evaluates it on the CPU (`GGML_GELU_FP16`): through a table
+/// indexed by the f16 input holding f16 outputs, saturating outside ±10.
+#[must_use]
+pub fn gelu_f16_table(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        f16::from_f32(gelu_tanh(f16::from_f32(x).to_f32())).to_f32()
     }
 }
 
@@ -67,28 +81,53 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Attention of every query row and head over its span. Work is split by
-/// (row, head); grouped-query heads share K/V rows.
+/// Attention of every query row and head over its span, split by (row,
+/// head); grouped-query heads share K/V rows.
+///
+/// Numerics follow ggml's CPU flash attention with an f16 cache
+/// (`ggml_compute_forward_flash_attn_ext_f16`): the query is rounded to f16,
+/// `q·k` accumulates in f32, and the softmax runs online with the weighted
+/// sum of values kept in an f16 accumulator, rescaled whenever a new
+/// maximum appears. Matching it keeps greedy output identical to llama.cpp's.
 pub fn attention(q: &[f32], s: &AttentionShape, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
     let hd = s.head_dim;
     let group = s.n_head / s.n_kv_head;
     let kv_stride = s.n_kv_head * hd;
     let dot = kernels().dot;
-    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
-        let (row, head) = (idx / s.n_head, idx % s.n_head);
-        let span = &spans[row];
-        let kvh = head / group;
-        let qv = &q[idx * hd..(idx + 1) * hd];
-        scores.clear();
-        scores.extend((span.start..span.end).map(|p| {
-            let k = &span.keys[p * kv_stride + kvh * hd..p * kv_stride + (kvh + 1) * hd];
-            dot(qv, k) * s.scale
-        }));
-        softmax(scores);
-        o.fill(0.0);
-        for (p, &w) in (span.start..span.end).zip(scores.iter()) {
-            let v = &span.values[p * kv_stride + kvh * hd..p * kv_stride + (kvh + 1) * hd];
-            o.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
-        }
-    });
+    out.par_chunks_mut(hd).enumerate().for_each_init(
+        || (vec![0f32; hd], vec![0f32; hd], vec![f16::ZERO; hd]),
+        |(qf, kf, acc), (idx, o)| {
+            let (row, head) = (idx / s.n_head, idx % s.n_head);
+            let span = &spans[row];
+            let kv_off = (head / group) * hd;
+            for (d, &v) in qf.iter_mut().zip(&q[idx * hd..(idx + 1) * hd]) {
+                *d = f16::from_f32(v).to_f32();
+            }
+            acc.fill(f16::ZERO);
+            let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
+            for p in span.start..span.end {
+                let base = p * kv_stride + kv_off;
+                for (d, k) in kf.iter_mut().zip(&span.keys[base..base + hd]) {
+                    *d = k.to_f32();
+                }
+                let score = dot(qf, kf) * s.scale;
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if score > max {
+                    ms = (max - score).exp();
+                    max = score;
+                    acc.iter_mut().for_each(|a| *a = f16::from_f32(a.to_f32() * ms));
+                } else {
+                    vs = (score - max).exp();
+                }
+                for (a, v) in acc.iter_mut().zip(&span.values[base..base + hd]) {
+                    *a = f16::from_f32(v.to_f32().mul_add(vs, a.to_f32()));
+                }
+                sum = sum * ms + vs;
+            }
+            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+            for (o, a) in o.iter_mut().zip(acc.iter()) {
+                *o = a.to_f32() * inv;
+            }
+        },
+    );
 }

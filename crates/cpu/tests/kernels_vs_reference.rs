@@ -103,3 +103,33 @@ fn q4_k_known_block() {
     assert_eq!(y[32], 15.0);
     assert_eq!(y[255], 0.0);
 }
+
+#[test]
+fn gemm_tile_matches_reference_at_model_shapes() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (rows, n, k) in [(16, 5, 576), (16, 7, 1536), (3, 9, 2048), (16, 1, 640)] {
+        let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let mut fast = vec![0.0; rows * n];
+        let mut slow = vec![0.0; rows * n];
+        (hearth_cpu::selected_kernels().gemm_tile)(&w, rows, &x, n, k, &mut fast);
+        (hearth_cpu::reference_kernels().gemm_tile)(&w, rows, &x, n, k, &mut slow);
+        assert_close(&fast, &slow, 1e-4);
+    }
+}
+
+#[test]
+fn batched_matmul_equals_row_by_row() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let (rows, cols, n) = (576, 576, 5);
+    let ty = GgmlType::Q4_1;
+    let w = random_blocks(ty, rows * cols / 32, &mut rng);
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let mut all = vec![0.0; n * rows];
+    hearth_cpu::matmul(ty, &w, rows, cols, &x, n, &mut all).unwrap();
+    for t in 0..n {
+        let mut one = vec![0.0; rows];
+        hearth_cpu::matmul(ty, &w, rows, cols, &x[t * cols..(t + 1) * cols], 1, &mut one).unwrap();
+        assert_close(&all[t * rows..(t + 1) * rows], &one, 1e-5);
+    }
+}

@@ -1,11 +1,13 @@
 //! Per-sequence key/value storage for the forward pass.
 //!
-//! Contiguous per sequence and layer, f32. The paged, block-table cache of
+//! Contiguous per sequence and layer, stored as f16 (llama.cpp's default
+//! cache type: half the memory of f32, and the numerics of the reference). The paged, block-table cache of
 //! the serving work replaces this type behind the same calls: `prepare` a
 //! batch, `write` each layer's K/V, read `spans`, then `commit`.
 
 use std::collections::HashMap;
 
+use half::f16;
 use hearth_core::{AttentionSpan, ForwardBatch, SeqId};
 
 use crate::ModelError;
@@ -13,8 +15,8 @@ use crate::ModelError;
 #[derive(Debug, Default)]
 struct SeqKv {
     len: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<Vec<f16>>,
+    values: Vec<Vec<f16>>,
 }
 
 /// Keys and values of every live sequence.
@@ -69,7 +71,7 @@ impl KvCache {
             });
             for buf in s.keys.iter_mut().chain(s.values.iter_mut()) {
                 if buf.len() < end * self.kv_dim {
-                    buf.resize(end * self.kv_dim, 0.0);
+                    buf.resize(end * self.kv_dim, f16::ZERO);
                 }
             }
         }
@@ -101,8 +103,8 @@ impl KvCache {
         for (i, (&seq, &pos)) in batch.seq_ids.iter().zip(&batch.positions).enumerate() {
             // ok: `prepare` created every sequence of the batch.
             let s = self.seqs.get_mut(&seq).expect("prepare() ran first");
-            s.keys[layer][pos * d..(pos + 1) * d].copy_from_slice(&keys[i * d..(i + 1) * d]);
-            s.values[layer][pos * d..(pos + 1) * d].copy_from_slice(&values[i * d..(i + 1) * d]);
+            s.keys[layer][pos * d..(pos + 1) * d].iter_mut().zip(&keys[i * d..(i + 1) * d]).for_each(|(o, &v)| *o = f16::from_f32(v));
+            s.values[layer][pos * d..(pos + 1) * d].iter_mut().zip(&values[i * d..(i + 1) * d]).for_each(|(o, &v)| *o = f16::from_f32(v));
         }
     }
 

@@ -252,9 +252,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Reference matmul: `out[t][r] = dot(W[r], x[t])` for `n` rows of `x`.
+/// Reference matmul: `out[t][r] = dot(W[r], x[t])` for `n` rows of `x`,
+/// with `x` first rounded through the weight type's `vec_dot_type`.
 pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), Unsupported> {
     let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
+    let mut x = x[..n * cols].to_vec();
+    x.chunks_mut(cols).for_each(|row| round_trip(vec_dot_type(ty), row));
     let mut buf = vec![0f32; cols];
     for r in 0..rows {
         dequantize_row(ty, &w[r * row_bytes..(r + 1) * row_bytes], &mut buf)?;
@@ -277,4 +280,61 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
         out.extend(block.iter().map(|v| (v * id).round() as i8 as u8));
     }
     out
+}
+
+/// The activation type ggml pairs with weights of type `ty` in its dot
+/// products (`vec_dot_type`): activations are quantized to it first.
+#[must_use]
+pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
+    use GgmlType as T;
+    match ty {
+        T::Q4_0 | T::Q5_0 | T::Q8_0 => T::Q8_0,
+        T::Q4_1 | T::Q5_1 => T::Q8_1,
+        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => T::Q8_K,
+        T::F16 => T::F16,
+        T::BF16 => T::BF16,
+        _ => T::F32,
+    }
+}
+
+/// Rounds `x` in place to what it becomes after quantizing to `ty` (ggml's
+/// `quantize_row_*_ref`) and back. Applying this to activations reproduces
+/// the numerics of ggml's quantized dot products.
+pub fn round_trip(ty: GgmlType, x: &mut [f32]) {
+    use GgmlType as T;
+    match ty {
+        T::Q8_0 | T::Q8_1 => x.chunks_mut(32).for_each(round_trip_q8_0),
+        T::Q8_K => x.chunks_mut(256).for_each(round_trip_q8_k),
+        T::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
+        T::BF16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
+        _ => {}
+    }
+}
+
+/// ggml's x86 `quantize_row_q8_0` (and the value part of q8_1): scale
+/// amax/127 stored as f16, values `x * 127/amax` rounded to nearest even.
+fn round_trip_q8_0(block: &mut [f32]) {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+    let dh = f16::from_f32(amax / 127.0).to_f32();
+    block.iter_mut().for_each(|v| *v = (*v * id).round_ties_even() * dh);
+}
+
+/// `quantize_row_q8_K_ref`: the element of largest magnitude maps to -127
+/// (its sign folded into the scale), scale kept in f32.
+fn round_trip_q8_k(block: &mut [f32]) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in block.iter() {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        block.fill(0.0);
+        return;
+    }
+    let iscale = -127.0 / max;
+    let d = 1.0 / iscale;
+    block.iter_mut().for_each(|v| *v = ((*v * iscale).round_ties_even().min(127.0)) * d);
 }
