@@ -133,3 +133,35 @@ fn batched_matmul_equals_row_by_row() {
         assert_close(&all[t * rows..(t + 1) * rows], &one, 1e-5);
     }
 }
+
+/// Integer block dot products equal the float dot of the dequantized weight
+/// row with the dequantized activations (they differ only in rounding order).
+#[test]
+fn quantized_vec_dot_matches_dequantized_dot() {
+    use hearth_cpu::kernels::quant_dot;
+    use GgmlType as T;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K] {
+        let cols = 512;
+        let w = random_blocks(ty, cols / ty.block_size(), &mut rng);
+        let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        let act_ty = reference::vec_dot_type(ty);
+        let a = quant_dot::quantize_row(act_ty, &x);
+        let mut wf = vec![0.0; cols];
+        reference::dequantize_row(ty, &w, &mut wf).unwrap();
+        let mut xr = x.clone();
+        reference::round_trip(act_ty, &mut xr);
+        let mut expect = reference::dot(&wf, &xr);
+        if act_ty == T::Q8_1 {
+            // ggml adds m·s with s = f16(d·Σq) rather than d_f16·Σq: replicate.
+            let bs = ty.type_size();
+            for (i, blk) in w.chunks(bs).enumerate() {
+                let m = half::f16::from_le_bytes([blk[2], blk[3]]).to_f32();
+                let sum_q: i32 = a.qs[32 * i..32 * i + 32].iter().map(|&q| i32::from(q)).sum();
+                expect += m * (a.s[i] - a.d[i] * sum_q as f32);
+            }
+        }
+        let got = quant_dot::vec_dot(ty, &w, &a);
+        assert!((got - expect).abs() <= 1e-3 * (1.0 + expect.abs()), "{ty}: {got} vs {expect}");
+    }
+}
