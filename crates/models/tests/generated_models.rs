@@ -1,0 +1,108 @@
+//! Architectures with no small public weights, checked on tiny random-weight
+//! files that `hearth-testutil` generates, against logits llama.cpp computed
+//! for the same files (`fixtures/llamacpp/tiny_models.json`).
+
+use std::sync::Arc;
+
+use hearth_core::{ForwardBatch, SeqId};
+use hearth_gguf::GgufFile;
+use hearth_models::{KvCache, Model};
+use sha2::{Digest, Sha256};
+
+fn fixture() -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/llamacpp/tiny_models.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
+}
+
+fn tiny(arch: &str) -> Box<dyn Model> {
+    let file = GgufFile::from_bytes(hearth_testutil::tiny_qwen(arch, 42)).expect("parse");
+    hearth_models::load(file, Arc::new(hearth_cpu::CpuBackend::new())).expect("load")
+}
+
+fn check_against_llama_cpp(arch: &str) {
+    let fx = &fixture()["models"][arch];
+    let sha: String = Sha256::digest(hearth_testutil::tiny_qwen(arch, 42)).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(sha, fx["sha256"].as_str().unwrap(), "generator output changed: re-record fixtures/llamacpp/tiny_models.json");
+
+    let model = tiny(arch);
+    let cfg = model.config().clone();
+    let prompt = hearth_testutil::tiny_prompt();
+    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 256);
+    let logits = model.forward(&ForwardBatch::single_all_logits(SeqId(0), &prompt, 0), &mut kv).expect("forward");
+
+    let mut worst = 0f64;
+    for (pos, top) in fx["top10"].as_array().unwrap().iter().enumerate() {
+        let row = &logits[pos * cfg.n_vocab..(pos + 1) * cfg.n_vocab];
+        for pair in top.as_array().unwrap() {
+            let (id, expect) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
+            let rel = (f64::from(row[id]) - expect).abs() / expect.abs().max(1.0);
+            worst = worst.max(rel);
+            assert!(rel < 1e-3, "{arch} position {pos} token {id}: {} vs llama.cpp {expect}", row[id]);
+        }
+    }
+    eprintln!("{arch}: top-10 logits of 32 positions within {worst:.2e} (relative) of llama.cpp");
+}
+
+#[test]
+fn qwen2_matches_llama_cpp() {
+    check_against_llama_cpp("qwen2");
+}
+
+#[test]
+fn qwen3_matches_llama_cpp() {
+    check_against_llama_cpp("qwen3");
+}
+
+#[test]
+fn batched_and_incremental_forward_agree() {
+    let model = tiny("qwen3");
+    let cfg = model.config().clone();
+    let prompt = hearth_testutil::tiny_prompt();
+    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 256);
+    let all = model.forward(&ForwardBatch::single(SeqId(0), &prompt, 0), &mut kv).unwrap();
+    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 256);
+    let mut last = Vec::new();
+    for (pos, &t) in prompt.iter().enumerate() {
+        last = model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), &mut kv).unwrap();
+    }
+    let diff = all.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-2, "batched vs incremental differ by {diff}");
+}
+
+#[test]
+fn two_sequences_in_one_batch_equal_separate_runs() {
+    let model = tiny("qwen2");
+    let cfg = model.config().clone();
+    let (a, b) = ([5u32, 9, 13], [200u32, 7]);
+    let run_alone = |toks: &[u32]| {
+        let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 64);
+        model.forward(&ForwardBatch::single(SeqId(0), toks, 0), &mut kv).unwrap()
+    };
+    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 64);
+    let batch = ForwardBatch {
+        tokens: a.iter().chain(&b).copied().collect(),
+        positions: vec![0, 1, 2, 0, 1],
+        seq_ids: vec![SeqId(1), SeqId(1), SeqId(1), SeqId(2), SeqId(2)],
+        logit_rows: vec![2, 4],
+    };
+    let both = model.forward(&batch, &mut kv).unwrap();
+    let n = cfg.n_vocab;
+    for (got, want) in [(&both[..n], run_alone(&a)), (&both[n..], run_alone(&b))] {
+        let diff = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-4, "mixed batch differs by {diff}");
+    }
+}
+
+#[test]
+fn bad_batches_are_errors_not_panics() {
+    let model = tiny("qwen2");
+    let cfg = model.config().clone();
+    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 8);
+    // A gap in positions.
+    assert!(model.forward(&ForwardBatch::single(SeqId(0), &[1, 2], 3), &mut kv).is_err());
+    // A token outside the vocabulary.
+    assert!(model.forward(&ForwardBatch::single(SeqId(0), &[999], 0), &mut kv).is_err());
+    // Past the context.
+    assert!(model.forward(&ForwardBatch::single(SeqId(0), &[1; 9], 0), &mut kv).is_err());
+    assert_eq!(kv.seq_len(SeqId(0)), 0);
+}

@@ -1,0 +1,151 @@
+//! Deterministic tiny random-weight models, written as GGUF with
+//! `hearth-gguf`'s writer. The same seed gives byte-identical files, so
+//! outputs recorded once from llama.cpp on these files stay valid.
+
+use hearth_core::GgmlType;
+use hearth_gguf::{GgufWriter, MetaValue, MetaValueType};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Shape of a tiny test model.
+#[derive(Debug, Clone, Copy)]
+pub struct TinyShape {
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv_head: usize,
+    /// Head size.
+    pub head_dim: usize,
+    /// Feed-forward size.
+    pub n_ff: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Vocabulary (byte-level, at most 256).
+    pub n_vocab: usize,
+}
+
+/// The shape used by the architecture tests.
+pub const TINY: TinyShape = TinyShape { n_embd: 64, n_head: 4, n_kv_head: 2, head_dim: 16, n_ff: 128, n_layer: 2, n_vocab: 256 };
+
+struct Gen {
+    rng: ChaCha8Rng,
+    w: GgufWriter,
+}
+
+impl Gen {
+    fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.rng.gen_range(-scale..scale)).collect()
+    }
+
+    fn f32_tensor(&mut self, name: &str, dims: &[u64], values: &[f32]) {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.w.add_tensor(name, dims, GgmlType::F32, bytes);
+    }
+
+    /// A `rows × cols` matrix in `ty` (F32, F16 or Q8_0).
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize, ty: GgmlType, scale: f32) {
+        let v = self.values(rows * cols, scale);
+        let bytes = match ty {
+            GgmlType::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+            GgmlType::Q8_0 => hearth_cpu::kernels::reference::quantize_q8_0(&v),
+            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        self.w.add_tensor(name, &[cols as u64, rows as u64], ty, bytes);
+    }
+
+    fn norm(&mut self, name: &str, n: usize) {
+        let v: Vec<f32> = (0..n).map(|_| self.rng.gen_range(0.8..1.2)).collect();
+        self.f32_tensor(name, &[n as u64], &v);
+    }
+
+    fn set(&mut self, key: &str, v: MetaValue) {
+        self.w.set(key, v);
+    }
+}
+
+/// GPT-2's byte alphabet as one-character tokens: a valid byte-level BPE
+/// vocabulary with no merges.
+fn byte_tokens(n: usize) -> Vec<MetaValue> {
+    let printable = |b: u32| (33..=126).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let mut next = 256u32;
+    (0..256u32)
+        .map(|b| {
+            let c = if printable(b) {
+                b
+            } else {
+                next += 1;
+                next - 1
+            };
+            MetaValue::String(char::from_u32(c).unwrap_or('?').to_string())
+        })
+        .take(n)
+        .collect()
+}
+
+/// A tiny random `qwen2` (Q/K/V biases) or `qwen3` (per-head Q/K norms) model.
+///
+/// # Panics
+/// For architectures other than `qwen2` and `qwen3`.
+#[must_use]
+pub fn tiny_qwen(arch: &str, seed: u64) -> Vec<u8> {
+    assert!(arch == "qwen2" || arch == "qwen3", "tiny_qwen: {arch}");
+    let s = TINY;
+    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed), w: GgufWriter::new() };
+    let k = |name: &str| format!("{arch}.{name}");
+    g.set("general.architecture", MetaValue::String(arch.into()));
+    g.set("general.name", MetaValue::String(format!("hearth tiny {arch}")));
+    g.set(&k("context_length"), MetaValue::U32(256));
+    g.set(&k("embedding_length"), MetaValue::U32(s.n_embd as u32));
+    g.set(&k("feed_forward_length"), MetaValue::U32(s.n_ff as u32));
+    g.set(&k("block_count"), MetaValue::U32(s.n_layer as u32));
+    g.set(&k("attention.head_count"), MetaValue::U32(s.n_head as u32));
+    g.set(&k("attention.head_count_kv"), MetaValue::U32(s.n_kv_head as u32));
+    g.set(&k("attention.key_length"), MetaValue::U32(s.head_dim as u32));
+    g.set(&k("attention.value_length"), MetaValue::U32(s.head_dim as u32));
+    g.set(&k("rope.freq_base"), MetaValue::F32(10_000.0));
+    g.set(&k("attention.layer_norm_rms_epsilon"), MetaValue::F32(1e-6));
+    g.set("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
+    g.set("tokenizer.ggml.pre", MetaValue::String("qwen2".into()));
+    g.set("tokenizer.ggml.tokens", MetaValue::Array(MetaValueType::String, byte_tokens(s.n_vocab)));
+    g.set("tokenizer.ggml.token_type", MetaValue::Array(MetaValueType::I32, vec![MetaValue::I32(1); s.n_vocab]));
+    g.set("tokenizer.ggml.merges", MetaValue::Array(MetaValueType::String, Vec::new()));
+    g.set("tokenizer.ggml.bos_token_id", MetaValue::U32(0));
+    g.set("tokenizer.ggml.eos_token_id", MetaValue::U32(1));
+    g.set("tokenizer.ggml.add_bos_token", MetaValue::Bool(false));
+
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    let emb = g.values(s.n_vocab * s.n_embd, 1.0);
+    g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        g.matrix(&p("attn_q.weight"), q_dim, s.n_embd, GgmlType::Q8_0, 0.25);
+        g.matrix(&p("attn_k.weight"), kv_dim, s.n_embd, GgmlType::Q8_0, 0.25);
+        g.matrix(&p("attn_v.weight"), kv_dim, s.n_embd, GgmlType::F16, 0.25);
+        g.matrix(&p("attn_output.weight"), s.n_embd, q_dim, GgmlType::Q8_0, 0.25);
+        if arch == "qwen2" {
+            for (name, n) in [("attn_q.bias", q_dim), ("attn_k.bias", kv_dim), ("attn_v.bias", kv_dim)] {
+                let b = g.values(n, 0.5);
+                g.f32_tensor(&p(name), &[n as u64], &b);
+            }
+        } else {
+            g.norm(&p("attn_q_norm.weight"), s.head_dim);
+            g.norm(&p("attn_k_norm.weight"), s.head_dim);
+        }
+        g.norm(&p("ffn_norm.weight"), s.n_embd);
+        g.matrix(&p("ffn_gate.weight"), s.n_ff, s.n_embd, GgmlType::Q8_0, 0.25);
+        g.matrix(&p("ffn_up.weight"), s.n_ff, s.n_embd, GgmlType::Q8_0, 0.25);
+        g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, GgmlType::F32, 0.2);
+    }
+    g.norm("output_norm.weight", s.n_embd);
+    g.matrix("output.weight", s.n_vocab, s.n_embd, GgmlType::Q8_0, 0.5);
+    g.w.to_bytes()
+}
+
+/// The token ids fed to tiny models in the architecture tests.
+#[must_use]
+pub fn tiny_prompt() -> Vec<u32> {
+    (0..32).map(|i| (7 * i + 3) % 256).collect()
+}
