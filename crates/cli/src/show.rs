@@ -19,7 +19,11 @@ pub fn show(path: &Path) -> Result<()> {
     println!("context       {}", meta_str(&format!("{arch}.context_length")));
     println!("embedding     {}", meta_str(&format!("{arch}.embedding_length")));
     println!("layers        {}", meta_str(&format!("{arch}.block_count")));
-    println!("heads         {} (kv {})", meta_str(&format!("{arch}.attention.head_count")), meta_str(&format!("{arch}.attention.head_count_kv")));
+    println!(
+        "heads         {} (kv {})",
+        meta_str(&format!("{arch}.attention.head_count")),
+        meta_str(&format!("{arch}.attention.head_count_kv"))
+    );
     println!("tokenizer     {} (pre {})", meta_str("tokenizer.ggml.model"), meta_str("tokenizer.ggml.pre"));
     let mut types: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for t in f.tensors() {
@@ -27,7 +31,8 @@ pub fn show(path: &Path) -> Result<()> {
         e.0 += 1;
         e.1 += t.size;
     }
-    let summary: Vec<String> = types.iter().map(|(k, (n, b))| format!("{k} ×{n} ({:.1} MB)", *b as f64 / 1e6)).collect();
+    let summary: Vec<String> =
+        types.iter().map(|(k, (n, b))| format!("{k} ×{n} ({:.1} MB)", *b as f64 / 1e6)).collect();
     println!("tensor types  {}", summary.join(", "));
     match f.get("tokenizer.chat_template").and_then(MetaValue::as_str) {
         Some(t) => println!("template      from file ({} chars)", t.len()),

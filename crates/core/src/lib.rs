@@ -9,6 +9,8 @@ mod backend;
 mod batch;
 mod ggml_type;
 
-pub use backend::{Activation, AttentionShape, AttentionSpan, Backend, BackendError, RopeParams, RopeStyle, WeightView};
+pub use backend::{
+    Activation, AttentionShape, AttentionSpan, Backend, BackendError, RopeParams, RopeStyle, WeightView,
+};
 pub use batch::{ForwardBatch, SeqId, TokenId};
 pub use ggml_type::{GgmlType, UnknownGgmlType};

@@ -23,7 +23,15 @@ const EXACT_MAX_ROWS: usize = 32;
 
 /// `out[t * rows + r] = W[r] · x[t]` for `t < n`. `w` holds `rows` rows of
 /// `cols` elements of type `ty`; `x` is `n × cols`, `out` is `n × rows`.
-pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), Unsupported> {
+pub fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Unsupported> {
     if !reference::is_supported(ty) {
         return Err(Unsupported(ty));
     }
@@ -51,7 +59,8 @@ pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: us
 /// products per (weight row, activation row), ggml's numerics.
 fn quantized_by_row(ty: GgmlType, w: &[u8], row_bytes: usize, cols: usize, x: &[f32], n: usize, by_row: &mut [f32]) {
     let act_ty = reference::vec_dot_type(ty);
-    let acts: Vec<quant_dot::Q8Row> = x[..n * cols].par_chunks(cols).map(|row| quant_dot::quantize_row(act_ty, row)).collect();
+    let acts: Vec<quant_dot::Q8Row> =
+        x[..n * cols].par_chunks(cols).map(|row| quant_dot::quantize_row(act_ty, row)).collect();
     by_row.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(tile, dst)| {
         let r0 = tile * TILE_ROWS;
         for (i, out) in dst.chunks_mut(n).enumerate() {

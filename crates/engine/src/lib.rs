@@ -9,5 +9,5 @@ pub mod perplexity;
 mod session;
 
 pub use error::EngineError;
-pub use generate::{GenerateOutput, FinishReason};
+pub use generate::{FinishReason, GenerateOutput};
 pub use session::Session;

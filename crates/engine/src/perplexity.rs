@@ -33,10 +33,7 @@ pub fn perplexity(
     let tokens = session.tokenizer.encode(text, true)?;
     let n_chunks = tokens.len() / n_ctx;
     if n_chunks == 0 {
-        return Err(EngineError::Invalid(format!(
-            "text has {} tokens, fewer than one chunk of {n_ctx}",
-            tokens.len()
-        )));
+        return Err(EngineError::Invalid(format!("text has {} tokens, fewer than one chunk of {n_ctx}", tokens.len())));
     }
     let first = n_ctx / 2;
     let n_vocab = session.model.config().n_vocab;
@@ -46,7 +43,8 @@ pub fn perplexity(
         if let (true, Some(bos)) = (session.tokenizer.add_bos, session.tokenizer.bos) {
             chunk[0] = bos;
         }
-        let mut kv = hearth_models::KvCache::new(session.model.config().n_layer, session.model.config().kv_dim(), n_ctx);
+        let mut kv =
+            hearth_models::KvCache::new(session.model.config().n_layer, session.model.config().kv_dim(), n_ctx);
         let mut batch = ForwardBatch::single(SeqId(0), &chunk, 0);
         batch.logit_rows = (first..n_ctx - 1).collect();
         let logits = session.model.forward(&batch, &mut kv)?;

@@ -28,7 +28,8 @@ impl Session {
     /// Loads `path` on the CPU backend with context size `n_ctx` (0 = the
     /// model's training context).
     pub fn load(path: &Path, n_ctx: usize) -> Result<Self, EngineError> {
-        let file = GgufFile::open(path).map_err(|source| EngineError::Load { path: path.display().to_string(), source })?;
+        let file =
+            GgufFile::open(path).map_err(|source| EngineError::Load { path: path.display().to_string(), source })?;
         let backend: Arc<dyn Backend> = Arc::new(hearth_cpu::CpuBackend::new());
         tracing::info!("backend: {}", backend.describe());
         let model = hearth_models::load(file.clone(), backend)?;

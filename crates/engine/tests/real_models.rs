@@ -49,12 +49,23 @@ fn greedy(alias: &str, allow_near_tie: bool) {
             .as_array()
             .expect("steps")
             .iter()
-            .map(|st| (st[0].as_u64().unwrap() as u32, st[1].as_f64().unwrap(), st[2].as_u64().unwrap() as u32, st[3].as_f64().unwrap()))
+            .map(|st| {
+                (
+                    st[0].as_u64().unwrap() as u32,
+                    st[1].as_f64().unwrap(),
+                    st[2].as_u64().unwrap() as u32,
+                    st[3].as_f64().unwrap(),
+                )
+            })
             .collect();
         // The fixture is consistent with shared/reference/greedy.json.
-        let expect = texts.as_array().unwrap().iter().find(|c| c["model"] == alias && c["prompt"] == prompt).expect("text");
+        let expect =
+            texts.as_array().unwrap().iter().find(|c| c["model"] == alias && c["prompt"] == prompt).expect("text");
         let ref_ids: Vec<u32> = reference.iter().map(|r| r.0).collect();
-        assert_eq!(s.tokenizer.decode(&ref_ids).trim_end_matches('\n'), expect["expect"].as_str().unwrap().trim_end_matches('\n'));
+        assert_eq!(
+            s.tokenizer.decode(&ref_ids).trim_end_matches('\n'),
+            expect["expect"].as_str().unwrap().trim_end_matches('\n')
+        );
 
         let tokens = s.tokenizer.encode(prompt, true).expect("encode");
         let params = SamplingParams { max_tokens: reference.len(), ..SamplingParams::greedy() };
@@ -67,9 +78,15 @@ fn greedy(alias: &str, allow_near_tie: bool) {
             Some(i) => {
                 let (_, top, second, second_logit) = reference[i];
                 let margin = top - second_logit;
-                eprintln!("{alias} {prompt:?}: parts from llama.cpp at step {i} (its margin {margin:.4}); ours: {:?}", out.text);
+                eprintln!(
+                    "{alias} {prompt:?}: parts from llama.cpp at step {i} (its margin {margin:.4}); ours: {:?}",
+                    out.text
+                );
                 assert!(allow_near_tie, "{alias} {prompt:?}: differs from llama.cpp at step {i}: {:?}", out.text);
-                assert!(margin < NEAR_TIE && out.tokens[i] == second, "{alias} {prompt:?}: step {i} is not a near-tie in llama.cpp (margin {margin})");
+                assert!(
+                    margin < NEAR_TIE && out.tokens[i] == second,
+                    "{alias} {prompt:?}: step {i} is not a near-tie in llama.cpp (margin {margin})"
+                );
             }
         }
     }
@@ -97,11 +114,16 @@ fn smollm2_prompt_tokens_match_reference() {
 
 fn ppl_within_one_percent(alias: &str) {
     let s = session(alias, 512);
-    let text = std::fs::read_to_string("/usr/share/common-licenses/GPL-3").expect("GPL-3 text (Debian common-licenses)");
+    let text =
+        std::fs::read_to_string("/usr/share/common-licenses/GPL-3").expect("GPL-3 text (Debian common-licenses)");
     let expected = reference("ppl.json")["ppl"][alias].as_f64().expect("reference ppl");
     let report = perplexity::perplexity(&s, &text, 512, |_, _| {}).expect("perplexity");
     let rel = (report.ppl - expected).abs() / expected;
-    eprintln!("{alias}: PPL {:.4} vs reference {expected:.4} ({:+.3}%)", report.ppl, 100.0 * (report.ppl / expected - 1.0));
+    eprintln!(
+        "{alias}: PPL {:.4} vs reference {expected:.4} ({:+.3}%)",
+        report.ppl,
+        100.0 * (report.ppl / expected - 1.0)
+    );
     assert_eq!(report.chunks, reference("ppl.json")["chunks"].as_u64().unwrap() as usize);
     assert!(rel < 0.01, "{alias}: PPL {} is not within 1% of {expected}", report.ppl);
 }
@@ -123,7 +145,10 @@ fn chat_template_renders_for_both_models() {
     let s = session("smollm2", 512);
     assert!(s.template.render(&msgs, true).unwrap().ends_with("<|im_start|>assistant\n"));
     let g = session("gemma3-270m", 512);
-    assert_eq!(g.template.render(&msgs, true).unwrap(), "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+    assert_eq!(
+        g.template.render(&msgs, true).unwrap(),
+        "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    );
     // The rendered BOS is not doubled when encoding.
     let ids = g.tokenizer.encode(&g.template.render(&msgs, true).unwrap(), true).unwrap();
     assert_eq!(ids.iter().filter(|&&t| Some(t) == g.tokenizer.bos).count(), 1);
@@ -135,7 +160,8 @@ fn streaming_decode_is_utf8_safe_and_matches_full_decode() {
     let text = "Café ☕ — 東京 🙂 naïve";
     let ids = s.tokenizer.encode(text, false).unwrap();
     let mut dec = hearth_text::IncrementalDecoder::new();
-    let streamed: String = ids.iter().map(|&t| dec.push(s.tokenizer.token_bytes(t))).collect::<String>() + &dec.finish();
+    let streamed: String =
+        ids.iter().map(|&t| dec.push(s.tokenizer.token_bytes(t))).collect::<String>() + &dec.finish();
     assert_eq!(streamed, text);
     assert_eq!(s.tokenizer.decode(&ids), text);
 }

@@ -240,9 +240,8 @@ fn validate_tensor(
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
     let row = usize::try_from(dims[0]).map_err(|_| bad("row too long".into()))?;
-    let row_bytes = ty
-        .row_bytes(row)
-        .ok_or_else(|| bad(format!("row of {row} elements is not a whole number of {ty} blocks")))?;
+    let row_bytes =
+        ty.row_bytes(row).ok_or_else(|| bad(format!("row of {row} elements is not a whole number of {ty} blocks")))?;
     let rows = n_elements / dims[0];
     let size = u64::try_from(row_bytes)
         .ok()
@@ -315,8 +314,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn value(&mut self, key: &str, type_id: u32, depth: usize) -> Result<MetaValue, GgufError> {
-        let ty = MetaValueType::from_id(type_id)
-            .ok_or_else(|| GgufError::BadValueType { key: key.to_owned(), type_id })?;
+        let ty =
+            MetaValueType::from_id(type_id).ok_or_else(|| GgufError::BadValueType { key: key.to_owned(), type_id })?;
         Ok(match ty {
             MetaValueType::U8 => MetaValue::U8(self.array::<1>(key)?[0]),
             MetaValueType::I8 => MetaValue::I8(self.array::<1>(key)?[0] as i8),

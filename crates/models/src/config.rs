@@ -53,12 +53,16 @@ impl ModelConfig {
         }
         let n_kv_head = opt_usize("attention.head_count_kv").unwrap_or(n_head);
         if n_kv_head == 0 || n_head % n_kv_head != 0 {
-            return Err(ModelError::BadMetadata(format!("head_count {n_head} is not a multiple of head_count_kv {n_kv_head}")));
+            return Err(ModelError::BadMetadata(format!(
+                "head_count {n_head} is not a multiple of head_count_kv {n_kv_head}"
+            )));
         }
         let head_dim = opt_usize("attention.key_length").unwrap_or(n_embd / n_head);
         let n_rot = opt_usize("rope.dimension_count").unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
-            return Err(ModelError::BadMetadata(format!("rope.dimension_count {n_rot} invalid for head size {head_dim}")));
+            return Err(ModelError::BadMetadata(format!(
+                "rope.dimension_count {n_rot} invalid for head size {head_dim}"
+            )));
         }
         let n_vocab = match opt_usize("vocab_size") {
             Some(v) => v,

@@ -54,7 +54,8 @@ impl Gemma3 {
     pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(&file)?;
         let w = WeightLoader { file: &file, backend: backend.as_ref() };
-        let norm = |il: usize, name: &str| RmsNorm::load(&w, &format!("blk.{il}.{name}.weight"), cfg.n_embd, cfg.norm_eps);
+        let norm =
+            |il: usize, name: &str| RmsNorm::load(&w, &format!("blk.{il}.{name}.weight"), cfg.n_embd, cfg.norm_eps);
         let blocks = (0..cfg.n_layer)
             .map(|il| {
                 let is_global = (il + 1) % SWA_PERIOD == 0;

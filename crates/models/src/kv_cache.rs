@@ -101,10 +101,16 @@ impl KvCache {
     pub fn write(&mut self, layer: usize, batch: &ForwardBatch, keys: &[f32], values: &[f32]) {
         let d = self.kv_dim;
         for (i, (&seq, &pos)) in batch.seq_ids.iter().zip(&batch.positions).enumerate() {
-            // ok: `prepare` created every sequence of the batch.
-            let s = self.seqs.get_mut(&seq).expect("prepare() ran first");
-            s.keys[layer][pos * d..(pos + 1) * d].iter_mut().zip(&keys[i * d..(i + 1) * d]).for_each(|(o, &v)| *o = f16::from_f32(v));
-            s.values[layer][pos * d..(pos + 1) * d].iter_mut().zip(&values[i * d..(i + 1) * d]).for_each(|(o, &v)| *o = f16::from_f32(v));
+            let s = self.seqs.get_mut(&seq).expect("prepare() ran first"); // ok: `prepare` created every sequence of the batch
+
+            s.keys[layer][pos * d..(pos + 1) * d]
+                .iter_mut()
+                .zip(&keys[i * d..(i + 1) * d])
+                .for_each(|(o, &v)| *o = f16::from_f32(v));
+            s.values[layer][pos * d..(pos + 1) * d]
+                .iter_mut()
+                .zip(&values[i * d..(i + 1) * d])
+                .for_each(|(o, &v)| *o = f16::from_f32(v));
         }
     }
 
@@ -126,18 +132,40 @@ impl KvCache {
     }
 
     /// Records the new lengths after a successful forward pass: each
-    /// sequence now ends where its last row in the batch ends.
+    /// sequence now ends where its last row in the batch ends (rows are in
+    /// position order, so the last write per sequence wins).
     pub fn commit(&mut self, batch: &ForwardBatch) {
-        if let Ok(ends) = self.batch_ends_unchecked(batch) {
-            for (seq, end) in ends {
-                if let Some(s) = self.seqs.get_mut(&seq) {
-                    s.len = end;
-                }
+        for (seq, &pos) in batch.seq_ids.iter().zip(&batch.positions) {
+            if let Some(s) = self.seqs.get_mut(seq) {
+                s.len = pos + 1;
             }
         }
     }
+}
 
-    fn batch_ends_unchecked(&self, batch: &ForwardBatch) -> Result<HashMap<SeqId, usize>, ModelError> {
-        Ok(batch.seq_ids.iter().zip(&batch.positions).map(|(&s, &p)| (s, p + 1)).collect())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_rejects_gaps_and_overflow_without_changes() {
+        let mut kv = KvCache::new(1, 2, 4);
+        assert!(kv.prepare(&ForwardBatch::single(SeqId(0), &[1, 2], 1)).is_err());
+        assert!(kv.prepare(&ForwardBatch::single(SeqId(0), &[1; 5], 0)).is_err());
+        assert_eq!(kv.seq_len(SeqId(0)), 0);
+    }
+
+    #[test]
+    fn commit_advances_and_rewinds() {
+        let mut kv = KvCache::new(1, 2, 8);
+        let b = ForwardBatch::single(SeqId(3), &[1, 2, 3], 0);
+        kv.prepare(&b).unwrap();
+        kv.commit(&b);
+        assert_eq!(kv.seq_len(SeqId(3)), 3);
+        // Re-evaluating position 1 rewinds the sequence to end there.
+        let b = ForwardBatch::single(SeqId(3), &[9], 1);
+        kv.prepare(&b).unwrap();
+        kv.commit(&b);
+        assert_eq!(kv.seq_len(SeqId(3)), 2);
     }
 }

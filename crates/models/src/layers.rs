@@ -217,7 +217,13 @@ impl LmHead {
     }
 
     /// Logits (`logit_rows.len() × n_vocab`) from the final hidden states.
-    pub fn forward(&self, ctx: &Ctx<'_>, embedding: &Embedding, hidden: &[f32], n_embd: usize) -> Result<Vec<f32>, ModelError> {
+    pub fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        embedding: &Embedding,
+        hidden: &[f32],
+        n_embd: usize,
+    ) -> Result<Vec<f32>, ModelError> {
         let rows = &ctx.batch.logit_rows;
         let mut x = Vec::with_capacity(rows.len() * n_embd);
         for &r in rows {

@@ -77,7 +77,11 @@ impl WeightLoader<'_> {
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         let info = self.file.tensor(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?;
         if info.dims != [len as u64] {
-            return Err(ModelError::BadShape { name: name.to_owned(), found: info.dims.clone(), expected: vec![len as u64] });
+            return Err(ModelError::BadShape {
+                name: name.to_owned(),
+                found: info.dims.clone(),
+                expected: vec![len as u64],
+            });
         }
         if !self.backend.supports(info.ty) {
             return Err(ModelError::UnsupportedType { name: name.to_owned(), ty: info.ty });

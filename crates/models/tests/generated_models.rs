@@ -22,7 +22,11 @@ fn tiny(arch: &str) -> Box<dyn Model> {
 fn check_against_llama_cpp(arch: &str) {
     let fx = &fixture()["models"][arch];
     let sha: String = Sha256::digest(hearth_testutil::tiny_qwen(arch, 42)).iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(sha, fx["sha256"].as_str().unwrap(), "generator output changed: re-record fixtures/llamacpp/tiny_models.json");
+    assert_eq!(
+        sha,
+        fx["sha256"].as_str().unwrap(),
+        "generator output changed: re-record fixtures/llamacpp/tiny_models.json"
+    );
 
     let model = tiny(arch);
     let cfg = model.config().clone();

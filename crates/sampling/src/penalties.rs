@@ -33,7 +33,9 @@ impl Penalties {
 impl LogitsProcessor for Penalties {
     fn apply(&mut self, logits: &mut [f32]) {
         for (&t, &n) in &self.counts {
-            let Some(l) = logits.get_mut(t as usize) else { continue };
+            let Some(l) = logits.get_mut(t as usize) else {
+                continue;
+            };
             *l = if *l > 0.0 { *l / self.repeat } else { *l * self.repeat };
             *l -= n as f32 * self.frequency + self.presence;
         }
@@ -74,7 +76,8 @@ mod tests {
 
     #[test]
     fn window_forgets_old_tokens() {
-        let mut p = Penalties::new(&SamplingParams { presence_penalty: 1.0, penalty_last_n: 1, ..SamplingParams::default() });
+        let mut p =
+            Penalties::new(&SamplingParams { presence_penalty: 1.0, penalty_last_n: 1, ..SamplingParams::default() });
         p.accept(0);
         p.accept(1);
         let mut l = [0.0, 0.0];

@@ -27,7 +27,8 @@ pub struct TinyShape {
 }
 
 /// The shape used by the architecture tests.
-pub const TINY: TinyShape = TinyShape { n_embd: 64, n_head: 4, n_kv_head: 2, head_dim: 16, n_ff: 128, n_layer: 2, n_vocab: 256 };
+pub const TINY: TinyShape =
+    TinyShape { n_embd: 64, n_head: 4, n_kv_head: 2, head_dim: 16, n_ff: 128, n_layer: 2, n_vocab: 256 };
 
 struct Gen {
     rng: ChaCha8Rng,

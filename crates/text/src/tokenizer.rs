@@ -57,7 +57,8 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 const TOKEN_TYPE_BYTE: i64 = 6;
 
 /// Texts of control tokens that end a turn in common chat formats.
-const END_OF_TURN_TEXTS: &[&str] = &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "<|eom_id|>"];
+const END_OF_TURN_TEXTS: &[&str] =
+    &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "<|eom_id|>"];
 
 /// Encodes text to token ids and maps ids back to bytes.
 pub struct Tokenizer {
@@ -233,13 +234,20 @@ fn build_gpt2(file: &GgufFile, texts: &[String], _types: &[i64]) -> Result<token
             Ok((a.to_owned(), b.to_owned()))
         })
         .collect::<Result<_, TextError>>()?;
-    let bpe = BPE::builder().vocab_and_merges(vocab_map(texts).into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges).build().map_err(tk_err)?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab_map(texts).into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+        .build()
+        .map_err(tk_err)?;
     let pre = file.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
     let patterns = pretokenize::patterns(pre).ok_or_else(|| TextError::UnknownPreTokenizer(pre.to_owned()))?;
     let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
     for p in patterns {
-        let split = Split::new(tokenizers::pre_tokenizers::split::SplitPattern::Regex(p.to_owned()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(tk_err)?;
+        let split = Split::new(
+            tokenizers::pre_tokenizers::split::SplitPattern::Regex(p.to_owned()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(tk_err)?;
         steps.push(split.into());
     }
     steps.push(ByteLevel::new(false, false, false).into());
@@ -271,8 +279,10 @@ fn build_spm(file: &GgufFile, texts: &[String], types: &[i64]) -> Result<tokeniz
     }
     // Highest score first; ties by the ids of the parts, as the HF extractor does.
     merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let merges: Vec<(String, String)> =
-        merges.into_iter().map(|(_, _, _, id, split)| (texts[id][..split].to_owned(), texts[id][split..].to_owned())).collect();
+    let merges: Vec<(String, String)> = merges
+        .into_iter()
+        .map(|(_, _, _, id, split)| (texts[id][..split].to_owned(), texts[id][split..].to_owned()))
+        .collect();
     let unk = file
         .get("tokenizer.ggml.unknown_token_id")
         .and_then(MetaValue::as_u64)
@@ -300,16 +310,24 @@ fn build_spm(file: &GgufFile, texts: &[String], types: &[i64]) -> Result<tokeniz
 /// The output bytes of a vocabulary entry.
 fn piece_bytes(kind: TokenizerKind, text: &str, ty: i64) -> Vec<u8> {
     match kind {
-        TokenizerKind::BytePairGpt2 if ty == TOKEN_TYPE_USER_DEFINED || ty == TOKEN_TYPE_CONTROL => text.as_bytes().to_vec(),
+        TokenizerKind::BytePairGpt2 if ty == TOKEN_TYPE_USER_DEFINED || ty == TOKEN_TYPE_CONTROL => {
+            text.as_bytes().to_vec()
+        }
         TokenizerKind::BytePairGpt2 => {
             let table = unicode_to_byte();
-            text.chars().map(|c| table.get(&c).copied().ok_or(c)).collect::<Result<Vec<u8>, char>>()
+            text.chars()
+                .map(|c| table.get(&c).copied().ok_or(c))
+                .collect::<Result<Vec<u8>, char>>()
                 // Pieces outside the byte alphabet are literal text.
                 .unwrap_or_else(|_| text.as_bytes().to_vec())
         }
         TokenizerKind::SentencePiece => {
             if ty == TOKEN_TYPE_BYTE {
-                if let Some(b) = text.strip_prefix("<0x").and_then(|s| s.strip_suffix('>')).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                if let Some(b) = text
+                    .strip_prefix("<0x")
+                    .and_then(|s| s.strip_suffix('>'))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     return vec![b];
                 }
             }

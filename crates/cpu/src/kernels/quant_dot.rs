@@ -108,10 +108,16 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], a: &Q8Row) -> f32 {
             }
             sum + mins
         }
-        T::Q2_K => blocks.map(|(i, b)| dot_q2_k(b, &a.qs[256 * i..256 * i + 256], &a.bsums[16 * i..16 * i + 16], a.d[i])).sum(),
+        T::Q2_K => {
+            blocks.map(|(i, b)| dot_q2_k(b, &a.qs[256 * i..256 * i + 256], &a.bsums[16 * i..16 * i + 16], a.d[i])).sum()
+        }
         T::Q3_K => blocks.map(|(i, b)| dot_q3_k(b, &a.qs[256 * i..256 * i + 256], a.d[i])).sum(),
-        T::Q4_K => blocks.map(|(i, b)| dot_q4_k(b, &a.qs[256 * i..256 * i + 256], &a.bsums[16 * i..16 * i + 16], a.d[i])).sum(),
-        T::Q5_K => blocks.map(|(i, b)| dot_q5_k(b, &a.qs[256 * i..256 * i + 256], &a.bsums[16 * i..16 * i + 16], a.d[i])).sum(),
+        T::Q4_K => {
+            blocks.map(|(i, b)| dot_q4_k(b, &a.qs[256 * i..256 * i + 256], &a.bsums[16 * i..16 * i + 16], a.d[i])).sum()
+        }
+        T::Q5_K => {
+            blocks.map(|(i, b)| dot_q5_k(b, &a.qs[256 * i..256 * i + 256], &a.bsums[16 * i..16 * i + 16], a.d[i])).sum()
+        }
         T::Q6_K => blocks.map(|(i, b)| dot_q6_k(b, &a.qs[256 * i..256 * i + 256], a.d[i])).sum(),
         _ => 0.0,
     }
@@ -119,7 +125,9 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], a: &Q8Row) -> f32 {
 
 fn dot_q4_0(b: &[u8], y: &[i8]) -> i32 {
     let qs = &b[2..18];
-    (0..16).map(|j| (i32::from(qs[j] & 0xF) - 8) * i32::from(y[j]) + (i32::from(qs[j] >> 4) - 8) * i32::from(y[j + 16])).sum()
+    (0..16)
+        .map(|j| (i32::from(qs[j] & 0xF) - 8) * i32::from(y[j]) + (i32::from(qs[j] >> 4) - 8) * i32::from(y[j + 16]))
+        .sum()
 }
 
 fn dot_q4_1(b: &[u8], y: &[i8]) -> i32 {

@@ -15,7 +15,20 @@ pub fn is_supported(ty: GgmlType) -> bool {
     use GgmlType as T;
     matches!(
         ty,
-        T::F32 | T::F16 | T::BF16 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::Q8_K
+        T::F32
+            | T::F16
+            | T::BF16
+            | T::Q4_0
+            | T::Q4_1
+            | T::Q5_0
+            | T::Q5_1
+            | T::Q8_0
+            | T::Q2_K
+            | T::Q3_K
+            | T::Q4_K
+            | T::Q5_K
+            | T::Q6_K
+            | T::Q8_K
     )
 }
 
@@ -254,7 +267,15 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Reference matmul: `out[t][r] = dot(W[r], x[t])` for `n` rows of `x`,
 /// with `x` first rounded through the weight type's `vec_dot_type`.
-pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), Unsupported> {
+pub fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Unsupported> {
     let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
     let mut x = x[..n * cols].to_vec();
     x.chunks_mut(cols).for_each(|row| round_trip(vec_dot_type(ty), row));
