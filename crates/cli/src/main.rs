@@ -133,8 +133,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(a) => cmd_run(a),
-        Command::Perplexity(a) => cmd_perplexity(a),
+        Command::Run(a) => cmd_run(&a),
+        Command::Perplexity(a) => cmd_perplexity(&a),
         Command::Pull { what, sha256 } => {
             let p = catalog::pull(&what, sha256.as_deref())?;
             eprintln!("ok: {}", p.display());
@@ -179,7 +179,7 @@ fn sampling_params(a: &RunArgs) -> SamplingParams {
     }
 }
 
-fn cmd_run(a: RunArgs) -> Result<()> {
+fn cmd_run(a: &RunArgs) -> Result<()> {
     set_threads(a.common.threads)?;
     let session = load(&a.model, a.common.context.unwrap_or(4096))?;
     let params = sampling_params(&a);
@@ -221,7 +221,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
+fn cmd_perplexity(a: &PerplexityArgs) -> Result<()> {
     set_threads(a.threads)?;
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let session = load(&a.model, a.ctx)?;

@@ -135,7 +135,7 @@ impl GgmlType {
     /// multiple of the block size or the size overflows.
     #[must_use]
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return None;
         }
         (n / self.block_size()).checked_mul(self.type_size())

@@ -4,6 +4,9 @@ use std::sync::OnceLock;
 
 use crate::kernels::reference;
 
+/// `gemm_tile(w, rows, x, n, k, out)`: see `x86::gemm_tile`.
+pub type GemmTileFn = fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
+
 /// The kernels picked for this CPU.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -12,7 +15,7 @@ pub struct Kernels {
     /// Dot product of two f32 slices.
     pub dot: fn(&[f32], &[f32]) -> f32,
     /// Tile GEMM: `out[r*n+t] = w[r]·x[t]` (see `x86::gemm_tile`).
-    pub gemm_tile: fn(&[f32], usize, &[f32], usize, usize, &mut [f32]),
+    pub gemm_tile: GemmTileFn,
 }
 
 fn gemm_tile_reference(w: &[f32], rows: usize, x: &[f32], n: usize, k: usize, out: &mut [f32]) {

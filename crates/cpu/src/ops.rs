@@ -154,10 +154,13 @@ fn round_to_f16(x: &mut [f32], scratch: &mut [f16]) {
     scratch.convert_to_f32_slice(x);
 }
 
+/// Keys and values of one sequence widened to f32.
+type WideKv = (Vec<f32>, Vec<f32>);
+
 /// f32 copies of the distinct K/V spans of a batch (one per sequence, up to
 /// the furthest position any of its rows reads), and which copy each row
 /// uses. Widening f16 to f32 is exact, so this only saves repeated work.
-fn widen_spans(spans: &[AttentionSpan<'_>], kv_stride: usize) -> (Vec<(Vec<f32>, Vec<f32>)>, Vec<usize>) {
+fn widen_spans(spans: &[AttentionSpan<'_>], kv_stride: usize) -> (Vec<WideKv>, Vec<usize>) {
     let mut distinct: Vec<(usize, usize)> = Vec::new(); // (first row using it, max end)
     let mut of_row = Vec::with_capacity(spans.len());
     for (row, span) in spans.iter().enumerate() {

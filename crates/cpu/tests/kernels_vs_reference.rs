@@ -1,4 +1,5 @@
 //! Every fast kernel against the scalar reference, on random inputs with odd sizes.
+#![allow(clippy::float_cmp)]
 
 use hearth_core::GgmlType;
 use hearth_cpu::kernels::reference;

@@ -193,7 +193,7 @@ fn pull_url(url: &str, expected: Option<&str>) -> Result<PathBuf, EngineError> {
     let name = name.split('?').next().unwrap_or(name);
     let dest = cache_dir().join(name);
     let tmp = dest.with_extension("partial");
-    let have = fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+    let have = fs::metadata(&tmp).map_or(0, |m| m.len());
     let mut req = ureq::get(url);
     if have > 0 {
         req = req.set("Range", &format!("bytes={have}-"));
@@ -249,7 +249,11 @@ pub fn sha256_file(path: &Path) -> Result<String, EngineError> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(h.finalize().iter().fold(String::with_capacity(64), |mut s, b| {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
 
 /// Files in the cache (name, size in bytes).
@@ -260,7 +264,7 @@ pub fn cached_models() -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = rd
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map_or(0, |m| m.len())))
         .collect();
     v.sort();
     v

@@ -8,9 +8,7 @@ use hearth_engine::{catalog, perplexity, Session};
 use hearth_sampling::SamplingParams;
 
 fn shared_dir() -> PathBuf {
-    std::env::var_os("HEARTH_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+    std::env::var_os("HEARTH_SHARED").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"), PathBuf::from)
 }
 
 fn reference(name: &str) -> serde_json::Value {

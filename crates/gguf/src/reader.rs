@@ -248,7 +248,7 @@ fn validate_tensor(
         .and_then(|rb| rb.checked_mul(rows))
         .and_then(|s| usize::try_from(s).ok())
         .ok_or_else(|| bad(format!("size of {dims:?} {ty} overflows")))?;
-    if offset % alignment as u64 != 0 {
+    if !offset.is_multiple_of(alignment as u64) {
         return Err(bad(format!("offset {offset} is not aligned to {alignment}")));
     }
     let end = offset.checked_add(size as u64);

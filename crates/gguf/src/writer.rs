@@ -80,7 +80,7 @@ impl GgufWriter {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % DEFAULT_ALIGNMENT != 0 {
+    while !out.len().is_multiple_of(DEFAULT_ALIGNMENT) {
         out.push(0);
     }
 }

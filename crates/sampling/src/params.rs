@@ -53,6 +53,7 @@ impl SamplingParams {
 
     /// Whether any penalty is active.
     #[must_use]
+    #[allow(clippy::float_cmp)] // exact: the neutral values are set literally, never computed
     pub fn has_penalties(&self) -> bool {
         self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }

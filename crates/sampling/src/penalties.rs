@@ -61,6 +61,7 @@ impl LogitsProcessor for Penalties {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp)]
 mod tests {
     use super::*;
 

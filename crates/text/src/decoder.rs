@@ -29,15 +29,12 @@ impl IncrementalDecoder {
                     let valid = e.valid_up_to();
                     // ok: `valid_up_to` marks a valid UTF-8 prefix.
                     out.push_str(std::str::from_utf8(&self.pending[..valid]).unwrap_or_default());
-                    match e.error_len() {
-                        Some(bad) => {
-                            out.push('\u{FFFD}');
-                            self.pending.drain(..valid + bad);
-                        }
-                        None => {
-                            self.pending.drain(..valid);
-                            return out;
-                        }
+                    if let Some(bad) = e.error_len() {
+                        out.push('\u{FFFD}');
+                        self.pending.drain(..valid + bad);
+                    } else {
+                        self.pending.drain(..valid);
+                        return out;
                     }
                 }
             }

@@ -42,10 +42,10 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// When `src` is not the size of `dst.len()` elements (caller bug; sizes are
 /// validated when the file is loaded).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Unsupported> {
+    use GgmlType as T;
     let bs = ty.block_size();
     assert_eq!(Some(src.len()), ty.row_bytes(dst.len()), "row size mismatch for {ty}");
     let blocks = src.chunks_exact(ty.type_size()).zip(dst.chunks_exact_mut(bs));
-    use GgmlType as T;
     match ty {
         T::F32 => blocks.for_each(|(s, d)| d[0] = f32::from_le_bytes([s[0], s[1], s[2], s[3]])),
         T::F16 => blocks.for_each(|(s, d)| d[0] = f16_at(s, 0)),
