@@ -160,7 +160,7 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
 
 fn load(model: &str, ctx: usize) -> Result<Session> {
     let path = catalog::resolve(model)?;
-    Session::load(&path, ctx).with_context(|| format!("loading {}", path.display()))
+    Ok(Session::load(&path, ctx)?)
 }
 
 fn sampling_params(a: &RunArgs) -> SamplingParams {

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hearth_gguf::{GgufFile, MetaValue};
 
 /// Prints a summary of the model at `path`.
 pub fn show(path: &Path) -> Result<()> {
-    let f = GgufFile::open(path)?;
+    let f = GgufFile::open(path).with_context(|| path.display().to_string())?;
     let arch = f.get_str("general.architecture").unwrap_or("?").to_owned();
     let meta_str = |k: &str| f.get(k).map_or_else(|| "-".to_owned(), display);
     println!("file          {}", path.display());

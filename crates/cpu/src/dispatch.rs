@@ -2,6 +2,9 @@
 
 use std::sync::OnceLock;
 
+use hearth_core::GgmlType;
+
+use crate::kernels::quant_dot::{self, Q8Row};
 use crate::kernels::reference;
 
 /// `gemm_tile(w, rows, x, n, k, out)`: see `x86::gemm_tile`.
@@ -16,7 +19,12 @@ pub struct Kernels {
     pub dot: fn(&[f32], &[f32]) -> f32,
     /// Tile GEMM: `out[r*n+t] = w[r]·x[t]` (see `x86::gemm_tile`).
     pub gemm_tile: GemmTileFn,
+    /// Quantized weight row · quantized activations (see `quant_dot::vec_dot`).
+    pub quant_dot: QuantDotFn,
 }
+
+/// `quant_dot(weight_type, weight_row, activations)`.
+pub type QuantDotFn = fn(GgmlType, &[u8], &Q8Row) -> f32;
 
 fn gemm_tile_reference(w: &[f32], rows: usize, x: &[f32], n: usize, k: usize, out: &mut [f32]) {
     for r in 0..rows {
@@ -29,7 +37,7 @@ fn gemm_tile_reference(w: &[f32], rows: usize, x: &[f32], n: usize, k: usize, ou
 /// The portable kernel set (also the fallback on CPUs without AVX2).
 #[must_use]
 pub fn reference_kernels() -> Kernels {
-    Kernels { isa: "scalar", dot: reference::dot, gemm_tile: gemm_tile_reference }
+    Kernels { isa: "scalar", dot: reference::dot, gemm_tile: gemm_tile_reference, quant_dot: quant_dot::vec_dot }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -46,7 +54,10 @@ fn detect() -> Kernels {
         fn gemm(w: &[f32], rows: usize, x: &[f32], n: usize, k: usize, out: &mut [f32]) {
             unsafe { crate::kernels::x86::gemm_tile(w, rows, x, n, k, out) }
         }
-        return Kernels { isa: "avx2+fma", dot, gemm_tile: gemm };
+        fn qdot(ty: GgmlType, w: &[u8], a: &Q8Row) -> f32 {
+            unsafe { crate::kernels::x86::quant_vec_dot(ty, w, a) }
+        }
+        return Kernels { isa: "avx2+fma", dot, gemm_tile: gemm, quant_dot: qdot };
     }
     reference_kernels()
 }

@@ -59,6 +59,7 @@ pub fn matmul(
 /// products per (weight row, activation row), ggml's numerics.
 fn quantized_by_row(ty: GgmlType, w: &[u8], row_bytes: usize, cols: usize, x: &[f32], n: usize, by_row: &mut [f32]) {
     let act_ty = reference::vec_dot_type(ty);
+    let qdot = kernels().quant_dot;
     let acts: Vec<quant_dot::Q8Row> =
         x[..n * cols].par_chunks(cols).map(|row| quant_dot::quantize_row(act_ty, row)).collect();
     by_row.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(tile, dst)| {
@@ -66,7 +67,7 @@ fn quantized_by_row(ty: GgmlType, w: &[u8], row_bytes: usize, cols: usize, x: &[
         for (i, out) in dst.chunks_mut(n).enumerate() {
             let wrow = &w[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
             for (o, a) in out.iter_mut().zip(&acts) {
-                *o = quant_dot::vec_dot(ty, wrow, a);
+                *o = qdot(ty, wrow, a);
             }
         }
     });

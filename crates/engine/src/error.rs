@@ -4,8 +4,9 @@ use hearth_text::TextError;
 /// What can go wrong between a model path and generated text.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{path}: {source}")]
-    Load { path: String, source: hearth_gguf::GgufError },
+    /// The file is not a usable GGUF (`reason` says what and where).
+    #[error("{path}: {reason}")]
+    Load { path: String, reason: hearth_gguf::GgufError },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]

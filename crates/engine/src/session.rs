@@ -29,7 +29,7 @@ impl Session {
     /// model's training context).
     pub fn load(path: &Path, n_ctx: usize) -> Result<Self, EngineError> {
         let file =
-            GgufFile::open(path).map_err(|source| EngineError::Load { path: path.display().to_string(), source })?;
+            GgufFile::open(path).map_err(|reason| EngineError::Load { path: path.display().to_string(), reason })?;
         let backend: Arc<dyn Backend> = Arc::new(hearth_cpu::CpuBackend::new());
         tracing::info!("backend: {}", backend.describe());
         let model = hearth_models::load(file.clone(), backend)?;

@@ -72,6 +72,7 @@ fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     1.0 / iscale
 }
 
+#[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
@@ -85,6 +86,7 @@ pub fn supports(ty: GgmlType) -> bool {
 
 /// `W_row · x` for a quantized weight row and its quantized activations.
 #[must_use]
+#[inline(always)]
 pub fn vec_dot(ty: GgmlType, w: &[u8], a: &Q8Row) -> f32 {
     use GgmlType as T;
     let blocks = w.chunks_exact(ty.type_size()).enumerate();
@@ -123,6 +125,7 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], a: &Q8Row) -> f32 {
     }
 }
 
+#[inline(always)]
 fn dot_q4_0(b: &[u8], y: &[i8]) -> i32 {
     let qs = &b[2..18];
     (0..16)
@@ -130,21 +133,25 @@ fn dot_q4_0(b: &[u8], y: &[i8]) -> i32 {
         .sum()
 }
 
+#[inline(always)]
 fn dot_q4_1(b: &[u8], y: &[i8]) -> i32 {
     let qs = &b[4..20];
     (0..16).map(|j| i32::from(qs[j] & 0xF) * i32::from(y[j]) + i32::from(qs[j] >> 4) * i32::from(y[j + 16])).sum()
 }
 
+#[inline(always)]
 fn dot_q8_0(b: &[u8], y: &[i8]) -> i32 {
     b[2..34].iter().zip(y).map(|(&q, &v)| i32::from(q as i8) * i32::from(v)).sum()
 }
 
+#[inline(always)]
 fn q5_values(qh: u32, qs: &[u8], j: usize) -> (i32, i32) {
     let h0 = ((qh >> j) << 4) & 0x10;
     let h1 = (qh >> (j + 12)) & 0x10;
     ((u32::from(qs[j] & 0xF) | h0) as i32, (u32::from(qs[j] >> 4) | h1) as i32)
 }
 
+#[inline(always)]
 fn dot_q5_0(b: &[u8], y: &[i8]) -> i32 {
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     let qs = &b[6..22];
@@ -156,6 +163,7 @@ fn dot_q5_0(b: &[u8], y: &[i8]) -> i32 {
         .sum()
 }
 
+#[inline(always)]
 fn dot_q5_1(b: &[u8], y: &[i8]) -> i32 {
     let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     let qs = &b[8..24];
@@ -168,10 +176,12 @@ fn dot_q5_1(b: &[u8], y: &[i8]) -> i32 {
 }
 
 /// Σ over a run of values `q(l)` times activations.
+#[inline(always)]
 fn idot(n: usize, q: impl Fn(usize) -> i32, y: &[i8]) -> i32 {
     (0..n).map(|l| q(l) * i32::from(y[l])).sum()
 }
 
+#[inline(always)]
 fn dot_q2_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     let scales = &b[0..16];
     let (d, dmin) = (f16_at(b, 80) * dy, f16_at(b, 82) * dy);
@@ -192,6 +202,7 @@ fn dot_q2_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     d * sumi as f32 - dmin * mins as f32
 }
 
+#[inline(always)]
 fn dot_q3_k(b: &[u8], y: &[i8], dy: f32) -> f32 {
     let hmask = &b[0..32];
     let scales = q3_k_scales(&b[96..108]);
@@ -217,6 +228,7 @@ fn dot_q3_k(b: &[u8], y: &[i8], dy: f32) -> f32 {
     d * sumi as f32
 }
 
+#[inline(always)]
 fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
     let mut s = [0i8; 16];
     for (j, out) in s.iter_mut().enumerate() {
@@ -227,6 +239,7 @@ fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
     s
 }
 
+#[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
     let (s, m) = if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -236,6 +249,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
     (i32::from(s), i32::from(m))
 }
 
+#[inline(always)]
 fn dot_q4_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     let (d, dmin) = (f16_at(b, 0) * dy, f16_at(b, 2) * dy);
     let scales = &b[4..16];
@@ -252,6 +266,7 @@ fn dot_q4_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     d * sumi as f32 - dmin * mins as f32
 }
 
+#[inline(always)]
 fn dot_q5_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     let (d, dmin) = (f16_at(b, 0) * dy, f16_at(b, 2) * dy);
     let scales = &b[4..16];
@@ -270,6 +285,7 @@ fn dot_q5_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     d * sumi as f32 - dmin * mins as f32
 }
 
+#[inline(always)]
 fn dot_q6_k(b: &[u8], y: &[i8], dy: f32) -> f32 {
     let d = f16_at(b, 208) * dy;
     let mut sumi = 0i32;
