@@ -8,6 +8,8 @@
 use half::f16;
 use hearth_core::GgmlType;
 
+use super::reference::{f16_at, q3_k_scales, q6_k_values, scale_min_k4};
+
 /// One row of activations quantized to 8-bit blocks.
 #[derive(Debug, Clone, Default)]
 pub struct Q8Row {
@@ -70,11 +72,6 @@ fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
         *q = ((v * iscale).round_ties_even() as i32).min(127) as i8;
     }
     1.0 / iscale
-}
-
-#[inline(always)]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
 /// Whether [`vec_dot`] has a kernel for weights of type `ty`.
@@ -229,23 +226,7 @@ fn dot_q3_k(b: &[u8], y: &[i8], dy: f32) -> f32 {
 }
 
 #[inline(always)]
-fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
-    let mut s = [0i8; 16];
-    for (j, out) in s.iter_mut().enumerate() {
-        let low = if j < 8 { packed[j] & 0xF } else { packed[j - 8] >> 4 };
-        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
-        *out = ((low | (high << 4)) as i8) - 32;
-    }
-    s
-}
-
-#[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
-    let (s, m) = if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    };
+fn widen((s, m): (u8, u8)) -> (i32, i32) {
     (i32::from(s), i32::from(m))
 }
 
@@ -256,8 +237,8 @@ fn dot_q4_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     let (mut sumi, mut mins) = (0i32, 0i32);
     for chunk in 0..4 {
         let q = &b[16 + 32 * chunk..48 + 32 * chunk];
-        let (s1, m1) = scale_min_k4(2 * chunk, scales);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let (s1, m1) = widen(scale_min_k4(2 * chunk, scales));
+        let (s2, m2) = widen(scale_min_k4(2 * chunk + 1, scales));
         let y = &y[64 * chunk..64 * chunk + 64];
         sumi += s1 * idot(32, |l| i32::from(q[l] & 0xF), &y[..32]);
         sumi += s2 * idot(32, |l| i32::from(q[l] >> 4), &y[32..]);
@@ -274,8 +255,8 @@ fn dot_q5_k(b: &[u8], y: &[i8], bsums: &[i32], dy: f32) -> f32 {
     let (mut sumi, mut mins) = (0i32, 0i32);
     for chunk in 0..4 {
         let ql = &b[48 + 32 * chunk..80 + 32 * chunk];
-        let (s1, m1) = scale_min_k4(2 * chunk, scales);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let (s1, m1) = widen(scale_min_k4(2 * chunk, scales));
+        let (s2, m2) = widen(scale_min_k4(2 * chunk + 1, scales));
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         let y = &y[64 * chunk..64 * chunk + 64];
         sumi += s1 * idot(32, |l| i32::from(ql[l] & 0xF) + if qh[l] & u1 != 0 { 16 } else { 0 }, &y[..32]);
@@ -296,14 +277,9 @@ fn dot_q6_k(b: &[u8], y: &[i8], dy: f32) -> f32 {
         let y = &y[128 * half..128 * half + 128];
         for l in 0..32 {
             let is = l / 16;
-            let q1 = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
-            let q2 = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            sumi += i32::from(sc[is] as i8) * q1 * i32::from(y[l])
-                + i32::from(sc[is + 2] as i8) * q2 * i32::from(y[l + 32])
-                + i32::from(sc[is + 4] as i8) * q3 * i32::from(y[l + 64])
-                + i32::from(sc[is + 6] as i8) * q4 * i32::from(y[l + 96]);
+            for (k, q) in q6_k_values(ql, qh, l).into_iter().enumerate() {
+                sumi += i32::from(sc[is + 2 * k] as i8) * q * i32::from(y[l + 32 * k]);
+            }
         }
     }
     d * sumi as f32

@@ -32,7 +32,9 @@ pub fn is_supported(ty: GgmlType) -> bool {
     )
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+/// The little-endian f16 at byte `i`, widened.
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
@@ -151,7 +153,8 @@ fn dequant_q2_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// Unpacks the 16 six-bit scales of `block_q3_K` (ggml's kmask1/kmask2 shuffle).
-fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
+#[inline(always)]
+pub(crate) fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
     let mut s = [0i8; 16];
     for (j, out) in s.iter_mut().enumerate() {
         let low = if j < 8 { packed[j] & 0xF } else { packed[j - 8] >> 4 };
@@ -189,7 +192,8 @@ fn dequant_q3_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// ggml's `get_scale_min_k4`: the j-th six-bit (scale, min) pair of a K-quant block.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+#[inline(always)]
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -237,6 +241,18 @@ fn dequant_q5_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
+/// The four 6-bit values (minus 32) of `block_q6_K` at `l` of a 128-half:
+/// elements `l`, `l+32`, `l+64`, `l+96`.
+#[inline(always)]
+pub(crate) fn q6_k_values(ql: &[u8], qh: &[u8], l: usize) -> [i32; 4] {
+    [
+        i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32,
+        i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32,
+        i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32,
+        i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32,
+    ]
+}
+
 /// `block_q6_K`: ql[128], qh[64], scales[16] (i8), f16 d.
 fn dequant_q6_k(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 208);
@@ -247,14 +263,9 @@ fn dequant_q6_k(b: &[u8], y: &mut [f32]) {
         let y = &mut y[128 * half..128 * half + 128];
         for l in 0..32 {
             let is = l / 16;
-            let q1 = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
-            let q2 = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * f32::from(sc[is] as i8) * q1 as f32;
-            y[l + 32] = d * f32::from(sc[is + 2] as i8) * q2 as f32;
-            y[l + 64] = d * f32::from(sc[is + 4] as i8) * q3 as f32;
-            y[l + 96] = d * f32::from(sc[is + 6] as i8) * q4 as f32;
+            for (k, q) in q6_k_values(ql, qh, l).into_iter().enumerate() {
+                y[l + 32 * k] = d * f32::from(sc[is + 2 * k] as i8) * q as f32;
+            }
         }
     }
 }
