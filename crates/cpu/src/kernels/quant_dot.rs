@@ -4,6 +4,10 @@
 //! `ggml_vec_dot_<w>_<a>` kernels, so results agree with llama.cpp to float
 //! rounding. This file is the scalar reference; the compiler vectorizes the
 //! integer inner loops when it is built for AVX2 (see `dispatch.rs`).
+// `inline(always)` on small helpers is deliberate: callers compiled with
+// `#[target_feature(enable = "avx2")]` (see `x86.rs`) must inline them to
+// get vectorized code.
+#![allow(clippy::inline_always)]
 
 use half::f16;
 use hearth_core::GgmlType;

@@ -1,6 +1,10 @@
 //! Scalar reference kernels. These are the specification: every fast path is
 //! tested against them. Block layouts and formulas follow ggml's
 //! `ggml-quants.c` (`dequantize_row_*`), keeping ggml's block names.
+// `inline(always)` on small helpers is deliberate: callers compiled with
+// `#[target_feature(enable = "avx2")]` (see `x86.rs`) must inline them to
+// get vectorized code.
+#![allow(clippy::inline_always)]
 
 use half::{bf16, f16};
 use hearth_core::GgmlType;
