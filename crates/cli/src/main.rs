@@ -182,7 +182,7 @@ fn sampling_params(a: &RunArgs) -> SamplingParams {
 fn cmd_run(a: &RunArgs) -> Result<()> {
     set_threads(a.common.threads)?;
     let session = load(&a.model, a.common.context.unwrap_or(4096))?;
-    let params = sampling_params(&a);
+    let params = sampling_params(a);
     let Some(prompt) = a.prompt.clone() else {
         if std::io::stdin().is_terminal() {
             return chat::interactive(&session, &params, a.system.as_deref());

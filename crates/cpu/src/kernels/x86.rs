@@ -116,6 +116,7 @@ unsafe fn block_4x4(w: &[f32], r: usize, x: &[f32], t: usize, n: usize, k: usize
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
+#[must_use]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn quant_vec_dot(ty: hearth_core::GgmlType, w: &[u8], a: &super::quant_dot::Q8Row) -> f32 {
     super::quant_dot::vec_dot(ty, w, a)
