@@ -136,6 +136,24 @@ fn gemma3_perplexity_within_one_percent() {
     ppl_within_one_percent("gemma3-270m");
 }
 
+/// Perplexity on a text outside `shared/reference/`, against llama.cpp's
+/// figure recorded in `fixtures/llamacpp/ppl_other_texts.json`.
+#[test]
+fn perplexity_on_another_text_within_one_percent_of_llama_cpp() {
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/llamacpp/ppl_other_texts.json"))
+            .expect("fixture"),
+    )
+    .expect("JSON");
+    let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 text");
+    for alias in ["smollm2", "gemma3-270m"] {
+        let expected = fx["ppl"]["Apache-2.0"][alias].as_f64().unwrap();
+        let report = perplexity::perplexity(&session(alias, 512), &text, 512, |_, _| {}).expect("perplexity");
+        let rel = (report.ppl - expected).abs() / expected;
+        assert!(rel < 0.01, "{alias}: PPL {} vs llama.cpp {expected}", report.ppl);
+    }
+}
+
 #[test]
 fn chat_template_renders_for_both_models() {
     use hearth_text::Message;
