@@ -26,6 +26,8 @@ enum Command {
     Run(RunArgs),
     /// Perplexity of a text file, llama.cpp's method.
     Perplexity(PerplexityArgs),
+    /// Prefill and decode throughput, like llama-bench, with the decode roofline.
+    Bench(BenchArgs),
     /// Fetch a model (alias, URL or local path) into the cache.
     Pull {
         /// Alias (see `hearth list`), http(s) URL, or path to a .gguf.
@@ -120,6 +122,27 @@ struct PerplexityArgs {
     threads: Option<usize>,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Alias or path.
+    model: String,
+    /// Prompt tokens for the prefill test (0 = skip).
+    #[arg(short = 'p', default_value_t = 512)]
+    p: usize,
+    /// Decode steps for the generation test (0 = skip).
+    #[arg(short = 'n', default_value_t = 128)]
+    n: usize,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Repetitions (after one warm-up).
+    #[arg(short = 'r', long, default_value_t = 3)]
+    reps: usize,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -135,6 +158,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => cmd_run(&a),
         Command::Perplexity(a) => cmd_perplexity(&a),
+        Command::Bench(a) => cmd_bench(&a),
         Command::Pull { what, sha256 } => {
             let p = catalog::pull(&what, sha256.as_deref())?;
             eprintln!("ok: {}", p.display());
@@ -236,6 +260,45 @@ fn cmd_perplexity(a: &PerplexityArgs) -> Result<()> {
     } else {
         println!("chunks = {}, tokens scored = {}", report.chunks, report.tokens);
         println!("PPL = {:.4}", report.ppl);
+    }
+    Ok(())
+}
+
+fn cmd_bench(a: &BenchArgs) -> Result<()> {
+    use hearth_engine::bench;
+    set_threads(a.threads)?;
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let session = load(&a.model, (a.p.max(a.n) + 1).max(16))?;
+    let threads = rayon::current_num_threads();
+    let mut results = Vec::new();
+    if a.p > 0 {
+        results.push(bench::prefill(&session, a.p, a.reps, threads)?);
+    }
+    if a.n > 0 {
+        results.push(bench::decode(&session, a.n, a.reps, threads)?);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&results)?);
+        return Ok(());
+    }
+    println!("{:<8} {:>8} {:>12} {:>10} {:>12}", "test", "threads", "tok/s", "stddev", "median");
+    for r in &results {
+        println!("{:<8} {:>8} {:>12.2} {:>10.2} {:>12.2}", r.test, r.threads, r.tokens_per_s, r.stddev, r.median);
+    }
+    if let Some(tg) = results.iter().find(|r| r.test.starts_with("tg")) {
+        let weights = bench::weight_bytes_per_token(&session);
+        let kv = bench::kv_bytes_per_token(&session, a.n / 2);
+        let achieved = (weights + kv) as f64 * tg.median / 1e9;
+        let measured = bench::memory_bandwidth_gbs();
+        println!(
+            "decode roofline: {:.1} MB weights + {:.2} MB KV per token × {:.1} tok/s = {achieved:.1} GB/s of {measured:.1} GB/s measured ({:.0}%)",
+            weights as f64 / 1e6,
+            kv as f64 / 1e6,
+            tg.median,
+            100.0 * achieved / measured
+        );
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! chat template), generate text, compute perplexity, and find or fetch
 //! models through the [`catalog`].
 
+pub mod bench;
 pub mod catalog;
 mod error;
 mod generate;

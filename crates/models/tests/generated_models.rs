@@ -21,7 +21,11 @@ fn tiny(arch: &str) -> Box<dyn Model> {
 
 fn check_against_llama_cpp(arch: &str) {
     let fx = &fixture()["models"][arch];
-    let sha: String = Sha256::digest(hearth_testutil::tiny_qwen(arch, 42)).iter().map(|b| format!("{b:02x}")).collect();
+    let sha: String = Sha256::digest(hearth_testutil::tiny_qwen(arch, 42)).iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     assert_eq!(
         sha,
         fx["sha256"].as_str().unwrap(),

@@ -1,0 +1,116 @@
+//! `hearth bench`: prefill (pp) and decode (tg) throughput measured the way
+//! `llama-bench` does (pp: one prompt of `p` tokens into an empty cache; tg:
+//! `n` single-token steps from an empty cache), plus the decode roofline:
+//! bytes read per token × tokens/s against the machine's measured memory
+//! bandwidth.
+
+use std::time::Instant;
+
+use hearth_core::{ForwardBatch, SeqId, TokenId};
+use serde::Serialize;
+
+use crate::{EngineError, Session};
+
+/// One test's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// `pp512`, `tg128`, ...
+    pub test: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// Mean tokens per second over the repetitions.
+    pub tokens_per_s: f64,
+    /// Standard deviation of tokens per second.
+    pub stddev: f64,
+    /// Median tokens per second.
+    pub median: f64,
+}
+
+/// Deterministic, valid token ids (a fixed stride through the vocabulary):
+/// throughput does not depend on which tokens are fed.
+fn synthetic_tokens(n: usize, vocab: usize) -> Vec<TokenId> {
+    (0..n).map(|i| ((i * 7919 + 13) % vocab.max(1)) as TokenId).collect()
+}
+
+fn summarize(test: String, threads: usize, rates: &[f64]) -> BenchResult {
+    let n = rates.len().max(1) as f64;
+    let mean = rates.iter().sum::<f64>() / n;
+    let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    BenchResult { test, threads, tokens_per_s: mean, stddev: var.sqrt(), median }
+}
+
+/// Prefill of `p` tokens, `reps` times (after one warm-up).
+pub fn prefill(session: &Session, p: usize, reps: usize, threads: usize) -> Result<BenchResult, EngineError> {
+    let tokens = synthetic_tokens(p, session.model.config().n_vocab);
+    let mut rates = Vec::with_capacity(reps);
+    for rep in 0..=reps {
+        let mut kv = session.new_cache();
+        let t0 = Instant::now();
+        session.prefill(&mut kv, SeqId(0), &tokens, 0)?;
+        if rep > 0 {
+            rates.push(p as f64 / t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarize(format!("pp{p}"), threads, &rates))
+}
+
+/// `n` decode steps from an empty cache, `reps` times (after one warm-up).
+pub fn decode(session: &Session, n: usize, reps: usize, threads: usize) -> Result<BenchResult, EngineError> {
+    let tokens = synthetic_tokens(n, session.model.config().n_vocab);
+    let mut rates = Vec::with_capacity(reps);
+    for rep in 0..=reps {
+        let mut kv = session.new_cache();
+        let t0 = Instant::now();
+        for (pos, &t) in tokens.iter().enumerate() {
+            session.model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), &mut kv)?;
+        }
+        if rep > 0 {
+            rates.push(n as f64 / t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarize(format!("tg{n}"), threads, &rates))
+}
+
+/// Bytes of weights one decode step reads: every matrix once, except the
+/// token embedding, of which one row is read — unless it doubles as the
+/// output projection (tied), in which case all of it is.
+#[must_use]
+pub fn weight_bytes_per_token(session: &Session) -> u64 {
+    let tied = session.file.tensor("output.weight").is_none();
+    session
+        .file
+        .tensors()
+        .iter()
+        .filter(|t| t.dims.len() >= 2)
+        .map(|t| if t.name == "token_embd.weight" && !tied { (t.size as u64) / t.dims[1] } else { t.size as u64 })
+        .sum()
+}
+
+/// KV bytes read per decode step at context `ctx` (f16 K and V, every layer).
+#[must_use]
+pub fn kv_bytes_per_token(session: &Session, ctx: usize) -> u64 {
+    let c = session.model.config();
+    (2 * 2 * c.n_layer * c.kv_dim() * ctx) as u64
+}
+
+/// Measured memory bandwidth in GB/s: the best of a few multi-threaded copies
+/// of a buffer far larger than the caches (bytes read + bytes written).
+#[must_use]
+pub fn memory_bandwidth_gbs() -> f64 {
+    use rayon::prelude::*;
+    const LEN: usize = 64 << 20; // 64 Mi f32 = 256 MiB per buffer
+    let src = vec![1.0f32; LEN];
+    let mut dst = vec![0.0f32; LEN];
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        dst.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s));
+        let secs = t0.elapsed().as_secs_f64();
+        best = best.max(2.0 * (LEN * 4) as f64 / secs / 1e9);
+    }
+    std::hint::black_box(&dst);
+    best
+}
