@@ -166,3 +166,25 @@ fn quantized_vec_dot_matches_dequantized_dot() {
         assert!((got - expect).abs() <= 1e-3 * (1.0 + expect.abs()), "{ty}: {got} vs {expect}");
     }
 }
+
+/// The dispatched (SIMD) integer dot products are bit-identical to the
+/// scalar reference, including extreme quant values (-128, all-15 nibbles).
+#[test]
+fn dispatched_quant_dot_is_bit_identical_to_reference() {
+    use hearth_cpu::kernels::quant_dot;
+    use GgmlType as T;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let fast = hearth_cpu::selected_kernels().quant_dot;
+    for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K] {
+        for cols in [256, 512, 2048] {
+            let mut w = random_blocks(ty, cols / ty.block_size(), &mut rng);
+            if ty == T::Q8_0 {
+                w[2] = 0x80; // -128 in the first block
+            }
+            let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            let a = quant_dot::quantize_row(reference::vec_dot_type(ty), &x);
+            let (got, want) = (fast(ty, &w, &a), quant_dot::vec_dot(ty, &w, &a));
+            assert_eq!(got.to_bits(), want.to_bits(), "{ty} cols {cols}: {got} vs {want}");
+        }
+    }
+}

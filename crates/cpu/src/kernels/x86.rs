@@ -1,6 +1,9 @@
 //! AVX2 + FMA fast paths. Every function here has a twin in `reference.rs`
 //! and is only called after `is_x86_feature_detected!` confirmed the features.
 #![allow(unsafe_code)]
+// Small helpers are `inline(always)` so they are compiled inside the
+// `target_feature` functions that call them.
+#![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
     __m256, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
@@ -119,5 +122,120 @@ unsafe fn block_4x4(w: &[f32], r: usize, x: &[f32], t: usize, n: usize, k: usize
 #[must_use]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn quant_vec_dot(ty: hearth_core::GgmlType, w: &[u8], a: &super::quant_dot::Q8Row) -> f32 {
-    super::quant_dot::vec_dot(ty, w, a)
+    use hearth_core::GgmlType as T;
+    // SAFETY (all arms): the caller guarantees AVX2; block sizes come from `ty`.
+    match ty {
+        T::Q4_0 => blocks32::q4_0(w, a),
+        T::Q4_1 => blocks32::q4_1(w, a),
+        T::Q5_0 => blocks32::q5_0(w, a),
+        T::Q8_0 => blocks32::q8_0(w, a),
+        _ => super::quant_dot::vec_dot(ty, w, a),
+    }
+}
+
+/// AVX2 integer dot products for the 32-element block types. The integer
+/// block sums are computed with `maddubs`/`madd` (exact), then combined with
+/// the block scales in exactly the reference's float order, so results are
+/// bit-identical to `quant_dot::vec_dot`.
+mod blocks32 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_abs_epi8, _mm256_and_si256, _mm256_castsi256_si128, _mm256_extracti128_si256,
+        _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set1_epi16,
+        _mm256_set1_epi8, _mm256_set_m128i, _mm256_sign_epi8, _mm_add_epi32, _mm_cvtsi128_si32, _mm_loadu_si128,
+        _mm_shuffle_epi32, _mm_srli_epi16,
+    };
+
+    use crate::kernels::quant_dot::Q8Row;
+    use crate::kernels::reference::f16_at;
+
+    /// Σ of 8 i32 lanes.
+    #[inline(always)]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// Σ u·s over 32 byte pairs, `u` unsigned (≤ 31 or |q8|), `s` signed.
+    #[inline(always)]
+    unsafe fn dot_us(u: __m256i, s: __m256i) -> i32 {
+        hsum_i32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+    }
+
+    /// The 32 nibbles of 16 bytes: low nibbles (elements 0..16) then high (16..32).
+    #[inline(always)]
+    unsafe fn nibbles(qs: &[u8]) -> __m256i {
+        let raw = _mm_loadu_si128(qs.as_ptr().cast());
+        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+    }
+
+    /// Bit `e` of `qh` as 0x10 in byte `e` (the fifth bit of Q5 values).
+    #[inline(always)]
+    unsafe fn fifth_bits(qh: u32) -> __m256i {
+        let mut b = [0u8; 32];
+        for (e, v) in b.iter_mut().enumerate() {
+            *v = (((qh >> e) & 1) << 4) as u8;
+        }
+        _mm256_loadu_si256(b.as_ptr().cast())
+    }
+
+    #[inline(always)]
+    unsafe fn acts(a: &Q8Row, i: usize) -> __m256i {
+        _mm256_loadu_si256(a.qs[32 * i..32 * i + 32].as_ptr().cast())
+    }
+
+    /// Σ a over a block (for the offset of unsigned-coded weights).
+    #[inline(always)]
+    unsafe fn sum_acts(y: __m256i) -> i32 {
+        dot_us(_mm256_set1_epi8(1), y)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q4_0(w: &[u8], a: &Q8Row) -> f32 {
+        let mut sum = 0f32;
+        for (i, b) in w.chunks_exact(18).enumerate() {
+            let y = acts(a, i);
+            let isum = dot_us(nibbles(&b[2..18]), y) - 8 * sum_acts(y);
+            sum += isum as f32 * f16_at(b, 0) * a.d[i];
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q4_1(w: &[u8], a: &Q8Row) -> f32 {
+        let (mut sum, mut mins) = (0f32, 0f32);
+        for (i, b) in w.chunks_exact(20).enumerate() {
+            let isum = dot_us(nibbles(&b[4..20]), acts(a, i));
+            sum += isum as f32 * (f16_at(b, 0) * a.d[i]);
+            mins += f16_at(b, 2) * a.s[i];
+        }
+        sum + mins
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q5_0(w: &[u8], a: &Q8Row) -> f32 {
+        let mut sum = 0f32;
+        for (i, b) in w.chunks_exact(22).enumerate() {
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            let q = _mm256_or_si256(nibbles(&b[6..22]), fifth_bits(qh));
+            let y = acts(a, i);
+            let isum = dot_us(q, y) - 16 * sum_acts(y);
+            sum += isum as f32 * f16_at(b, 0) * a.d[i];
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q8_0(w: &[u8], a: &Q8Row) -> f32 {
+        let mut sum = 0f32;
+        for (i, b) in w.chunks_exact(34).enumerate() {
+            let q = _mm256_loadu_si256(b[2..34].as_ptr().cast());
+            // |q| · (a with q's sign): the maddubs operand order needs one unsigned side.
+            let isum = dot_us(_mm256_abs_epi8(q), _mm256_sign_epi8(acts(a, i), q));
+            sum += isum as f32 * f16_at(b, 0) * a.d[i];
+        }
+        sum
+    }
 }
