@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use hearth_core::{ForwardBatch, SeqId, TokenId};
+use hearth_models::KvCache;
 use serde::Serialize;
 
 use crate::{EngineError, Session};
@@ -42,36 +43,43 @@ fn summarize(test: String, threads: usize, rates: &[f64]) -> BenchResult {
     BenchResult { test, threads, tokens_per_s: mean, stddev: var.sqrt(), median }
 }
 
-/// Prefill of `p` tokens, `reps` times (after one warm-up).
-pub fn prefill(session: &Session, p: usize, reps: usize, threads: usize) -> Result<BenchResult, EngineError> {
-    let tokens = synthetic_tokens(p, session.model.config().n_vocab);
+/// Tokens per second of `run` (which processes `tokens` tokens into a fresh
+/// cache), `reps` times after one warm-up.
+fn rates(
+    session: &Session,
+    tokens: usize,
+    reps: usize,
+    mut run: impl FnMut(&mut KvCache) -> Result<(), EngineError>,
+) -> Result<Vec<f64>, EngineError> {
     let mut rates = Vec::with_capacity(reps);
     for rep in 0..=reps {
         let mut kv = session.new_cache();
         let t0 = Instant::now();
-        session.prefill(&mut kv, SeqId(0), &tokens, 0)?;
+        run(&mut kv)?;
         if rep > 0 {
-            rates.push(p as f64 / t0.elapsed().as_secs_f64());
+            rates.push(tokens as f64 / t0.elapsed().as_secs_f64());
         }
     }
-    Ok(summarize(format!("pp{p}"), threads, &rates))
+    Ok(rates)
 }
 
-/// `n` decode steps from an empty cache, `reps` times (after one warm-up).
+/// Prefill of `p` tokens into an empty cache.
+pub fn prefill(session: &Session, p: usize, reps: usize, threads: usize) -> Result<BenchResult, EngineError> {
+    let tokens = synthetic_tokens(p, session.model.config().n_vocab);
+    let r = rates(session, p, reps, |kv| session.prefill(kv, SeqId(0), &tokens, 0).map(drop))?;
+    Ok(summarize(format!("pp{p}"), threads, &r))
+}
+
+/// `n` single-token decode steps from an empty cache.
 pub fn decode(session: &Session, n: usize, reps: usize, threads: usize) -> Result<BenchResult, EngineError> {
     let tokens = synthetic_tokens(n, session.model.config().n_vocab);
-    let mut rates = Vec::with_capacity(reps);
-    for rep in 0..=reps {
-        let mut kv = session.new_cache();
-        let t0 = Instant::now();
+    let r = rates(session, n, reps, |kv| {
         for (pos, &t) in tokens.iter().enumerate() {
-            session.model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), &mut kv)?;
+            session.model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), kv)?;
         }
-        if rep > 0 {
-            rates.push(n as f64 / t0.elapsed().as_secs_f64());
-        }
-    }
-    Ok(summarize(format!("tg{n}"), threads, &rates))
+        Ok(())
+    })?;
+    Ok(summarize(format!("tg{n}"), threads, &r))
 }
 
 /// Bytes of weights one decode step reads: every matrix once, except the
