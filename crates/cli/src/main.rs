@@ -1,5 +1,14 @@
 //! `hearth`: run, inspect and fetch local models.
 
+/// `println!` that returns an error instead of panicking when stdout is
+/// closed (`hearth list | head`); `main` treats a broken pipe as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 mod chat;
 mod show;
 mod size;
@@ -149,6 +158,12 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     if let Err(e) = run(Cli::parse()) {
+        let closed_pipe = e
+            .chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe));
+        if closed_pipe {
+            return;
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -164,10 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("ok: {}", p.display());
             Ok(())
         }
-        Command::List => {
-            cmd_list();
-            Ok(())
-        }
+        Command::List => cmd_list(),
         Command::Show { model } => show::show(&catalog::resolve(&model)?),
     }
 }
@@ -256,10 +268,10 @@ fn cmd_perplexity(a: &PerplexityArgs) -> Result<()> {
         }
     })?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("chunks = {}, tokens scored = {}", report.chunks, report.tokens);
-        println!("PPL = {:.4}", report.ppl);
+        outln!("chunks = {}, tokens scored = {}", report.chunks, report.tokens);
+        outln!("PPL = {:.4}", report.ppl);
     }
     Ok(())
 }
@@ -280,19 +292,19 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
         results.push(bench::decode(&session, a.n, a.reps, threads)?);
     }
     if a.json {
-        println!("{}", serde_json::to_string(&results)?);
+        outln!("{}", serde_json::to_string(&results)?);
         return Ok(());
     }
-    println!("{:<8} {:>8} {:>12} {:>10} {:>12}", "test", "threads", "tok/s", "stddev", "median");
+    outln!("{:<8} {:>8} {:>12} {:>10} {:>12}", "test", "threads", "tok/s", "stddev", "median");
     for r in &results {
-        println!("{:<8} {:>8} {:>12.2} {:>10.2} {:>12.2}", r.test, r.threads, r.tokens_per_s, r.stddev, r.median);
+        outln!("{:<8} {:>8} {:>12.2} {:>10.2} {:>12.2}", r.test, r.threads, r.tokens_per_s, r.stddev, r.median);
     }
     if let Some(tg) = results.iter().find(|r| r.test.starts_with("tg")) {
         let weights = bench::weight_bytes_per_token(&session);
         let kv = bench::kv_bytes_per_token(&session, a.n / 2);
         let achieved = (weights + kv) as f64 * tg.median / 1e9;
         let measured = bench::memory_bandwidth_gbs();
-        println!(
+        outln!(
             "decode roofline: {:.1} MB weights + {:.2} MB KV per token × {:.1} tok/s = {achieved:.1} GB/s of {measured:.1} GB/s measured ({:.0}%)",
             weights as f64 / 1e6,
             kv as f64 / 1e6,
@@ -303,17 +315,18 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_list() {
-    println!("{:<16} {:<10} DESCRIPTION", "ALIAS", "STATUS");
+fn cmd_list() -> Result<()> {
+    outln!("{:<16} {:<10} DESCRIPTION", "ALIAS", "STATUS");
     for e in catalog::CATALOG {
         let status = if catalog::cached_path(e.alias).is_file() { "cached" } else { "-" };
-        println!("{:<16} {:<10} {}", e.alias, status, e.description);
+        outln!("{:<16} {:<10} {}", e.alias, status, e.description);
     }
     let cached = catalog::cached_models();
     if !cached.is_empty() {
-        println!("\ncache: {}", catalog::cache_dir().display());
+        outln!("\ncache: {}", catalog::cache_dir().display());
         for (name, size) in cached {
-            println!("  {name:<40} {:>8.1} MB", size as f64 / 1e6);
+            outln!("  {name:<40} {:>8.1} MB", size as f64 / 1e6);
         }
     }
+    Ok(())
 }

@@ -11,20 +11,20 @@ pub fn show(path: &Path) -> Result<()> {
     let f = GgufFile::open(path).with_context(|| path.display().to_string())?;
     let arch = f.get_str("general.architecture").unwrap_or("?").to_owned();
     let meta_str = |k: &str| f.get(k).map_or_else(|| "-".to_owned(), display);
-    println!("file          {}", path.display());
-    println!("name          {}", meta_str("general.name"));
-    println!("architecture  {arch}");
+    outln!("file          {}", path.display());
+    outln!("name          {}", meta_str("general.name"));
+    outln!("architecture  {arch}");
     let params: u64 = f.tensors().iter().map(hearth_gguf::TensorInfo::n_elements).sum();
-    println!("parameters    {:.1} M", params as f64 / 1e6);
-    println!("context       {}", meta_str(&format!("{arch}.context_length")));
-    println!("embedding     {}", meta_str(&format!("{arch}.embedding_length")));
-    println!("layers        {}", meta_str(&format!("{arch}.block_count")));
-    println!(
+    outln!("parameters    {:.1} M", params as f64 / 1e6);
+    outln!("context       {}", meta_str(&format!("{arch}.context_length")));
+    outln!("embedding     {}", meta_str(&format!("{arch}.embedding_length")));
+    outln!("layers        {}", meta_str(&format!("{arch}.block_count")));
+    outln!(
         "heads         {} (kv {})",
         meta_str(&format!("{arch}.attention.head_count")),
         meta_str(&format!("{arch}.attention.head_count_kv"))
     );
-    println!("tokenizer     {} (pre {})", meta_str("tokenizer.ggml.model"), meta_str("tokenizer.ggml.pre"));
+    outln!("tokenizer     {} (pre {})", meta_str("tokenizer.ggml.model"), meta_str("tokenizer.ggml.pre"));
     let mut types: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for t in f.tensors() {
         let e = types.entry(t.ty.name().to_owned()).or_default();
@@ -33,11 +33,11 @@ pub fn show(path: &Path) -> Result<()> {
     }
     let summary: Vec<String> =
         types.iter().map(|(k, (n, b))| format!("{k} ×{n} ({:.1} MB)", *b as f64 / 1e6)).collect();
-    println!("tensor types  {}", summary.join(", "));
-    match f.get("tokenizer.chat_template").and_then(MetaValue::as_str) {
-        Some(t) => println!("template      from file ({} chars)", t.len()),
-        None => println!("template      none in file (built-in used)"),
-    }
+    outln!("tensor types  {}", summary.join(", "));
+    let template = f.get("tokenizer.chat_template").and_then(MetaValue::as_str);
+    let template = template
+        .map_or_else(|| "none in file (built-in used)".to_owned(), |t| format!("from file ({} chars)", t.len()));
+    outln!("template      {template}");
     Ok(())
 }
 

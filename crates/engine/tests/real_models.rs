@@ -8,7 +8,8 @@ use hearth_engine::{catalog, perplexity, Session};
 use hearth_sampling::SamplingParams;
 
 fn shared_dir() -> PathBuf {
-    std::env::var_os("HEARTH_SHARED").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"), PathBuf::from)
+    std::env::var_os("HEARTH_SHARED")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"), PathBuf::from)
 }
 
 fn reference(name: &str) -> serde_json::Value {
@@ -141,8 +142,10 @@ fn gemma3_perplexity_within_one_percent() {
 #[test]
 fn perplexity_on_another_text_within_one_percent_of_llama_cpp() {
     let fx: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/llamacpp/ppl_other_texts.json"))
-            .expect("fixture"),
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/llamacpp/ppl_other_texts.json"),
+        )
+        .expect("fixture"),
     )
     .expect("JSON");
     let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 text");

@@ -51,7 +51,7 @@ impl RmsNorm {
     }
 
     /// Returns a normalized copy of `x`.
-    #[must_use] 
+    #[must_use]
     pub fn forward(&self, ctx: &Ctx<'_>, x: &[f32]) -> Vec<f32> {
         let mut y = x.to_vec();
         self.apply(ctx, &mut y);

@@ -25,7 +25,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-#[must_use] 
+#[must_use]
 pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     let k = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
