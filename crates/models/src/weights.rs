@@ -28,12 +28,6 @@ impl Matrix {
     pub fn rows(&self) -> usize {
         self.rows
     }
-
-    /// Element type.
-    #[must_use]
-    pub fn ty(&self) -> GgmlType {
-        self.ty
-    }
 }
 
 /// Loads tensors from one file for one backend.

@@ -48,11 +48,6 @@ impl Sampler {
         Self { params, processors, rng, candidates: Vec::new() }
     }
 
-    /// Adds a processor to the end of the chain (e.g. a grammar mask).
-    pub fn push_processor(&mut self, p: Box<dyn LogitsProcessor>) {
-        self.processors.push(p);
-    }
-
     /// Picks the next token from `logits` (modified in place) and records it.
     pub fn sample(&mut self, logits: &mut [f32]) -> TokenId {
         for p in &mut self.processors {

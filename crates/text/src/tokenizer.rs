@@ -200,20 +200,16 @@ impl Tokenizer {
 /// Control and user-defined tokens are matched whole in input text, before
 /// the model sees it (llama.cpp's special-token partition does the same).
 fn add_special_tokens(inner: &mut tokenizers::Tokenizer, texts: &[String], types: &[i64]) {
-    let special: Vec<AddedToken> = texts
-        .iter()
-        .zip(types)
-        .filter(|(t, &ty)| ty == TOKEN_TYPE_CONTROL && !t.is_empty())
-        .map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false))
-        .collect();
-    let user: Vec<AddedToken> = texts
-        .iter()
-        .zip(types)
-        .filter(|(t, &ty)| ty == TOKEN_TYPE_USER_DEFINED && !t.is_empty())
-        .map(|(t, _)| AddedToken::from(t.clone(), false).normalized(false))
-        .collect();
-    inner.add_special_tokens(&special);
-    inner.add_tokens(&user);
+    let of_type = |wanted: i64, special: bool| -> Vec<AddedToken> {
+        texts
+            .iter()
+            .zip(types)
+            .filter(|(t, &ty)| ty == wanted && !t.is_empty())
+            .map(|(t, _)| AddedToken::from(t.clone(), special).normalized(false))
+            .collect()
+    };
+    inner.add_special_tokens(&of_type(TOKEN_TYPE_CONTROL, true));
+    inner.add_tokens(&of_type(TOKEN_TYPE_USER_DEFINED, false));
 }
 
 fn vocab_map(texts: &[String]) -> HashMap<String, u32> {

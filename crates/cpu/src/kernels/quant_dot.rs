@@ -92,25 +92,11 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], a: &Q8Row) -> f32 {
     use GgmlType as T;
     let blocks = w.chunks_exact(ty.type_size()).enumerate();
     match ty {
-        T::Q4_0 => blocks.map(|(i, b)| dot_q4_0(b, &a.qs[32 * i..32 * i + 32]) as f32 * f16_at(b, 0) * a.d[i]).sum(),
-        T::Q8_0 => blocks.map(|(i, b)| dot_q8_0(b, &a.qs[32 * i..32 * i + 32]) as f32 * f16_at(b, 0) * a.d[i]).sum(),
-        T::Q5_0 => blocks.map(|(i, b)| dot_q5_0(b, &a.qs[32 * i..32 * i + 32]) as f32 * f16_at(b, 0) * a.d[i]).sum(),
-        T::Q4_1 => {
-            let (mut sum, mut mins) = (0f32, 0f32);
-            for (i, b) in blocks {
-                sum += dot_q4_1(b, &a.qs[32 * i..32 * i + 32]) as f32 * (f16_at(b, 0) * a.d[i]);
-                mins += f16_at(b, 2) * a.s[i];
-            }
-            sum + mins
-        }
-        T::Q5_1 => {
-            let (mut sum, mut mins) = (0f32, 0f32);
-            for (i, b) in blocks {
-                sum += dot_q5_1(b, &a.qs[32 * i..32 * i + 32]) as f32 * (f16_at(b, 0) * a.d[i]);
-                mins += f16_at(b, 2) * a.s[i];
-            }
-            sum + mins
-        }
+        T::Q4_0 => symmetric_blocks(ty, w, a, dot_q4_0),
+        T::Q8_0 => symmetric_blocks(ty, w, a, dot_q8_0),
+        T::Q5_0 => symmetric_blocks(ty, w, a, dot_q5_0),
+        T::Q4_1 => blocks_with_mins(ty, w, a, dot_q4_1),
+        T::Q5_1 => blocks_with_mins(ty, w, a, dot_q5_1),
         T::Q2_K => {
             blocks.map(|(i, b)| dot_q2_k(b, &a.qs[256 * i..256 * i + 256], &a.bsums[16 * i..16 * i + 16], a.d[i])).sum()
         }
@@ -124,6 +110,29 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], a: &Q8Row) -> f32 {
         T::Q6_K => blocks.map(|(i, b)| dot_q6_k(b, &a.qs[256 * i..256 * i + 256], a.d[i])).sum(),
         _ => 0.0,
     }
+}
+
+/// Σ over 32-element blocks of `isum · d_w · d_a` (types coded around zero:
+/// Q4_0, Q5_0, Q8_0). The float order is the one the SIMD kernels keep.
+#[inline(always)]
+fn symmetric_blocks(ty: GgmlType, w: &[u8], a: &Q8Row, isum: fn(&[u8], &[i8]) -> i32) -> f32 {
+    let mut sum = 0f32;
+    for (i, b) in w.chunks_exact(ty.type_size()).enumerate() {
+        sum += isum(b, &a.qs[32 * i..32 * i + 32]) as f32 * f16_at(b, 0) * a.d[i];
+    }
+    sum
+}
+
+/// Like [`symmetric_blocks`] for types with a block minimum (Q4_1, Q5_1):
+/// `isum · (d_w · d_a)` plus, summed apart, `m_w · s_a` (ggml's q8_1 trick).
+#[inline(always)]
+fn blocks_with_mins(ty: GgmlType, w: &[u8], a: &Q8Row, isum: fn(&[u8], &[i8]) -> i32) -> f32 {
+    let (mut sum, mut mins) = (0f32, 0f32);
+    for (i, b) in w.chunks_exact(ty.type_size()).enumerate() {
+        sum += isum(b, &a.qs[32 * i..32 * i + 32]) as f32 * (f16_at(b, 0) * a.d[i]);
+        mins += f16_at(b, 2) * a.s[i];
+    }
+    sum + mins
 }
 
 #[inline(always)]
