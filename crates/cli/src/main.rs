@@ -189,7 +189,9 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+        if !hearth_cpu::pool::set_threads(n) {
+            bail!("the worker pool was already started with another thread count");
+        }
     }
     Ok(())
 }
@@ -283,7 +285,7 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
         bail!("--reps must be at least 1");
     }
     let session = load(&a.model, (a.p.max(a.n) + 1).max(16))?;
-    let threads = rayon::current_num_threads();
+    let threads = hearth_cpu::pool::global().threads();
     let mut results = Vec::new();
     if a.p > 0 {
         results.push(bench::prefill(&session, a.p, a.reps, threads)?);
@@ -305,7 +307,7 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
         let achieved = (weights + kv) as f64 * tg.median / 1e9;
         let measured = bench::memory_bandwidth_gbs();
         outln!(
-            "decode roofline: {:.1} MB weights + {:.2} MB KV per token × {:.1} tok/s = {achieved:.1} GB/s of {measured:.1} GB/s measured ({:.0}%)",
+            "decode roofline: {:.1} MB weights + {:.2} MB KV per token × {:.1} tok/s = {achieved:.1} GB/s of {measured:.1} GB/s measured read bandwidth ({:.0}%)",
             weights as f64 / 1e6,
             kv as f64 / 1e6,
             tg.median,

@@ -79,12 +79,29 @@ pub struct AttentionSpan<'a> {
     pub end: usize,
 }
 
+/// A weight matrix in the form one backend computes with (repacked for CPU
+/// kernels, or resident in device memory), made once at load by
+/// [`Backend::prepare`] and handed back to that backend's [`Backend::matmul`].
+pub trait PreparedWeight: Send + Sync {
+    /// Output features.
+    fn rows(&self) -> usize;
+    /// Input features.
+    fn cols(&self) -> usize;
+    /// Bytes held (what one pass over the matrix reads).
+    fn bytes(&self) -> usize;
+    /// For the owning backend to recover its concrete type.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
 /// A backend could not run an operation.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
     /// The weight type has no kernel in this backend.
     #[error("tensor type {0} is not supported by this backend")]
     UnsupportedType(GgmlType),
+    /// A prepared weight from another backend was passed in.
+    #[error("weight was prepared by a different backend")]
+    ForeignWeight,
 }
 
 /// The operations a model needs. Shapes are given in rows: `x` with `n`
@@ -94,8 +111,10 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
     /// Whether `matmul`/`get_rows` have a kernel for weights of type `ty`.
     fn supports(&self, ty: GgmlType) -> bool;
-    /// `out[t][r] = W[r] · x[t]`: `x` is `n × w.cols`, `out` is `n × w.rows`.
-    fn matmul(&self, w: &WeightView<'_>, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError>;
+    /// Converts a matrix to this backend's form for [`Backend::matmul`].
+    fn prepare(&self, w: &WeightView<'_>) -> Result<Box<dyn PreparedWeight>, BackendError>;
+    /// `out[t][r] = W[r] · x[t]`: `x` is `n × w.cols()`, `out` is `n × w.rows()`.
+    fn matmul(&self, w: &dyn PreparedWeight, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError>;
     /// Dequantized rows `ids` of `w` (embedding lookup): `out` is `ids.len() × w.cols`.
     fn get_rows(&self, w: &WeightView<'_>, ids: &[TokenId], out: &mut [f32]) -> Result<(), BackendError>;
     /// In-place RMS norm of each `dim`-sized row, then multiply by `weight`.

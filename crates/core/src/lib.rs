@@ -10,7 +10,7 @@ mod batch;
 mod ggml_type;
 
 pub use backend::{
-    Activation, AttentionShape, AttentionSpan, Backend, BackendError, RopeParams, RopeStyle, WeightView,
+    Activation, AttentionShape, AttentionSpan, Backend, BackendError, PreparedWeight, RopeParams, RopeStyle, WeightView,
 };
 pub use batch::{ForwardBatch, SeqId, TokenId};
 pub use ggml_type::{GgmlType, UnknownGgmlType};

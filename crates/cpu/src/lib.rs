@@ -1,43 +1,72 @@
 //! The CPU backend: scalar reference kernels (the specification), SIMD fast
-//! paths selected once at run time, and the rayon pool that spreads work over
-//! cores.
+//! paths selected once at run time, weights repacked for them at load, and
+//! the worker pool that spreads work over cores.
 //!
-//! Invariant: every fast kernel has a scalar twin in `kernels::reference` and
-//! is tested against it.
+//! Invariant: every fast kernel has a scalar twin (`kernels::reference`,
+//! `packed::reference`) and is tested against it.
 
 mod dispatch;
 pub mod kernels;
 mod matmul;
 pub mod ops;
+pub mod packed;
+pub mod pool;
 
-use hearth_core::{Activation, AttentionShape, AttentionSpan, Backend, BackendError, RopeParams, TokenId, WeightView};
+use hearth_core::{
+    Activation, AttentionShape, AttentionSpan, Backend, BackendError, PreparedWeight, RopeParams, TokenId, WeightView,
+};
 
 pub use dispatch::{kernels as selected_kernels, reference_kernels, Kernels};
-pub use matmul::{get_rows, matmul};
+pub use matmul::{get_rows, matmul, CpuWeight};
 
 /// The CPU implementation of [`Backend`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuBackend;
 
 impl CpuBackend {
-    /// A backend using the current rayon pool.
+    /// A backend running on the global worker pool.
     #[must_use]
     pub fn new() -> Self {
         Self
     }
 }
 
+impl PreparedWeight for CpuWeight {
+    fn rows(&self) -> usize {
+        CpuWeight::rows(self)
+    }
+
+    fn cols(&self) -> usize {
+        CpuWeight::cols(self)
+    }
+
+    fn bytes(&self) -> usize {
+        CpuWeight::bytes(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({}, {} threads)", dispatch::kernels().isa, rayon::current_num_threads())
+        format!("cpu ({}, {} threads)", dispatch::kernels().isa, pool::global().threads())
     }
 
     fn supports(&self, ty: hearth_core::GgmlType) -> bool {
         kernels::reference::is_supported(ty)
     }
 
-    fn matmul(&self, w: &WeightView<'_>, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError> {
-        matmul::matmul(w.ty, w.data, w.rows, w.cols, x, n, out).map_err(|e| BackendError::UnsupportedType(e.0))
+    fn prepare(&self, w: &WeightView<'_>) -> Result<Box<dyn PreparedWeight>, BackendError> {
+        let prepared = CpuWeight::new(w.ty, w.data, w.rows, w.cols).map_err(|e| BackendError::UnsupportedType(e.0))?;
+        Ok(Box::new(prepared))
+    }
+
+    fn matmul(&self, w: &dyn PreparedWeight, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError> {
+        let w = w.as_any().downcast_ref::<CpuWeight>().ok_or(BackendError::ForeignWeight)?;
+        matmul::matmul(w, x, n, out);
+        Ok(())
     }
 
     fn get_rows(&self, w: &WeightView<'_>, ids: &[TokenId], out: &mut [f32]) -> Result<(), BackendError> {

@@ -1,106 +1,148 @@
-//! Quantized matrix multiplication on the CPU: weight rows are dequantized a
-//! tile at a time into a small f32 buffer (amortized over all activation rows
-//! of the batch) and multiplied with a register-blocked SIMD kernel. Tiles of
-//! rows are spread over the rayon pool.
+//! Matrix multiplication on the CPU.
+//!
+//! Quantized weights are repacked once at load ([`crate::packed`]) and
+//! multiplied with integer kernels against activations quantized to 8 bits
+//! per call; float weights (F32/F16/BF16) are widened to f32 once and use a
+//! register-tiled f32 GEMM. Row groups are spread over the worker pool.
+
+use std::cell::RefCell;
 
 use hearth_core::GgmlType;
-use rayon::prelude::*;
 
 use crate::dispatch::kernels;
-use crate::kernels::quant_dot;
 use crate::kernels::reference::{self, Unsupported};
+use crate::packed::acts::QuantizedActs;
+use crate::packed::PackedMatrix;
+use crate::pool::{self, SharedOut};
 
-/// Weight rows dequantized together: 16 rows × 2048 cols = 128 KiB, inside L2.
-const TILE_ROWS: usize = 16;
+/// Float weight rows multiplied together by one task (16 rows × 2048 cols =
+/// 128 KiB, inside L2).
+const FLOAT_TILE_ROWS: usize = 16;
 
-/// Batches up to this many rows use the integer dot products, whose results
-/// match llama.cpp's to float rounding (decode steps, short prompts, batched
-/// decode of many users). Larger batches (long prompts, perplexity) use the
-/// f32 GEMM on dequantized tiles with activations rounded the same way, which
-/// is ~10× faster today and agrees to ~0.1% in perplexity; the integer GEMM
-/// planned for prefill removes this split.
-const EXACT_MAX_ROWS: usize = 32;
+/// Tasks per thread for a matmul: enough to even out uneven progress.
+const TASKS_PER_THREAD: usize = 4;
 
-/// `out[t * rows + r] = W[r] · x[t]` for `t < n`. `w` holds `rows` rows of
-/// `cols` elements of type `ty`; `x` is `n × cols`, `out` is `n × rows`.
-pub fn matmul(
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) -> Result<(), Unsupported> {
-    if !reference::is_supported(ty) {
-        return Err(Unsupported(ty));
-    }
-    let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
-    assert!(w.len() >= rows * row_bytes && x.len() >= n * cols && out.len() >= n * rows);
-    let mut by_row = vec![0f32; rows * n];
-    if quant_dot::supports(ty) && n <= EXACT_MAX_ROWS {
-        quantized_by_row(ty, w, row_bytes, cols, x, n, &mut by_row);
-    } else {
-        float_by_row(ty, w, row_bytes, cols, x, n, &mut by_row);
-    }
-    if n == 1 {
-        out[..rows].copy_from_slice(&by_row);
-    } else {
-        for r in 0..rows {
-            for t in 0..n {
-                out[t * rows + r] = by_row[r * n + t];
-            }
-        }
-    }
-    Ok(())
+/// A weight matrix in the form the CPU kernels read.
+#[derive(Debug, Clone)]
+pub enum CpuWeight {
+    /// Quantized, repacked for the integer kernels.
+    Packed(PackedMatrix),
+    /// Float weights widened to f32; activations are rounded to `act_ty`
+    /// first, as ggml does (its F16 dot products convert activations to f16).
+    Float {
+        /// Output features.
+        rows: usize,
+        /// Input features.
+        cols: usize,
+        /// `rows × cols`.
+        data: Vec<f32>,
+        /// Type activations are rounded through.
+        act_ty: GgmlType,
+    },
 }
 
-/// Quantized weights: activations quantized once per row, then integer dot
-/// products per (weight row, activation row), ggml's numerics.
-fn quantized_by_row(ty: GgmlType, w: &[u8], row_bytes: usize, cols: usize, x: &[f32], n: usize, by_row: &mut [f32]) {
-    let act_ty = reference::vec_dot_type(ty);
-    let qdot = kernels().quant_dot;
-    let acts: Vec<quant_dot::Q8Row> =
-        x[..n * cols].par_chunks(cols).map(|row| quant_dot::quantize_row(act_ty, row)).collect();
-    by_row.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(tile, dst)| {
-        let r0 = tile * TILE_ROWS;
-        for (i, out) in dst.chunks_mut(n).enumerate() {
-            let wrow = &w[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
-            for (o, a) in out.iter_mut().zip(&acts) {
-                *o = qdot(ty, wrow, a);
-            }
+impl CpuWeight {
+    /// Prepares `rows × cols` elements of `ty` (ggml encoding) for [`matmul`].
+    pub fn new(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<Self, Unsupported> {
+        if let Some(p) = PackedMatrix::pack(ty, data, rows, cols) {
+            return Ok(Self::Packed(p));
         }
+        if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return Err(Unsupported(ty));
+        }
+        let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
+        let mut out = vec![0f32; rows * cols];
+        for (src, dst) in data.chunks_exact(row_bytes).zip(out.chunks_exact_mut(cols)) {
+            reference::dequantize_row(ty, src, dst)?;
+        }
+        Ok(Self::Float { rows, cols, data: out, act_ty: reference::vec_dot_type(ty) })
+    }
+
+    /// Output features.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Packed(p) => p.rows,
+            Self::Float { rows, .. } => *rows,
+        }
+    }
+
+    /// Input features.
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        match self {
+            Self::Packed(p) => p.cols,
+            Self::Float { cols, .. } => *cols,
+        }
+    }
+
+    /// Bytes held in memory (and read by one decode step).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Packed(p) => p.bytes(),
+            Self::Float { data, .. } => data.len() * 4,
+        }
+    }
+}
+
+/// `out[t * rows + r] = W[r] · x[t]` for `t < n`; `x` is `n × cols`.
+///
+/// # Panics
+/// When `x` or `out` is too short.
+pub fn matmul(w: &CpuWeight, x: &[f32], n: usize, out: &mut [f32]) {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert!(x.len() >= n * cols && out.len() >= n * rows, "matmul buffers too short");
+    if n == 0 {
+        return;
+    }
+    match w {
+        CpuWeight::Packed(p) => packed_matmul(p, x, n, out),
+        CpuWeight::Float { data, act_ty, .. } => float_matmul(data, rows, cols, *act_ty, x, n, out),
+    }
+}
+
+thread_local! {
+    /// Quantized activations of the current call, reused across calls.
+    static ACTS: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::default());
+}
+
+fn packed_matmul(p: &PackedMatrix, x: &[f32], n: usize, out: &mut [f32]) {
+    let group_kernel = kernels().packed_group;
+    ACTS.with_borrow_mut(|acts| {
+        acts.quantize(x, n, p.cols);
+        let groups = p.groups();
+        let per_task = groups.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
+        let out = SharedOut::new(&mut out[..n * p.rows]);
+        let acts = &*acts;
+        pool::parallel_for(groups.div_ceil(per_task), &|task| {
+            for g in task * per_task..((task + 1) * per_task).min(groups) {
+                group_kernel(p, g, acts, &out);
+            }
+        });
     });
 }
 
-/// Float weights: dequantize a tile of rows, multiply with the SIMD GEMM tile.
-fn float_by_row(ty: GgmlType, w: &[u8], row_bytes: usize, cols: usize, x: &[f32], n: usize, by_row: &mut [f32]) {
-    let k = kernels();
-    // Activations as ggml's quantized dot products see them (see `round_trip`).
-    let act_ty = reference::vec_dot_type(ty);
-    let rounded;
-    let x = if act_ty == GgmlType::F32 {
-        &x[..n * cols]
-    } else {
-        let mut r = x[..n * cols].to_vec();
-        r.chunks_mut(cols).for_each(|row| reference::round_trip(act_ty, row));
-        rounded = r;
-        &rounded[..]
-    };
-    // Row-major by weight row so each task owns a contiguous slice; transposed by the caller.
-    by_row.par_chunks_mut(TILE_ROWS * n).enumerate().for_each_init(
-        || vec![0f32; TILE_ROWS * cols],
-        |buf, (tile, dst)| {
-            let r0 = tile * TILE_ROWS;
-            let nr = dst.len() / n;
-            for i in 0..nr {
-                let src = &w[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
-                // ok: the type was checked as supported above.
-                let _ = reference::dequantize_row(ty, src, &mut buf[i * cols..(i + 1) * cols]);
+fn float_matmul(w: &[f32], rows: usize, cols: usize, act_ty: GgmlType, x: &[f32], n: usize, out: &mut [f32]) {
+    let gemm_tile = kernels().gemm_tile;
+    let mut rounded = x[..n * cols].to_vec();
+    rounded.chunks_mut(cols).for_each(|row| reference::round_trip(act_ty, row));
+    let x = &rounded[..];
+    let out = SharedOut::new(&mut out[..n * rows]);
+    pool::parallel_for(rows.div_ceil(FLOAT_TILE_ROWS), &|tile| {
+        let r0 = tile * FLOAT_TILE_ROWS;
+        let nr = FLOAT_TILE_ROWS.min(rows - r0);
+        let mut by_row = vec![0f32; nr * n];
+        gemm_tile(&w[r0 * cols..(r0 + nr) * cols], nr, x, n, cols, &mut by_row);
+        for t in 0..n {
+            // SAFETY: rows r0..r0+nr of every output row belong to this tile only.
+            #[allow(unsafe_code)]
+            let dst = unsafe { out.slice(t * rows + r0, nr) };
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = by_row[i * n + t];
             }
-            (k.gemm_tile)(&buf[..nr * cols], nr, x, n, cols, dst);
-        },
-    );
+        }
+    });
 }
 
 /// Dequantizes the selected rows (embedding lookup): `out` is `ids.len() × cols`.

@@ -1,12 +1,14 @@
 //! Element-wise and attention operations. Written as plain loops that the
-//! compiler vectorizes; the heavy ones are spread over the rayon pool.
+//! compiler vectorizes; the heavy ones are spread over the worker pool.
+
+use std::cell::RefCell;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use hearth_core::{Activation, AttentionShape, AttentionSpan, RopeParams, RopeStyle};
-use rayon::prelude::*;
 
 use crate::dispatch::kernels;
+use crate::pool::{parallel_for, SharedOut};
 
 /// In-place RMS norm of each `dim`-sized row, scaled by `weight`.
 ///
@@ -98,8 +100,9 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Attention of every query row and head over its span, split by (row,
-/// head); grouped-query heads share K/V rows.
+/// Attention of every query row and head over its span. One task per (row,
+/// KV head): each key and value row is widened from f16 once and used by all
+/// query heads of the group (grouped-query attention reads K/V once).
 ///
 /// Numerics follow ggml's CPU flash attention with an f16 cache
 /// (`ggml_compute_forward_flash_attn_ext_f16`): the query is rounded to f16,
@@ -109,79 +112,84 @@ pub fn softmax(x: &mut [f32]) {
 pub fn attention(q: &[f32], s: &AttentionShape, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
     let hd = s.head_dim;
     let group = s.n_head / s.n_kv_head;
-    let kv_stride = s.n_kv_head * hd;
-    let dot = kernels().dot;
-    let (caches, cache_of_row) = widen_spans(spans, kv_stride);
-    out.par_chunks_mut(hd).enumerate().for_each_init(
-        || (vec![0f32; hd], vec![0f32; hd], vec![f16::ZERO; hd]),
-        |(qf, acc, acc16), (idx, o)| {
-            let (row, head) = (idx / s.n_head, idx % s.n_head);
-            let span = &spans[row];
-            let (keys, values) = &caches[cache_of_row[row]];
-            let kv_off = (head / group) * hd;
-            acc16.convert_from_f32_slice(&q[idx * hd..(idx + 1) * hd]);
-            acc16.convert_to_f32_slice(qf);
-            acc.fill(0.0);
-            let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-            for p in span.start..span.end {
-                let base = p * kv_stride + kv_off;
-                let score = dot(qf, &keys[base..base + hd]) * s.scale;
-                let (mut ms, mut vs) = (1f32, 1f32);
-                if score > max {
-                    ms = (max - score).exp();
-                    max = score;
-                    acc.iter_mut().for_each(|a| *a *= ms);
-                    round_to_f16(acc, acc16);
-                } else {
-                    vs = (score - max).exp();
-                }
-                for (a, v) in acc.iter_mut().zip(&values[base..base + hd]) {
-                    *a = v.mul_add(vs, *a);
-                }
-                round_to_f16(acc, acc16);
-                sum = sum * ms + vs;
-            }
-            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            o.iter_mut().zip(acc.iter()).for_each(|(o, a)| *o = a * inv);
-        },
-    );
-}
-
-/// Rounds every element of `x` to the nearest f16 (vectorized via `half`'s
-/// slice conversions, which use F16C when the CPU has it).
-fn round_to_f16(x: &mut [f32], scratch: &mut [f16]) {
-    scratch.convert_from_f32_slice(x);
-    scratch.convert_to_f32_slice(x);
-}
-
-/// Keys and values of one sequence widened to f32.
-type WideKv = (Vec<f32>, Vec<f32>);
-
-/// f32 copies of the distinct K/V spans of a batch (one per sequence, up to
-/// the furthest position any of its rows reads), and which copy each row
-/// uses. Widening f16 to f32 is exact, so this only saves repeated work.
-fn widen_spans(spans: &[AttentionSpan<'_>], kv_stride: usize) -> (Vec<WideKv>, Vec<usize>) {
-    let mut distinct: Vec<(usize, usize)> = Vec::new(); // (first row using it, max end)
-    let mut of_row = Vec::with_capacity(spans.len());
-    for (row, span) in spans.iter().enumerate() {
-        let found = distinct.iter().position(|&(r, _)| std::ptr::eq(spans[r].keys.as_ptr(), span.keys.as_ptr()));
-        let i = found.unwrap_or_else(|| {
-            distinct.push((row, 0));
-            distinct.len() - 1
+    let q_stride = s.n_head * hd;
+    let out = SharedOut::new(out);
+    parallel_for(spans.len() * s.n_kv_head, &|task| {
+        let (row, kvh) = (task / s.n_kv_head, task % s.n_kv_head);
+        let first = row * q_stride + kvh * group * hd;
+        // SAFETY: the heads of (row, kvh) are written by this task only.
+        #[allow(unsafe_code)]
+        let o = unsafe { out.slice(first, group * hd) };
+        SCRATCH.with_borrow_mut(|scratch| {
+            attend_group(&q[first..first + group * hd], s, &spans[row], kvh, o, scratch);
         });
-        distinct[i].1 = distinct[i].1.max(span.end);
-        of_row.push(i);
+    });
+}
+
+thread_local! {
+    static SCRATCH: RefCell<AttentionScratch> = RefCell::new(AttentionScratch::default());
+}
+
+#[derive(Default)]
+struct AttentionScratch {
+    q: Vec<f32>,
+    acc: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    key: Vec<f32>,
+    value: Vec<f32>,
+    half: Vec<f16>,
+}
+
+/// The `group` query heads in `q` that share KV head `kvh`, over `span`.
+fn attend_group(
+    q: &[f32],
+    s: &AttentionShape,
+    span: &AttentionSpan<'_>,
+    kvh: usize,
+    out: &mut [f32],
+    w: &mut AttentionScratch,
+) {
+    let hd = s.head_dim;
+    let group = q.len() / hd;
+    let kv_stride = s.n_kv_head * hd;
+    let k = kernels();
+    w.half.resize(hd, f16::ZERO);
+    w.q.resize(group * hd, 0.0);
+    w.key.resize(hd, 0.0);
+    w.value.resize(hd, 0.0);
+    w.acc.clear();
+    w.acc.resize(group * hd, 0.0);
+    w.max.clear();
+    w.max.resize(group, f32::NEG_INFINITY);
+    w.sum.clear();
+    w.sum.resize(group, 0.0);
+    for (qh, src) in w.q.chunks_exact_mut(hd).zip(q.chunks_exact(hd)) {
+        w.half.convert_from_f32_slice(src);
+        w.half.convert_to_f32_slice(qh);
     }
-    let caches = distinct
-        .par_iter()
-        .map(|&(row, end)| {
-            let n = end * kv_stride;
-            let mut k = vec![0f32; n];
-            let mut v = vec![0f32; n];
-            spans[row].keys[..n].convert_to_f32_slice(&mut k);
-            spans[row].values[..n].convert_to_f32_slice(&mut v);
-            (k, v)
-        })
-        .collect();
-    (caches, of_row)
+    for p in span.start..span.end {
+        let base = p * kv_stride + kvh * hd;
+        span.keys[base..base + hd].convert_to_f32_slice(&mut w.key);
+        span.values[base..base + hd].convert_to_f32_slice(&mut w.value);
+        for h in 0..group {
+            let score = (k.dot)(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
+            let acc = &mut w.acc[h * hd..(h + 1) * hd];
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if score > w.max[h] {
+                ms = (w.max[h] - score).exp();
+                w.max[h] = score;
+                (k.scale_round_f16)(acc, ms);
+            } else {
+                vs = (score - w.max[h]).exp();
+            }
+            (k.mad_round_f16)(acc, &w.value, vs);
+            w.sum[h] = w.sum[h] * ms + vs;
+        }
+    }
+    for h in 0..group {
+        let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
+        let acc = &w.acc[h * hd..(h + 1) * hd];
+        out[h * hd..(h + 1) * hd].iter_mut().zip(acc).for_each(|(o, a)| *o = a * inv);
+    }
 }

@@ -3,6 +3,10 @@
 
 use hearth_core::GgmlType;
 use hearth_cpu::kernels::reference;
+use hearth_cpu::packed::acts::QuantizedActs;
+use hearth_cpu::packed::PackedMatrix;
+use hearth_cpu::pool::SharedOut;
+use hearth_cpu::CpuWeight;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -56,21 +60,110 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut impl Rng) -> Vec<u8> {
     bytes
 }
 
-#[test]
-fn quantized_matmul_matches_reference_for_every_type() {
+const PACKED_TYPES: [GgmlType; 10] = {
     use GgmlType as T;
+    [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K]
+};
+
+fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) -> Vec<u8> {
+    let mut w = random_blocks(ty, rows * cols / ty.block_size(), rng);
+    if ty == GgmlType::Q8_0 {
+        w[2] = 0x80; // -128: the widest code
+    }
+    w
+}
+
+/// Packing is lossless: every packed row dequantizes to exactly ggml's values.
+#[test]
+fn packed_matrices_dequantize_exactly_like_ggml() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for ty in PACKED_TYPES {
+        let (rows, cols) = (11, 512);
+        let w = random_matrix(ty, rows, cols, &mut rng);
+        let p = PackedMatrix::pack(ty, &w, rows, cols).expect("packable");
+        let row_bytes = ty.row_bytes(cols).unwrap();
+        for r in 0..rows {
+            let mut want = vec![0.0; cols];
+            reference::dequantize_row(ty, &w[r * row_bytes..(r + 1) * row_bytes], &mut want).unwrap();
+            let got = p.dequantize_row(r);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty} row {r}");
+        }
+    }
+}
+
+fn run_group_kernel(kernel: hearth_cpu::packed::GroupKernel, p: &PackedMatrix, a: &QuantizedActs) -> Vec<f32> {
+    let mut out = vec![0.0; a.n * p.rows];
+    let shared = SharedOut::new(&mut out);
+    for g in 0..p.groups() {
+        kernel(p, g, a, &shared);
+    }
+    out
+}
+
+/// Every SIMD variant this CPU has is bit-identical to the scalar
+/// specification, for every type, ragged row counts and batch sizes.
+#[test]
+fn packed_kernels_are_bit_identical_to_the_reference() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let variants = hearth_cpu::packed::kernel_variants();
+    let scalar = variants[0].1;
+    for ty in PACKED_TYPES {
+        for (rows, cols, n) in [(8, 256, 1), (13, 512, 5), (37, 256, 4), (3, 1024, 9)] {
+            let w = random_matrix(ty, rows, cols, &mut rng);
+            let p = PackedMatrix::pack(ty, &w, rows, cols).unwrap();
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            let mut a = QuantizedActs::default();
+            a.quantize(&x, n, cols);
+            let want = run_group_kernel(scalar, &p, &a);
+            for &(name, kernel) in &variants[1..] {
+                let got = run_group_kernel(kernel, &p, &a);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{name} {ty} {rows}x{cols} n={n} at {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+/// The integer kernels compute the float product of the dequantized weights
+/// with the 8-bit-rounded activations, up to summation order.
+#[test]
+fn packed_matmul_matches_dequantized_math() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K] {
+    for ty in PACKED_TYPES {
         for (rows, n) in [(1, 1), (37, 1), (19, 5), (33, 9)] {
             let cols = 512;
-            let w = random_blocks(ty, rows * cols / ty.block_size(), &mut rng);
+            let w = random_matrix(ty, rows, cols, &mut rng);
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut fast = vec![0.0; n * rows];
             let mut slow = vec![0.0; n * rows];
-            hearth_cpu::matmul(ty, &w, rows, cols, &x, n, &mut fast).unwrap();
+            hearth_cpu::matmul(&CpuWeight::new(ty, &w, rows, cols).unwrap(), &x, n, &mut fast);
             reference::matmul(ty, &w, rows, cols, &x, n, &mut slow).unwrap();
             assert_close(&fast, &slow, 1e-4);
         }
+    }
+}
+
+/// Activation quantization, the flash-attention accumulator updates: the
+/// dispatched kernels equal the scalar ones bit for bit.
+#[test]
+fn small_dispatched_kernels_are_bit_identical() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let (fast, slow) = (hearth_cpu::selected_kernels(), hearth_cpu::reference_kernels());
+    for len in [32, 64, 67, 256] {
+        let x: Vec<f32> = (0..len).map(|_| rng.gen_range(-40.0..40.0)).collect();
+        let v: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0..4.0)).collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        (fast.mad_round_f16)(&mut a, &v, 0.37);
+        (slow.mad_round_f16)(&mut b, &v, 0.37);
+        assert_eq!(a, b);
+        (fast.scale_round_f16)(&mut a, 0.71);
+        (slow.scale_round_f16)(&mut b, 0.71);
+        assert_eq!(a, b);
+        let (mut qa, mut qb) = (vec![0i8; 32], vec![0i8; 32]);
+        let da = (fast.quantize_block_q8)(&x, &mut qa);
+        let db = (slow.quantize_block_q8)(&x, &mut qb);
+        assert_eq!((da.to_bits(), qa), (db.to_bits(), qb));
     }
 }
 
@@ -124,67 +217,13 @@ fn batched_matmul_equals_row_by_row() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let (rows, cols, n) = (576, 576, 5);
     let ty = GgmlType::Q4_1;
-    let w = random_blocks(ty, rows * cols / 32, &mut rng);
+    let w = CpuWeight::new(ty, &random_blocks(ty, rows * cols / 32, &mut rng), rows, cols).unwrap();
     let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let mut all = vec![0.0; n * rows];
-    hearth_cpu::matmul(ty, &w, rows, cols, &x, n, &mut all).unwrap();
+    hearth_cpu::matmul(&w, &x, n, &mut all);
     for t in 0..n {
         let mut one = vec![0.0; rows];
-        hearth_cpu::matmul(ty, &w, rows, cols, &x[t * cols..(t + 1) * cols], 1, &mut one).unwrap();
-        assert_close(&all[t * rows..(t + 1) * rows], &one, 1e-5);
-    }
-}
-
-/// Integer block dot products equal the float dot of the dequantized weight
-/// row with the dequantized activations (they differ only in rounding order).
-#[test]
-fn quantized_vec_dot_matches_dequantized_dot() {
-    use hearth_cpu::kernels::quant_dot;
-    use GgmlType as T;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K] {
-        let cols = 512;
-        let w = random_blocks(ty, cols / ty.block_size(), &mut rng);
-        let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
-        let act_ty = reference::vec_dot_type(ty);
-        let a = quant_dot::quantize_row(act_ty, &x);
-        let mut wf = vec![0.0; cols];
-        reference::dequantize_row(ty, &w, &mut wf).unwrap();
-        let mut xr = x.clone();
-        reference::round_trip(act_ty, &mut xr);
-        let mut expect = reference::dot(&wf, &xr);
-        if act_ty == T::Q8_1 {
-            // ggml adds m·s with s = f16(d·Σq) rather than d_f16·Σq: replicate.
-            let bs = ty.type_size();
-            for (i, blk) in w.chunks(bs).enumerate() {
-                let m = half::f16::from_le_bytes([blk[2], blk[3]]).to_f32();
-                let sum_q: i32 = a.qs[32 * i..32 * i + 32].iter().map(|&q| i32::from(q)).sum();
-                expect += m * (a.s[i] - a.d[i] * sum_q as f32);
-            }
-        }
-        let got = quant_dot::vec_dot(ty, &w, &a);
-        assert!((got - expect).abs() <= 1e-3 * (1.0 + expect.abs()), "{ty}: {got} vs {expect}");
-    }
-}
-
-/// The dispatched (SIMD) integer dot products are bit-identical to the
-/// scalar reference, including extreme quant values (-128, all-15 nibbles).
-#[test]
-fn dispatched_quant_dot_is_bit_identical_to_reference() {
-    use hearth_cpu::kernels::quant_dot;
-    use GgmlType as T;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-    let fast = hearth_cpu::selected_kernels().quant_dot;
-    for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K] {
-        for cols in [256, 512, 2048] {
-            let mut w = random_blocks(ty, cols / ty.block_size(), &mut rng);
-            if ty == T::Q8_0 {
-                w[2] = 0x80; // -128 in the first block
-            }
-            let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
-            let a = quant_dot::quantize_row(reference::vec_dot_type(ty), &x);
-            let (got, want) = (fast(ty, &w, &a), quant_dot::vec_dot(ty, &w, &a));
-            assert_eq!(got.to_bits(), want.to_bits(), "{ty} cols {cols}: {got} vs {want}");
-        }
+        hearth_cpu::matmul(&w, &x[t * cols..(t + 1) * cols], 1, &mut one);
+        assert_eq!(&all[t * rows..(t + 1) * rows], &one[..]);
     }
 }

@@ -47,13 +47,14 @@ pub struct Gemma3 {
     embed: Embedding,
     blocks: Vec<Block>,
     head: LmHead,
+    matmul_bytes: u64,
 }
 
 impl Gemma3 {
     /// Loads a `gemma3` model.
     pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(&file)?;
-        let w = WeightLoader { file: &file, backend: backend.as_ref() };
+        let w = WeightLoader::new(&file, backend.as_ref());
         let norm =
             |il: usize, name: &str| RmsNorm::load(&w, &format!("blk.{il}.{name}.weight"), cfg.n_embd, cfg.norm_eps);
         let blocks = (0..cfg.n_layer)
@@ -71,16 +72,21 @@ impl Gemma3 {
             })
             .collect::<Result<_, ModelError>>()?;
         let embed = Embedding::load(&w, &cfg)?;
-        let head = LmHead::load(&w, &cfg)?;
+        let head = LmHead::load(&w, &cfg, &embed)?;
         let global_rope = rope_params(&cfg, RopeStyle::NeoX);
         let local_rope = RopeParams { freq_base: LOCAL_ROPE_BASE, freq_scale: 1.0, ..global_rope };
-        Ok(Self { cfg, file, backend, global_rope, local_rope, embed, blocks, head })
+        let matmul_bytes = w.prepared_bytes();
+        Ok(Self { cfg, file, backend, global_rope, local_rope, embed, blocks, head, matmul_bytes })
     }
 }
 
 impl Model for Gemma3 {
     fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    fn matmul_bytes(&self) -> u64 {
+        self.matmul_bytes
     }
 
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError> {
@@ -99,6 +105,6 @@ impl Model for Gemma3 {
             add_in_place(&mut x, &h);
         }
         kv.commit(batch);
-        self.head.forward(&ctx, &self.embed, &x, self.cfg.n_embd)
+        self.head.forward(&ctx, &x, self.cfg.n_embd)
     }
 }

@@ -4,7 +4,7 @@
 use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::weights::{Matrix, WeightLoader};
+use crate::weights::{Matrix, TensorRef, WeightLoader};
 use crate::{KvCache, ModelConfig, ModelError};
 
 /// What every layer needs during one forward pass.
@@ -22,7 +22,7 @@ impl Ctx<'_> {
     pub fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>, ModelError> {
         let n = self.batch.len();
         let mut out = vec![0.0; n * w.rows()];
-        self.backend.matmul(&w.view(self.file), x, n, &mut out)?;
+        self.backend.matmul(w.weight(), x, n, &mut out)?;
         Ok(out)
     }
 }
@@ -175,18 +175,18 @@ impl GatedMlp {
 
 /// Token embedding table, also the LM head when the model ties them.
 pub struct Embedding {
-    table: Matrix,
+    table: TensorRef,
 }
 
 impl Embedding {
     /// Loads `token_embd.weight`.
     pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig) -> Result<Self, ModelError> {
-        Ok(Self { table: w.matrix("token_embd.weight", cfg.n_vocab, cfg.n_embd)? })
+        Ok(Self { table: w.tensor("token_embd.weight", cfg.n_vocab, cfg.n_embd)? })
     }
 
-    /// The table as a matrix (for tied LM heads).
+    /// The table in the file (for tied LM heads).
     #[must_use]
-    pub fn matrix(&self) -> &Matrix {
+    pub fn table(&self) -> &TensorRef {
         &self.table
     }
 
@@ -205,35 +205,30 @@ impl Embedding {
 /// Final norm + projection to the vocabulary, for the rows that want logits.
 pub struct LmHead {
     norm: RmsNorm,
-    output: Option<Matrix>,
+    output: Matrix,
 }
 
 impl LmHead {
-    /// Loads `output_norm` and `output` (absent when tied to the embedding).
-    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig) -> Result<Self, ModelError> {
-        Ok(Self {
-            norm: RmsNorm::load(w, "output_norm.weight", cfg.n_embd, cfg.norm_eps)?,
-            output: w.optional_matrix("output.weight", cfg.n_vocab, cfg.n_embd)?,
-        })
+    /// Loads `output_norm` and `output`, or the embedding table when the
+    /// model ties them (no `output.weight`).
+    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, embedding: &Embedding) -> Result<Self, ModelError> {
+        let output = match w.optional_matrix("output.weight", cfg.n_vocab, cfg.n_embd)? {
+            Some(m) => m,
+            None => w.prepare(embedding.table())?,
+        };
+        Ok(Self { norm: RmsNorm::load(w, "output_norm.weight", cfg.n_embd, cfg.norm_eps)?, output })
     }
 
     /// Logits (`logit_rows.len() × n_vocab`) from the final hidden states.
-    pub fn forward(
-        &self,
-        ctx: &Ctx<'_>,
-        embedding: &Embedding,
-        hidden: &[f32],
-        n_embd: usize,
-    ) -> Result<Vec<f32>, ModelError> {
+    pub fn forward(&self, ctx: &Ctx<'_>, hidden: &[f32], n_embd: usize) -> Result<Vec<f32>, ModelError> {
         let rows = &ctx.batch.logit_rows;
         let mut x = Vec::with_capacity(rows.len() * n_embd);
         for &r in rows {
             x.extend_from_slice(&hidden[r * n_embd..(r + 1) * n_embd]);
         }
         self.norm.apply(ctx, &mut x);
-        let w = self.output.as_ref().unwrap_or(embedding.matrix());
-        let mut out = vec![0.0; rows.len() * w.rows()];
-        ctx.backend.matmul(&w.view(ctx.file), &x, rows.len(), &mut out)?;
+        let mut out = vec![0.0; rows.len() * self.output.rows()];
+        ctx.backend.matmul(self.output.weight(), &x, rows.len(), &mut out)?;
         Ok(out)
     }
 }

@@ -27,6 +27,9 @@ pub use kv_cache::KvCache;
 pub trait Model: Send + Sync {
     /// Shape and numerics.
     fn config(&self) -> &ModelConfig;
+    /// Bytes of the matrices in the backend's form: what one decode step
+    /// reads besides the KV cache (one embedding row aside).
+    fn matmul_bytes(&self) -> u64;
     /// Runs one batch; returns `batch.logit_rows.len() × n_vocab` logits.
     /// On error the KV cache is left as it was before the call's positions.
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError>;

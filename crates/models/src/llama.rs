@@ -32,13 +32,14 @@ pub struct Llama {
     embed: Embedding,
     blocks: Vec<Block>,
     head: LmHead,
+    matmul_bytes: u64,
 }
 
 impl Llama {
     /// Loads a Llama-shaped model whose RoPE pairs dimensions in `style`.
     pub fn load(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(&file)?;
-        let w = WeightLoader { file: &file, backend: backend.as_ref() };
+        let w = WeightLoader::new(&file, backend.as_ref());
         let blocks = (0..cfg.n_layer)
             .map(|il| {
                 Ok(Block {
@@ -50,15 +51,20 @@ impl Llama {
             })
             .collect::<Result<_, ModelError>>()?;
         let embed = Embedding::load(&w, &cfg)?;
-        let head = LmHead::load(&w, &cfg)?;
+        let head = LmHead::load(&w, &cfg, &embed)?;
         let rope = rope_params(&cfg, style);
-        Ok(Self { cfg, file, backend, rope, embed, blocks, head })
+        let matmul_bytes = w.prepared_bytes();
+        Ok(Self { cfg, file, backend, rope, embed, blocks, head, matmul_bytes })
     }
 }
 
 impl Model for Llama {
     fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    fn matmul_bytes(&self) -> u64 {
+        self.matmul_bytes
     }
 
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError> {
@@ -72,6 +78,6 @@ impl Model for Llama {
             add_in_place(&mut x, &h);
         }
         kv.commit(batch);
-        self.head.forward(&ctx, &self.embed, &x, self.cfg.n_embd)
+        self.head.forward(&ctx, &x, self.cfg.n_embd)
     }
 }

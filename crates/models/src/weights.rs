@@ -1,13 +1,13 @@
 //! Looking up tensors by name with shape and type checks, once, at load time.
 
-use hearth_core::{Backend, GgmlType, WeightView};
+use hearth_core::{Backend, GgmlType, PreparedWeight, WeightView};
 use hearth_gguf::GgufFile;
 
 use crate::ModelError;
 
-/// A weight matrix inside the mapped file: `rows × cols` in ggml encoding.
+/// A tensor inside the mapped file: `rows × cols` in ggml encoding.
 #[derive(Debug, Clone)]
-pub struct Matrix {
+pub struct TensorRef {
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -15,7 +15,7 @@ pub struct Matrix {
     len: usize,
 }
 
-impl Matrix {
+impl TensorRef {
     /// Zero-copy view of the matrix in `file`.
     #[must_use]
     pub fn view<'a>(&self, file: &'a GgufFile) -> WeightView<'a> {
@@ -30,23 +30,72 @@ impl Matrix {
     }
 }
 
-/// Loads tensors from one file for one backend.
-pub struct WeightLoader<'a> {
-    /// The model file.
-    pub file: &'a GgufFile,
-    /// The backend the weights must be computable on.
-    pub backend: &'a dyn Backend,
+/// A weight matrix prepared by the backend for matmuls.
+pub struct Matrix {
+    weight: Box<dyn PreparedWeight>,
 }
 
-impl WeightLoader<'_> {
+impl Matrix {
+    /// Output features.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.weight.rows()
+    }
+
+    /// The backend's form of the matrix.
+    #[must_use]
+    pub fn weight(&self) -> &dyn PreparedWeight {
+        self.weight.as_ref()
+    }
+
+    /// Bytes one pass over the matrix reads.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.weight.bytes()
+    }
+}
+
+/// Loads tensors from one file for one backend.
+pub struct WeightLoader<'a> {
+    file: &'a GgufFile,
+    backend: &'a dyn Backend,
+    prepared_bytes: std::cell::Cell<u64>,
+}
+
+impl<'a> WeightLoader<'a> {
+    /// A loader for `file` whose matrices `backend` will compute with.
+    #[must_use]
+    pub fn new(file: &'a GgufFile, backend: &'a dyn Backend) -> Self {
+        Self { file, backend, prepared_bytes: std::cell::Cell::new(0) }
+    }
+
+    /// Bytes of all matrices prepared so far: what one decode step reads.
+    #[must_use]
+    pub fn prepared_bytes(&self) -> u64 {
+        self.prepared_bytes.get()
+    }
+
     /// True when the file has tensor `name`.
     #[must_use]
     pub fn has(&self, name: &str) -> bool {
         self.file.tensor(name).is_some()
     }
 
-    /// A `rows × cols` matrix (ggml dims `[cols, rows]`).
+    /// A `rows × cols` matrix (ggml dims `[cols, rows]`), prepared for matmuls.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+        let t = self.tensor(name, rows, cols)?;
+        self.prepare(&t)
+    }
+
+    /// Prepares a tensor for matmuls (e.g. an embedding table used as the LM head).
+    pub fn prepare(&self, t: &TensorRef) -> Result<Matrix, ModelError> {
+        let weight = self.backend.prepare(&t.view(self.file))?;
+        self.prepared_bytes.set(self.prepared_bytes.get() + weight.bytes() as u64);
+        Ok(Matrix { weight })
+    }
+
+    /// A `rows × cols` tensor left in the file (ggml dims `[cols, rows]`).
+    pub fn tensor(&self, name: &str, rows: usize, cols: usize) -> Result<TensorRef, ModelError> {
         let info = self.file.tensor(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?;
         let expected = vec![cols as u64, rows as u64];
         if info.dims != expected {
@@ -55,7 +104,7 @@ impl WeightLoader<'_> {
         if !self.backend.supports(info.ty) {
             return Err(ModelError::UnsupportedType { name: name.to_owned(), ty: info.ty });
         }
-        Ok(Matrix { ty: info.ty, rows, cols, offset: info.offset as usize, len: info.size })
+        Ok(TensorRef { ty: info.ty, rows, cols, offset: info.offset as usize, len: info.size })
     }
 
     /// An optional matrix: `None` when absent, an error when present but wrong.
@@ -80,7 +129,7 @@ impl WeightLoader<'_> {
         if !self.backend.supports(info.ty) {
             return Err(ModelError::UnsupportedType { name: name.to_owned(), ty: info.ty });
         }
-        let m = Matrix { ty: info.ty, rows: 1, cols: len, offset: info.offset as usize, len: info.size };
+        let m = TensorRef { ty: info.ty, rows: 1, cols: len, offset: info.offset as usize, len: info.size };
         let mut out = vec![0.0; len];
         self.backend.get_rows(&m.view(self.file), &[0], &mut out)?;
         Ok(out)

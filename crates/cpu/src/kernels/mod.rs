@@ -1,7 +1,6 @@
 //! Kernels: `reference` is the scalar specification; ISA-specific modules are
 //! fast paths that must agree with it (see `tests/kernels_vs_reference.rs`).
 
-pub mod quant_dot;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;

@@ -318,18 +318,17 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
     out
 }
 
-/// The activation type ggml pairs with weights of type `ty` in its dot
-/// products (`vec_dot_type`): activations are quantized to it first.
+/// The type activations are rounded through before they meet weights of
+/// type `ty`: 8-bit blocks for quantized weights (the packed kernels), the
+/// weight's own type for F16/BF16 (as ggml's float dot products do).
 #[must_use]
 pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
     use GgmlType as T;
     match ty {
-        T::Q4_0 | T::Q5_0 | T::Q8_0 => T::Q8_0,
-        T::Q4_1 | T::Q5_1 => T::Q8_1,
-        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K => T::Q8_K,
+        T::F32 => T::F32,
         T::F16 => T::F16,
         T::BF16 => T::BF16,
-        _ => T::F32,
+        _ => T::Q8_0,
     }
 }
 
@@ -339,15 +338,14 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 pub fn round_trip(ty: GgmlType, x: &mut [f32]) {
     use GgmlType as T;
     match ty {
-        T::Q8_0 | T::Q8_1 => x.chunks_mut(32).for_each(round_trip_q8_0),
-        T::Q8_K => x.chunks_mut(256).for_each(round_trip_q8_k),
+        T::Q8_0 => x.chunks_mut(32).for_each(round_trip_q8_0),
         T::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
         T::BF16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
         _ => {}
     }
 }
 
-/// ggml's x86 `quantize_row_q8_0` (and the value part of q8_1): scale
+/// ggml's x86 `quantize_row_q8_0`: scale
 /// amax/127 stored as f16, values `x * 127/amax` rounded to nearest even.
 fn round_trip_q8_0(block: &mut [f32]) {
     let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -356,21 +354,27 @@ fn round_trip_q8_0(block: &mut [f32]) {
     block.iter_mut().for_each(|v| *v = (*v * id).round_ties_even() * dh);
 }
 
-/// `quantize_row_q8_K_ref`: the element of largest magnitude maps to -127
-/// (its sign folded into the scale), scale kept in f32.
-fn round_trip_q8_k(block: &mut [f32]) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in block.iter() {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
+/// `acc = round_f16(fma(v, s, acc))` element-wise (see `x86::mad_round_f16`).
+pub fn mad_round_f16(acc: &mut [f32], v: &[f32], s: f32) {
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a = f16::from_f32(x.mul_add(s, *a)).to_f32();
     }
-    if amax == 0.0 {
-        block.fill(0.0);
-        return;
+}
+
+/// `acc = round_f16(acc · s)` element-wise.
+pub fn scale_round_f16(acc: &mut [f32], s: f32) {
+    for a in acc.iter_mut() {
+        *a = f16::from_f32(*a * s).to_f32();
     }
-    let iscale = -127.0 / max;
-    let d = 1.0 / iscale;
-    block.iter_mut().for_each(|v| *v = ((*v * iscale).round_ties_even().min(127.0)) * d);
+}
+
+/// One block of 32 activations to 8 bits (`packed::acts`): returns the
+/// scale `amax/127` (unrounded); `q = round_ties_even(x · 127/amax)`.
+pub fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x[..32].iter().fold(0f32, |m, v| m.max(v.abs()));
+    let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+    for (q, &v) in q[..32].iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    amax / 127.0
 }

@@ -113,129 +113,83 @@ unsafe fn block_4x4(w: &[f32], r: usize, x: &[f32], t: usize, n: usize, k: usize
     }
 }
 
-/// [`super::quant_dot::vec_dot`] compiled for AVX2: the same code (so the
-/// same results: integer sums are exact and float operations keep their
-/// order), with the integer inner loops vectorized.
+/// `acc = round_f16(v · s + acc)` element-wise (fused multiply-add, then
+/// rounded to the nearest f16 and widened back): the V accumulation of
+/// ggml's f16 flash attention.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[must_use]
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn quant_vec_dot(ty: hearth_core::GgmlType, w: &[u8], a: &super::quant_dot::Q8Row) -> f32 {
-    use hearth_core::GgmlType as T;
-    // SAFETY (all arms): the caller guarantees AVX2; block sizes come from `ty`.
-    match ty {
-        T::Q4_0 => blocks32::q4_0(w, a),
-        T::Q4_1 => blocks32::q4_1(w, a),
-        T::Q5_0 => blocks32::q5_0(w, a),
-        T::Q8_0 => blocks32::q8_0(w, a),
-        _ => super::quant_dot::vec_dot(ty, w, a),
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn mad_round_f16(acc: &mut [f32], v: &[f32], s: f32) {
+    use std::arch::x86_64::{
+        _mm256_cvtph_ps, _mm256_cvtps_ph, _mm256_set1_ps, _mm256_storeu_ps, _MM_FROUND_TO_NEAREST_INT,
+    };
+    let n = acc.len().min(v.len());
+    let sv = _mm256_set1_ps(s);
+    let mut i = 0;
+    // SAFETY: every access is at i..i + 8 <= n.
+    while i + 8 <= n {
+        let r = _mm256_fmadd_ps(_mm256_loadu_ps(v.as_ptr().add(i)), sv, _mm256_loadu_ps(acc.as_ptr().add(i)));
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r);
+        _mm256_storeu_ps(acc.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        i += 8;
+    }
+    for j in i..n {
+        acc[j] = half::f16::from_f32(v[j].mul_add(s, acc[j])).to_f32();
     }
 }
 
-/// AVX2 integer dot products for the 32-element block types. The integer
-/// block sums are computed with `maddubs`/`madd` (exact), then combined with
-/// the block scales in exactly the reference's float order, so results are
-/// bit-identical to `quant_dot::vec_dot`.
-mod blocks32 {
+/// `acc = round_f16(acc · s)` element-wise.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scale_round_f16(acc: &mut [f32], s: f32) {
     use std::arch::x86_64::{
-        __m256i, _mm256_abs_epi8, _mm256_and_si256, _mm256_castsi256_si128, _mm256_extracti128_si256,
-        _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set1_epi16,
-        _mm256_set1_epi8, _mm256_set_m128i, _mm256_sign_epi8, _mm_add_epi32, _mm_cvtsi128_si32, _mm_loadu_si128,
-        _mm_shuffle_epi32, _mm_srli_epi16,
+        _mm256_cvtph_ps, _mm256_cvtps_ph, _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps, _MM_FROUND_TO_NEAREST_INT,
     };
-
-    use crate::kernels::quant_dot::Q8Row;
-    use crate::kernels::reference::f16_at;
-
-    /// Σ of 8 i32 lanes.
-    #[inline(always)]
-    unsafe fn hsum_i32(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
+    let n = acc.len();
+    let sv = _mm256_set1_ps(s);
+    let mut i = 0;
+    // SAFETY: every access is at i..i + 8 <= n.
+    while i + 8 <= n {
+        let r = _mm256_mul_ps(_mm256_loadu_ps(acc.as_ptr().add(i)), sv);
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r);
+        _mm256_storeu_ps(acc.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        i += 8;
     }
-
-    /// Σ u·s over 32 byte pairs, `u` unsigned (≤ 31 or |q8|), `s` signed.
-    #[inline(always)]
-    unsafe fn dot_us(u: __m256i, s: __m256i) -> i32 {
-        hsum_i32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+    for a in &mut acc[i..] {
+        *a = half::f16::from_f32(*a * s).to_f32();
     }
+}
 
-    /// The 32 nibbles of 16 bytes: low nibbles (elements 0..16) then high (16..32).
-    #[inline(always)]
-    unsafe fn nibbles(qs: &[u8]) -> __m256i {
-        let raw = _mm_loadu_si128(qs.as_ptr().cast());
-        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw);
-        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-    }
-
-    /// Bit `e` of `qh` as 0x10 in byte `e` (the fifth bit of Q5 values).
-    #[inline(always)]
-    unsafe fn fifth_bits(qh: u32) -> __m256i {
-        let mut b = [0u8; 32];
-        for (e, v) in b.iter_mut().enumerate() {
-            *v = (((qh >> e) & 1) << 4) as u8;
-        }
-        _mm256_loadu_si256(b.as_ptr().cast())
-    }
-
-    #[inline(always)]
-    unsafe fn acts(a: &Q8Row, i: usize) -> __m256i {
-        _mm256_loadu_si256(a.qs[32 * i..32 * i + 32].as_ptr().cast())
-    }
-
-    /// Σ a over a block (for the offset of unsigned-coded weights).
-    #[inline(always)]
-    unsafe fn sum_acts(y: __m256i) -> i32 {
-        dot_us(_mm256_set1_epi8(1), y)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn q4_0(w: &[u8], a: &Q8Row) -> f32 {
-        let mut sum = 0f32;
-        for (i, b) in w.chunks_exact(18).enumerate() {
-            let y = acts(a, i);
-            let isum = dot_us(nibbles(&b[2..18]), y) - 8 * sum_acts(y);
-            sum += isum as f32 * f16_at(b, 0) * a.d[i];
-        }
-        sum
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn q4_1(w: &[u8], a: &Q8Row) -> f32 {
-        let (mut sum, mut mins) = (0f32, 0f32);
-        for (i, b) in w.chunks_exact(20).enumerate() {
-            let isum = dot_us(nibbles(&b[4..20]), acts(a, i));
-            sum += isum as f32 * (f16_at(b, 0) * a.d[i]);
-            mins += f16_at(b, 2) * a.s[i];
-        }
-        sum + mins
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn q5_0(w: &[u8], a: &Q8Row) -> f32 {
-        let mut sum = 0f32;
-        for (i, b) in w.chunks_exact(22).enumerate() {
-            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-            let q = _mm256_or_si256(nibbles(&b[6..22]), fifth_bits(qh));
-            let y = acts(a, i);
-            let isum = dot_us(q, y) - 16 * sum_acts(y);
-            sum += isum as f32 * f16_at(b, 0) * a.d[i];
-        }
-        sum
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn q8_0(w: &[u8], a: &Q8Row) -> f32 {
-        let mut sum = 0f32;
-        for (i, b) in w.chunks_exact(34).enumerate() {
-            let q = _mm256_loadu_si256(b[2..34].as_ptr().cast());
-            // |q| · (a with q's sign): the maddubs operand order needs one unsigned side.
-            let isum = dot_us(_mm256_abs_epi8(q), _mm256_sign_epi8(acts(a, i), q));
-            sum += isum as f32 * f16_at(b, 0) * a.d[i];
-        }
-        sum
-    }
+/// One block of 32 activations quantized as `packed::acts` specifies:
+/// returns the scale `amax/127` (before any rounding); `q` gets
+/// `round_ties_even(x · 127/amax)`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `x` and `q` hold 32 elements.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
+    use std::arch::x86_64::{
+        _mm256_andnot_ps, _mm256_cvtps_epi32, _mm256_max_ps, _mm256_mul_ps, _mm256_packs_epi16, _mm256_packs_epi32,
+        _mm256_permutevar8x32_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_storeu_si256,
+    };
+    assert!(x.len() >= 32 && q.len() >= 32);
+    let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(x.as_ptr().add(8 * k)));
+    let sign = _mm256_set1_ps(-0.0);
+    let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+    let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+    let mut lanes = [0f32; 8];
+    std::arch::x86_64::_mm256_storeu_ps(lanes.as_mut_ptr(), m);
+    let amax = lanes.iter().fold(0f32, |a, &b| a.max(b));
+    let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+    let idv = _mm256_set1_ps(id);
+    // cvtps rounds to nearest even under the default MXCSR, like `round_ties_even`.
+    let i = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, idv)));
+    let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    // The packs work within 128-bit lanes: restore element order.
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(q.as_mut_ptr().cast(), ordered);
+    amax / 127.0
 }

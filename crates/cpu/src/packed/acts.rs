@@ -1,0 +1,83 @@
+//! Activations quantized for the packed integer kernels: 8-bit values in
+//! blocks of 32 with one scale each (ggml's `Q8_0` rule: `d = amax/127`,
+//! rounded to f16, values `round(x · 127/amax)`; see
+//! `kernels::reference::quantize_block_q8`), plus the sum of every 16
+//! values, which the kernels need for code offsets and minimums.
+
+use half::f16;
+
+use super::BLOCK;
+use crate::dispatch::kernels;
+
+/// `n` rows of `cols` quantized activations.
+#[derive(Debug, Clone, Default)]
+pub struct QuantizedActs {
+    /// Rows.
+    pub n: usize,
+    /// Elements per row (a multiple of 32).
+    pub cols: usize,
+    /// `n × cols` values.
+    pub qs: Vec<i8>,
+    /// `n × cols/32` block scales.
+    pub d: Vec<f32>,
+    /// `n × cols/16` sums of 16 consecutive values.
+    pub sums: Vec<i32>,
+    /// `n × cols/32`: `f16(d · Σ block)` with the unrounded `d`, ggml's
+    /// `block_q8_1.s`, the minimum term of types with f16 minimums.
+    pub min_terms: Vec<f32>,
+}
+
+impl QuantizedActs {
+    /// Quantizes `x` (`n × cols`) into `self`, reusing its buffers.
+    ///
+    /// # Panics
+    /// When `cols` is not a multiple of 32 or `x` is shorter than `n × cols`.
+    pub fn quantize(&mut self, x: &[f32], n: usize, cols: usize) {
+        assert!(cols.is_multiple_of(BLOCK) && x.len() >= n * cols);
+        self.n = n;
+        self.cols = cols;
+        self.qs.resize(n * cols, 0);
+        self.d.resize(n * cols / BLOCK, 0.0);
+        self.sums.resize(n * cols / 16, 0);
+        self.min_terms.resize(n * cols / BLOCK, 0.0);
+        let quantize_block = kernels().quantize_block_q8;
+        for (b, xb) in x[..n * cols].chunks_exact(BLOCK).enumerate() {
+            let qb = &mut self.qs[b * BLOCK..(b + 1) * BLOCK];
+            let d = quantize_block(xb, qb);
+            for (h, q) in qb.chunks_exact(16).enumerate() {
+                self.sums[2 * b + h] = q.iter().map(|&v| i32::from(v)).sum();
+            }
+            self.d[b] = f16::from_f32(d).to_f32();
+            self.min_terms[b] = f16::from_f32(d * (self.sums[2 * b] + self.sums[2 * b + 1]) as f32).to_f32();
+        }
+    }
+
+    /// Values of row `t`.
+    #[must_use]
+    pub fn row(&self, t: usize) -> &[i8] {
+        &self.qs[t * self.cols..(t + 1) * self.cols]
+    }
+
+    /// Scale of block `b` of row `t`.
+    #[must_use]
+    pub fn scale(&self, t: usize, b: usize) -> f32 {
+        self.d[t * (self.cols / BLOCK) + b]
+    }
+
+    /// [`Self::min_terms`] of block `b` of row `t`.
+    #[must_use]
+    pub fn min_term(&self, t: usize, b: usize) -> f32 {
+        self.min_terms[t * (self.cols / BLOCK) + b]
+    }
+
+    /// Sum of the `len` (16 or 32) values starting at sub-block `s` of `len` elements in row `t`.
+    #[must_use]
+    pub fn sub_sum(&self, t: usize, s: usize, len: usize) -> i32 {
+        let i = t * (self.cols / 16) + s * (len / 16);
+        if len == 16 {
+            self.sums[i]
+        } else {
+            self.sums[i] + self.sums[i + 1]
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Quantized weights repacked at load time for the integer matmul kernels.
+//!
+//! Every supported ggml block type is a grid of small unsigned integer codes
+//! with a scale (and for some types a minimum) per *sub-block* of 16 or 32
+//! elements: `w = scale · (code − offset) + min`. Packing extracts exactly
+//! that (so dequantizing a packed matrix equals ggml's dequantization bit
+//! for bit, see the tests) and lays it out for SIMD:
+//!
+//! - rows are taken 8 at a time (a *group*); a group's output is one 8-lane
+//!   vector, so results land in the output contiguously with no transpose;
+//! - within a 32-element block, the codes of the 8 rows are interleaved in
+//!   runs of 4 (`[row0 e0..e3][row1 e0..e3]…[row7 e0..e3]`, then e4..e7, …):
+//!   one 32-byte load × one broadcast 4-byte activation group = one `vpdpbusd`
+//!   giving 8 row partial sums, no horizontal reduction anywhere;
+//! - codes of ≤ 4 bits are stored two per byte (group g in the low nibble,
+//!   group g+4 in the high nibble of the same byte);
+//! - scales (and mins) of a group's sub-block are 8 consecutive values, f16
+//!   when the source type stores f16 (exact) and f32 for K-quants, whose
+//!   effective sub-block scale `d·sc` is a product.
+//!
+//! Activations are quantized to 8-bit blocks of 32 with an f32 scale and
+//! per-16 sums (see [`acts`]). The float order of the accumulation is part of
+//! the specification ([`reference::gemm`]); the SIMD kernels reproduce it
+//! exactly, and tests check the two are bit-identical.
+
+pub mod acts;
+pub mod reference;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+
+use half::f16;
+use hearth_core::GgmlType;
+
+use crate::kernels::reference::{f16_at, q3_k_scales, scale_min_k4};
+
+/// Rows per interleaved group (lanes of one 256-bit f32 vector).
+pub const GROUP: usize = 8;
+/// Elements per interleaved block.
+pub const BLOCK: usize = 32;
+
+/// How a weight type maps onto the packed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Codes need 8 bits (else ≤ 4 bits, stored as nibbles).
+    pub eight_bit: bool,
+    /// Elements per scale: 16 or 32.
+    pub sub: usize,
+    /// Subtracted from each code before scaling.
+    pub offset: i32,
+    /// Each sub-block also has an additive minimum.
+    pub has_min: bool,
+    /// Scales and mins are stored as f16 (exact for the source type).
+    pub f16_scales: bool,
+}
+
+impl Layout {
+    /// The layout for `ty`, or `None` when `ty` is not a packable block type.
+    #[must_use]
+    pub fn for_type(ty: GgmlType) -> Option<Self> {
+        use GgmlType as T;
+        let l =
+            |eight_bit, sub, offset, has_min, f16_scales| Some(Self { eight_bit, sub, offset, has_min, f16_scales });
+        match ty {
+            T::Q4_0 => l(false, 32, 8, false, true),
+            T::Q4_1 => l(false, 32, 0, true, true),
+            T::Q5_0 => l(true, 32, 16, false, true),
+            T::Q5_1 => l(true, 32, 0, true, true),
+            T::Q8_0 => l(true, 32, 128, false, true),
+            T::Q2_K => l(false, 16, 0, true, false),
+            T::Q3_K => l(false, 16, 4, false, false),
+            T::Q4_K => l(false, 32, 0, true, false),
+            T::Q5_K => l(true, 32, 0, true, false),
+            T::Q6_K => l(true, 16, 32, false, false),
+            _ => None,
+        }
+    }
+
+    /// Bytes of codes per group and block.
+    #[must_use]
+    pub fn block_bytes(&self) -> usize {
+        if self.eight_bit {
+            GROUP * BLOCK
+        } else {
+            GROUP * BLOCK / 2
+        }
+    }
+
+    /// Sub-blocks per block.
+    #[must_use]
+    pub fn subs_per_block(&self) -> usize {
+        BLOCK / self.sub
+    }
+}
+
+/// Per-sub-block scales or mins, 8 per (group, sub-block).
+#[derive(Debug, Clone)]
+pub enum Scales {
+    /// Exact copies of the source's f16 values.
+    F16(Vec<f16>),
+    /// Products computed in f32 (K-quants).
+    F32(Vec<f32>),
+}
+
+impl Scales {
+    fn new(f16_scales: bool, len: usize) -> Self {
+        if f16_scales {
+            Self::F16(vec![f16::ZERO; len])
+        } else {
+            Self::F32(vec![0.0; len])
+        }
+    }
+
+    /// Value `i`, widened.
+    #[must_use]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Self::F16(v) => v[i].to_f32(),
+            Self::F32(v) => v[i],
+        }
+    }
+
+    fn set(&mut self, i: usize, x: f32) {
+        match self {
+            Self::F16(v) => v[i] = f16::from_f32(x),
+            Self::F32(v) => v[i] = x,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::F16(v) => v.len() * 2,
+            Self::F32(v) => v.len() * 4,
+        }
+    }
+}
+
+/// A weight matrix in the packed form (rows padded with zeros to a multiple of 8).
+#[derive(Debug, Clone)]
+pub struct PackedMatrix {
+    /// The source type.
+    pub ty: GgmlType,
+    /// Output features (unpadded).
+    pub rows: usize,
+    /// Input features (a multiple of the source block size).
+    pub cols: usize,
+    /// Code layout.
+    pub layout: Layout,
+    /// `[group][block][block_bytes]`.
+    pub codes: Vec<u8>,
+    /// `[group][sub-block][8]`.
+    pub scales: Scales,
+    /// Like `scales`; empty unless `layout.has_min`.
+    pub mins: Scales,
+}
+
+pub use crate::dispatch::PackedGroupFn as GroupKernel;
+
+/// Every packed-group kernel this CPU can run, by name (the dispatched one
+/// is among them): tests and benches compare them all with the reference.
+#[must_use]
+pub fn kernel_variants() -> Vec<(&'static str, GroupKernel)> {
+    let mut v: Vec<(&'static str, GroupKernel)> = vec![("scalar", crate::reference_kernels().packed_group)];
+    #[cfg(target_arch = "x86_64")]
+    v.extend(x86::available());
+    v
+}
+
+/// One source block unpacked: codes, and scale/min per sub-block.
+struct Unpacked {
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+    mins: Vec<f32>,
+}
+
+impl PackedMatrix {
+    /// Repacks `rows` rows of `cols` elements of `ty` from ggml encoding.
+    /// Returns `None` when `ty` has no packed layout.
+    ///
+    /// # Panics
+    /// When `data` is shorter than `rows` encoded rows (sizes are validated at load).
+    #[must_use]
+    pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        let layout = Layout::for_type(ty)?;
+        let row_bytes = ty.row_bytes(cols)?;
+        assert!(data.len() >= rows * row_bytes, "matrix data too short");
+        if !cols.is_multiple_of(BLOCK) {
+            return None;
+        }
+        let groups = rows.div_ceil(GROUP);
+        let (blocks, subs) = (cols / BLOCK, cols / layout.sub);
+        let mut m = Self {
+            ty,
+            rows,
+            cols,
+            layout,
+            codes: vec![0; groups * blocks * layout.block_bytes()],
+            scales: Scales::new(layout.f16_scales, groups * subs * GROUP),
+            mins: Scales::new(layout.f16_scales, if layout.has_min { groups * subs * GROUP } else { 0 }),
+        };
+        // Padding rows keep code = offset and scale 0: they contribute exact zeros.
+        for r in 0..rows {
+            let u = unpack_row(ty, &data[r * row_bytes..(r + 1) * row_bytes], cols);
+            m.store_row(r, &u);
+        }
+        if layout.offset != 0 {
+            for r in rows..groups * GROUP {
+                m.store_row(
+                    r,
+                    &Unpacked { codes: vec![layout.offset as u8; cols], scales: vec![0.0; subs], mins: vec![] },
+                );
+            }
+        }
+        Some(m)
+    }
+
+    fn store_row(&mut self, r: usize, u: &Unpacked) {
+        let (g, lane) = (r / GROUP, r % GROUP);
+        let l = self.layout;
+        let (blocks, subs) = (self.cols / BLOCK, self.cols / l.sub);
+        for b in 0..blocks {
+            let base = (g * blocks + b) * l.block_bytes();
+            for e in 0..BLOCK {
+                let code = u.codes[b * BLOCK + e];
+                let (run, j) = (e / 4, e % 4);
+                if l.eight_bit {
+                    self.codes[base + run * 32 + lane * 4 + j] = code;
+                } else {
+                    let byte = &mut self.codes[base + (run % 4) * 32 + lane * 4 + j];
+                    *byte |= if run < 4 { code } else { code << 4 };
+                }
+            }
+        }
+        for s in 0..subs {
+            let i = (g * subs + s) * GROUP + lane;
+            self.scales.set(i, u.scales[s]);
+            if l.has_min {
+                self.mins.set(i, u.mins[s]);
+            }
+        }
+    }
+
+    /// Code of element `(r, c)`.
+    #[must_use]
+    pub fn code(&self, r: usize, c: usize) -> u8 {
+        let l = self.layout;
+        let blocks = self.cols / BLOCK;
+        let (g, lane, b, e) = (r / GROUP, r % GROUP, c / BLOCK, c % BLOCK);
+        let base = (g * blocks + b) * l.block_bytes();
+        let (run, j) = (e / 4, e % 4);
+        if l.eight_bit {
+            self.codes[base + run * 32 + lane * 4 + j]
+        } else {
+            let byte = self.codes[base + (run % 4) * 32 + lane * 4 + j];
+            if run < 4 {
+                byte & 0xF
+            } else {
+                byte >> 4
+            }
+        }
+    }
+
+    /// Index into `scales`/`mins` of row `r`'s sub-block `s`.
+    #[must_use]
+    pub fn scale_index(&self, r: usize, s: usize) -> usize {
+        ((r / GROUP) * (self.cols / self.layout.sub) + s) * GROUP + r % GROUP
+    }
+
+    /// Row `r` in f32 (equals ggml's dequantization of the source row).
+    #[must_use]
+    pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
+        let l = self.layout;
+        (0..self.cols)
+            .map(|c| {
+                let i = self.scale_index(r, c / l.sub);
+                let v = self.scales.get(i) * (i32::from(self.code(r, c)) - l.offset) as f32;
+                if l.has_min {
+                    v + self.mins.get(i)
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// Row groups (rows / 8, rounded up).
+    #[must_use]
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP)
+    }
+
+    /// Bytes held (what a decode step reads).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.codes.len() + self.scales.bytes() + self.mins.bytes()
+    }
+}
+
+/// Codes, scales and mins of one encoded row.
+fn unpack_row(ty: GgmlType, row: &[u8], cols: usize) -> Unpacked {
+    use GgmlType as T;
+    let mut u = Unpacked { codes: Vec::with_capacity(cols), scales: Vec::new(), mins: Vec::new() };
+    for b in row.chunks_exact(ty.type_size()) {
+        match ty {
+            T::Q4_0 => {
+                u.scales.push(f16_at(b, 0));
+                nibbles(&b[2..18], &mut u.codes);
+            }
+            T::Q4_1 => {
+                u.scales.push(f16_at(b, 0));
+                u.mins.push(f16_at(b, 2));
+                nibbles(&b[4..20], &mut u.codes);
+            }
+            T::Q5_0 => {
+                u.scales.push(f16_at(b, 0));
+                five_bit(&b[2..6], &b[6..22], &mut u.codes);
+            }
+            T::Q5_1 => {
+                u.scales.push(f16_at(b, 0));
+                u.mins.push(f16_at(b, 2));
+                five_bit(&b[4..8], &b[8..24], &mut u.codes);
+            }
+            T::Q8_0 => {
+                u.scales.push(f16_at(b, 0));
+                u.codes.extend(b[2..34].iter().map(|&q| (q as i8 as i16 + 128) as u8));
+            }
+            T::Q2_K => unpack_q2_k(b, &mut u),
+            T::Q3_K => unpack_q3_k(b, &mut u),
+            T::Q4_K => unpack_q4_5_k(b, None, &mut u),
+            T::Q5_K => unpack_q4_5_k(&[&b[..16], &b[48..176]].concat(), Some(&b[16..48]), &mut u),
+            T::Q6_K => unpack_q6_k(b, &mut u),
+            _ => unreachable!("Layout::for_type admits only the types above"),
+        }
+    }
+    u
+}
+
+/// 16 bytes of nibbles: elements 0..16 in the low nibbles, 16..32 in the high.
+fn nibbles(qs: &[u8], out: &mut Vec<u8>) {
+    out.extend(qs.iter().map(|q| q & 0xF));
+    out.extend(qs.iter().map(|q| q >> 4));
+}
+
+fn five_bit(qh: &[u8], qs: &[u8], out: &mut Vec<u8>) {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let start = out.len();
+    nibbles(qs, out);
+    for (e, c) in out[start..].iter_mut().enumerate() {
+        *c |= (((qh >> e) & 1) << 4) as u8;
+    }
+}
+
+fn unpack_q2_k(b: &[u8], u: &mut Unpacked) {
+    let scales = &b[0..16];
+    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    let mut is = 0;
+    for half in 0..2 {
+        let q = &b[16 + 32 * half..48 + 32 * half];
+        for shift in [0u32, 2, 4, 6] {
+            for part in 0..2 {
+                let sc = scales[is];
+                is += 1;
+                u.scales.push(d * f32::from(sc & 0xF));
+                u.mins.push(-(dmin * f32::from(sc >> 4)));
+                u.codes.extend((0..16).map(|l| (q[l + 16 * part] >> shift) & 3));
+            }
+        }
+    }
+}
+
+fn unpack_q3_k(b: &[u8], u: &mut Unpacked) {
+    let hmask = &b[0..32];
+    let scales = q3_k_scales(&b[96..108]);
+    let d = f16_at(b, 108);
+    let mut is = 0;
+    let mut m = 1u8;
+    for half in 0..2 {
+        let q = &b[32 + 32 * half..64 + 32 * half];
+        for shift in [0u32, 2, 4, 6] {
+            for part in 0..2 {
+                u.scales.push(d * f32::from(scales[is]));
+                is += 1;
+                // value = low − (high bit clear ? 4 : 0) = code − 4 with code = low + (set ? 4 : 0).
+                u.codes.extend((0..16).map(|l| {
+                    let idx = l + 16 * part;
+                    ((q[idx] >> shift) & 3) + if hmask[idx] & m != 0 { 4 } else { 0 }
+                }));
+            }
+            m <<= 1;
+        }
+    }
+}
+
+/// Q4_K, and Q5_K with its high bits (`b` is then the Q5_K block without `qh`).
+fn unpack_q4_5_k(b: &[u8], qh: Option<&[u8]>, u: &mut Unpacked) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    for chunk in 0..4 {
+        let q = &b[16 + 32 * chunk..48 + 32 * chunk];
+        for (k, shift) in [(0, 0u32), (1, 4)] {
+            let (s, m) = scale_min_k4(2 * chunk + k, scales);
+            u.scales.push(d * f32::from(s));
+            u.mins.push(-(dmin * f32::from(m)));
+            let bit = 1u8 << (2 * chunk + k);
+            u.codes.extend((0..32).map(|l| {
+                let high = qh.map_or(0, |h| if h[l] & bit != 0 { 16 } else { 0 });
+                ((q[l] >> shift) & 0xF) + high
+            }));
+        }
+    }
+}
+
+fn unpack_q6_k(b: &[u8], u: &mut Unpacked) {
+    let d = f16_at(b, 208);
+    for half in 0..2 {
+        let ql = &b[64 * half..64 * half + 64];
+        let qh = &b[128 + 32 * half..160 + 32 * half];
+        let sc = &b[192 + 8 * half..200 + 8 * half];
+        let mut vals = [0u8; 128];
+        for l in 0..32 {
+            let q = [
+                (ql[l] & 0xF) | ((qh[l] & 3) << 4),
+                (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4),
+                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+            ];
+            for (k, v) in q.into_iter().enumerate() {
+                vals[l + 32 * k] = v;
+            }
+        }
+        u.codes.extend_from_slice(&vals);
+        u.scales.extend(sc.iter().map(|&s| d * f32::from(s as i8)));
+    }
+}

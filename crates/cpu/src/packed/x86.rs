@@ -1,0 +1,247 @@
+//! SIMD kernels for packed matrices: one 8-lane f32 accumulator per
+//! (row group, activation row), integer partial sums by `vpdpbusd` (AVX-512
+//! VNNI or AVX-VNNI) or by `vpmaddubsw`+`vpmaddwd` (plain AVX2). They follow
+//! `reference::row_dot` operation for operation, lane by lane.
+#![allow(unsafe_code)]
+#![allow(clippy::inline_always)]
+
+use std::arch::x86_64::{
+    __m256, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32,
+    _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+    _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm256_setzero_si256, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm_loadu_si128,
+};
+
+use super::acts::QuantizedActs;
+use super::{PackedMatrix, Scales, BLOCK, GROUP};
+use crate::pool::SharedOut;
+
+/// Σ of 4 adjacent `u8 × i8` products into each i32 lane of `acc`.
+pub(crate) trait Dot4 {
+    /// `wide`: codes may exceed 127 (would saturate `vpmaddubsw`).
+    unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+}
+
+pub(crate) struct Avx512Vnni;
+pub(crate) struct AvxVnni;
+pub(crate) struct Avx2;
+
+impl Dot4 for Avx512Vnni {
+    #[inline(always)]
+    unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+}
+
+impl Dot4 for AvxVnni {
+    #[inline(always)]
+    unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, u, s)
+    }
+}
+
+impl Dot4 for Avx2 {
+    #[inline(always)]
+    unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        let ones = _mm256_set1_epi16(1);
+        if WIDE {
+            // u = low7 + 128·bit7; each part stays inside i16 in vpmaddubsw.
+            let low = _mm256_and_si256(u, _mm256_set1_epi8(0x7F));
+            let top = _mm256_and_si256(_mm256_srli_epi16::<7>(u), _mm256_set1_epi8(1));
+            let a = _mm256_madd_epi16(_mm256_maddubs_epi16(low, s), ones);
+            let b = _mm256_madd_epi16(_mm256_maddubs_epi16(top, s), _mm256_set1_epi16(128));
+            _mm256_add_epi32(acc, _mm256_add_epi32(a, b))
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones))
+        }
+    }
+}
+
+/// The 8 code vectors of one block (vector `k` holds elements `4k..4k+4` of the 8 rows).
+#[inline(always)]
+unsafe fn load_codes<const EIGHT: bool>(p: *const u8) -> [__m256i; 8] {
+    if EIGHT {
+        std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()))
+    } else {
+        let mask = _mm256_set1_epi8(0x0F);
+        let v: [__m256i; 4] = std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()));
+        std::array::from_fn(|k| {
+            if k < 4 {
+                _mm256_and_si256(v[k], mask)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v[k - 4]), mask)
+            }
+        })
+    }
+}
+
+/// Start of a scale array (f16 or f32 elements, as the layout says).
+fn scale_ptr(s: &Scales) -> *const u8 {
+    match s {
+        Scales::F16(v) => v.as_ptr().cast(),
+        Scales::F32(v) => v.as_ptr().cast(),
+    }
+}
+
+/// 8 scales (one per row of the group) starting at element `i`.
+#[inline(always)]
+unsafe fn load_scales<const F16S: bool>(p: *const u8, i: usize) -> __m256 {
+    if F16S {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast()))
+    } else {
+        _mm256_loadu_ps(p.add(4 * i).cast())
+    }
+}
+
+/// Rows of group `g` against activation rows `t0..t0 + C`.
+#[inline(always)]
+unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const F16S: bool, const C: usize>(
+    m: &PackedMatrix,
+    g: usize,
+    a: &QuantizedActs,
+    t0: usize,
+    out: &SharedOut,
+) {
+    let cols = m.cols;
+    let blocks = cols / BLOCK;
+    let subs = cols / SUB;
+    let bb = m.layout.block_bytes();
+    let offset = m.layout.offset;
+    let codes = m.codes.as_ptr().add(g * blocks * bb);
+    let scale_base = g * subs * GROUP;
+    debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
+    let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..blocks {
+        let w = load_codes::<EIGHT>(codes.add(b * bb));
+        for s in 0..BLOCK / SUB {
+            let sidx = b * (BLOCK / SUB) + s;
+            let dw = load_scales::<F16S>(scales, scale_base + sidx * GROUP);
+            let mw = if MIN { load_scales::<F16S>(mins, scale_base + sidx * GROUP) } else { _mm256_setzero_ps() };
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let t = t0 + c;
+                let x = a.qs.as_ptr().add(t * cols + b * BLOCK + s * SUB);
+                let mut isum = _mm256_setzero_si256();
+                for k in 0..SUB / 4 {
+                    let xv = _mm256_set1_epi32(x.add(4 * k).cast::<i32>().read_unaligned());
+                    isum = D::dot4::<EIGHT>(isum, w[s * (SUB / 4) + k], xv);
+                }
+                let sum = a.sub_sum(t, sidx, SUB);
+                isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset * sum));
+                let da = a.scale(t, b);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(da)), *acc);
+                if MIN {
+                    let term = if F16S { a.min_term(t, b) } else { da * sum as f32 };
+                    *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(term), *acc);
+                }
+            }
+        }
+    }
+    let lanes = (m.rows - g * GROUP).min(GROUP);
+    for (c, acc) in acc.iter().enumerate() {
+        let dst = out.slice((t0 + c) * m.rows + g * GROUP, lanes);
+        if lanes == GROUP {
+            _mm256_storeu_ps(dst.as_mut_ptr(), *acc);
+        } else {
+            let mut tmp = [0f32; GROUP];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), *acc);
+            dst.copy_from_slice(&tmp[..lanes]);
+        }
+    }
+}
+
+/// Activation rows per register tile.
+const TILE: usize = 4;
+
+/// Group `g` against all activation rows, in tiles of [`TILE`].
+#[inline(always)]
+unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const F16S: bool>(
+    m: &PackedMatrix,
+    g: usize,
+    a: &QuantizedActs,
+    out: &SharedOut,
+) {
+    let mut t = 0;
+    while t + TILE <= a.n {
+        tile::<D, EIGHT, SUB, MIN, F16S, TILE>(m, g, a, t, out);
+        t += TILE;
+    }
+    while t < a.n {
+        tile::<D, EIGHT, SUB, MIN, F16S, 1>(m, g, a, t, out);
+        t += 1;
+    }
+}
+
+/// Instantiates `group` for the layout of `m` (the combinations the
+/// supported types use) with the given `Dot4` implementation.
+macro_rules! by_layout {
+    ($d:ty, $m:expr, $g:expr, $a:expr, $out:expr) => {{
+        let l = $m.layout;
+        match (l.eight_bit, l.sub, l.has_min, l.f16_scales) {
+            (false, 32, false, true) => group::<$d, false, 32, false, true>($m, $g, $a, $out),
+            (false, 32, true, true) => group::<$d, false, 32, true, true>($m, $g, $a, $out),
+            (true, 32, false, true) => group::<$d, true, 32, false, true>($m, $g, $a, $out),
+            (true, 32, true, true) => group::<$d, true, 32, true, true>($m, $g, $a, $out),
+            (false, 16, true, false) => group::<$d, false, 16, true, false>($m, $g, $a, $out),
+            (false, 16, false, false) => group::<$d, false, 16, false, false>($m, $g, $a, $out),
+            (false, 32, true, false) => group::<$d, false, 32, true, false>($m, $g, $a, $out),
+            (true, 32, true, false) => group::<$d, true, 32, true, false>($m, $g, $a, $out),
+            (true, 16, false, false) => group::<$d, true, 16, false, false>($m, $g, $a, $out),
+            _ => unreachable!("no type uses layout {l:?}"),
+        }
+    }};
+}
+
+/// Computes group `g` of `m` against every row of `a` (AVX-512 VNNI).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX512VNNI and AVX512VL; `a` must
+/// match `m`'s columns and `out` hold `a.n × m.rows` floats.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(crate) unsafe fn group_avx512vnni(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    by_layout!(Avx512Vnni, m, g, a, out);
+}
+
+/// As [`group_avx512vnni`], with AVX-VNNI.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVXVNNI; shapes as above.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn group_avxvnni(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    by_layout!(AvxVnni, m, g, a, out);
+}
+
+/// As [`group_avx512vnni`], with plain AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; shapes as above.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn group_avx2(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    by_layout!(Avx2, m, g, a, out);
+}
+
+/// The kernels of this file the running CPU supports, safely wrapped.
+pub(crate) fn available() -> Vec<(&'static str, crate::dispatch::PackedGroupFn)> {
+    // SAFETY (all wrappers): listed only when their features are present.
+    fn w512(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+        unsafe { group_avx512vnni(m, g, a, out) }
+    }
+    fn wvnni(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+        unsafe { group_avxvnni(m, g, a, out) }
+    }
+    fn w2(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+        unsafe { group_avx2(m, g, a, out) }
+    }
+    let base = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    let mut v: Vec<(&'static str, crate::dispatch::PackedGroupFn)> = Vec::new();
+    if base {
+        v.push(("avx2", w2));
+        if is_x86_feature_detected!("avxvnni") {
+            v.push(("avx-vnni", wvnni));
+        }
+        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            v.push(("avx512-vnni", w512));
+        }
+    }
+    v
+}
