@@ -2,6 +2,7 @@
 //! compiler vectorizes; the heavy ones are spread over the worker pool.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -72,12 +73,16 @@ pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
 /// indexed by the f16 input holding f16 outputs, saturating outside ±10.
 #[must_use]
 pub fn gelu_f16_table(x: f32) -> f32 {
+    static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
     if x <= -10.0 {
         0.0
     } else if x >= 10.0 {
         x
     } else {
-        f16::from_f32(gelu_tanh(f16::from_f32(x).to_f32())).to_f32()
+        let table = TABLE.get_or_init(|| {
+            (0..=u16::MAX).map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32()))).collect()
+        });
+        table[usize::from(f16::from_f32(x).to_bits())].to_f32()
     }
 }
 

@@ -93,6 +93,29 @@ unsafe fn load_scales<const F16S: bool>(p: *const u8, i: usize) -> __m256 {
     }
 }
 
+/// Σ code·x over one sub-block: `w` holds its `SUB/4` code vectors, `x`
+/// points at its activations. With `split`, two independent chains halve
+/// the `vpdpbusd` latency chain (a lone activation row leaves the core
+/// nothing else to overlap); integer sums are exact either way.
+#[inline(always)]
+unsafe fn sub_dot<D: Dot4, const EIGHT: bool, const SUB: usize>(w: &[__m256i], x: *const i8, split: bool) -> __m256i {
+    let xv = |k: usize| _mm256_set1_epi32(x.add(4 * k).cast::<i32>().read_unaligned());
+    if split {
+        let (mut a, mut b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for k in (0..SUB / 4).step_by(2) {
+            a = D::dot4::<EIGHT>(a, w[k], xv(k));
+            b = D::dot4::<EIGHT>(b, w[k + 1], xv(k + 1));
+        }
+        _mm256_add_epi32(a, b)
+    } else {
+        let mut a = _mm256_setzero_si256();
+        for (k, &wk) in w.iter().enumerate() {
+            a = D::dot4::<EIGHT>(a, wk, xv(k));
+        }
+        a
+    }
+}
+
 /// Rows of group `g` against activation rows `t0..t0 + C`.
 #[inline(always)]
 unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const F16S: bool, const C: usize>(
@@ -121,11 +144,7 @@ unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, co
             for (c, acc) in acc.iter_mut().enumerate() {
                 let t = t0 + c;
                 let x = a.qs.as_ptr().add(t * cols + b * BLOCK + s * SUB);
-                let mut isum = _mm256_setzero_si256();
-                for k in 0..SUB / 4 {
-                    let xv = _mm256_set1_epi32(x.add(4 * k).cast::<i32>().read_unaligned());
-                    isum = D::dot4::<EIGHT>(isum, w[s * (SUB / 4) + k], xv);
-                }
+                let mut isum = sub_dot::<D, EIGHT, SUB>(&w[s * (SUB / 4)..(s + 1) * (SUB / 4)], x, C == 1);
                 let sum = a.sub_sum(t, sidx, SUB);
                 isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset * sum));
                 let da = a.scale(t, b);

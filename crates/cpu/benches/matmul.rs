@@ -1,0 +1,79 @@
+//! Matmul kernel throughput per weight type, at a decode shape (n = 1) and a
+//! prefill shape (n = 512), on the global worker pool. Prints one JSON object
+//! per line: type, n, rows, cols, threads, median seconds, GB/s of weights
+//! read and GMAC/s.
+//!
+//! `cargo bench -p hearth-cpu --bench matmul [-- FILTER]` (FILTER matches the
+//! type name, e.g. `Q4_0`); `HEARTH_THREADS` sets the pool size.
+
+use std::time::Instant;
+
+use hearth_core::GgmlType;
+use hearth_cpu::CpuWeight;
+use rand::{Rng, SeedableRng};
+
+fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) -> Vec<u8> {
+    let x: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let q8 = hearth_cpu::kernels::reference::quantize_q8_0(&x);
+    if ty == GgmlType::Q8_0 {
+        return q8;
+    }
+    // Other types: random bytes with sane f16 scales where each type keeps them.
+    let mut bytes: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap_or(0)).map(|_| rng.gen()).collect();
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    let offsets: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    for b in bytes.chunks_exact_mut(ty.type_size()) {
+        for &o in offsets {
+            b[o..o + 2].copy_from_slice(&scale);
+        }
+    }
+    bytes
+}
+
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if let Some(n) = std::env::var("HEARTH_THREADS").ok().and_then(|v| v.parse().ok()) {
+        hearth_cpu::pool::set_threads(n);
+    }
+    let threads = hearth_cpu::pool::global().threads();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    use GgmlType as T;
+    for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::F16] {
+        if filter.as_deref().is_some_and(|f| !ty.to_string().contains(f)) {
+            continue;
+        }
+        // A decode-bound LM-head-like shape and an FFN-like prefill shape.
+        for (rows, cols, n, reps) in [(16384, 2048, 1, 30), (2048, 2048, 512, 5)] {
+            let w = CpuWeight::new(ty, &random_weights(ty, rows, cols, &mut rng), rows, cols).expect("supported");
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut out = vec![0f32; n * rows];
+            let secs = median_secs(reps, || hearth_cpu::matmul(&w, &x, n, &mut out));
+            println!(
+                "{{\"type\":\"{ty}\",\"n\":{n},\"rows\":{rows},\"cols\":{cols},\"threads\":{threads},\"isa\":\"{}\",\"secs\":{secs:.6},\"weight_gbs\":{:.2},\"gmacs\":{:.2}}}",
+                hearth_cpu::selected_kernels().isa,
+                w.bytes() as f64 / secs / 1e9,
+                (rows * cols * n) as f64 / secs / 1e9
+            );
+        }
+    }
+}
