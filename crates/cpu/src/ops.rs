@@ -2,6 +2,7 @@
 //! compiler vectorizes; the heavy ones are spread over the worker pool.
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use half::f16;
@@ -105,9 +106,10 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Attention of every query row and head over its span. One task per (row,
-/// KV head): each key and value row is widened from f16 once and used by all
-/// query heads of the group (grouped-query attention reads K/V once).
+/// Attention of every query row and head over its span. One task per (tile
+/// of query rows, KV head): each key and value row is widened from f16 once
+/// and used by all query heads of the tile that share it (grouped-query
+/// attention and prefill read K/V once per tile).
 ///
 /// Numerics follow ggml's CPU flash attention with an f16 cache
 /// (`ggml_compute_forward_flash_attn_ext_f16`): the query is rounded to f16,
@@ -115,20 +117,29 @@ pub fn softmax(x: &mut [f32]) {
 /// sum of values kept in an f16 accumulator, rescaled whenever a new
 /// maximum appears. Matching it keeps greedy output identical to llama.cpp's.
 pub fn attention(q: &[f32], s: &AttentionShape, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
-    let hd = s.head_dim;
-    let group = s.n_head / s.n_kv_head;
-    let q_stride = s.n_head * hd;
+    let tiles = query_tiles(spans);
     let out = SharedOut::new(out);
-    parallel_for(spans.len() * s.n_kv_head, &|task| {
-        let (row, kvh) = (task / s.n_kv_head, task % s.n_kv_head);
-        let first = row * q_stride + kvh * group * hd;
-        // SAFETY: the heads of (row, kvh) are written by this task only.
-        #[allow(unsafe_code)]
-        let o = unsafe { out.slice(first, group * hd) };
-        SCRATCH.with_borrow_mut(|scratch| {
-            attend_group(&q[first..first + group * hd], s, &spans[row], kvh, o, scratch);
-        });
+    parallel_for(tiles.len() * s.n_kv_head, &|task| {
+        let (rows, kvh) = (tiles[task / s.n_kv_head].clone(), task % s.n_kv_head);
+        SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, spans, rows, kvh, &out, scratch));
     });
+}
+
+/// Query rows attended together (they share each widened K/V row): runs of
+/// consecutive batch rows over the same cache, at most this many.
+const QUERY_TILE: usize = 8;
+
+fn query_tiles(spans: &[AttentionSpan<'_>]) -> Vec<Range<usize>> {
+    let mut tiles: Vec<Range<usize>> = Vec::new();
+    for (row, span) in spans.iter().enumerate() {
+        match tiles.last_mut() {
+            Some(t) if t.len() < QUERY_TILE && std::ptr::eq(spans[t.start].keys.as_ptr(), span.keys.as_ptr()) => {
+                t.end = row + 1;
+            }
+            _ => tiles.push(row..row + 1),
+        }
+    }
+    tiles
 }
 
 thread_local! {
@@ -146,55 +157,77 @@ struct AttentionScratch {
     half: Vec<f16>,
 }
 
-/// The `group` query heads in `q` that share KV head `kvh`, over `span`.
-fn attend_group(
+/// The query heads sharing KV head `kvh` in batch rows `rows`, each over its
+/// own span; writes their outputs.
+fn attend_tile(
     q: &[f32],
     s: &AttentionShape,
-    span: &AttentionSpan<'_>,
+    spans: &[AttentionSpan<'_>],
+    rows: Range<usize>,
     kvh: usize,
-    out: &mut [f32],
+    out: &SharedOut,
     w: &mut AttentionScratch,
 ) {
     let hd = s.head_dim;
-    let group = q.len() / hd;
-    let kv_stride = s.n_kv_head * hd;
+    let group = s.n_head / s.n_kv_head;
+    let (kv_stride, q_stride) = (s.n_kv_head * hd, s.n_head * hd);
+    let heads = rows.len() * group;
     let k = kernels();
     w.half.resize(hd, f16::ZERO);
-    w.q.resize(group * hd, 0.0);
+    w.q.resize(heads * hd, 0.0);
     w.key.resize(hd, 0.0);
     w.value.resize(hd, 0.0);
     w.acc.clear();
-    w.acc.resize(group * hd, 0.0);
+    w.acc.resize(heads * hd, 0.0);
     w.max.clear();
-    w.max.resize(group, f32::NEG_INFINITY);
+    w.max.resize(heads, f32::NEG_INFINITY);
     w.sum.clear();
-    w.sum.resize(group, 0.0);
-    for (qh, src) in w.q.chunks_exact_mut(hd).zip(q.chunks_exact(hd)) {
-        w.half.convert_from_f32_slice(src);
-        w.half.convert_to_f32_slice(qh);
-    }
-    for p in span.start..span.end {
-        let base = p * kv_stride + kvh * hd;
-        span.keys[base..base + hd].convert_to_f32_slice(&mut w.key);
-        span.values[base..base + hd].convert_to_f32_slice(&mut w.value);
-        for h in 0..group {
-            let score = (k.dot)(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
-            let acc = &mut w.acc[h * hd..(h + 1) * hd];
-            let (mut ms, mut vs) = (1f32, 1f32);
-            if score > w.max[h] {
-                ms = (w.max[h] - score).exp();
-                w.max[h] = score;
-                (k.scale_round_f16)(acc, ms);
-            } else {
-                vs = (score - w.max[h]).exp();
-            }
-            (k.mad_round_f16)(acc, &w.value, vs);
-            w.sum[h] = w.sum[h] * ms + vs;
+    w.sum.resize(heads, 0.0);
+    for (i, row) in rows.clone().enumerate() {
+        let first = row * q_stride + kvh * group * hd;
+        for (qh, src) in w.q[i * group * hd..(i + 1) * group * hd].chunks_exact_mut(hd).zip(q[first..].chunks_exact(hd))
+        {
+            w.half.convert_from_f32_slice(src);
+            w.half.convert_to_f32_slice(qh);
         }
     }
-    for h in 0..group {
-        let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
-        let acc = &w.acc[h * hd..(h + 1) * hd];
-        out[h * hd..(h + 1) * hd].iter_mut().zip(acc).for_each(|(o, a)| *o = a * inv);
+    let tile = &spans[rows.clone()];
+    let start = tile.iter().map(|t| t.start).min().unwrap_or(0);
+    // Spans of one cache may be cut at their own end: read through the longest.
+    let Some(longest) = tile.iter().max_by_key(|t| t.end) else { return };
+    let (end, keys, values) = (longest.end, longest.keys, longest.values);
+    for p in start..end {
+        let base = p * kv_stride + kvh * hd;
+        keys[base..base + hd].convert_to_f32_slice(&mut w.key);
+        values[base..base + hd].convert_to_f32_slice(&mut w.value);
+        for (i, span) in tile.iter().enumerate() {
+            if p < span.start || p >= span.end {
+                continue;
+            }
+            for h in i * group..(i + 1) * group {
+                let score = (k.dot)(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
+                let acc = &mut w.acc[h * hd..(h + 1) * hd];
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if score > w.max[h] {
+                    ms = (w.max[h] - score).exp();
+                    w.max[h] = score;
+                    (k.scale_round_f16)(acc, ms);
+                } else {
+                    vs = (score - w.max[h]).exp();
+                }
+                (k.mad_round_f16)(acc, &w.value, vs);
+                w.sum[h] = w.sum[h] * ms + vs;
+            }
+        }
+    }
+    for (i, row) in rows.enumerate() {
+        // SAFETY: these heads of this row are written by this task only.
+        #[allow(unsafe_code)]
+        let o = unsafe { out.slice(row * q_stride + kvh * group * hd, group * hd) };
+        for (j, o) in o.chunks_exact_mut(hd).enumerate() {
+            let h = i * group + j;
+            let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
+            o.iter_mut().zip(&w.acc[h * hd..(h + 1) * hd]).for_each(|(o, a)| *o = a * inv);
+        }
     }
 }
