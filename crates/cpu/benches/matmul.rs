@@ -51,13 +51,13 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    use GgmlType as T;
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     if let Some(n) = std::env::var("HEARTH_THREADS").ok().and_then(|v| v.parse().ok()) {
         hearth_cpu::pool::set_threads(n);
     }
     let threads = hearth_cpu::pool::global().threads();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    use GgmlType as T;
     for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::F16] {
         if filter.as_deref().is_some_and(|f| !ty.to_string().contains(f)) {
             continue;
