@@ -10,7 +10,7 @@ use half::slice::HalfFloatSliceExt;
 use hearth_core::{Activation, AttentionShape, AttentionSpan, RopeParams, RopeStyle};
 
 use crate::dispatch::kernels;
-use crate::pool::{parallel_for, SharedOut};
+use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
 
 /// In-place RMS norm of each `dim`-sized row, scaled by `weight`.
 ///
@@ -19,6 +19,19 @@ use crate::pool::{parallel_for, SharedOut};
 /// rounded to f32. Models with large activation outliers (Gemma) quantize
 /// activations into coarse blocks, where one ulp here can flip a rounding.
 pub fn rms_norm(x: &mut [f32], dim: usize, weight: &[f32], eps: f32) {
+    for_each_chunk_mut(x, dim * rows_per_task(dim), &|_, rows| rms_norm_rows(rows, dim, weight, eps));
+}
+
+/// Rows of `dim` elements handled by one task of an element-wise op: about
+/// 64 Ki elements, so decode-sized inputs stay on one thread.
+fn rows_per_task(dim: usize) -> usize {
+    (ELEMENTS_PER_TASK / dim.max(1)).max(1)
+}
+
+/// Elements per task of the element-wise operations.
+const ELEMENTS_PER_TASK: usize = 1 << 16;
+
+fn rms_norm_rows(x: &mut [f32], dim: usize, weight: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(dim) {
         let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
         let mean = (sum / dim as f64) as f32;
@@ -64,6 +77,13 @@ pub fn rope(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopeParams)
 
 /// `gate = act(gate) * up`.
 pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
+    for_each_chunk_mut(gate, ELEMENTS_PER_TASK, &|i, g| {
+        let start = i * ELEMENTS_PER_TASK;
+        gated_activation_part(g, &up[start..start + g.len()], act);
+    });
+}
+
+fn gated_activation_part(gate: &mut [f32], up: &[f32], act: Activation) {
     match act {
         Activation::Silu => gate.iter_mut().zip(up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u),
         Activation::GeluTanh => gate.iter_mut().zip(up).for_each(|(g, u)| *g = gelu_f16_table(*g) * u),

@@ -231,19 +231,26 @@ pub fn parallel_for(n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
 
 /// A raw pointer to a buffer whose disjoint parts are written by different
 /// tasks of one job (e.g. matmul tiles that interleave in the output).
-#[derive(Clone, Copy)]
-pub struct SharedOut {
-    ptr: *mut f32,
+pub struct SharedOut<T = f32> {
+    ptr: *mut T,
     len: usize,
 }
 
-// SAFETY: users promise that concurrent writes touch disjoint indices.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+impl<T> Clone for SharedOut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
 
-impl SharedOut {
+impl<T> Copy for SharedOut<T> {}
+
+// SAFETY: users promise that concurrent accesses touch disjoint indices.
+unsafe impl<T: Send> Send for SharedOut<T> {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
     /// Wraps `out` for the duration of one job.
-    pub fn new(out: &mut [f32]) -> Self {
+    pub fn new(out: &mut [T]) -> Self {
         Self { ptr: out.as_mut_ptr(), len: out.len() }
     }
 
@@ -254,11 +261,25 @@ impl SharedOut {
     /// the buffer passed to `new` must still be borrowed by the caller of the job.
     #[must_use]
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         assert!(start + len <= self.len, "SharedOut range out of bounds");
         // SAFETY: in bounds (checked above); exclusivity is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
+}
+
+/// Splits `data` into chunks of `chunk` elements and calls `f(chunk_index,
+/// chunk)` for each on the pool (inline when there is only one chunk).
+pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    let chunk = chunk.max(1);
+    let len = data.len();
+    let shared = SharedOut::new(data);
+    parallel_for(len.div_ceil(chunk), &|i| {
+        let start = i * chunk;
+        // SAFETY: chunk i covers start..start+n, disjoint from every other chunk.
+        let part = unsafe { shared.slice(start, chunk.min(len - start)) };
+        f(i, part);
+    });
 }
 
 #[cfg(test)]

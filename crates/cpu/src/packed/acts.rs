@@ -8,6 +8,10 @@ use half::f16;
 
 use super::BLOCK;
 use crate::dispatch::kernels;
+use crate::pool::{for_each_chunk_mut, SharedOut};
+
+/// Activation rows quantized by one task.
+const ROWS_PER_TASK: usize = 16;
 
 /// `n` rows of `cols` quantized activations.
 #[derive(Debug, Clone, Default)]
@@ -41,15 +45,27 @@ impl QuantizedActs {
         self.sums.resize(n * cols / 16, 0);
         self.min_terms.resize(n * cols / BLOCK, 0.0);
         let quantize_block = kernels().quantize_block_q8;
-        for (b, xb) in x[..n * cols].chunks_exact(BLOCK).enumerate() {
-            let qb = &mut self.qs[b * BLOCK..(b + 1) * BLOCK];
-            let d = quantize_block(xb, qb);
-            for (h, q) in qb.chunks_exact(16).enumerate() {
-                self.sums[2 * b + h] = q.iter().map(|&v| i32::from(v)).sum();
+        let blocks = cols / BLOCK;
+        // Rows per task: large batches (prefill) are quantized in parallel.
+        let rows = ROWS_PER_TASK.max(1);
+        let (d, min_terms, sums) =
+            (SharedOut::new(&mut self.d), SharedOut::new(&mut self.min_terms), SharedOut::new(&mut self.sums));
+        for_each_chunk_mut(&mut self.qs[..n * cols], rows * cols, &|task, qs| {
+            let first = task * rows * blocks;
+            let nb = qs.len() / BLOCK;
+            // SAFETY: blocks first..first+nb belong to this task's rows only.
+            #[allow(unsafe_code)]
+            let (d, min_terms, sums) =
+                unsafe { (d.slice(first, nb), min_terms.slice(first, nb), sums.slice(2 * first, 2 * nb)) };
+            for (b, (xb, qb)) in x[first * BLOCK..].chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK)).enumerate() {
+                let scale = quantize_block(xb, qb);
+                for (h, q) in qb.chunks_exact(16).enumerate() {
+                    sums[2 * b + h] = q.iter().map(|&v| i32::from(v)).sum();
+                }
+                d[b] = f16::from_f32(scale).to_f32();
+                min_terms[b] = f16::from_f32(scale * (sums[2 * b] + sums[2 * b + 1]) as f32).to_f32();
             }
-            self.d[b] = f16::from_f32(d).to_f32();
-            self.min_terms[b] = f16::from_f32(d * (self.sums[2 * b] + self.sums[2 * b + 1]) as f32).to_f32();
-        }
+        });
     }
 
     /// Values of row `t`.
