@@ -5,6 +5,7 @@
 //! per call; float weights (F32/F16/BF16) are widened to f32 once and use a
 //! register-tiled f32 GEMM. Row groups are spread over the worker pool.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use hearth_core::GgmlType;
@@ -125,9 +126,15 @@ fn packed_matmul(p: &PackedMatrix, x: &[f32], n: usize, out: &mut [f32]) {
 
 fn float_matmul(w: &[f32], rows: usize, cols: usize, act_ty: GgmlType, x: &[f32], n: usize, out: &mut [f32]) {
     let gemm_tile = kernels().gemm_tile;
-    let mut rounded = x[..n * cols].to_vec();
-    rounded.chunks_mut(cols).for_each(|row| reference::round_trip(act_ty, row));
-    let x = &rounded[..];
+    // Only F16/BF16 weights round activations (to their own type); F32 uses them as they are.
+    let x: Cow<'_, [f32]> = if act_ty == GgmlType::F32 {
+        Cow::Borrowed(&x[..n * cols])
+    } else {
+        let mut rounded = x[..n * cols].to_vec();
+        rounded.chunks_mut(cols).for_each(|row| reference::round_trip(act_ty, row));
+        Cow::Owned(rounded)
+    };
+    let x = &x[..];
     let out = SharedOut::new(&mut out[..n * rows]);
     pool::parallel_for(rows.div_ceil(FLOAT_TILE_ROWS), &|tile| {
         let r0 = tile * FLOAT_TILE_ROWS;

@@ -29,15 +29,20 @@ proptest! {
 
     #[test]
     fn gemm_tile_matches_reference(rows in 1usize..11, n in 1usize..11, k in 1usize..70, seed in any::<u64>()) {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let mut fast = vec![0.0; rows * n];
-        let mut slow = vec![0.0; rows * n];
-        (hearth_cpu::selected_kernels().gemm_tile)(&w, rows, &x, n, k, &mut fast);
-        (hearth_cpu::reference_kernels().gemm_tile)(&w, rows, &x, n, k, &mut slow);
-        assert_close(&fast, &slow, 1e-4);
+        check_gemm_tile(rows, n, k, &mut rand::rngs::StdRng::seed_from_u64(seed));
     }
+}
+
+/// The dispatched f32 tile GEMM against the reference on random `rows × k`
+/// weights and `n × k` activations.
+fn check_gemm_tile(rows: usize, n: usize, k: usize, rng: &mut impl Rng) {
+    let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let mut fast = vec![0.0; rows * n];
+    let mut slow = vec![0.0; rows * n];
+    (hearth_cpu::selected_kernels().gemm_tile)(&w, rows, &x, n, k, &mut fast);
+    (hearth_cpu::reference_kernels().gemm_tile)(&w, rows, &x, n, k, &mut slow);
+    assert_close(&fast, &slow, 1e-4);
 }
 
 /// Random blocks with sane f16 scales (random scale bytes could be inf/NaN).
@@ -202,13 +207,7 @@ fn q4_k_known_block() {
 fn gemm_tile_matches_reference_at_model_shapes() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     for (rows, n, k) in [(16, 5, 576), (16, 7, 1536), (3, 9, 2048), (16, 1, 640)] {
-        let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let mut fast = vec![0.0; rows * n];
-        let mut slow = vec![0.0; rows * n];
-        (hearth_cpu::selected_kernels().gemm_tile)(&w, rows, &x, n, k, &mut fast);
-        (hearth_cpu::reference_kernels().gemm_tile)(&w, rows, &x, n, k, &mut slow);
-        assert_close(&fast, &slow, 1e-4);
+        check_gemm_tile(rows, n, k, &mut rng);
     }
 }
 

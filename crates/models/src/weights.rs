@@ -96,8 +96,13 @@ impl<'a> WeightLoader<'a> {
 
     /// A `rows × cols` tensor left in the file (ggml dims `[cols, rows]`).
     pub fn tensor(&self, name: &str, rows: usize, cols: usize) -> Result<TensorRef, ModelError> {
+        self.checked(name, vec![cols as u64, rows as u64], rows, cols)
+    }
+
+    /// Tensor `name`, checked to have dims `expected` and a type the backend
+    /// supports, seen as `rows × cols`.
+    fn checked(&self, name: &str, expected: Vec<u64>, rows: usize, cols: usize) -> Result<TensorRef, ModelError> {
         let info = self.file.tensor(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?;
-        let expected = vec![cols as u64, rows as u64];
         if info.dims != expected {
             return Err(ModelError::BadShape { name: name.to_owned(), found: info.dims.clone(), expected });
         }
@@ -118,18 +123,7 @@ impl<'a> WeightLoader<'a> {
 
     /// A vector of `len` elements (norm weights, biases), dequantized to f32.
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        let info = self.file.tensor(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?;
-        if info.dims != [len as u64] {
-            return Err(ModelError::BadShape {
-                name: name.to_owned(),
-                found: info.dims.clone(),
-                expected: vec![len as u64],
-            });
-        }
-        if !self.backend.supports(info.ty) {
-            return Err(ModelError::UnsupportedType { name: name.to_owned(), ty: info.ty });
-        }
-        let m = TensorRef { ty: info.ty, rows: 1, cols: len, offset: info.offset as usize, len: info.size };
+        let m = self.checked(name, vec![len as u64], 1, len)?;
         let mut out = vec![0.0; len];
         self.backend.get_rows(&m.view(self.file), &[0], &mut out)?;
         Ok(out)

@@ -73,7 +73,7 @@ fn batched_and_incremental_forward_agree() {
     for (pos, &t) in prompt.iter().enumerate() {
         last = model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), &mut kv).unwrap();
     }
-    let diff = all.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = max_abs_diff(&all, &last);
     assert!(diff < 1e-2, "batched vs incremental differ by {diff}");
 }
 
@@ -96,7 +96,7 @@ fn two_sequences_in_one_batch_equal_separate_runs() {
     let both = model.forward(&batch, &mut kv).unwrap();
     let n = cfg.n_vocab;
     for (got, want) in [(&both[..n], run_alone(&a)), (&both[n..], run_alone(&b))] {
-        let diff = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let diff = max_abs_diff(got, &want);
         assert!(diff < 1e-4, "mixed batch differs by {diff}");
     }
 }
@@ -113,4 +113,8 @@ fn bad_batches_are_errors_not_panics() {
     // Past the context.
     assert!(model.forward(&ForwardBatch::single(SeqId(0), &[1; 9], 0), &mut kv).is_err());
     assert_eq!(kv.seq_len(SeqId(0)), 0);
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
 }

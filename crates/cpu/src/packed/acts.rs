@@ -4,6 +4,9 @@
 //! `kernels::reference::quantize_block_q8`), plus the sum of every 16
 //! values, which the kernels need for code offsets and minimums.
 
+// `min_term` is called from `target_feature` kernels and must inline there.
+#![allow(clippy::inline_always)]
+
 use half::f16;
 
 use super::BLOCK;
@@ -46,8 +49,8 @@ impl QuantizedActs {
         self.min_terms.resize(n * cols / BLOCK, 0.0);
         let quantize_block = kernels().quantize_block_q8;
         let blocks = cols / BLOCK;
-        // Rows per task: large batches (prefill) are quantized in parallel.
-        let rows = ROWS_PER_TASK.max(1);
+        // Large batches (prefill) are quantized in parallel.
+        let rows = ROWS_PER_TASK;
         let (d, min_terms, sums) =
             (SharedOut::new(&mut self.d), SharedOut::new(&mut self.min_terms), SharedOut::new(&mut self.sums));
         for_each_chunk_mut(&mut self.qs[..n * cols], rows * cols, &|task, qs| {
@@ -80,10 +83,19 @@ impl QuantizedActs {
         self.d[t * (self.cols / BLOCK) + b]
     }
 
-    /// [`Self::min_terms`] of block `b` of row `t`.
+    /// What a minimum of sub-block `s` (`len` elements, inside block `s·len/32`)
+    /// of row `t` is multiplied by: `d_a · Σa`, taken from the f16-rounded
+    /// [`Self::min_terms`] for weights whose minimums are f16 (as ggml's
+    /// `block_q8_1.s` is), computed in f32 otherwise. `da` and `sum` are the
+    /// block's scale and the sub-block's sum, which callers already hold.
+    #[inline(always)]
     #[must_use]
-    pub fn min_term(&self, t: usize, b: usize) -> f32 {
-        self.min_terms[t * (self.cols / BLOCK) + b]
+    pub fn min_term(&self, f16_minimums: bool, t: usize, s: usize, len: usize, da: f32, sum: i32) -> f32 {
+        if f16_minimums {
+            self.min_terms[t * (self.cols / BLOCK) + s * len / BLOCK]
+        } else {
+            da * sum as f32
+        }
     }
 
     /// Sum of the `len` (16 or 32) values starting at sub-block `s` of `len` elements in row `t`.

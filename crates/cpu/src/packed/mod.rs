@@ -197,11 +197,12 @@ impl PackedMatrix {
             scales: Scales::new(layout.f16_scales, groups * subs * GROUP),
             mins: Scales::new(layout.f16_scales, if layout.has_min { groups * subs * GROUP } else { 0 }),
         };
-        // Padding rows keep code = offset and scale 0: they contribute exact zeros.
         for r in 0..rows {
             let u = unpack_row(ty, &data[r * row_bytes..(r + 1) * row_bytes], cols);
             m.store_row(r, &u);
         }
+        // Padding rows get code = offset and scale 0, so they contribute exact
+        // zeros (with offset 0, the zero-filled buffers already do).
         if layout.offset != 0 {
             for r in rows..groups * GROUP {
                 m.store_row(
@@ -214,48 +215,44 @@ impl PackedMatrix {
     }
 
     fn store_row(&mut self, r: usize, u: &Unpacked) {
-        let (g, lane) = (r / GROUP, r % GROUP);
         let l = self.layout;
-        let (blocks, subs) = (self.cols / BLOCK, self.cols / l.sub);
-        for b in 0..blocks {
-            let base = (g * blocks + b) * l.block_bytes();
-            for e in 0..BLOCK {
-                let code = u.codes[b * BLOCK + e];
-                let (run, j) = (e / 4, e % 4);
-                if l.eight_bit {
-                    self.codes[base + run * 32 + lane * 4 + j] = code;
-                } else {
-                    let byte = &mut self.codes[base + (run % 4) * 32 + lane * 4 + j];
-                    *byte |= if run < 4 { code } else { code << 4 };
-                }
-            }
+        for (c, &code) in u.codes.iter().enumerate() {
+            let (i, shift) = self.code_slot(r, c);
+            // Nibble layouts share bytes between two codes: OR into the zeroed buffer.
+            self.codes[i] |= code << shift;
         }
-        for s in 0..subs {
-            let i = (g * subs + s) * GROUP + lane;
-            self.scales.set(i, u.scales[s]);
+        for (s, &scale) in u.scales.iter().enumerate() {
+            let i = self.scale_index(r, s);
+            self.scales.set(i, scale);
             if l.has_min {
                 self.mins.set(i, u.mins[s]);
             }
         }
     }
 
+    /// Where the code of element `(r, c)` lives: byte index in `codes` and
+    /// the bit shift inside it (0 for bytes and low nibbles, 4 for high).
+    fn code_slot(&self, r: usize, c: usize) -> (usize, u32) {
+        let l = self.layout;
+        let (g, lane, b, e) = (r / GROUP, r % GROUP, c / BLOCK, c % BLOCK);
+        let base = (g * (self.cols / BLOCK) + b) * l.block_bytes();
+        let (run, j) = (e / 4, e % 4);
+        if l.eight_bit {
+            (base + run * 32 + lane * 4 + j, 0)
+        } else {
+            (base + (run % 4) * 32 + lane * 4 + j, if run < 4 { 0 } else { 4 })
+        }
+    }
+
     /// Code of element `(r, c)`.
     #[must_use]
     pub fn code(&self, r: usize, c: usize) -> u8 {
-        let l = self.layout;
-        let blocks = self.cols / BLOCK;
-        let (g, lane, b, e) = (r / GROUP, r % GROUP, c / BLOCK, c % BLOCK);
-        let base = (g * blocks + b) * l.block_bytes();
-        let (run, j) = (e / 4, e % 4);
-        if l.eight_bit {
-            self.codes[base + run * 32 + lane * 4 + j]
+        let (i, shift) = self.code_slot(r, c);
+        let byte = self.codes[i] >> shift;
+        if self.layout.eight_bit {
+            byte
         } else {
-            let byte = self.codes[base + (run % 4) * 32 + lane * 4 + j];
-            if run < 4 {
-                byte & 0xF
-            } else {
-                byte >> 4
-            }
+            byte & 0xF
         }
     }
 

@@ -5,7 +5,7 @@
 //! isum = Σ code·a − offset·Σa            (exact integers)
 //! acc  = fma(isum, scale·d_a, acc)
 //! acc  = fma(min, d_a·Σa, acc)           (types with a minimum; f16-rounded
-//!                                         for f16 minimums, see `min_term`)
+//!                                         for f16 minimums, see `QuantizedActs::min_term`)
 //! ```
 //!
 //! The SIMD kernels compute the same operations lane by lane (one lane per
@@ -42,20 +42,8 @@ pub fn row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
         let da = a.scale(t, first / BLOCK);
         acc = (isum as f32).mul_add(m.scales.get(i) * da, acc);
         if l.has_min {
-            acc = m.mins.get(i).mul_add(min_term(l, a, t, s, da, sum), acc);
+            acc = m.mins.get(i).mul_add(a.min_term(l.f16_scales, t, s, l.sub, da, sum), acc);
         }
     }
     acc
-}
-
-/// What a sub-block's minimum is multiplied by: `d_a · Σa`, rounded to f16
-/// for types whose minimums are f16 (as ggml's `block_q8_1.s` is).
-#[inline]
-#[must_use]
-pub fn min_term(l: super::Layout, a: &QuantizedActs, t: usize, s: usize, da: f32, sum: i32) -> f32 {
-    if l.f16_scales {
-        a.min_term(t, s * l.sub / BLOCK)
-    } else {
-        da * sum as f32
-    }
 }

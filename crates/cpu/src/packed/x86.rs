@@ -150,7 +150,7 @@ unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, co
                 let da = a.scale(t, b);
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(da)), *acc);
                 if MIN {
-                    let term = if F16S { a.min_term(t, b) } else { da * sum as f32 };
+                    let term = a.min_term(F16S, t, sidx, SUB, da, sum);
                     *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(term), *acc);
                 }
             }
