@@ -6,7 +6,7 @@
 //! will need opaque activation buffers; that change is confined to this trait
 //! and the shared layers that call it, not to the architecture files.
 
-use crate::{GgmlType, TokenId};
+use crate::{AttentionSpan, GgmlType, KvDataMut, KvLayer, TokenId};
 
 /// A weight matrix in its stored (possibly quantized) form: `rows` rows of
 /// `cols` elements each, row-major, ggml block encoding.
@@ -66,19 +66,6 @@ pub struct AttentionShape {
     pub scale: f32,
 }
 
-/// The keys and values one query row attends to.
-#[derive(Debug, Clone, Copy)]
-pub struct AttentionSpan<'a> {
-    /// Keys of the sequence, `[position][kv_head][head_dim]`, at least `end` positions.
-    pub keys: &'a [half::f16],
-    /// Values, same layout as `keys`.
-    pub values: &'a [half::f16],
-    /// First position attended (sliding windows start later than 0).
-    pub start: usize,
-    /// One past the last position attended (causal: query position + 1).
-    pub end: usize,
-}
-
 /// A weight matrix in the form one backend computes with (repacked for CPU
 /// kernels, or resident in device memory), made once at load by
 /// [`Backend::prepare`] and handed back to that backend's [`Backend::matmul`].
@@ -124,6 +111,9 @@ pub trait Backend: Send + Sync {
     /// `gate = act(gate) * up`, element-wise.
     fn gated_activation(&self, gate: &mut [f32], up: &[f32], act: Activation);
     /// Softmax attention for each query row of `q` (`n × n_head*head_dim`) over
-    /// its span; writes `out` with the same shape as `q`.
-    fn attention(&self, q: &[f32], shape: &AttentionShape, spans: &[AttentionSpan<'_>], out: &mut [f32]);
+    /// its span of `kv`; writes `out` with the same shape as `q`.
+    fn attention(&self, q: &[f32], shape: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]);
+    /// Stores `x` (`rows.len() × dim`, f32) into rows `rows` of a KV pool, in
+    /// the pool's element type.
+    fn write_kv(&self, pool: &mut KvDataMut<'_>, dim: usize, rows: &[usize], x: &[f32]);
 }

@@ -2,6 +2,10 @@
 //! sequences, prefill and decode mixed (vLLM v1 style: one counter per sequence,
 //! no separate modes).
 
+use std::collections::HashMap;
+
+use crate::BlockId;
+
 /// A vocabulary index.
 pub type TokenId = u32;
 
@@ -24,6 +28,10 @@ pub struct ForwardBatch {
     pub seq_ids: Vec<SeqId>,
     /// Rows whose logits the caller wants, in increasing order.
     pub logit_rows: Vec<usize>,
+    /// Block table of each sequence in the batch: position `p` of a sequence
+    /// lives in block `table[p / block_size]` of the KV pool. Tables cover
+    /// every position of the batch; shared (prefix-cached) blocks are only read.
+    pub block_tables: HashMap<SeqId, Vec<BlockId>>,
 }
 
 impl ForwardBatch {
@@ -37,7 +45,15 @@ impl ForwardBatch {
             positions: (start_pos..start_pos + n).collect(),
             seq_ids: vec![seq; n],
             logit_rows: n.checked_sub(1).into_iter().collect(),
+            block_tables: HashMap::new(),
         }
+    }
+
+    /// Sets the block table of `seq`.
+    #[must_use]
+    pub fn with_blocks(mut self, seq: SeqId, table: Vec<BlockId>) -> Self {
+        self.block_tables.insert(seq, table);
+        self
     }
 
     /// Like [`ForwardBatch::single`] but asking logits for every row.

@@ -8,9 +8,11 @@
 mod backend;
 mod batch;
 mod ggml_type;
+mod kv;
 
 pub use backend::{
-    Activation, AttentionShape, AttentionSpan, Backend, BackendError, PreparedWeight, RopeParams, RopeStyle, WeightView,
+    Activation, AttentionShape, Backend, BackendError, PreparedWeight, RopeParams, RopeStyle, WeightView,
 };
 pub use batch::{ForwardBatch, SeqId, TokenId};
 pub use ggml_type::{GgmlType, UnknownGgmlType};
+pub use kv::{AttentionSpan, BlockId, KvData, KvDataMut, KvLayer, KvType};

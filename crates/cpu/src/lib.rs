@@ -6,6 +6,7 @@
 //! `packed::reference`) and is tested against it.
 
 mod dispatch;
+pub mod kv;
 pub mod kernels;
 mod matmul;
 pub mod ops;
@@ -13,7 +14,8 @@ pub mod packed;
 pub mod pool;
 
 use hearth_core::{
-    Activation, AttentionShape, AttentionSpan, Backend, BackendError, PreparedWeight, RopeParams, TokenId, WeightView,
+    Activation, AttentionShape, AttentionSpan, Backend, BackendError, KvDataMut, KvLayer, PreparedWeight, RopeParams,
+    TokenId, WeightView,
 };
 
 pub use dispatch::{kernels as selected_kernels, reference_kernels, Kernels};
@@ -85,7 +87,11 @@ impl Backend for CpuBackend {
         ops::gated_activation(gate, up, act);
     }
 
-    fn attention(&self, q: &[f32], shape: &AttentionShape, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
-        ops::attention(q, shape, spans, out);
+    fn attention(&self, q: &[f32], shape: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
+        ops::attention(q, shape, kv, spans, out);
+    }
+
+    fn write_kv(&self, pool: &mut KvDataMut<'_>, dim: usize, rows: &[usize], x: &[f32]) {
+        kv::write_rows(pool, dim, rows, x);
     }
 }

@@ -7,9 +7,10 @@ use std::sync::OnceLock;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use hearth_core::{Activation, AttentionShape, AttentionSpan, RopeParams, RopeStyle};
+use hearth_core::{Activation, AttentionShape, AttentionSpan, KvLayer, RopeParams, RopeStyle};
 
 use crate::dispatch::kernels;
+use crate::kv::read_row;
 use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
 
 /// In-place RMS norm of each `dim`-sized row, scaled by `weight`.
@@ -136,24 +137,24 @@ pub fn softmax(x: &mut [f32]) {
 /// `q·k` accumulates in f32, and the softmax runs online with the weighted
 /// sum of values kept in an f16 accumulator, rescaled whenever a new
 /// maximum appears. Matching it keeps greedy output identical to llama.cpp's.
-pub fn attention(q: &[f32], s: &AttentionShape, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
+pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
     let tiles = query_tiles(spans);
     let out = SharedOut::new(out);
     parallel_for(tiles.len() * s.n_kv_head, &|task| {
         let (rows, kvh) = (tiles[task / s.n_kv_head].clone(), task % s.n_kv_head);
-        SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, spans, rows, kvh, &out, scratch));
+        SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, kv, spans, rows, kvh, &out, scratch));
     });
 }
 
 /// Query rows attended together (they share each widened K/V row): runs of
-/// consecutive batch rows over the same cache, at most this many.
+/// consecutive batch rows of the same sequence (same block table), at most this many.
 const QUERY_TILE: usize = 8;
 
 fn query_tiles(spans: &[AttentionSpan<'_>]) -> Vec<Range<usize>> {
     let mut tiles: Vec<Range<usize>> = Vec::new();
     for (row, span) in spans.iter().enumerate() {
         match tiles.last_mut() {
-            Some(t) if t.len() < QUERY_TILE && std::ptr::eq(spans[t.start].keys.as_ptr(), span.keys.as_ptr()) => {
+            Some(t) if t.len() < QUERY_TILE && std::ptr::eq(spans[t.start].blocks, span.blocks) => {
                 t.end = row + 1;
             }
             _ => tiles.push(row..row + 1),
@@ -182,6 +183,7 @@ struct AttentionScratch {
 fn attend_tile(
     q: &[f32],
     s: &AttentionShape,
+    kv: &KvLayer<'_>,
     spans: &[AttentionSpan<'_>],
     rows: Range<usize>,
     kvh: usize,
@@ -190,7 +192,7 @@ fn attend_tile(
 ) {
     let hd = s.head_dim;
     let group = s.n_head / s.n_kv_head;
-    let (kv_stride, q_stride) = (s.n_kv_head * hd, s.n_head * hd);
+    let q_stride = s.n_head * hd;
     let heads = rows.len() * group;
     let k = kernels();
     w.half.resize(hd, f16::ZERO);
@@ -213,13 +215,12 @@ fn attend_tile(
     }
     let tile = &spans[rows.clone()];
     let start = tile.iter().map(|t| t.start).min().unwrap_or(0);
-    // Spans of one cache may be cut at their own end: read through the longest.
+    // Spans of one sequence may be cut at their own end: read through the longest.
     let Some(longest) = tile.iter().max_by_key(|t| t.end) else { return };
-    let (end, keys, values) = (longest.end, longest.keys, longest.values);
-    for p in start..end {
-        let base = p * kv_stride + kvh * hd;
-        keys[base..base + hd].convert_to_f32_slice(&mut w.key);
-        values[base..base + hd].convert_to_f32_slice(&mut w.value);
+    for p in start..longest.end {
+        let row = kv.row(longest.blocks, p);
+        read_row(&kv.keys, kv.dim, row, kvh * hd, &mut w.key);
+        read_row(&kv.values, kv.dim, row, kvh * hd, &mut w.value);
         for (i, span) in tile.iter().enumerate() {
             if p < span.start || p >= span.end {
                 continue;

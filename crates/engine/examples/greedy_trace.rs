@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let s = Session::load(&catalog::resolve(model)?, 1024)?;
     let tokens = s.tokenizer.encode(prompt, true)?;
     println!("prompt ids: {tokens:?}");
-    let mut kv = s.new_cache();
+    let mut kv = s.new_cache()?;
     let mut logits = s.prefill(&mut kv, SeqId(0), &tokens, 0)?;
     for pos in tokens.len()..tokens.len() + n {
         let mut idx: Vec<usize> = (0..logits.len()).collect();
@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let top: Vec<String> =
             idx[..3].iter().map(|&i| format!("{i}:{:?}={:.4}", s.tokenizer.decode(&[i as u32]), logits[i])).collect();
         println!("{pos}: {}", top.join("  "));
-        logits = s.model.forward(&ForwardBatch::single(SeqId(0), &[idx[0] as u32], pos), &mut kv)?;
+        logits = kv.forward(s.model.as_ref(), ForwardBatch::single(SeqId(0), &[idx[0] as u32], pos))?;
     }
     Ok(())
 }

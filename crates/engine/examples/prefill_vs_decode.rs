@@ -7,12 +7,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let s = Session::load(&catalog::resolve(&args[1])?, 1024)?;
     let tokens = s.tokenizer.encode(&args[2], true)?;
-    let mut kv = s.new_cache();
+    let mut kv = s.new_cache()?;
     let batched = s.prefill(&mut kv, SeqId(0), &tokens, 0)?;
-    let mut kv = s.new_cache();
+    let mut kv = s.new_cache()?;
     let mut stepwise = Vec::new();
     for (pos, &t) in tokens.iter().enumerate() {
-        stepwise = s.model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), &mut kv)?;
+        stepwise = kv.forward(s.model.as_ref(), ForwardBatch::single(SeqId(0), &[t], pos))?;
     }
     let max_diff = batched.iter().zip(&stepwise).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let top = hearth_sampling::argmax(&batched) as usize;

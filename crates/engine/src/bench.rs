@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use hearth_core::{ForwardBatch, SeqId, TokenId};
-use hearth_models::KvCache;
+use hearth_models::SequenceCache;
 use serde::Serialize;
 
 use crate::{EngineError, Session};
@@ -49,11 +49,11 @@ fn rates(
     session: &Session,
     tokens: usize,
     reps: usize,
-    mut run: impl FnMut(&mut KvCache) -> Result<(), EngineError>,
+    mut run: impl FnMut(&mut SequenceCache) -> Result<(), EngineError>,
 ) -> Result<Vec<f64>, EngineError> {
     let mut rates = Vec::with_capacity(reps);
     for rep in 0..=reps {
-        let mut kv = session.new_cache();
+        let mut kv = session.new_cache()?;
         let t0 = Instant::now();
         run(&mut kv)?;
         if rep > 0 {
@@ -75,7 +75,7 @@ pub fn decode(session: &Session, n: usize, reps: usize, threads: usize) -> Resul
     let tokens = synthetic_tokens(n, session.model.config().n_vocab);
     let r = rates(session, n, reps, |kv| {
         for (pos, &t) in tokens.iter().enumerate() {
-            session.model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), kv)?;
+            kv.forward(session.model.as_ref(), ForwardBatch::single(SeqId(0), &[t], pos))?;
         }
         Ok(())
     })?;

@@ -2,7 +2,7 @@
 //! token by token, streaming UTF-8-safe text through a callback.
 
 use hearth_core::{ForwardBatch, SeqId, TokenId};
-use hearth_models::KvCache;
+use hearth_models::SequenceCache;
 use hearth_sampling::{Sampler, SamplingParams, StopMatcher};
 use hearth_text::IncrementalDecoder;
 
@@ -43,7 +43,7 @@ impl Session {
     /// Evaluates `tokens` for `seq` starting at `start`; returns the logits of the last one.
     pub fn prefill(
         &self,
-        kv: &mut KvCache,
+        kv: &mut SequenceCache,
         seq: SeqId,
         tokens: &[TokenId],
         start: usize,
@@ -51,7 +51,7 @@ impl Session {
         let mut logits = Vec::new();
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             let batch = ForwardBatch::single(seq, chunk, start + i * PREFILL_CHUNK);
-            logits = self.model.forward(&batch, kv)?;
+            logits = kv.forward(self.model.as_ref(), batch)?;
         }
         Ok(logits)
     }
@@ -71,7 +71,7 @@ impl Session {
             return Err(EngineError::PromptTooLong { prompt: prompt.len(), context: self.n_ctx });
         }
         let seq = SeqId(0);
-        let mut kv = self.new_cache();
+        let mut kv = self.new_cache()?;
         let t0 = std::time::Instant::now();
         let mut logits = self.prefill(&mut kv, seq, prompt, 0)?;
         let prefill_secs = t0.elapsed().as_secs_f64();
@@ -110,7 +110,7 @@ impl Session {
             if out.tokens.len() == params.max_tokens {
                 break;
             }
-            logits = self.model.forward(&ForwardBatch::single(seq, &[token], pos), &mut kv)?;
+            logits = kv.forward(self.model.as_ref(), ForwardBatch::single(seq, &[token], pos))?;
             pos += 1;
         }
         if out.finish != FinishReason::Stop {

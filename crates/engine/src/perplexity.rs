@@ -43,11 +43,10 @@ pub fn perplexity(
         if let (true, Some(bos)) = (session.tokenizer.add_bos, session.tokenizer.bos) {
             chunk[0] = bos;
         }
-        let mut kv =
-            hearth_models::KvCache::new(session.model.config().n_layer, session.model.config().kv_dim(), n_ctx);
+        let mut kv = hearth_models::SequenceCache::new(session.model.config(), hearth_core::KvType::F16, n_ctx)?;
         let mut batch = ForwardBatch::single(SeqId(0), &chunk, 0);
         batch.logit_rows = (first..n_ctx - 1).collect();
-        let logits = session.model.forward(&batch, &mut kv)?;
+        let logits = kv.forward(session.model.as_ref(), batch)?;
         for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
             let target = chunk[first + i + 1] as usize;
             nll -= log_softmax_at(row, target);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use hearth_core::Backend;
 use hearth_gguf::{GgufFile, MetaValue};
-use hearth_models::{KvCache, Model};
+use hearth_models::{Model, SequenceCache};
 use hearth_text::{ChatTemplate, Tokenizer};
 
 use crate::EngineError;
@@ -45,10 +45,8 @@ impl Session {
         Ok(Self { model, tokenizer, template, n_ctx, file })
     }
 
-    /// A fresh KV cache sized for this session's context.
-    #[must_use]
-    pub fn new_cache(&self) -> KvCache {
-        let c = self.model.config();
-        KvCache::new(c.n_layer, c.kv_dim(), self.n_ctx)
+    /// A fresh single-sequence f16 KV cache sized for this session's context.
+    pub fn new_cache(&self) -> Result<SequenceCache, EngineError> {
+        Ok(SequenceCache::new(self.model.config(), hearth_core::KvType::F16, self.n_ctx)?)
     }
 }

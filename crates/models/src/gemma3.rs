@@ -19,7 +19,7 @@ use hearth_gguf::GgufFile;
 
 use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, RmsNorm};
 use crate::weights::WeightLoader;
-use crate::{KvCache, Model, ModelConfig, ModelError};
+use crate::{KvStore, Model, ModelConfig, ModelError};
 
 /// Every `SWA_PERIOD`-th layer is global; the others use the sliding window.
 const SWA_PERIOD: usize = 6;
@@ -89,9 +89,9 @@ impl Model for Gemma3 {
         self.matmul_bytes
     }
 
-    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError> {
-        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch };
-        kv.prepare(batch)?;
+    fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
+        let kv_rows = kv.rows_of(batch)?;
+        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows };
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
         let scale = (self.cfg.n_embd as f32).sqrt();
         x.iter_mut().for_each(|v| *v *= scale);
@@ -104,7 +104,6 @@ impl Model for Gemma3 {
             b.post_ffn_norm.apply(&ctx, &mut h);
             add_in_place(&mut x, &h);
         }
-        kv.commit(batch);
         self.head.forward(&ctx, &x, self.cfg.n_embd)
     }
 }

@@ -5,7 +5,7 @@ use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, RopeParams,
 use hearth_gguf::GgufFile;
 
 use crate::weights::{Matrix, TensorRef, WeightLoader};
-use crate::{KvCache, ModelConfig, ModelError};
+use crate::{KvStore, ModelConfig, ModelError};
 
 /// What every layer needs during one forward pass.
 pub struct Ctx<'a> {
@@ -15,6 +15,8 @@ pub struct Ctx<'a> {
     pub file: &'a GgufFile,
     /// The batch being evaluated.
     pub batch: &'a ForwardBatch,
+    /// KV pool row of each batch row (checked by [`KvStore::rows_of`]).
+    pub kv_rows: &'a [usize],
 }
 
 impl Ctx<'_> {
@@ -107,7 +109,7 @@ impl Attention {
     pub fn forward(
         &self,
         ctx: &Ctx<'_>,
-        kv: &mut KvCache,
+        kv: &mut KvStore,
         il: usize,
         x: &[f32],
         rope: &RopeParams,
@@ -130,10 +132,10 @@ impl Attention {
         let hd = self.shape.head_dim;
         ctx.backend.rope(&mut q, hd, &ctx.batch.positions, rope);
         ctx.backend.rope(&mut k, hd, &ctx.batch.positions, rope);
-        kv.write(il, ctx.batch, &k, &v);
-        let spans = kv.spans(il, ctx.batch, window);
+        kv.write(ctx.backend, il, ctx.kv_rows, &k, &v);
+        let spans = KvStore::spans(ctx.batch, window);
         let mut attn = vec![0.0; q.len()];
-        ctx.backend.attention(&q, &self.shape, &spans, &mut attn);
+        ctx.backend.attention(&q, &self.shape, &kv.layer(il), &spans, &mut attn);
         ctx.matmul(&self.wo, &attn)
     }
 }

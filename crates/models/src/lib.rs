@@ -2,13 +2,13 @@
 //! reads like the model card; shared blocks live in `layers`.
 //!
 //! Contract: [`Model::forward`] takes a flat [`ForwardBatch`] (any mix of
-//! sequences, prefill and decode) and a [`KvCache`], and returns the logits of
+//! sequences, prefill and decode) and a [`KvStore`] with the batch's block tables, and returns the logits of
 //! `batch.logit_rows`, `n_vocab` floats each.
 
 mod config;
 mod error;
 pub mod gemma3;
-mod kv_cache;
+mod kv_store;
 pub mod layers;
 pub mod llama;
 pub mod qwen;
@@ -21,7 +21,7 @@ use hearth_gguf::GgufFile;
 
 pub use config::ModelConfig;
 pub use error::ModelError;
-pub use kv_cache::KvCache;
+pub use kv_store::{KvStore, SequenceCache};
 
 /// A loaded model, ready to run batches.
 pub trait Model: Send + Sync {
@@ -31,8 +31,8 @@ pub trait Model: Send + Sync {
     /// reads besides the KV cache (one embedding row aside).
     fn matmul_bytes(&self) -> u64;
     /// Runs one batch; returns `batch.logit_rows.len() × n_vocab` logits.
-    /// On error the KV cache is left as it was before the call's positions.
-    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError>;
+    /// On error nothing was written to positions before the batch's.
+    fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError>;
 }
 
 /// Architectures this build can run (`general.architecture` values).

@@ -14,7 +14,7 @@ use hearth_gguf::GgufFile;
 
 use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, RmsNorm};
 use crate::weights::WeightLoader;
-use crate::{KvCache, Model, ModelConfig, ModelError};
+use crate::{KvStore, Model, ModelConfig, ModelError};
 
 struct Block {
     attn_norm: RmsNorm,
@@ -67,9 +67,9 @@ impl Model for Llama {
         self.matmul_bytes
     }
 
-    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>, ModelError> {
-        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch };
-        kv.prepare(batch)?;
+    fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
+        let kv_rows = kv.rows_of(batch)?;
+        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows };
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
         for (il, b) in self.blocks.iter().enumerate() {
             let h = b.attn.forward(&ctx, kv, il, &b.attn_norm.forward(&ctx, &x), &self.rope, None)?;
@@ -77,7 +77,6 @@ impl Model for Llama {
             let h = b.mlp.forward(&ctx, &b.ffn_norm.forward(&ctx, &x))?;
             add_in_place(&mut x, &h);
         }
-        kv.commit(batch);
         self.head.forward(&ctx, &x, self.cfg.n_embd)
     }
 }

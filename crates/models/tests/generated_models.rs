@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use hearth_core::{ForwardBatch, SeqId};
+use hearth_core::{BlockId, ForwardBatch, KvType, SeqId};
 use hearth_gguf::GgufFile;
-use hearth_models::{KvCache, Model};
+use hearth_models::{KvStore, Model, SequenceCache};
 use sha2::{Digest, Sha256};
 
 fn fixture() -> serde_json::Value {
@@ -35,8 +35,8 @@ fn check_against_llama_cpp(arch: &str) {
     let model = tiny(arch);
     let cfg = model.config().clone();
     let prompt = hearth_testutil::tiny_prompt();
-    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 256);
-    let logits = model.forward(&ForwardBatch::single_all_logits(SeqId(0), &prompt, 0), &mut kv).expect("forward");
+    let mut kv = SequenceCache::new(&cfg, KvType::F16, 256).unwrap();
+    let logits = kv.forward(model.as_ref(), ForwardBatch::single_all_logits(SeqId(0), &prompt, 0)).expect("forward");
 
     let mut worst = 0f64;
     for (pos, top) in fx["top10"].as_array().unwrap().iter().enumerate() {
@@ -66,53 +66,61 @@ fn batched_and_incremental_forward_agree() {
     let model = tiny("qwen3");
     let cfg = model.config().clone();
     let prompt = hearth_testutil::tiny_prompt();
-    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 256);
-    let all = model.forward(&ForwardBatch::single(SeqId(0), &prompt, 0), &mut kv).unwrap();
-    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 256);
+    let mut kv = SequenceCache::new(&cfg, KvType::F16, 256).unwrap();
+    let all = kv.forward(model.as_ref(), ForwardBatch::single(SeqId(0), &prompt, 0)).unwrap();
+    let mut kv = SequenceCache::new(&cfg, KvType::F16, 256).unwrap();
     let mut last = Vec::new();
     for (pos, &t) in prompt.iter().enumerate() {
-        last = model.forward(&ForwardBatch::single(SeqId(0), &[t], pos), &mut kv).unwrap();
+        last = kv.forward(model.as_ref(), ForwardBatch::single(SeqId(0), &[t], pos)).unwrap();
     }
     let diff = max_abs_diff(&all, &last);
     assert!(diff < 1e-2, "batched vs incremental differ by {diff}");
 }
 
 #[test]
-fn two_sequences_in_one_batch_equal_separate_runs() {
+fn two_sequences_in_one_paged_batch_equal_separate_runs_bit_for_bit() {
     let model = tiny("qwen2");
     let cfg = model.config().clone();
     let (a, b) = ([5u32, 9, 13], [200u32, 7]);
     let run_alone = |toks: &[u32]| {
-        let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 64);
-        model.forward(&ForwardBatch::single(SeqId(0), toks, 0), &mut kv).unwrap()
+        let mut kv = SequenceCache::new(&cfg, KvType::F16, 64).unwrap();
+        kv.forward(model.as_ref(), ForwardBatch::single(SeqId(0), toks, 0)).unwrap()
     };
-    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 64);
+    // Blocks of 2 positions, scattered: sequence 1 uses blocks 3 then 0.
+    let mut kv = KvStore::new(&cfg, KvType::F16, 2, 4).unwrap();
     let batch = ForwardBatch {
         tokens: a.iter().chain(&b).copied().collect(),
         positions: vec![0, 1, 2, 0, 1],
         seq_ids: vec![SeqId(1), SeqId(1), SeqId(1), SeqId(2), SeqId(2)],
         logit_rows: vec![2, 4],
-    };
+        ..ForwardBatch::default()
+    }
+    .with_blocks(SeqId(1), vec![BlockId(3), BlockId(0)])
+    .with_blocks(SeqId(2), vec![BlockId(1)]);
     let both = model.forward(&batch, &mut kv).unwrap();
     let n = cfg.n_vocab;
-    for (got, want) in [(&both[..n], run_alone(&a)), (&both[n..], run_alone(&b))] {
-        let diff = max_abs_diff(got, &want);
-        assert!(diff < 1e-4, "mixed batch differs by {diff}");
-    }
+    // Rows never mix inside kernels, so batching changes no bit (the server
+    // relies on this: greedy output must not depend on who else is served).
+    assert_eq!(&both[..n], &run_alone(&a)[..]);
+    assert_eq!(&both[n..], &run_alone(&b)[..]);
 }
 
 #[test]
 fn bad_batches_are_errors_not_panics() {
     let model = tiny("qwen2");
     let cfg = model.config().clone();
-    let mut kv = KvCache::new(cfg.n_layer, cfg.kv_dim(), 8);
-    // A gap in positions.
-    assert!(model.forward(&ForwardBatch::single(SeqId(0), &[1, 2], 3), &mut kv).is_err());
+    let mut kv = SequenceCache::new(&cfg, KvType::F16, 8).unwrap();
     // A token outside the vocabulary.
-    assert!(model.forward(&ForwardBatch::single(SeqId(0), &[999], 0), &mut kv).is_err());
+    assert!(kv.forward(model.as_ref(), ForwardBatch::single(SeqId(0), &[999], 0)).is_err());
     // Past the context.
-    assert!(model.forward(&ForwardBatch::single(SeqId(0), &[1; 9], 0), &mut kv).is_err());
-    assert_eq!(kv.seq_len(SeqId(0)), 0);
+    assert!(kv.forward(model.as_ref(), ForwardBatch::single(SeqId(0), &[1; 9], 0)).is_err());
+    // Paged store: no block table, a table too short, a block outside the pool.
+    let mut store = KvStore::new(&cfg, KvType::F16, 4, 2).unwrap();
+    let batch = ForwardBatch::single(SeqId(0), &[1, 2], 3);
+    assert!(model.forward(&batch, &mut store).is_err());
+    assert!(model.forward(&batch.clone().with_blocks(SeqId(0), vec![BlockId(0)]), &mut store).is_err());
+    assert!(model.forward(&batch.clone().with_blocks(SeqId(0), vec![BlockId(0), BlockId(7)]), &mut store).is_err());
+    assert!(model.forward(&batch.with_blocks(SeqId(0), vec![BlockId(1), BlockId(0)]), &mut store).is_ok());
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
