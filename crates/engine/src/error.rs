@@ -21,6 +21,8 @@ pub enum EngineError {
     PromptTooLong { prompt: usize, context: usize },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Rejected(#[from] hearth_sched::AddError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -1,11 +1,15 @@
-//! Single-sequence generation: prefill the prompt in chunks, then decode
-//! token by token, streaming UTF-8-safe text through a callback.
+//! Single-request generation (the serving engine with a batch of one) and
+//! the raw single-sequence prefill that benches use.
+
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
 
 use hearth_core::{ForwardBatch, SeqId, TokenId};
 use hearth_models::SequenceCache;
-use hearth_sampling::{Sampler, SamplingParams, StopMatcher};
-use hearth_text::IncrementalDecoder;
+use hearth_sampling::SamplingParams;
 
+use crate::batching::{Engine, EngineConfig, Event, GenRequest};
+use crate::metrics::Metrics;
 use crate::{EngineError, Session};
 
 /// Tokens per prefill forward pass: bounds activation memory.
@@ -20,6 +24,18 @@ pub enum FinishReason {
     Length,
     /// The context is full.
     Context,
+}
+
+impl FinishReason {
+    /// Short name (`stop`, `length`, `context`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Context => "context",
+        }
+    }
 }
 
 /// Result of [`Session::generate`].
@@ -57,69 +73,54 @@ impl Session {
     }
 
     /// Generates a continuation of `prompt` (already tokenized), calling
-    /// `on_text` with each piece of finished text as it is produced.
+    /// `on_text` with each piece of finished text as it is produced. This is
+    /// the serving engine with a batch of one, so the reply is the one the
+    /// server gives for the same request.
     pub fn generate(
         &self,
         prompt: &[TokenId],
         params: &SamplingParams,
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerateOutput, EngineError> {
-        if prompt.is_empty() {
-            return Err(EngineError::Invalid("empty prompt".into()));
-        }
         if prompt.len() >= self.n_ctx {
             return Err(EngineError::PromptTooLong { prompt: prompt.len(), context: self.n_ctx });
         }
-        let seq = SeqId(0);
-        let mut kv = self.new_cache()?;
-        let t0 = std::time::Instant::now();
-        let mut logits = self.prefill(&mut kv, seq, prompt, 0)?;
-        let prefill_secs = t0.elapsed().as_secs_f64();
-
-        let t1 = std::time::Instant::now();
-        let mut sampler = Sampler::new(params.clone(), prompt);
-        let mut decoder = IncrementalDecoder::new();
-        let mut stops = StopMatcher::new(&params.stop);
+        let mut engine = Engine::new(self, EngineConfig::single(self.n_ctx), Arc::new(Metrics::new()))?;
+        let (tx, rx) = mpsc::channel();
+        let request = GenRequest { prompt: prompt.to_vec(), params: params.clone(), logprobs: None, ignore_eos: false };
+        engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;
         let mut out = GenerateOutput {
             text: String::new(),
             tokens: Vec::new(),
             finish: FinishReason::Length,
             prompt_tokens: prompt.len(),
-            prefill_secs,
+            prefill_secs: 0.0,
             decode_secs: 0.0,
         };
-        let mut pos = prompt.len();
-        while out.tokens.len() < params.max_tokens {
-            let token = sampler.sample(&mut logits);
-            if self.tokenizer.is_end_of_generation(token) {
-                out.finish = FinishReason::Stop;
-                break;
+        let t0 = Instant::now();
+        let mut first_token: Option<Instant> = None;
+        while !engine.is_idle() {
+            engine.step();
+            for event in rx.try_iter() {
+                match event {
+                    Event::Token { token, text, .. } => {
+                        first_token.get_or_insert_with(Instant::now);
+                        out.tokens.push(token);
+                        out.text.push_str(&text);
+                        on_text(&text);
+                    }
+                    Event::Done { text, finish, .. } => {
+                        out.text.push_str(&text);
+                        on_text(&text);
+                        out.finish = finish;
+                    }
+                    Event::Error(why) => return Err(EngineError::Invalid(why)),
+                }
             }
-            out.tokens.push(token);
-            let (text, hit) = stops.push(&decoder.push(self.tokenizer.token_bytes(token)));
-            out.text.push_str(&text);
-            on_text(&text);
-            if hit {
-                out.finish = FinishReason::Stop;
-                break;
-            }
-            if pos + 1 >= self.n_ctx {
-                out.finish = FinishReason::Context;
-                break;
-            }
-            if out.tokens.len() == params.max_tokens {
-                break;
-            }
-            logits = kv.forward(self.model.as_ref(), ForwardBatch::single(seq, &[token], pos))?;
-            pos += 1;
         }
-        if out.finish != FinishReason::Stop {
-            let (tail, _) = stops.push(&decoder.finish());
-            let tail = tail + &stops.finish();
-            out.text.push_str(&tail);
-            on_text(&tail);
-        }
-        out.decode_secs = t1.elapsed().as_secs_f64();
+        let first = first_token.unwrap_or_else(Instant::now);
+        out.prefill_secs = (first - t0).as_secs_f64();
+        out.decode_secs = first.elapsed().as_secs_f64();
         Ok(out)
     }
 }

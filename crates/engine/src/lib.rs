@@ -2,10 +2,12 @@
 //! chat template), generate text, compute perplexity, and find or fetch
 //! models through the [`catalog`].
 
+pub mod batching;
 pub mod bench;
 pub mod catalog;
 mod error;
 mod generate;
+pub mod metrics;
 pub mod perplexity;
 mod session;
 

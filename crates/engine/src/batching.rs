@@ -1,0 +1,369 @@
+//! The serving engine: one scheduler, one KV pool, one batched forward per
+//! step over every running sequence (decodes and prompt chunks together).
+//! `hearth run` is the batch of one through the same code, so a reply does
+//! not depend on how many others are being served.
+//!
+//! Each request streams [`Event`]s into its [`EventSink`]; a sink that
+//! reports its receiver gone ends the request at once and frees its blocks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hearth_core::{ForwardBatch, KvType, SeqId, TokenId};
+use hearth_kv::KvCacheManager;
+use hearth_models::KvStore;
+use hearth_sampling::{Sampler, SamplingParams, StopMatcher};
+use hearth_sched::{Request, Scheduler, SchedulerConfig, StepPlan};
+use hearth_text::IncrementalDecoder;
+
+use crate::metrics::Metrics;
+use crate::{EngineError, FinishReason, Session};
+
+/// Sizes of the serving engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Sequences computed together at most.
+    pub parallel: usize,
+    /// Tokens per forward pass at most (decodes plus prompt chunks).
+    pub token_budget: usize,
+    /// Requests allowed to wait for a slot.
+    pub max_waiting: usize,
+    /// KV cache element type.
+    pub kv_type: KvType,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Blocks in the KV pool.
+    pub kv_blocks: usize,
+    /// Positions one sequence may reach.
+    pub n_ctx: usize,
+}
+
+impl EngineConfig {
+    /// One sequence of `n_ctx` positions (what `hearth run` needs).
+    #[must_use]
+    pub fn single(n_ctx: usize) -> Self {
+        let block_size = 16;
+        Self {
+            parallel: 1,
+            token_budget: 512,
+            max_waiting: 1,
+            kv_type: KvType::F16,
+            block_size,
+            kv_blocks: n_ctx.div_ceil(block_size),
+            n_ctx,
+        }
+    }
+}
+
+/// A generation request.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    /// Prompt tokens (not empty).
+    pub prompt: Vec<TokenId>,
+    /// Sampling, `max_tokens`, stop strings, seed.
+    pub params: SamplingParams,
+    /// Report log-probabilities with this many alternatives (`None`: no logprobs).
+    pub logprobs: Option<usize>,
+    /// Keep going past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+/// Log-probability of a sampled token and its best alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's log-probability under the model.
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, best first.
+    pub top: Vec<(TokenId, f32)>,
+}
+
+/// Token and prompt counts of a finished request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// What a request's stream carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A sampled token and the text it completed (may be empty while a
+    /// UTF-8 character or a possible stop string is incomplete).
+    Token {
+        /// The token.
+        token: TokenId,
+        /// Finished text.
+        text: String,
+        /// Present when requested.
+        logprob: Option<TokenLogprob>,
+    },
+    /// The end: trailing text, why, and the counts.
+    Done {
+        /// Text held back until the end (incomplete UTF-8, stop-string prefixes).
+        text: String,
+        /// Why it ended.
+        finish: FinishReason,
+        /// Counts.
+        usage: Usage,
+    },
+    /// The request failed inside the engine; nothing more follows.
+    Error(String),
+}
+
+/// Where a request's events go. Returns false when nobody listens any more.
+pub type EventSink = Box<dyn FnMut(Event) -> bool + Send>;
+
+struct Active {
+    sampler: Sampler,
+    decoder: IncrementalDecoder,
+    stops: StopMatcher,
+    max_tokens: usize,
+    logprobs: Option<usize>,
+    ignore_eos: bool,
+    prompt_len: usize,
+    generated: usize,
+    cached: Option<usize>,
+    sink: EventSink,
+    submitted: Instant,
+    last_token: Option<Instant>,
+}
+
+/// The step loop's state, over a borrowed model.
+pub struct Engine<'s> {
+    session: &'s Session,
+    store: KvStore,
+    sched: Scheduler,
+    active: HashMap<SeqId, Active>,
+    next_id: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl<'s> Engine<'s> {
+    /// An engine over `session` with a KV pool of `config.kv_blocks` blocks.
+    pub fn new(session: &'s Session, config: EngineConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
+        let store = KvStore::new(session.model.config(), config.kv_type, config.block_size, config.kv_blocks)?;
+        let sched = Scheduler::new(
+            SchedulerConfig {
+                max_running: config.parallel.max(1),
+                token_budget: config.token_budget.max(1),
+                max_waiting: config.max_waiting,
+                max_seq_len: config.n_ctx,
+            },
+            KvCacheManager::new(config.kv_blocks, config.block_size),
+        );
+        metrics.kv_blocks_total.set(config.kv_blocks as i64);
+        Ok(Self { session, store, sched, active: HashMap::new(), next_id: 0, metrics })
+    }
+
+    /// The loaded model.
+    #[must_use]
+    pub fn session(&self) -> &'s Session {
+        self.session
+    }
+
+    /// The scheduler (queue and pool figures).
+    #[must_use]
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
+    }
+
+    /// True when no request waits or runs.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.sched.is_idle()
+    }
+
+    /// Queues a request; its events go to `sink`.
+    pub fn submit(&mut self, req: GenRequest, sink: EventSink) -> Result<SeqId, EngineError> {
+        if req.prompt.is_empty() {
+            return Err(EngineError::Invalid("empty prompt".into()));
+        }
+        let vocab = self.session.model.config().n_vocab;
+        if let Some(bad) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::Invalid(format!("token id {bad} is outside the vocabulary ({vocab})")));
+        }
+        let id = SeqId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        let prompt_len = req.prompt.len();
+        self.sched.add(Request { id, prompt: req.prompt.clone() }).map_err(EngineError::from)?;
+        self.active.insert(
+            id,
+            Active {
+                sampler: Sampler::new(req.params.clone(), &req.prompt),
+                decoder: IncrementalDecoder::new(),
+                stops: StopMatcher::new(&req.params.stop),
+                max_tokens: req.params.max_tokens,
+                logprobs: req.logprobs,
+                ignore_eos: req.ignore_eos,
+                prompt_len,
+                generated: 0,
+                cached: None,
+                sink,
+                submitted: Instant::now(),
+                last_token: None,
+            },
+        );
+        self.update_gauges();
+        Ok(id)
+    }
+
+    /// Ends a request now (its client left); no more events are sent.
+    pub fn abort(&mut self, id: SeqId) {
+        if self.active.remove(&id).is_some() {
+            self.sched.abort(id);
+            self.metrics.finished("abort");
+            self.update_gauges();
+        }
+    }
+
+    /// Runs one step: schedule, one forward pass, sample, stream. Returns
+    /// the tokens computed (0 when there was nothing to do).
+    pub fn step(&mut self) -> usize {
+        let plan = self.sched.schedule();
+        self.metrics.preemptions.inc_by(plan.preempted.len() as u64);
+        for &id in &plan.out_of_memory {
+            self.end(id, FinishReason::Length);
+        }
+        if plan.scheduled.is_empty() {
+            self.update_gauges();
+            return 0;
+        }
+        let batch = self.batch_of(&plan);
+        match self.session.model.forward(&batch, &mut self.store) {
+            Ok(logits) => {
+                self.sched.complete(&plan);
+                self.sample_all(&plan, &logits);
+            }
+            Err(e) => {
+                tracing::error!("forward pass failed: {e}");
+                for s in &plan.scheduled {
+                    self.fail(s.id, &format!("forward pass failed: {e}"));
+                }
+            }
+        }
+        self.metrics.computed_tokens.inc_by(plan.num_tokens() as u64);
+        self.update_gauges();
+        plan.num_tokens()
+    }
+
+    fn batch_of(&mut self, plan: &StepPlan) -> ForwardBatch {
+        let mut batch = ForwardBatch::default();
+        for s in &plan.scheduled {
+            let tokens = self.sched.tokens(s.id).unwrap_or(&[]);
+            batch.tokens.extend_from_slice(&tokens[s.start..s.start + s.len]);
+            batch.positions.extend(s.start..s.start + s.len);
+            batch.seq_ids.extend(std::iter::repeat_n(s.id, s.len));
+            if s.sample {
+                batch.logit_rows.push(batch.tokens.len() - 1);
+            }
+            batch.block_tables.insert(s.id, self.sched.table(s.id).to_vec());
+            if let Some(a) = self.active.get_mut(&s.id) {
+                a.cached.get_or_insert(s.start);
+            }
+        }
+        batch
+    }
+
+    fn sample_all(&mut self, plan: &StepPlan, logits: &[f32]) {
+        let n_vocab = self.session.model.config().n_vocab;
+        let mut rows = logits.chunks_exact(n_vocab);
+        for s in plan.scheduled.iter().filter(|s| s.sample) {
+            let Some(row) = rows.next() else { break };
+            self.on_logits(s.id, row);
+        }
+    }
+
+    /// Samples the next token of `id` and decides whether it goes on.
+    fn on_logits(&mut self, id: SeqId, row: &[f32]) {
+        let max_len = self.sched.max_seq_len();
+        let session = self.session;
+        let Some(a) = self.active.get_mut(&id) else { return };
+        let token = a.sampler.sample(&mut row.to_vec());
+        let logprob = a.logprobs.map(|k| logprob_of(row, token, k));
+        if !a.ignore_eos && session.tokenizer.is_end_of_generation(token) {
+            self.end(id, FinishReason::Stop);
+            return;
+        }
+        a.generated += 1;
+        let now = Instant::now();
+        match a.last_token {
+            None => self.metrics.ttft.observe((now - a.submitted).as_secs_f64()),
+            Some(t) => self.metrics.itl.observe((now - t).as_secs_f64()),
+        }
+        a.last_token = Some(now);
+        self.metrics.generation_tokens.inc();
+        let (text, hit_stop) = a.stops.push(&a.decoder.push(session.tokenizer.token_bytes(token)));
+        if !(a.sink)(Event::Token { token, text, logprob }) {
+            self.abort(id);
+            return;
+        }
+        let total = a.prompt_len + a.generated;
+        if hit_stop {
+            self.end(id, FinishReason::Stop);
+        } else if a.generated >= a.max_tokens {
+            self.end(id, FinishReason::Length);
+        } else if total >= max_len {
+            self.end(id, FinishReason::Context);
+        } else {
+            self.sched.append(id, token);
+        }
+    }
+
+    /// Finishes `id`: flushes held-back text, reports usage, frees its blocks.
+    fn end(&mut self, id: SeqId, finish: FinishReason) {
+        self.sched.finish(id);
+        let Some(mut a) = self.active.remove(&id) else { return };
+        // After a stop string nothing more is due; otherwise flush what was
+        // held back (an incomplete character, a prefix of a stop string).
+        let text = if finish == FinishReason::Stop {
+            String::new()
+        } else {
+            let (tail, _) = a.stops.push(&a.decoder.finish());
+            tail + &a.stops.finish()
+        };
+        let usage = Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: a.cached.unwrap_or(0) };
+        (a.sink)(Event::Done { text, finish, usage });
+        self.metrics.finished(finish.as_str());
+    }
+
+    fn fail(&mut self, id: SeqId, why: &str) {
+        self.sched.abort(id);
+        if let Some(mut a) = self.active.remove(&id) {
+            (a.sink)(Event::Error(why.to_owned()));
+            self.metrics.finished("error");
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        let kv = self.sched.kv();
+        m.queue_depth.set(self.sched.num_waiting() as i64);
+        m.running.set(self.sched.num_running() as i64);
+        m.kv_blocks_used.set(kv.pool().num_used() as i64);
+        m.kv_blocks_free.set(kv.pool().num_free() as i64);
+        let st = kv.stats();
+        m.set_prefix_stats(st.queried_tokens, st.hit_tokens);
+    }
+}
+
+/// Log-probability of `token` under `row` and the `k` most likely tokens.
+fn logprob_of(row: &[f32], token: TokenId, k: usize) -> TokenLogprob {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = row.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln() as f32;
+    let lp = |l: f32| l - max - log_sum;
+    let mut top: Vec<(TokenId, f32)> = Vec::new();
+    if k > 0 {
+        let mut all: Vec<(TokenId, f32)> = row.iter().enumerate().map(|(i, &l)| (i as TokenId, l)).collect();
+        let k = k.min(all.len());
+        all.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+        all.truncate(k);
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        top = all.into_iter().map(|(t, l)| (t, lp(l))).collect();
+    }
+    TokenLogprob { logprob: lp(row[token as usize]), top }
+}
