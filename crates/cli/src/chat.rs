@@ -30,8 +30,7 @@ pub fn interactive(session: &Session, params: &SamplingParams, system: Option<&s
         }
         let _ = editor.add_history_entry(line);
         history.push(Message::new("user", line));
-        let prompt = session.template.render(&history, true)?;
-        let tokens = session.tokenizer.encode(&prompt, true)?;
+        let tokens = session.chat_prompt(&history)?;
         let mut stdout = std::io::stdout().lock();
         let out = session.generate(&tokens, params, |piece| {
             let _ = stdout.write_all(piece.as_bytes());

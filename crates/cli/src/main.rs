@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod chat;
+mod serve;
 mod show;
 mod size;
 
@@ -45,6 +46,10 @@ enum Command {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// Serve the OpenAI-compatible API with continuous batching.
+    Serve(serve::ServeArgs),
+    /// How many concurrent users fit: weights, KV bytes per token, scratch, for a few context sizes.
+    Plan(serve::PlanArgs),
     /// List known aliases and cached models.
     List,
     /// Show a model's architecture, tensor types, size, context and template.
@@ -111,6 +116,8 @@ struct RunArgs {
     verbose: bool,
     #[command(flatten)]
     common: CommonModelArgs,
+    #[command(flatten)]
+    mem: serve::MemoryArgs,
 }
 
 #[derive(Args)]
@@ -179,6 +186,15 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("ok: {}", p.display());
             Ok(())
         }
+        Command::Serve(a) => {
+            set_threads(a.threads)?;
+            let session = load(&a.model, a.ctx)?;
+            serve::cmd_serve(&a, session)
+        }
+        Command::Plan(a) => {
+            let session = load(&a.model, a.context)?;
+            serve::cmd_plan(&a, &session)
+        }
         Command::List => cmd_list(),
         Command::Show { model } => show::show(&catalog::resolve(&model)?),
     }
@@ -219,7 +235,8 @@ fn sampling_params(a: &RunArgs) -> SamplingParams {
 
 fn cmd_run(a: &RunArgs) -> Result<()> {
     set_threads(a.common.threads)?;
-    let session = load(&a.model, a.common.context.unwrap_or(4096))?;
+    let mut session = load(&a.model, a.common.context.unwrap_or(4096))?;
+    serve::fit_single_user(&mut session, &a.mem)?;
     let params = sampling_params(a);
     let Some(prompt) = a.prompt.clone() else {
         if std::io::stdin().is_terminal() {
@@ -227,17 +244,16 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
         }
         bail!("no prompt given (pass one as an argument, or run on a terminal for a chat)");
     };
-    let text = if a.raw {
-        prompt
+    let tokens = if a.raw {
+        session.raw_prompt(&prompt)?
     } else {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(Message::new("system", s));
         }
         msgs.push(Message::new("user", &prompt));
-        session.template.render(&msgs, true)?
+        session.chat_prompt(&msgs)?
     };
-    let tokens = session.tokenizer.encode(&text, true)?;
     let mut stdout = std::io::stdout().lock();
     let out = session.generate(&tokens, &params, |piece| {
         let _ = stdout.write_all(piece.as_bytes());

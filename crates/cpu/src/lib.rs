@@ -95,3 +95,17 @@ impl Backend for CpuBackend {
         kv::write_rows(pool, dim, rows, x);
     }
 }
+
+/// Locks every page mapped now (the loaded weights) into RAM so the OS never
+/// pages them out (`--memory-priority high`). Later allocations (the KV pool)
+/// are not locked, so they stay lazily backed.
+pub fn lock_resident_memory() -> std::io::Result<()> {
+    // SAFETY: mlockall takes flags only and touches no Rust-visible memory.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -14,6 +14,7 @@ use hearth_core::{ForwardBatch, KvType, SeqId, TokenId};
 use hearth_kv::KvCacheManager;
 use hearth_models::KvStore;
 use hearth_sampling::{Sampler, SamplingParams, StopMatcher};
+pub use hearth_sched::AddError;
 use hearth_sched::{Request, Scheduler, SchedulerConfig, StepPlan};
 use hearth_text::IncrementalDecoder;
 
@@ -329,6 +330,14 @@ impl<'s> Engine<'s> {
         let usage = Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: a.cached.unwrap_or(0) };
         (a.sink)(Event::Done { text, finish, usage });
         self.metrics.finished(finish.as_str());
+    }
+
+    /// Fails every request (after an internal error) and frees their blocks.
+    pub fn fail_all(&mut self, why: &str) {
+        let ids: Vec<SeqId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.fail(id, why);
+        }
     }
 
     fn fail(&mut self, id: SeqId, why: &str) {

@@ -23,6 +23,23 @@ pub enum EngineError {
     Invalid(String),
     #[error(transparent)]
     Rejected(#[from] hearth_sched::AddError),
+    #[error("the engine has stopped")]
+    Stopped,
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl EngineError {
+    /// A short label for metrics (`queue_full`, `too_long`, `invalid`, …).
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        use hearth_sched::AddError as A;
+        match self {
+            Self::Rejected(A::QueueFull { .. }) => "queue_full",
+            Self::Rejected(A::PromptTooLong { .. } | A::ExceedsKvPool { .. }) | Self::PromptTooLong { .. } => "too_long",
+            Self::Invalid(_) | Self::Rejected(_) => "invalid",
+            Self::Stopped => "stopped",
+            _ => "other",
+        }
+    }
 }

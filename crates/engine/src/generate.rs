@@ -85,7 +85,8 @@ impl Session {
         if prompt.len() >= self.n_ctx {
             return Err(EngineError::PromptTooLong { prompt: prompt.len(), context: self.n_ctx });
         }
-        let mut engine = Engine::new(self, EngineConfig::single(self.n_ctx), Arc::new(Metrics::new()))?;
+        let config = EngineConfig { kv_type: self.kv_type, ..EngineConfig::single(self.n_ctx) };
+        let mut engine = Engine::new(self, config, Arc::new(Metrics::new()))?;
         let (tx, rx) = mpsc::channel();
         let request = GenRequest { prompt: prompt.to_vec(), params: params.clone(), logprobs: None, ignore_eos: false };
         engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;

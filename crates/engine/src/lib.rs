@@ -7,8 +7,10 @@ pub mod bench;
 pub mod catalog;
 mod error;
 mod generate;
+pub mod handle;
 pub mod metrics;
 pub mod perplexity;
+pub mod plan;
 mod session;
 
 pub use error::EngineError;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use hearth_core::Backend;
 use hearth_gguf::{GgufFile, MetaValue};
 use hearth_models::{Model, SequenceCache};
-use hearth_text::{ChatTemplate, Tokenizer};
+use hearth_core::TokenId;
+use hearth_text::{ChatTemplate, Message, Tokenizer};
 
 use crate::EngineError;
 
@@ -20,6 +21,8 @@ pub struct Session {
     pub template: ChatTemplate,
     /// Context size used for new KV caches.
     pub n_ctx: usize,
+    /// KV cache element type for [`Session::generate`].
+    pub kv_type: hearth_core::KvType,
     /// The parsed file (metadata for `show`).
     pub file: GgufFile,
 }
@@ -42,7 +45,20 @@ impl Session {
             &piece(tokenizer.eos),
         )?;
         let n_ctx = if n_ctx == 0 { model.config().n_ctx_train } else { n_ctx };
-        Ok(Self { model, tokenizer, template, n_ctx, file })
+        Ok(Self { model, tokenizer, template, n_ctx, kv_type: hearth_core::KvType::F16, file })
+    }
+
+    /// Tokens of a chat: the messages through the chat template, ending with
+    /// the assistant's turn. `hearth run` and the server both use this, so
+    /// the same conversation is the same prompt everywhere.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<TokenId>, EngineError> {
+        let text = self.template.render(messages, true)?;
+        self.raw_prompt(&text)
+    }
+
+    /// Tokens of `text` as-is (with BOS when the model wants one).
+    pub fn raw_prompt(&self, text: &str) -> Result<Vec<TokenId>, EngineError> {
+        Ok(self.tokenizer.encode(text, true)?)
     }
 
     /// A fresh single-sequence f16 KV cache sized for this session's context.

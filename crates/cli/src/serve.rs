@@ -1,0 +1,229 @@
+//! `hearth serve` and `hearth plan`: size the KV pool from a memory budget,
+//! say how many users fit, and serve the OpenAI API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hearth_core::KvType;
+use hearth_engine::batching::EngineConfig;
+use hearth_engine::handle::EngineHandle;
+use hearth_engine::plan::{available_memory, Footprint, MemoryPriority, Plan};
+use hearth_engine::Session;
+use hearth_server::AppState;
+
+use crate::size::{human_bytes, parse_bytes, parse_tokens};
+
+/// Tokens per KV block (vLLM's default; small blocks waste little at the
+/// end of each sequence and share prefixes finely).
+const BLOCK_SIZE: usize = 16;
+/// Tokens per forward pass at most: bounds scratch memory and keeps decode
+/// latency steady while long prompts are chunked in.
+const TOKEN_BUDGET: usize = 512;
+/// Most users run at once when `--parallel` is not given.
+const MAX_AUTO_PARALLEL: usize = 64;
+
+#[derive(Args)]
+pub struct MemoryArgs {
+    /// Memory budget for weights, scratch and KV cache, e.g. 24G (default: the memory available now).
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory: Option<u64>,
+    /// KV cache element type: f16, q8_0 (≈2× capacity) or q4_0 (≈3.6×).
+    #[arg(long = "kv-type", default_value = "f16")]
+    pub kv_type: KvType,
+    /// How much of the budget to claim and how to split it.
+    ///   high:     90% of the budget for KV; weights locked in RAM (mlock);
+    ///             each running user can hold a full context (fewer users).
+    ///   balanced: 60%; users admitted for a quarter context each, sharing
+    ///             the pool (long ones may preempt others when it fills).
+    ///   low:      30%; an eighth context per user; nothing locked.
+    #[arg(long = "memory-priority", default_value = "balanced", verbatim_doc_comment)]
+    pub priority: MemoryPriority,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Alias or path of the model to serve.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Address to bind (loopback unless you say otherwise).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Users computed together at most (default: what the KV pool and --memory-priority allow, up to 64).
+    #[arg(long, short = 'p')]
+    pub parallel: Option<usize>,
+    /// KV pool size, e.g. 2G (default: the --memory-priority share of the budget after weights).
+    #[arg(long = "kv-memory", value_parser = parse_bytes)]
+    pub kv_memory: Option<u64>,
+    /// Context per user in tokens: 4096, 32k (default 4096).
+    #[arg(long = "ctx-size", alias = "context", value_parser = parse_tokens, default_value = "4096")]
+    pub ctx: usize,
+    /// Require `Authorization: Bearer KEY` on /v1 endpoints.
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// Requests allowed to wait for a slot; more get 429.
+    #[arg(long = "max-queue", default_value_t = 256)]
+    pub max_queue: usize,
+    /// Name the model is served under (default: the alias or file stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub mem: MemoryArgs,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Alias or path.
+    pub model: String,
+    /// Context per user to plan for: 4096, 32k.
+    #[arg(long, value_parser = parse_tokens, default_value = "4096")]
+    pub context: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub mem: MemoryArgs,
+}
+
+/// The plan for `session` under `mem`, with the KV pool fixed when `kv_pool` is given.
+fn plan_for(session: &Session, mem: &MemoryArgs, kv_pool: Option<u64>, parallel: usize, contexts: &[usize]) -> Result<Plan> {
+    let footprint = Footprint::of(session, mem.kv_type, TOKEN_BUDGET, parallel)?;
+    let budget = match (mem.memory, kv_pool) {
+        (Some(b), _) => b,
+        (None, Some(kv)) => footprint.weights + footprint.scratch + kv,
+        (None, None) => available_memory().context("cannot read available memory; pass --memory or --kv-memory")?,
+    };
+    let plan = Plan::new(budget, footprint, mem.priority.kv_share(), kv_pool, contexts);
+    if plan.kv_tokens < BLOCK_SIZE as u64 {
+        bail!(
+            "no room for a KV cache: budget {} − weights {} − scratch {} leaves {} (need at least {} per token)",
+            human_bytes(budget),
+            human_bytes(footprint.weights),
+            human_bytes(footprint.scratch),
+            human_bytes(plan.kv_pool_bytes),
+            human_bytes(footprint.kv_per_token)
+        );
+    }
+    Ok(plan)
+}
+
+fn contexts_around(context: usize) -> Vec<usize> {
+    let mut c: Vec<usize> = [2048, 4096, 8192, 16384, 32768, 131072].into_iter().chain([context]).collect();
+    c.sort_unstable();
+    c.dedup();
+    c
+}
+
+/// Prints the plan as a table to stderr (`serve`) or stdout (`plan`).
+fn describe(plan: &Plan, mem: &MemoryArgs, context: usize) -> Vec<String> {
+    let f = &plan.footprint;
+    let mut out = vec![
+        format!("memory budget {}  (priority {:?})", human_bytes(plan.budget), mem.priority),
+        format!("  weights      {}", human_bytes(f.weights)),
+        format!("  scratch      {}  ({TOKEN_BUDGET}-token steps)", human_bytes(f.scratch)),
+        format!(
+            "  KV pool      {}  = {} tokens at {} per token ({})",
+            human_bytes(plan.kv_pool_bytes),
+            plan.kv_tokens,
+            human_bytes(f.kv_per_token),
+            mem.kv_type
+        ),
+        format!("  total        {}", human_bytes(plan.total())),
+        "context   users at full context".to_string(),
+    ];
+    for &(c, users) in &plan.users_at {
+        let mark = if c == context { "  ← requested" } else { "" };
+        out.push(format!("{c:>7}   {users:>6}{mark}"));
+    }
+    out
+}
+
+pub fn cmd_plan(a: &PlanArgs, session: &Session) -> Result<()> {
+    let plan = plan_for(session, &a.mem, None, 1, &contexts_around(a.context))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&plan)?);
+    } else {
+        for line in describe(&plan, &a.mem, a.context) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+pub fn cmd_serve(a: &ServeArgs, session: Session) -> Result<()> {
+    let name = a.name.clone().unwrap_or_else(|| model_name(&a.model));
+    let plan = plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
+    let kv_blocks = (plan.kv_tokens as usize) / BLOCK_SIZE;
+    let parallel = a
+        .parallel
+        .unwrap_or_else(|| (kv_blocks * BLOCK_SIZE / a.mem.priority.tokens_per_user(a.ctx)).clamp(1, MAX_AUTO_PARALLEL));
+    if a.mem.priority.lock_weights() {
+        match hearth_cpu::lock_resident_memory() {
+            Ok(()) => tracing::info!("weights locked in RAM"),
+            Err(e) => eprintln!("warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced"),
+        }
+    }
+    for line in describe(&plan, &a.mem, a.ctx) {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "serving {name:?}: up to {parallel} users at once, {} KV blocks of {BLOCK_SIZE} tokens, context {} per user",
+        kv_blocks,
+        a.ctx.min(kv_blocks * BLOCK_SIZE)
+    );
+    let config = EngineConfig {
+        parallel,
+        token_budget: TOKEN_BUDGET,
+        max_waiting: a.max_queue,
+        kv_type: a.mem.kv_type,
+        block_size: BLOCK_SIZE,
+        kv_blocks,
+        n_ctx: a.ctx,
+    };
+    let engine = EngineHandle::spawn(Arc::new(session), config)?;
+    let state = AppState { engine, model_name: name, api_key: a.api_key.clone() };
+    let addr = SocketAddr::new(a.host, a.port);
+    if !a.host.is_loopback() {
+        eprintln!("warning: listening on {addr}, reachable from other machines");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(hearth_server::serve(addr, state)).with_context(|| format!("serving on {addr}"))?;
+    Ok(())
+}
+
+/// The name a model is served under: the alias, or the file stem of a path.
+fn model_name(model: &str) -> String {
+    std::path::Path::new(model).file_stem().map_or_else(|| model.to_owned(), |s| s.to_string_lossy().into_owned())
+}
+
+/// `hearth run`: one user. The context's KV must fit the priority's share of
+/// the budget (else the context is reduced, with a warning); `high` locks
+/// the weights in RAM.
+pub fn fit_single_user(session: &mut Session, mem: &MemoryArgs) -> Result<()> {
+    session.kv_type = mem.kv_type;
+    let plan = plan_for(session, mem, None, 1, &[])?;
+    if (plan.kv_tokens as usize) < session.n_ctx {
+        eprintln!(
+            "warning: context {} needs {} of KV cache; {:?} memory priority allows {} → context {}",
+            session.n_ctx,
+            human_bytes(session.n_ctx as u64 * plan.footprint.kv_per_token),
+            mem.priority,
+            human_bytes(plan.kv_pool_bytes),
+            plan.kv_tokens
+        );
+        session.n_ctx = plan.kv_tokens as usize;
+    }
+    if mem.priority.lock_weights() {
+        if let Err(e) = hearth_cpu::lock_resident_memory() {
+            eprintln!("warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The engine on its own thread, driven through a command channel: what the
+//! HTTP server talks to. The thread sleeps while idle, and otherwise loops
+//! `take new commands → one step`, so requests join and leave between steps.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use hearth_core::SeqId;
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use crate::batching::{Engine, EngineConfig, Event, GenRequest};
+use crate::metrics::Metrics;
+use crate::{EngineError, Session};
+
+enum Command {
+    Submit { req: GenRequest, events: tmpsc::UnboundedSender<Event>, reply: oneshot::Sender<Result<SeqId, EngineError>> },
+    Abort(SeqId),
+}
+
+/// A cloneable handle to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    session: Arc<Session>,
+    metrics: Arc<Metrics>,
+    max_seq_len: usize,
+}
+
+/// A submitted request: its id and its stream of events.
+pub struct Submitted {
+    /// Id for [`EngineHandle::abort`].
+    pub id: SeqId,
+    /// Events until `Done` or `Error`.
+    pub events: tmpsc::UnboundedReceiver<Event>,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread over `session`.
+    pub fn spawn(session: Arc<Session>, config: EngineConfig) -> Result<Self, EngineError> {
+        let metrics = Arc::new(Metrics::new());
+        // Build once here so configuration errors surface to the caller.
+        let max_seq_len = Engine::new(&session, config, Arc::clone(&metrics))?.scheduler().max_seq_len();
+        let (commands, rx) = mpsc::channel();
+        let (s, m) = (Arc::clone(&session), Arc::clone(&metrics));
+        thread::Builder::new()
+            .name("hearth-engine".into())
+            .spawn(move || run(&s, config, &m, &rx))
+            .map_err(EngineError::Io)?;
+        Ok(Self { commands, session, metrics, max_seq_len })
+    }
+
+    /// The model being served.
+    #[must_use]
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Serving figures.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Positions one sequence may reach (context, or the KV pool if smaller).
+    #[must_use]
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
+    /// Queues `req`; fails at once when it is refused (queue full, too long).
+    pub async fn submit(&self, req: GenRequest) -> Result<Submitted, EngineError> {
+        let (events, rx) = tmpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Submit { req, events, reply }).map_err(|_| EngineError::Stopped)?;
+        let id = answer.await.map_err(|_| EngineError::Stopped)??;
+        Ok(Submitted { id, events: rx })
+    }
+
+    /// Ends request `id` now and frees its KV blocks (no-op when it already ended).
+    pub fn abort(&self, id: SeqId) {
+        let _ = self.commands.send(Command::Abort(id));
+    }
+}
+
+/// The engine thread: sleep while idle, else take commands and step.
+fn run(session: &Session, config: EngineConfig, metrics: &Arc<Metrics>, rx: &mpsc::Receiver<Command>) {
+    let Ok(mut engine) = Engine::new(session, config, Arc::clone(metrics)) else { return };
+    loop {
+        if engine.is_idle() {
+            match rx.recv() {
+                Ok(cmd) => apply(&mut engine, cmd, metrics),
+                Err(_) => return,
+            }
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            apply(&mut engine, cmd, metrics);
+        }
+        // A bug must not take the server down with it: fail the requests in
+        // flight, start over with an empty cache, keep serving.
+        if catch_unwind(AssertUnwindSafe(|| engine.step())).is_err() {
+            tracing::error!("engine step panicked; failing the requests in flight");
+            engine.fail_all("internal error in the engine step");
+            match Engine::new(session, config, Arc::clone(metrics)) {
+                Ok(fresh) => engine = fresh,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn apply(engine: &mut Engine<'_>, cmd: Command, metrics: &Metrics) {
+    match cmd {
+        Command::Submit { req, events, reply } => {
+            let result = engine.submit(req, Box::new(move |e| events.send(e).is_ok()));
+            if let Err(e) = &result {
+                metrics.rejected(e.reason());
+            }
+            let _ = reply.send(result);
+        }
+        Command::Abort(id) => engine.abort(id),
+    }
+}

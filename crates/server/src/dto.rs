@@ -1,0 +1,281 @@
+//! OpenAI request bodies (the fields Hearth honours; unknown fields are
+//! ignored, as OpenAI clients send many) and the shared sampling fields.
+
+use hearth_sampling::SamplingParams;
+use hearth_text::Message;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+/// A string or a list of strings (`stop`, `prompt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// Message content: a string or a list of typed parts (only text parts are read).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// `[{"type": "text", "text": "..."}, ...]`.
+    Parts(Vec<ContentPart>),
+}
+
+/// One part of a multi-part message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    /// Part type; only `text` is supported.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a text part.
+    pub text: Option<String>,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// What was said (absent for pure tool-call turns).
+    pub content: Option<Content>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with token counts.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// What to do when the conversation does not fit the context (Hearth extension).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Refuse with 400 `context_length_exceeded` (OpenAI's behaviour).
+    #[default]
+    Error,
+    /// Drop the oldest turns, keeping system messages and the last message.
+    Truncate,
+}
+
+/// Sampling fields shared by both endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Sampling {
+    /// Model name (checked against the served one when given).
+    pub model: Option<String>,
+    /// Stream with server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Stream options.
+    pub stream_options: Option<StreamOptions>,
+    /// Choices to generate.
+    pub n: Option<usize>,
+    /// Stop strings.
+    pub stop: Option<OneOrMany>,
+    /// Token limit of the reply.
+    pub max_tokens: Option<usize>,
+    /// Newer name of `max_tokens` (chat).
+    pub max_completion_tokens: Option<usize>,
+    /// RNG seed.
+    pub seed: Option<u64>,
+    /// Temperature (0 = greedy).
+    pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    pub top_p: Option<f32>,
+    /// Top-k (extension).
+    pub top_k: Option<usize>,
+    /// Min-p (extension).
+    pub min_p: Option<f32>,
+    /// Presence penalty.
+    pub presence_penalty: Option<f32>,
+    /// Frequency penalty.
+    pub frequency_penalty: Option<f32>,
+    /// Repetition penalty (extension).
+    pub repeat_penalty: Option<f32>,
+    /// Keep generating past end-of-text tokens (extension, for benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
+    /// Context overflow policy (extension).
+    #[serde(default)]
+    pub context_overflow: OverflowPolicy,
+}
+
+/// Most choices one request may ask for.
+pub const MAX_N: usize = 16;
+/// Most alternatives per token in logprobs (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+impl Sampling {
+    /// Checked sampling parameters; `max_tokens` defaults to `default_max`.
+    pub fn params(&self, default_max: usize) -> Result<SamplingParams, ApiError> {
+        let d = SamplingParams::default();
+        let max_tokens = self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max);
+        if max_tokens == 0 {
+            return Err(ApiError::invalid("max_tokens", "max_tokens must be at least 1"));
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::invalid("temperature", "temperature must be between 0 and 2"));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::invalid("top_p", "top_p must be in (0, 1]"));
+        }
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if v.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+                return Err(ApiError::invalid(name, format!("{name} must be between -2 and 2")));
+            }
+        }
+        let stop = self.stop.clone().map(OneOrMany::into_vec).unwrap_or_default();
+        if stop.len() > 4 || stop.iter().any(String::is_empty) {
+            return Err(ApiError::invalid("stop", "stop takes up to 4 non-empty strings"));
+        }
+        Ok(SamplingParams {
+            temperature,
+            top_k: self.top_k.unwrap_or(0),
+            top_p,
+            min_p: self.min_p.unwrap_or(0.0),
+            repeat_penalty: self.repeat_penalty.unwrap_or(1.0),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            seed: self.seed.unwrap_or_else(rand_seed),
+            max_tokens,
+            stop,
+            ..d
+        })
+    }
+
+    /// Choices asked for, checked.
+    pub fn choices(&self) -> Result<usize, ApiError> {
+        match self.n.unwrap_or(1) {
+            0 => Err(ApiError::invalid("n", "n must be at least 1")),
+            n if n > MAX_N => Err(ApiError::invalid("n", format!("n must be at most {MAX_N}"))),
+            n => Ok(n),
+        }
+    }
+
+    /// Whether the final stream chunk carries usage.
+    #[must_use]
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+/// A seed from the clock when the client gives none (sampling differs per
+/// request, as with OpenAI).
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Return log-probabilities.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// Alternatives per token (with `logprobs`).
+    pub top_logprobs: Option<usize>,
+    /// Shared fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+impl ChatRequest {
+    /// The messages as the template sees them.
+    pub fn messages(&self) -> Result<Vec<Message>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("messages", "messages must not be empty"));
+        }
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let text = match &m.content {
+                    None => String::new(),
+                    Some(Content::Text(t)) => t.clone(),
+                    Some(Content::Parts(parts)) => {
+                        let mut text = String::new();
+                        for p in parts {
+                            match (p.kind.as_str(), &p.text) {
+                                ("text", Some(t)) => text.push_str(t),
+                                (kind, _) => {
+                                    return Err(ApiError::invalid(
+                                        &format!("messages[{i}].content"),
+                                        format!("content part type {kind:?} is not supported (text only)"),
+                                    ))
+                                }
+                            }
+                        }
+                        text
+                    }
+                };
+                let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+                Ok(Message::new(role, &text))
+            })
+            .collect()
+    }
+
+    /// Alternatives per token, or `None` without logprobs.
+    pub fn logprobs(&self) -> Result<Option<usize>, ApiError> {
+        let top = self.top_logprobs.unwrap_or(0);
+        if top > MAX_TOP_LOGPROBS {
+            return Err(ApiError::invalid("top_logprobs", format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}")));
+        }
+        if self.top_logprobs.is_some() && !self.logprobs {
+            return Err(ApiError::invalid("top_logprobs", "top_logprobs needs logprobs: true"));
+        }
+        Ok(self.logprobs.then_some(top))
+    }
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    /// Text to continue (one string, or a list holding one).
+    pub prompt: OneOrMany,
+    /// Alternatives per token (legacy logprobs).
+    pub logprobs: Option<usize>,
+    /// Echo the prompt before the completion.
+    #[serde(default)]
+    pub echo: bool,
+    /// Shared fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+impl CompletionRequest {
+    /// The single prompt.
+    pub fn prompt(&self) -> Result<&str, ApiError> {
+        match &self.prompt {
+            OneOrMany::One(s) => Ok(s),
+            OneOrMany::Many(v) if v.len() == 1 => Ok(&v[0]),
+            OneOrMany::Many(_) => Err(ApiError::invalid("prompt", "send one prompt per request")),
+        }
+    }
+
+    /// Alternatives per token, checked.
+    pub fn logprobs(&self) -> Result<Option<usize>, ApiError> {
+        match self.logprobs {
+            Some(k) if k > 5 => Err(ApiError::invalid("logprobs", "logprobs must be at most 5")),
+            k => Ok(k),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Response bodies and stream chunks in OpenAI's shapes, for both the chat
+//! and the legacy text-completion endpoint.
+
+use hearth_engine::batching::{TokenLogprob, Usage};
+use hearth_engine::FinishReason;
+use hearth_text::Tokenizer;
+use serde_json::{json, Value};
+
+/// Which endpoint's shapes to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Text,
+}
+
+/// What every body of one response shares.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// `chatcmpl-…` / `cmpl-…`.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Served model name.
+    pub model: String,
+}
+
+/// One choice, accumulated (non-streaming replies).
+#[derive(Debug, Clone, Default)]
+pub struct ChoiceText {
+    /// Text so far.
+    pub text: String,
+    /// Per-token log-probabilities, when asked.
+    pub logprobs: Vec<(u32, TokenLogprob)>,
+    /// How it ended.
+    pub finish: Option<FinishReason>,
+}
+
+/// OpenAI's finish reason for ours (`context` is a `length` to clients).
+#[must_use]
+pub fn finish_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length | FinishReason::Context => "length",
+    }
+}
+
+/// The `usage` object.
+#[must_use]
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    })
+}
+
+fn piece(tok: &Tokenizer, t: u32) -> (String, Vec<u8>) {
+    let bytes = tok.token_bytes(t).to_vec();
+    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+/// Log-probabilities of `tokens` in the endpoint's shape.
+#[must_use]
+pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[(u32, TokenLogprob)], offset0: usize) -> Value {
+    match endpoint {
+        Endpoint::Chat => {
+            let entry = |t: u32, lp: f32| {
+                let (text, bytes) = piece(tok, t);
+                json!({"token": text, "logprob": lp, "bytes": bytes})
+            };
+            let content: Vec<Value> = tokens
+                .iter()
+                .map(|(t, lp)| {
+                    let mut e = entry(*t, lp.logprob);
+                    e["top_logprobs"] = lp.top.iter().map(|&(a, l)| entry(a, l)).collect();
+                    e
+                })
+                .collect();
+            json!({"content": content})
+        }
+        Endpoint::Text => {
+            let mut offset = offset0;
+            let (mut texts, mut lps, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (t, lp) in tokens {
+                let (text, _) = piece(tok, *t);
+                offsets.push(offset);
+                offset += text.len();
+                texts.push(text);
+                lps.push(lp.logprob);
+                let top: serde_json::Map<String, Value> =
+                    lp.top.iter().map(|&(a, l)| (piece(tok, a).0, json!(l))).collect();
+                tops.push(Value::Object(top));
+            }
+            json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+        }
+    }
+}
+
+impl Envelope {
+    fn wrap(&self, object: &str, choices: Value) -> Value {
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
+    }
+
+    /// The whole non-streamed reply.
+    #[must_use]
+    pub fn reply(&self, tok: &Tokenizer, choices: &[ChoiceText], usage: &Usage) -> Value {
+        let choices: Vec<Value> = choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let lp = (!c.logprobs.is_empty()).then(|| logprobs_json(self.endpoint, tok, &c.logprobs, 0));
+                let finish = c.finish.map(finish_reason);
+                match self.endpoint {
+                    Endpoint::Chat => json!({
+                        "index": i,
+                        "message": {"role": "assistant", "content": c.text},
+                        "logprobs": lp,
+                        "finish_reason": finish,
+                    }),
+                    Endpoint::Text => json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": finish}),
+                }
+            })
+            .collect();
+        let object = match self.endpoint {
+            Endpoint::Chat => "chat.completion",
+            Endpoint::Text => "text_completion",
+        };
+        let mut v = self.wrap(object, Value::Array(choices));
+        v["usage"] = usage_json(usage);
+        v
+    }
+
+    fn chunk_object(&self) -> &'static str {
+        match self.endpoint {
+            Endpoint::Chat => "chat.completion.chunk",
+            Endpoint::Text => "text_completion",
+        }
+    }
+
+    /// A stream chunk for choice `index`: new text, optional logprobs, and
+    /// the finish reason on the last one.
+    #[must_use]
+    pub fn chunk(&self, index: usize, text: &str, logprobs: Option<Value>, finish: Option<FinishReason>) -> Value {
+        let finish = finish.map(finish_reason);
+        let choice = match self.endpoint {
+            Endpoint::Chat => {
+                let delta = if text.is_empty() && finish.is_some() { json!({}) } else { json!({"content": text}) };
+                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Endpoint::Text => json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
+        };
+        self.wrap(self.chunk_object(), json!([choice]))
+    }
+
+    /// The opening chunk of a chat choice (announces the assistant role).
+    #[must_use]
+    pub fn role_chunk(&self, index: usize) -> Value {
+        self.wrap(
+            self.chunk_object(),
+            json!([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
+        )
+    }
+
+    /// The closing chunk with usage and no choices (`stream_options.include_usage`).
+    #[must_use]
+    pub fn usage_chunk(&self, usage: &Usage) -> Value {
+        let mut v = self.wrap(self.chunk_object(), json!([]));
+        v["usage"] = usage_json(usage);
+        v
+    }
+}

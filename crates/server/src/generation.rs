@@ -1,0 +1,264 @@
+//! The two generation endpoints: build the prompt, submit `n` sequences,
+//! then either collect their events into one reply or stream them as SSE.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, SelectAll, Stream, StreamExt};
+use hearth_core::{SeqId, TokenId};
+use hearth_engine::batching::{Event, GenRequest, Usage};
+use hearth_engine::handle::{EngineHandle, Submitted};
+use hearth_text::Message;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::dto::{ChatRequest, CompletionRequest, OverflowPolicy, Sampling};
+use crate::error::ApiError;
+use crate::format::{logprobs_json, ChoiceText, Endpoint, Envelope};
+use crate::{parse, AppState};
+
+pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(&body)?;
+    let prompt = fit_chat(&state, &req.messages()?, req.sampling.context_overflow)?;
+    let logprobs = req.logprobs()?;
+    run(&state, Endpoint::Chat, &req.sampling, prompt, logprobs, None).await
+}
+
+pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(&body)?;
+    let text = req.prompt()?;
+    if text.is_empty() {
+        return Err(ApiError::invalid("prompt", "prompt must not be empty"));
+    }
+    let prompt = state.engine.session().raw_prompt(text).map_err(ApiError::from)?;
+    check_fits(&state, prompt.len(), "prompt")?;
+    let echo = req.echo.then(|| text.to_owned());
+    run(&state, Endpoint::Text, &req.sampling, prompt, req.logprobs()?, echo).await
+}
+
+fn check_fits(state: &AppState, prompt: usize, param: &str) -> Result<(), ApiError> {
+    let limit = state.engine.max_seq_len();
+    if prompt >= limit {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::invalid(
+                param,
+                format!("prompt of {prompt} tokens does not fit the context of {limit} tokens (at least one must be left to generate)"),
+            )
+        });
+    }
+    Ok(())
+}
+
+/// The chat's tokens; with the `truncate` policy the oldest turns (after
+/// the system messages, never the last message) are dropped until it fits.
+fn fit_chat(state: &AppState, messages: &[Message], policy: OverflowPolicy) -> Result<Vec<TokenId>, ApiError> {
+    let session = state.engine.session();
+    let mut msgs = messages.to_vec();
+    loop {
+        let tokens = session.chat_prompt(&msgs).map_err(ApiError::from)?;
+        if tokens.len() < state.engine.max_seq_len() || policy == OverflowPolicy::Error {
+            check_fits(state, tokens.len(), "messages")?;
+            return Ok(tokens);
+        }
+        match msgs.iter().position(|m| m.role != "system") {
+            Some(i) if i + 1 < msgs.len() => {
+                msgs.remove(i);
+            }
+            _ => {
+                check_fits(state, tokens.len(), "messages")?;
+                return Ok(tokens);
+            }
+        }
+    }
+}
+
+async fn run(
+    state: &AppState,
+    endpoint: Endpoint,
+    sampling: &Sampling,
+    prompt: Vec<TokenId>,
+    logprobs: Option<usize>,
+    echo: Option<String>,
+) -> Result<Response, ApiError> {
+    if let Some(name) = &sampling.model {
+        if !name.is_empty() && name != &state.model_name {
+            return Err(ApiError::unknown_model(name, &state.model_name));
+        }
+    }
+    let n = sampling.choices()?;
+    let params = sampling.params(state.engine.max_seq_len().saturating_sub(prompt.len()).max(1))?;
+    let mut subs = Vec::with_capacity(n);
+    let mut guard = AbortGuard { engine: state.engine.clone(), ids: Vec::new() };
+    for i in 0..n {
+        // Each choice samples with its own seed so n > 1 gives different replies.
+        let p = hearth_sampling::SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() };
+        let req = GenRequest { prompt: prompt.clone(), params: p, logprobs, ignore_eos: sampling.ignore_eos };
+        let sub = state.engine.submit(req).await.map_err(ApiError::from)?;
+        guard.ids.push(sub.id);
+        subs.push(sub);
+    }
+    let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let env = Envelope { endpoint, id: format!("{prefix}-{created:x}{:x}", guard.ids[0].0), created, model: state.model_name.clone() };
+    if sampling.stream {
+        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo).into_response())
+    } else {
+        collect_reply(state, &env, subs, echo).await
+    }
+}
+
+/// Aborts its sequences when dropped: a client that leaves mid-request
+/// frees its KV blocks at once. Finished sequences make this a no-op.
+struct AbortGuard {
+    engine: EngineHandle,
+    ids: Vec<SeqId>,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        for &id in &self.ids {
+            self.engine.abort(id);
+        }
+    }
+}
+
+async fn collect_reply(state: &AppState, env: &Envelope, subs: Vec<Submitted>, echo: Option<String>) -> Result<Response, ApiError> {
+    let mut choices = Vec::with_capacity(subs.len());
+    let mut usage = Usage::default();
+    for mut sub in subs {
+        let mut c = ChoiceText { text: echo.clone().unwrap_or_default(), ..ChoiceText::default() };
+        while let Some(event) = sub.events.recv().await {
+            match event {
+                Event::Token { token, text, logprob } => {
+                    c.text.push_str(&text);
+                    if let Some(lp) = logprob {
+                        c.logprobs.push((token, lp));
+                    }
+                }
+                Event::Done { text, finish, usage: u } => {
+                    c.text.push_str(&text);
+                    c.finish = Some(finish);
+                    usage = add_usage(usage, u);
+                }
+                Event::Error(why) => return Err(ApiError::internal(why)),
+            }
+        }
+        if c.finish.is_none() {
+            return Err(ApiError::internal("the engine ended the request without an answer"));
+        }
+        choices.push(c);
+    }
+    Ok(Json(env.reply(&state.engine.session().tokenizer, &choices, &usage)).into_response())
+}
+
+/// Usage of several choices of one prompt: the prompt counts once.
+fn add_usage(total: Usage, u: Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: total.completion_tokens + u.completion_tokens,
+        cached_tokens: total.cached_tokens.max(u.cached_tokens),
+    }
+}
+
+type Tagged = stream::BoxStream<'static, (usize, Event)>;
+
+struct StreamState {
+    state: AppState,
+    env: Envelope,
+    merged: SelectAll<Tagged>,
+    pending: VecDeque<SseEvent>,
+    usage: Usage,
+    include_usage: bool,
+    done: bool,
+    _guard: AbortGuard,
+}
+
+fn events_of(index: usize, rx: UnboundedReceiver<Event>) -> Tagged {
+    stream::unfold(rx, move |mut rx| async move { rx.recv().await.map(|e| ((index, e), rx)) }).boxed()
+}
+
+fn stream_reply(
+    state: &AppState,
+    env: Envelope,
+    subs: Vec<Submitted>,
+    guard: AbortGuard,
+    include_usage: bool,
+    echo: Option<String>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let mut pending = VecDeque::new();
+    for i in 0..subs.len() {
+        match (&env.endpoint, &echo) {
+            (Endpoint::Chat, _) => pending.push_back(data(&env.role_chunk(i))),
+            (Endpoint::Text, Some(text)) => pending.push_back(data(&env.chunk(i, text, None, None))),
+            (Endpoint::Text, None) => {}
+        }
+    }
+    let merged = stream::select_all(subs.into_iter().enumerate().map(|(i, s)| events_of(i, s.events)));
+    let st = StreamState {
+        state: state.clone(),
+        env,
+        merged,
+        pending,
+        usage: Usage::default(),
+        include_usage,
+        done: false,
+        _guard: guard,
+    };
+    let body = stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(ev) = st.pending.pop_front() {
+                return Some((Ok(ev), st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.merged.next().await {
+                Some((i, event)) => st.on_event(i, event),
+                None => {
+                    if st.include_usage {
+                        let chunk = st.env.usage_chunk(&st.usage);
+                        st.pending.push_back(data(&chunk));
+                    }
+                    st.pending.push_back(SseEvent::default().data("[DONE]"));
+                    st.done = true;
+                }
+            }
+        }
+    });
+    Sse::new(body).keep_alive(KeepAlive::default())
+}
+
+impl StreamState {
+    fn on_event(&mut self, i: usize, event: Event) {
+        let tok = &self.state.engine.session().tokenizer;
+        match event {
+            Event::Token { token, text, logprob } => {
+                let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], 0));
+                if !text.is_empty() || lp.is_some() {
+                    self.pending.push_back(data(&self.env.chunk(i, &text, lp, None)));
+                }
+            }
+            Event::Done { text, finish, usage } => {
+                if !text.is_empty() {
+                    self.pending.push_back(data(&self.env.chunk(i, &text, None, None)));
+                }
+                self.pending.push_back(data(&self.env.chunk(i, "", None, Some(finish))));
+                self.usage = add_usage(self.usage, usage);
+            }
+            Event::Error(why) => {
+                self.pending.push_back(data(&ApiError::internal(why).body()));
+            }
+        }
+    }
+}
+
+fn data(v: &serde_json::Value) -> SseEvent {
+    SseEvent::default().data(v.to_string())
+}
