@@ -50,6 +50,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// How many concurrent users fit: weights, KV bytes per token, scratch, for a few context sizes.
     Plan(serve::PlanArgs),
+    /// Load-test a running server (Hearth or llama-server, loopback only): aggregate tok/s, TTFT, ITL.
+    Loadtest(serve::LoadtestArgs),
     /// List known aliases and cached models.
     List,
     /// Show a model's architecture, tensor types, size, context and template.
@@ -195,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
             let session = load(&a.model, a.context)?;
             serve::cmd_plan(&a, &session)
         }
+        Command::Loadtest(a) => serve::cmd_loadtest(&a),
         Command::List => cmd_list(),
         Command::Show { model } => show::show(&catalog::resolve(&model)?),
     }

@@ -227,3 +227,64 @@ pub fn fit_single_user(session: &mut Session, mem: &MemoryArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct LoadtestArgs {
+    /// Server base URL (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Concurrency levels to run, one after another.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub clients: Vec<usize>,
+    /// Requests per client at each level.
+    #[arg(long, default_value_t = 1)]
+    pub requests_per_client: usize,
+    /// Tokens per reply (sent with ignore_eos so every reply has this length).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Filler words per prompt.
+    #[arg(long, default_value_t = 40)]
+    pub prompt_words: usize,
+    /// Seconds before a request is abandoned.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// One JSON line per level instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn cmd_loadtest(a: &LoadtestArgs) -> Result<()> {
+    use hearth_server::loadtest::{self, LoadConfig};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    if !a.json {
+        println!("{:>7} {:>6} {:>9} {:>12} {:>10} {:>10} {:>10} {:>10}", "clients", "ok", "tokens", "agg tok/s", "ttft p50", "ttft p90", "itl p50", "itl p90");
+    }
+    for &clients in &a.clients {
+        let cfg = LoadConfig {
+            url: a.url.clone(),
+            clients,
+            requests_per_client: a.requests_per_client,
+            max_tokens: a.max_tokens,
+            prompt_words: a.prompt_words,
+            system: None,
+            timeout: std::time::Duration::from_secs(a.timeout),
+        };
+        let r = rt.block_on(loadtest::run(&cfg)).map_err(anyhow::Error::msg)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:>7} {:>6} {:>9} {:>12.1} {:>9.3}s {:>9.3}s {:>8.1}ms {:>8.1}ms",
+                clients,
+                format!("{}/{}", r.ok, r.requests),
+                r.tokens,
+                r.aggregate_tokens_per_s,
+                r.ttft.p50,
+                r.ttft.p90,
+                r.itl.p50 * 1e3,
+                r.itl.p90 * 1e3
+            );
+        }
+    }
+    Ok(())
+}

@@ -39,8 +39,9 @@ impl EngineHandle {
     /// Starts the engine thread over `session`.
     pub fn spawn(session: Arc<Session>, config: EngineConfig) -> Result<Self, EngineError> {
         let metrics = Arc::new(Metrics::new());
-        // Build once here so configuration errors surface to the caller.
-        let max_seq_len = Engine::new(&session, config, Arc::clone(&metrics))?.scheduler().max_seq_len();
+        // Configuration errors surface here, before the thread starts.
+        hearth_models::KvStore::row_bytes(session.model.config(), config.kv_type)?;
+        let max_seq_len = config.n_ctx.min(config.kv_blocks * config.block_size);
         let (commands, rx) = mpsc::channel();
         let (s, m) = (Arc::clone(&session), Arc::clone(&metrics));
         thread::Builder::new()

@@ -4,35 +4,38 @@
 //! (`hearth-kv`); a batch brings its block tables and the store checks them
 //! before anything is written.
 
-use half::f16;
+use half::slice::HalfBitsSliceExt;
 use hearth_core::{AttentionSpan, Backend, BlockId, ForwardBatch, KvData, KvDataMut, KvLayer, KvType, SeqId};
 
 use crate::{Model, ModelConfig, ModelError};
 
+/// A pool's memory. Halves are kept as their bit patterns so that
+/// `vec![0u16; n]` can come from `calloc` (lazily zeroed pages): a pool
+/// sized for a large budget costs RAM only as blocks are first written.
 #[derive(Debug)]
 enum Pool {
-    F16(Vec<f16>),
+    F16(Vec<u16>),
     Quantized(Vec<u8>),
 }
 
 impl Pool {
     fn zeroed(ty: KvType, rows: usize, dim: usize, row_bytes: usize) -> Self {
         match ty {
-            KvType::F16 => Self::F16(vec![f16::ZERO; rows * dim]),
+            KvType::F16 => Self::F16(vec![0; rows * dim]),
             _ => Self::Quantized(vec![0; rows * row_bytes]),
         }
     }
 
     fn view(&self, ty: KvType) -> KvData<'_> {
         match self {
-            Self::F16(v) => KvData::F16(v),
+            Self::F16(v) => KvData::F16(v.reinterpret_cast()),
             Self::Quantized(v) => KvData::Quantized(ty.ggml(), v),
         }
     }
 
     fn view_mut(&mut self, ty: KvType) -> KvDataMut<'_> {
         match self {
-            Self::F16(v) => KvDataMut::F16(v),
+            Self::F16(v) => KvDataMut::F16(v.reinterpret_cast_mut()),
             Self::Quantized(v) => KvDataMut::Quantized(ty.ggml(), v),
         }
     }

@@ -11,6 +11,7 @@ mod dto;
 mod error;
 mod format;
 mod generation;
+pub mod loadtest;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
