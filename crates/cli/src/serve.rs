@@ -267,6 +267,7 @@ pub fn cmd_loadtest(a: &LoadtestArgs) -> Result<()> {
             max_tokens: a.max_tokens,
             prompt_words: a.prompt_words,
             system: None,
+            index_offset: 0,
             timeout: std::time::Duration::from_secs(a.timeout),
         };
         let r = rt.block_on(loadtest::run(&cfg)).map_err(anyhow::Error::msg)?;

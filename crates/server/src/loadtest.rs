@@ -26,6 +26,8 @@ pub struct LoadConfig {
     pub prompt_words: usize,
     /// Shared system prompt (same for all requests), if any.
     pub system: Option<String>,
+    /// Added to request numbers, so separate runs send different prompts.
+    pub index_offset: usize,
     /// Give up on a request after this long.
     pub timeout: Duration,
 }
@@ -128,7 +130,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<LoadReport, String> {
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 for r in 0..cfg.requests_per_client {
-                    out.push(one_request(&client, &cfg, c * cfg.requests_per_client + r).await);
+                    out.push(one_request(&client, &cfg, cfg.index_offset + c * cfg.requests_per_client + r).await);
                 }
                 out
             })

@@ -1,0 +1,321 @@
+//! The server end to end on the real SmolLM2 model over loopback HTTP:
+//! greedy equality with `hearth run`, a flood against a tiny KV pool, the
+//! prefix cache across concurrent users, errors, disconnects, and the
+//! official `openai` Python client.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hearth_core::KvType;
+use hearth_engine::batching::EngineConfig;
+use hearth_engine::handle::EngineHandle;
+use hearth_engine::{catalog, Session};
+use hearth_sampling::SamplingParams;
+use hearth_server::loadtest::{self, LoadConfig};
+use hearth_server::{router, AppState};
+use hearth_text::Message;
+use serde_json::{json, Value};
+
+/// One server test at a time: they measure latency and share two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn session() -> Arc<Session> {
+    static S: OnceLock<Arc<Session>> = OnceLock::new();
+    Arc::clone(S.get_or_init(|| {
+        let path = catalog::pull("smollm2", None).expect("pull smollm2");
+        Arc::new(Session::load(&path, 4096).expect("load smollm2"))
+    }))
+}
+
+fn config(parallel: usize, kv_tokens: usize, max_waiting: usize, n_ctx: usize) -> EngineConfig {
+    EngineConfig {
+        parallel,
+        token_budget: 512,
+        max_waiting,
+        kv_type: KvType::F16,
+        block_size: 16,
+        kv_blocks: kv_tokens.div_ceil(16),
+        n_ctx,
+    }
+}
+
+struct Server {
+    url: String,
+    http: reqwest::Client,
+}
+
+async fn start(cfg: EngineConfig, api_key: Option<&str>) -> Server {
+    let engine = EngineHandle::spawn(session(), cfg).expect("engine");
+    let state = AppState { engine, model_name: "smollm2".into(), api_key: api_key.map(str::to_owned) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    Server { url, http: reqwest::Client::new() }
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.url)).json(body).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self.http.get(format!("{}/metrics", self.url)).send().await.expect("metrics").text().await.expect("text");
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Waits until no sequence runs or waits and no KV block is held.
+    async fn assert_drained(&self) {
+        let t0 = Instant::now();
+        loop {
+            let busy = self.metric("hearth_kv_blocks_used").await
+                + self.metric("hearth_running_sequences").await
+                + self.metric("hearth_queue_depth").await;
+            if busy == 0.0 {
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "server did not drain: {busy}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+const QUESTIONS: [&str; 8] = [
+    "Name a color.",
+    "What is 2+2?",
+    "Say hello in French.",
+    "Name a planet.",
+    "What is the capital of Italy?",
+    "Give me a word that rhymes with cat.",
+    "Count to five.",
+    "What do bees make?",
+];
+
+fn chat_body(q: &str, max_tokens: usize, stream: bool) -> Value {
+    json!({"messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": max_tokens, "stream": stream})
+}
+
+/// What `hearth run` prints for `q` (greedy).
+fn run_reply(q: &str, max_tokens: usize) -> String {
+    let s = session();
+    let tokens = s.chat_prompt(&[Message::new("user", q)]).expect("prompt");
+    s.generate(&tokens, &SamplingParams { max_tokens, ..SamplingParams::greedy() }, |_| {}).expect("generate").text
+}
+
+async fn stream_text(server: &Server, body: &Value) -> String {
+    let text = server.http.post(format!("{}/v1/chat/completions", server.url)).json(body).send().await.unwrap().text().await.unwrap();
+    let mut out = String::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") {
+        let v: Value = serde_json::from_str(line).expect("chunk JSON");
+        out.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_replies_equal_hearth_run_at_any_batch_size_and_under_preemption() {
+    let _serial = SERIAL.lock().await;
+    let want: Vec<String> = QUESTIONS.iter().map(|q| run_reply(q, 24)).collect();
+    // A roomy pool (batches of up to 8), then one so small (6 blocks, one of
+    // them the shared template prefix) that sequences are preempted and
+    // recomputed. There every reply runs to max_tokens
+    // (ignore_eos) so all of them grow, and `hearth run`'s reply (which stops
+    // at end-of-text) must be where each begins.
+    for (kv_tokens, ignore_eos) in [(8192, false), (96, true)] {
+        let server = start(config(8, kv_tokens, 64, 4096), None).await;
+        let replies = futures::future::join_all(QUESTIONS.iter().enumerate().map(|(i, q)| {
+            let server = &server;
+            let mut body = chat_body(q, 24, i % 2 == 1);
+            body["ignore_eos"] = json!(ignore_eos);
+            async move {
+                if i % 2 == 0 {
+                    let (status, v) = server.post("/v1/chat/completions", &body).await;
+                    assert_eq!(status, 200, "{v}");
+                    v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+                } else {
+                    stream_text(server, &body).await
+                }
+            }
+        }))
+        .await;
+        if ignore_eos {
+            for (got, want) in replies.iter().zip(&want) {
+                assert!(got.starts_with(want.as_str()), "pool of {kv_tokens} tokens: {got:?} does not start with {want:?}");
+            }
+            assert!(server.metric("hearth_preemptions_total").await > 0.0, "the small pool should force preemption");
+        } else {
+            assert_eq!(replies, want, "pool of {kv_tokens} tokens");
+        }
+        server.assert_drained().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_against_a_tiny_pool_answers_everyone_and_frees_every_block() {
+    let _serial = SERIAL.lock().await;
+    // About two requests' worth of KV (≈150 prompt + 48 generated tokens each).
+    let server = start(config(8, 416, 64, 1024), None).await;
+    // Clients that leave mid-stream must not leak blocks or disturb the others.
+    let leavers: Vec<_> = (0..4)
+        .map(|i| {
+            let (http, url) = (server.http.clone(), server.url.clone());
+            tokio::spawn(async move {
+                let body = chat_body(&format!("Tell a long story, number {i}."), 400, true);
+                let mut r = http.post(format!("{url}/v1/chat/completions")).json(&body).send().await.unwrap();
+                let _first = r.chunk().await;
+            })
+        })
+        .collect();
+    let cfg = LoadConfig {
+        url: server.url.clone(),
+        clients: 64,
+        requests_per_client: 1,
+        max_tokens: 48,
+        prompt_words: 110,
+        system: None,
+        index_offset: 0,
+        timeout: Duration::from_secs(600),
+    };
+    let report = loadtest::run(&cfg).await.expect("load");
+    for l in leavers {
+        l.await.unwrap();
+    }
+    assert_eq!(report.requests, 64, "every request accounted for");
+    for r in &report.results {
+        let full = r.status == 200 && r.finish.as_deref() == Some("length") && r.tokens == 48;
+        let clear_refusal = (400..600).contains(&r.status) && r.error.is_some();
+        assert!(full || clear_refusal, "{r:?}");
+    }
+    assert!(report.ok >= 60, "waiting beats refusing: only {} of 64 got full replies", report.ok);
+    eprintln!(
+        "flood: {}/64 full replies, {:.1} tok/s aggregate, {} preemptions",
+        report.ok,
+        report.aggregate_tokens_per_s,
+        server.metric("hearth_preemptions_total").await
+    );
+    server.assert_drained().await;
+    let (status, _) = server.post("/v1/chat/completions", &chat_body("Still there?", 4, false)).await;
+    assert_eq!(status, 200, "server keeps serving after the flood");
+}
+
+/// A system prompt of about `n` tokens.
+fn long_system_prompt(n: usize) -> String {
+    let s = session();
+    let mut text = String::from("You are a careful assistant. Rules follow.");
+    let mut i = 0;
+    while s.tokenizer.encode(&text, false).unwrap().len() < n {
+        text.push_str(&format!(" Rule {i}: answer plainly about topic {} and cite section {}.", i * 7 % 31, i * 13 % 17));
+        i += 1;
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_users_with_a_shared_system_prompt_hit_the_prefix_cache() {
+    let _serial = SERIAL.lock().await;
+    let server = start(config(8, 16384, 64, 4096), None).await;
+    let base = LoadConfig {
+        url: server.url.clone(),
+        clients: 1,
+        requests_per_client: 1,
+        max_tokens: 8,
+        prompt_words: 4,
+        system: Some(long_system_prompt(1000)),
+        index_offset: 100,
+        timeout: Duration::from_secs(120),
+    };
+    let cold = loadtest::run(&base).await.expect("cold");
+    let cold_ttft = cold.results[0].ttft.expect("cold ttft");
+    let warm = loadtest::run(&LoadConfig { clients: 4, index_offset: 0, ..base }).await.expect("warm");
+    assert_eq!(warm.ok, 4);
+    for r in &warm.results {
+        let t = r.ttft.expect("ttft");
+        assert!(t <= cold_ttft / 4.0, "warm TTFT {t:.3}s vs cold {cold_ttft:.3}s");
+    }
+    let hits = server.metric("hearth_prefix_cache_hit_tokens_total").await;
+    assert!(hits >= 4.0 * 960.0, "prefix cache hits: {hits}");
+    eprintln!(
+        "prefix cache: cold TTFT {cold_ttft:.3}s, warm {:?}",
+        warm.results.iter().map(|r| r.ttft.unwrap_or(0.0)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_blocks() {
+    let _serial = SERIAL.lock().await;
+    let server = start(config(1, 4096, 1, 256), None).await;
+    let long = "word ".repeat(400);
+    let (status, v) = server.post("/v1/chat/completions", &chat_body(&long, 4, false)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("context_length_exceeded")), "{v}");
+    // The truncate policy drops old turns (keeping the system prompt) instead.
+    let mut history = vec![json!({"role": "system", "content": "Be brief."})];
+    for i in 0..12 {
+        history.push(json!({"role": "user", "content": format!("{i} {}", "story ".repeat(20))}));
+        history.push(json!({"role": "assistant", "content": "ok"}));
+    }
+    history.push(json!({"role": "user", "content": "Name a color."}));
+    let body = json!({"messages": history, "max_tokens": 4, "temperature": 0, "context_overflow": "truncate"});
+    let (status, v) = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = server.post("/v1/chat/completions", &json!({"messages": "nope"})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{v}");
+    let (status, _) = server.post("/v1/chat/completions", &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 404);
+    let (status, v) = server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "n": 0})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("n")));
+
+    // One running, one waiting, the third is refused with 429 + Retry-After.
+    let long_reply = json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 200, "ignore_eos": true, "stream": true});
+    let mut running = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
+    let _ = running.chunk().await;
+    let waiting = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send();
+    // Keep reading: dropping the response would be a client leaving.
+    let waiting = tokio::spawn(async move { waiting.await.unwrap().text().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Both clients leave mid-stream: their sequences end and their blocks come back.
+    drop(running);
+    waiting.abort();
+    server.assert_drained().await;
+
+    let keyed = start(config(1, 1024, 4, 256), Some("sesame")).await;
+    let (status, v) = keyed.post("/v1/models", &json!({})).await;
+    assert!(status == 401 || status == 405, "{status} {v}");
+    let r = keyed.http.get(format!("{}/v1/models", keyed.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = keyed.http.get(format!("{}/v1/models", keyed.url)).bearer_auth("sesame").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_python_client_works_unmodified() {
+    let _serial = SERIAL.lock().await;
+    let pydeps = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
+    let has_client = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .env("PYTHONPATH", &pydeps)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_client {
+        assert!(std::env::var("CI").is_err(), "CI must install the openai client (see .ci/run)");
+        eprintln!("skipped: `openai` not importable (python3 -m pip install --target target/pydeps openai)");
+        return;
+    }
+    let server = start(config(4, 4096, 16, 1024), None).await;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([&server.url, "smollm2"])
+        .env("PYTHONPATH", &pydeps)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
