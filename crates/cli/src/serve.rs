@@ -93,7 +93,13 @@ pub struct PlanArgs {
 }
 
 /// The plan for `session` under `mem`, with the KV pool fixed when `kv_pool` is given.
-fn plan_for(session: &Session, mem: &MemoryArgs, kv_pool: Option<u64>, parallel: usize, contexts: &[usize]) -> Result<Plan> {
+fn plan_for(
+    session: &Session,
+    mem: &MemoryArgs,
+    kv_pool: Option<u64>,
+    parallel: usize,
+    contexts: &[usize],
+) -> Result<Plan> {
     let footprint = Footprint::of(session, mem.kv_type, TOKEN_BUDGET, parallel)?;
     let budget = match (mem.memory, kv_pool) {
         (Some(b), _) => b,
@@ -159,15 +165,18 @@ pub fn cmd_plan(a: &PlanArgs, session: &Session) -> Result<()> {
 
 pub fn cmd_serve(a: &ServeArgs, session: Session) -> Result<()> {
     let name = a.name.clone().unwrap_or_else(|| model_name(&a.model));
-    let plan = plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
+    let plan =
+        plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
     let kv_blocks = (plan.kv_tokens as usize) / BLOCK_SIZE;
-    let parallel = a
-        .parallel
-        .unwrap_or_else(|| (kv_blocks * BLOCK_SIZE / a.mem.priority.tokens_per_user(a.ctx)).clamp(1, MAX_AUTO_PARALLEL));
+    let parallel = a.parallel.unwrap_or_else(|| {
+        (kv_blocks * BLOCK_SIZE / a.mem.priority.tokens_per_user(a.ctx)).clamp(1, MAX_AUTO_PARALLEL)
+    });
     if a.mem.priority.lock_weights() {
         match hearth_cpu::lock_resident_memory() {
             Ok(()) => tracing::info!("weights locked in RAM"),
-            Err(e) => eprintln!("warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced"),
+            Err(e) => eprintln!(
+                "warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced"
+            ),
         }
     }
     for line in describe(&plan, &a.mem, a.ctx) {
@@ -222,7 +231,9 @@ pub fn fit_single_user(session: &mut Session, mem: &MemoryArgs) -> Result<()> {
     }
     if mem.priority.lock_weights() {
         if let Err(e) = hearth_cpu::lock_resident_memory() {
-            eprintln!("warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced");
+            eprintln!(
+                "warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced"
+            );
         }
     }
     Ok(())
@@ -245,6 +256,12 @@ pub struct LoadtestArgs {
     /// Filler words per prompt.
     #[arg(long, default_value_t = 40)]
     pub prompt_words: usize,
+    /// Words of a system prompt shared by every request (0 = none): measures the prefix cache.
+    #[arg(long, default_value_t = 0)]
+    pub system_words: usize,
+    /// First request number (prompts differ by number; change it to avoid earlier runs' cache).
+    #[arg(long, default_value_t = 0)]
+    pub index_offset: usize,
     /// Seconds before a request is abandoned.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -257,7 +274,10 @@ pub fn cmd_loadtest(a: &LoadtestArgs) -> Result<()> {
     use hearth_server::loadtest::{self, LoadConfig};
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     if !a.json {
-        println!("{:>7} {:>6} {:>9} {:>12} {:>10} {:>10} {:>10} {:>10}", "clients", "ok", "tokens", "agg tok/s", "ttft p50", "ttft p90", "itl p50", "itl p90");
+        println!(
+            "{:>7} {:>6} {:>9} {:>12} {:>10} {:>10} {:>10} {:>10}",
+            "clients", "ok", "tokens", "agg tok/s", "ttft p50", "ttft p90", "itl p50", "itl p90"
+        );
     }
     for &clients in &a.clients {
         let cfg = LoadConfig {
@@ -266,8 +286,8 @@ pub fn cmd_loadtest(a: &LoadtestArgs) -> Result<()> {
             requests_per_client: a.requests_per_client,
             max_tokens: a.max_tokens,
             prompt_words: a.prompt_words,
-            system: None,
-            index_offset: 0,
+            system: (a.system_words > 0).then(|| loadtest::system_prompt(a.system_words)),
+            index_offset: a.index_offset,
             timeout: std::time::Duration::from_secs(a.timeout),
         };
         let r = rt.block_on(loadtest::run(&cfg)).map_err(anyhow::Error::msg)?;

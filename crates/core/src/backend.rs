@@ -112,7 +112,14 @@ pub trait Backend: Send + Sync {
     fn gated_activation(&self, gate: &mut [f32], up: &[f32], act: Activation);
     /// Softmax attention for each query row of `q` (`n × n_head*head_dim`) over
     /// its span of `kv`; writes `out` with the same shape as `q`.
-    fn attention(&self, q: &[f32], shape: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]);
+    fn attention(
+        &self,
+        q: &[f32],
+        shape: &AttentionShape,
+        kv: &KvLayer<'_>,
+        spans: &[AttentionSpan<'_>],
+        out: &mut [f32],
+    );
     /// Stores `x` (`rows.len() × dim`, f32) into rows `rows` of a KV pool, in
     /// the pool's element type.
     fn write_kv(&self, pool: &mut KvDataMut<'_>, dim: usize, rows: &[usize], x: &[f32]);

@@ -6,8 +6,8 @@
 //! `packed::reference`) and is tested against it.
 
 mod dispatch;
-pub mod kv;
 pub mod kernels;
+pub mod kv;
 mod matmul;
 pub mod ops;
 pub mod packed;
@@ -87,7 +87,14 @@ impl Backend for CpuBackend {
         ops::gated_activation(gate, up, act);
     }
 
-    fn attention(&self, q: &[f32], shape: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
+    fn attention(
+        &self,
+        q: &[f32],
+        shape: &AttentionShape,
+        kv: &KvLayer<'_>,
+        spans: &[AttentionSpan<'_>],
+        out: &mut [f32],
+    ) {
         ops::attention(q, shape, kv, spans, out);
     }
 

@@ -191,11 +191,12 @@ impl<'s> Engine<'s> {
         let id = SeqId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         let prompt_len = req.prompt.len();
-        self.sched.add(Request { id, prompt: req.prompt.clone() }).map_err(EngineError::from)?;
+        let history = req.prompt.clone();
+        self.sched.add(Request { id, prompt: req.prompt }).map_err(EngineError::from)?;
         self.active.insert(
             id,
             Active {
-                sampler: Sampler::new(req.params.clone(), &req.prompt),
+                sampler: Sampler::new(req.params.clone(), &history),
                 decoder: IncrementalDecoder::new(),
                 stops: StopMatcher::new(&req.params.stop),
                 max_tokens: req.params.max_tokens,
@@ -327,7 +328,8 @@ impl<'s> Engine<'s> {
             let (tail, _) = a.stops.push(&a.decoder.finish());
             tail + &a.stops.finish()
         };
-        let usage = Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: a.cached.unwrap_or(0) };
+        let usage =
+            Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: a.cached.unwrap_or(0) };
         (a.sink)(Event::Done { text, finish, usage });
         self.metrics.finished(finish.as_str());
     }

@@ -36,7 +36,9 @@ impl EngineError {
         use hearth_sched::AddError as A;
         match self {
             Self::Rejected(A::QueueFull { .. }) => "queue_full",
-            Self::Rejected(A::PromptTooLong { .. } | A::ExceedsKvPool { .. }) | Self::PromptTooLong { .. } => "too_long",
+            Self::Rejected(A::PromptTooLong { .. } | A::ExceedsKvPool { .. }) | Self::PromptTooLong { .. } => {
+                "too_long"
+            }
             Self::Invalid(_) | Self::Rejected(_) => "invalid",
             Self::Stopped => "stopped",
             _ => "other",

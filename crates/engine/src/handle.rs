@@ -14,7 +14,11 @@ use crate::metrics::Metrics;
 use crate::{EngineError, Session};
 
 enum Command {
-    Submit { req: GenRequest, events: tmpsc::UnboundedSender<Event>, reply: oneshot::Sender<Result<SeqId, EngineError>> },
+    Submit {
+        req: GenRequest,
+        events: tmpsc::UnboundedSender<Event>,
+        reply: oneshot::Sender<Result<SeqId, EngineError>>,
+    },
     Abort(SeqId),
 }
 

@@ -95,9 +95,17 @@ impl Metrics {
         registry.register("inter_token_latency_seconds", "Time between tokens of a request", m.itl.clone());
         registry.register("requests_finished", "Requests ended, by reason", m.finished.clone());
         registry.register("requests_rejected", "Requests refused, by reason", m.rejected.clone());
-        registry.register("prefix_cache_queried_tokens", "Prompt tokens looked up in the prefix cache", m.prefix_queried.clone());
+        registry.register(
+            "prefix_cache_queried_tokens",
+            "Prompt tokens looked up in the prefix cache",
+            m.prefix_queried.clone(),
+        );
         registry.register("prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache", m.prefix_hits.clone());
-        registry.register("prefix_cache_hit_rate", "Hit tokens / queried tokens since start", m.prefix_hit_rate.clone());
+        registry.register(
+            "prefix_cache_hit_rate",
+            "Hit tokens / queried tokens since start",
+            m.prefix_hit_rate.clone(),
+        );
         registry.register(
             "generation_tokens_per_second",
             "Tokens sampled per second over the last 5 s",

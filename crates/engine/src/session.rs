@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hearth_core::Backend;
+use hearth_core::TokenId;
 use hearth_gguf::{GgufFile, MetaValue};
 use hearth_models::{Model, SequenceCache};
-use hearth_core::TokenId;
 use hearth_text::{ChatTemplate, Message, Tokenizer};
 
 use crate::EngineError;

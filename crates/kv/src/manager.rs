@@ -15,7 +15,6 @@ pub struct NoSpace {
     pub free: usize,
 }
 
-
 impl std::error::Error for NoSpace {}
 
 impl std::fmt::Display for NoSpace {

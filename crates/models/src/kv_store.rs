@@ -144,7 +144,7 @@ impl KvStore {
     /// What each row of the batch attends to: causal, and limited to the
     /// last `window` positions when given.
     #[must_use]
-    pub fn spans<'b>(batch: &'b ForwardBatch, window: Option<usize>) -> Vec<AttentionSpan<'b>> {
+    pub fn spans(batch: &ForwardBatch, window: Option<usize>) -> Vec<AttentionSpan<'_>> {
         batch
             .seq_ids
             .iter()

@@ -45,7 +45,9 @@ pub enum AddError {
         waiting: usize,
     },
     /// The prompt leaves no room to generate in the context.
-    #[error("prompt of {prompt} tokens does not fit the context of {limit} tokens (at least one must be left to generate)")]
+    #[error(
+        "prompt of {prompt} tokens does not fit the context of {limit} tokens (at least one must be left to generate)"
+    )]
     PromptTooLong {
         /// Prompt tokens.
         prompt: usize,
@@ -320,7 +322,12 @@ impl Scheduler {
             self.kv.record_lookup(total, hit_tokens);
             seq.computed = hit_tokens;
             let n = (total - seq.computed).min(*budget);
-            plan.scheduled.push(Scheduled { id: seq.id, start: seq.computed, len: n, sample: seq.computed + n == total });
+            plan.scheduled.push(Scheduled {
+                id: seq.id,
+                start: seq.computed,
+                len: n,
+                sample: seq.computed + n == total,
+            });
             *budget -= n;
             self.running.push(seq);
         }

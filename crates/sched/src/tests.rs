@@ -59,7 +59,7 @@ fn refuses_what_can_never_run_and_a_full_queue() {
     for id in 0..4 {
         s.add(req(id, 2)).unwrap();
     }
-    assert!(matches!(s.add(req(9, 2)), Err(AddError::Duplicate(9)) | Err(AddError::QueueFull { .. })));
+    assert!(matches!(s.add(req(9, 2)), Err(AddError::Duplicate(9) | AddError::QueueFull { .. })));
     assert!(matches!(s.add(req(10, 2)), Err(AddError::QueueFull { waiting: 4 })));
 }
 
@@ -102,7 +102,8 @@ fn a_lone_sequence_that_outgrows_the_pool_is_reported() {
 fn shared_prompt_prefix_is_computed_once() {
     let mut s = sched(16, 4, 4, 64);
     let system: Vec<TokenId> = (0..10).collect();
-    let with = |id: u32, tail: TokenId| Request { id: SeqId(id), prompt: system.iter().copied().chain([tail]).collect() };
+    let with =
+        |id: u32, tail: TokenId| Request { id: SeqId(id), prompt: system.iter().copied().chain([tail]).collect() };
     s.add(with(1, 50)).unwrap();
     step(&mut s);
     s.finish(SeqId(1));

@@ -4,8 +4,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hearth_engine::EngineError;
 use hearth_engine::batching::AddError;
+use hearth_engine::EngineError;
 use serde_json::json;
 
 /// An error answer.
@@ -44,6 +44,7 @@ impl ApiError {
     }
 
     /// 401 for a missing or wrong API key.
+    #[must_use]
     pub fn unauthorized() -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
@@ -56,6 +57,7 @@ impl ApiError {
     }
 
     /// 404 for an unknown model name.
+    #[must_use]
     pub fn unknown_model(name: &str, served: &str) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,

@@ -102,6 +102,7 @@ pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[(u32, TokenL
 }
 
 impl Envelope {
+    #[allow(clippy::needless_pass_by_value)] // callers build the value for this call
     fn wrap(&self, object: &str, choices: Value) -> Value {
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
     }
@@ -145,6 +146,7 @@ impl Envelope {
     /// A stream chunk for choice `index`: new text, optional logprobs, and
     /// the finish reason on the last one.
     #[must_use]
+    #[allow(clippy::needless_pass_by_value)] // callers build the value for this call
     pub fn chunk(&self, index: usize, text: &str, logprobs: Option<Value>, finish: Option<FinishReason>) -> Value {
         let finish = finish.map(finish_reason);
         let choice = match self.endpoint {

@@ -106,9 +106,14 @@ async fn run(
     }
     let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let env = Envelope { endpoint, id: format!("{prefix}-{created:x}{:x}", guard.ids[0].0), created, model: state.model_name.clone() };
+    let env = Envelope {
+        endpoint,
+        id: format!("{prefix}-{created:x}{:x}", guard.ids[0].0),
+        created,
+        model: state.model_name.clone(),
+    };
     if sampling.stream {
-        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo).into_response())
+        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo.as_deref()).into_response())
     } else {
         collect_reply(state, &env, subs, echo).await
     }
@@ -129,7 +134,12 @@ impl Drop for AbortGuard {
     }
 }
 
-async fn collect_reply(state: &AppState, env: &Envelope, subs: Vec<Submitted>, echo: Option<String>) -> Result<Response, ApiError> {
+async fn collect_reply(
+    state: &AppState,
+    env: &Envelope,
+    subs: Vec<Submitted>,
+    echo: Option<String>,
+) -> Result<Response, ApiError> {
     let mut choices = Vec::with_capacity(subs.len());
     let mut usage = Usage::default();
     for mut sub in subs {
@@ -190,11 +200,11 @@ fn stream_reply(
     subs: Vec<Submitted>,
     guard: AbortGuard,
     include_usage: bool,
-    echo: Option<String>,
+    echo: Option<&str>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let mut pending = VecDeque::new();
     for i in 0..subs.len() {
-        match (&env.endpoint, &echo) {
+        match (&env.endpoint, echo) {
             (Endpoint::Chat, _) => pending.push_back(data(&env.role_chunk(i))),
             (Endpoint::Text, Some(text)) => pending.push_back(data(&env.chunk(i, text, None, None))),
             (Endpoint::Text, None) => {}
@@ -219,16 +229,15 @@ fn stream_reply(
             if st.done {
                 return None;
             }
-            match st.merged.next().await {
-                Some((i, event)) => st.on_event(i, event),
-                None => {
-                    if st.include_usage {
-                        let chunk = st.env.usage_chunk(&st.usage);
-                        st.pending.push_back(data(&chunk));
-                    }
-                    st.pending.push_back(SseEvent::default().data("[DONE]"));
-                    st.done = true;
+            if let Some((i, event)) = st.merged.next().await {
+                st.on_event(i, event);
+            } else {
+                if st.include_usage {
+                    let chunk = st.env.usage_chunk(&st.usage);
+                    st.pending.push_back(data(&chunk));
                 }
+                st.pending.push_back(SseEvent::default().data("[DONE]"));
+                st.done = true;
             }
         }
     });

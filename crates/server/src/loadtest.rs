@@ -119,6 +119,13 @@ fn prompt_for(i: usize, words: usize) -> String {
     format!("Request {i}. Write a long story that uses these words: {}.", filler.join(" "))
 }
 
+/// A system prompt of `words` words (about 1.3 tokens each), the same every time.
+#[must_use]
+pub fn system_prompt(words: usize) -> String {
+    let body: Vec<String> = (0..words).map(|k| format!("rule{}", k % 97)).collect();
+    format!("You are a careful assistant. Follow these rules: {}.", body.join(" "))
+}
+
 /// Runs the load and reports.
 pub async fn run(cfg: &LoadConfig) -> Result<LoadReport, String> {
     check_loopback(&cfg.url)?;

@@ -3,6 +3,7 @@
 //! prefix cache across concurrent users, errors, disconnects, and the
 //! official `openai` Python client.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,8 @@ impl Server {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = self.http.get(format!("{}/metrics", self.url)).send().await.expect("metrics").text().await.expect("text");
+        let text =
+            self.http.get(format!("{}/metrics", self.url)).send().await.expect("metrics").text().await.expect("text");
         text.lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .and_then(|l| l.split_whitespace().nth(1))
@@ -108,7 +110,16 @@ fn run_reply(q: &str, max_tokens: usize) -> String {
 }
 
 async fn stream_text(server: &Server, body: &Value) -> String {
-    let text = server.http.post(format!("{}/v1/chat/completions", server.url)).json(body).send().await.unwrap().text().await.unwrap();
+    let text = server
+        .http
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let mut out = String::new();
     for line in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") {
         let v: Value = serde_json::from_str(line).expect("chunk JSON");
@@ -145,7 +156,10 @@ async fn greedy_replies_equal_hearth_run_at_any_batch_size_and_under_preemption(
         .await;
         if ignore_eos {
             for (got, want) in replies.iter().zip(&want) {
-                assert!(got.starts_with(want.as_str()), "pool of {kv_tokens} tokens: {got:?} does not start with {want:?}");
+                assert!(
+                    got.starts_with(want.as_str()),
+                    "pool of {kv_tokens} tokens: {got:?} does not start with {want:?}"
+                );
             }
             assert!(server.metric("hearth_preemptions_total").await > 0.0, "the small pool should force preemption");
         } else {
@@ -209,7 +223,8 @@ fn long_system_prompt(n: usize) -> String {
     let mut text = String::from("You are a careful assistant. Rules follow.");
     let mut i = 0;
     while s.tokenizer.encode(&text, false).unwrap().len() < n {
-        text.push_str(&format!(" Rule {i}: answer plainly about topic {} and cite section {}.", i * 7 % 31, i * 13 % 17));
+        let (topic, section) = (i * 7 % 31, i * 13 % 17);
+        write!(text, " Rule {i}: answer plainly about topic {topic} and cite section {section}.").unwrap();
         i += 1;
     }
     text
@@ -264,20 +279,25 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
     assert_eq!(status, 200, "{v}");
     let (status, v) = server.post("/v1/chat/completions", &json!({"messages": "nope"})).await;
     assert_eq!((status, v["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{v}");
-    let (status, _) = server.post("/v1/chat/completions", &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let (status, _) = server
+        .post("/v1/chat/completions", &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert_eq!(status, 404);
-    let (status, v) = server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "n": 0})).await;
+    let (status, v) =
+        server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "n": 0})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("n")));
 
     // One running, one waiting, the third is refused with 429 + Retry-After.
     let long_reply = json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 200, "ignore_eos": true, "stream": true});
-    let mut running = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
+    let mut running =
+        server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
     let _ = running.chunk().await;
     let waiting = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send();
     // Keep reading: dropping the response would be a client leaving.
     let waiting = tokio::spawn(async move { waiting.await.unwrap().text().await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
+    let refused =
+        server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 429);
     assert!(refused.headers().contains_key("retry-after"));
     // Both clients leave mid-stream: their sequences end and their blocks come back.
