@@ -120,6 +120,12 @@ pub trait Backend: Send + Sync {
         spans: &[AttentionSpan<'_>],
         out: &mut [f32],
     );
+    /// In-place orthonormal Walsh–Hadamard transform of every `head_dim`-sized
+    /// head of `x` (`head_dim` a power of two). It is its own inverse and keeps
+    /// dot products, so rotating Q, K and V before a quantized KV cache and the
+    /// attention output after changes nothing but spreads outlier channels
+    /// over the block, which makes 4-bit keys usable.
+    fn rotate_heads(&self, x: &mut [f32], head_dim: usize);
     /// Stores `x` (`rows.len() × dim`, f32) into rows `rows` of a KV pool, in
     /// the pool's element type.
     fn write_kv(&self, pool: &mut KvDataMut<'_>, dim: usize, rows: &[usize], x: &[f32]);

@@ -98,6 +98,10 @@ impl Backend for CpuBackend {
         ops::attention(q, shape, kv, spans, out);
     }
 
+    fn rotate_heads(&self, x: &mut [f32], head_dim: usize) {
+        x.chunks_exact_mut(head_dim).for_each(ops::hadamard);
+    }
+
     fn write_kv(&self, pool: &mut KvDataMut<'_>, dim: usize, rows: &[usize], x: &[f32]) {
         kv::write_rows(pool, dim, rows, x);
     }

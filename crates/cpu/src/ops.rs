@@ -115,6 +115,25 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
 }
 
+/// In-place orthonormal Walsh–Hadamard transform (Sylvester order, scaled by
+/// `1/sqrt(n)`) of `x`, whose length is a power of two.
+pub fn hadamard(x: &mut [f32]) {
+    let n = x.len();
+    debug_assert!(n.is_power_of_two(), "Hadamard size {n} is not a power of two");
+    let mut h = 1;
+    while h < n {
+        for block in x.chunks_exact_mut(2 * h) {
+            let (lo, hi) = block.split_at_mut(h);
+            for (a, b) in lo.iter_mut().zip(hi) {
+                (*a, *b) = (*a + *b, *a - *b);
+            }
+        }
+        h *= 2;
+    }
+    let scale = 1.0 / (n as f32).sqrt();
+    x.iter_mut().for_each(|v| *v *= scale);
+}
+
 /// In-place numerically stable softmax.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -250,5 +269,23 @@ fn attend_tile(
             let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
             o.iter_mut().zip(&w.acc[h * hd..(h + 1) * hd]).for_each(|(o, a)| *o = a * inv);
         }
+    }
+}
+
+#[cfg(test)]
+mod hadamard_tests {
+    use super::hadamard;
+
+    #[test]
+    fn hadamard_is_its_own_inverse_and_keeps_dot_products() {
+        let a: Vec<f32> = (0..64).map(|i| ((i * 29 % 13) as f32 - 6.0) * 0.37).collect();
+        let b: Vec<f32> = (0..64).map(|i| ((i * 17 % 11) as f32 - 5.0) * 0.21).collect();
+        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+        let (mut ra, mut rb) = (a.clone(), b.clone());
+        hadamard(&mut ra);
+        hadamard(&mut rb);
+        assert!((dot(&ra, &rb) - dot(&a, &b)).abs() < 1e-3);
+        hadamard(&mut ra);
+        assert!(ra.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-5));
     }
 }

@@ -43,7 +43,7 @@ pub fn perplexity(
         if let (true, Some(bos)) = (session.tokenizer.add_bos, session.tokenizer.bos) {
             chunk[0] = bos;
         }
-        let mut kv = hearth_models::SequenceCache::new(session.model.config(), hearth_core::KvType::F16, n_ctx)?;
+        let mut kv = hearth_models::SequenceCache::new(session.model.config(), session.kv_type, n_ctx)?;
         let mut batch = ForwardBatch::single(SeqId(0), &chunk, 0);
         batch.logit_rows = (first..n_ctx - 1).collect();
         let logits = kv.forward(session.model.as_ref(), batch)?;

@@ -1,7 +1,7 @@
 //! Building blocks shared by the architecture files: norms, attention, MLPs,
 //! embeddings and the LM head, all expressed over the [`Backend`] trait.
 
-use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, RopeParams, RopeStyle};
+use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, KvType, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
 use crate::weights::{Matrix, TensorRef, WeightLoader};
@@ -132,10 +132,21 @@ impl Attention {
         let hd = self.shape.head_dim;
         ctx.backend.rope(&mut q, hd, &ctx.batch.positions, rope);
         ctx.backend.rope(&mut k, hd, &ctx.batch.positions, rope);
+        // Quantized caches store rotated heads (llama.cpp does the same):
+        // scores and outputs are unchanged, quantization error is not.
+        let rotate = kv.kv_type() != KvType::F16 && hd.is_power_of_two() && hd >= 32;
+        if rotate {
+            for x in [&mut q, &mut k, &mut v] {
+                ctx.backend.rotate_heads(x, hd);
+            }
+        }
         kv.write(ctx.backend, il, ctx.kv_rows, &k, &v);
         let spans = KvStore::spans(ctx.batch, window);
         let mut attn = vec![0.0; q.len()];
         ctx.backend.attention(&q, &self.shape, &kv.layer(il), &spans, &mut attn);
+        if rotate {
+            ctx.backend.rotate_heads(&mut attn, hd);
+        }
         ctx.matmul(&self.wo, &attn)
     }
 }
