@@ -36,6 +36,7 @@ impl Session {
         let backend: Arc<dyn Backend> = Arc::new(hearth_cpu::CpuBackend::new());
         tracing::info!("backend: {}", backend.describe());
         let model = hearth_models::load(file.clone(), backend)?;
+        file.release_pages();
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let piece = |id: Option<u32>| id.and_then(|t| tokenizer.token_text(t)).unwrap_or("").to_owned();
         let template = ChatTemplate::for_model(

@@ -192,6 +192,19 @@ impl GgufFile {
         &self.tensors
     }
 
+    /// Tells the OS that the mapped pages read so far are not needed now
+    /// (after the weights were repacked into their own memory). They stay
+    /// valid: a later read faults them back in from the file. Keeps resident
+    /// memory to what the backend holds plus what is actually read again
+    /// (embedding rows), which is what `hearth plan` counts.
+    pub fn release_pages(&self) {
+        if let Storage::Mapped(m) = self.storage.as_ref() {
+            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED
+            // only drops pages, and later reads see the file's bytes again.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     /// The descriptor of tensor `name`, if present.
     #[must_use]
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
