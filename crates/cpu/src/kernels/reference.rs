@@ -33,6 +33,8 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | T::Q5_K
             | T::Q6_K
             | T::Q8_K
+            | T::TQ1_0
+            | T::TQ2_0
     )
 }
 
@@ -67,6 +69,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), U
         T::Q5_K => blocks.for_each(|(s, d)| dequant_q5_k(s, d)),
         T::Q6_K => blocks.for_each(|(s, d)| dequant_q6_k(s, d)),
         T::Q8_K => blocks.for_each(|(s, d)| dequant_q8_k(s, d)),
+        T::TQ1_0 => blocks.for_each(|(s, d)| super::ternary::dequant(super::ternary::decode_tq1_0, s, d)),
+        T::TQ2_0 => blocks.for_each(|(s, d)| super::ternary::dequant(super::ternary::decode_tq2_0, s, d)),
         other => return Err(Unsupported(other)),
     }
     Ok(())

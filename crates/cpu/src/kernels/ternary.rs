@@ -1,0 +1,129 @@
+//! The ternary block types of ggml, `TQ1_0` (1.69 bits per weight) and
+//! `TQ2_0` (2.06 bits), as codes in {0, 1, 2} meaning weights {−1, 0, +1}
+//! times the block's f16 scale. One decoder per type serves dequantization
+//! and repacking; the encoders write files for the generated test models.
+//!
+//! Layouts (256 weights per block):
+//! - `TQ2_0`: 64 bytes of 2-bit codes, then f16 `d`. Byte `32·h + m` holds
+//!   weights `128·h + 32·l + m` in bits `2l..2l+2` (`l` = 0..4).
+//! - `TQ1_0`: 48 bytes of five base-3 digits, 4 bytes of four digits, then
+//!   f16 `d`. A byte stores its digits as a fixed-point fraction,
+//!   `byte = ⌈v·256/243⌉` for the base-3 number `v`; digit `n` is recovered as
+//!   `((byte·3ⁿ mod 256)·3) >> 8`. Bytes 0..32 hold weights `32n + m`, bytes
+//!   32..48 weights `160 + 16n + m`, the last 4 bytes weights `240 + 4n + j`.
+
+use super::reference::f16_at;
+
+/// Weights per ternary block.
+pub const QK: usize = 256;
+const POW3: [u8; 6] = [1, 3, 9, 27, 81, 243];
+
+/// Digit `n` (0 = most significant) of a fixed-point base-3 byte.
+fn digit(byte: u8, n: usize) -> u8 {
+    let q = byte.wrapping_mul(POW3[n]);
+    ((u16::from(q) * 3) >> 8) as u8
+}
+
+/// Codes (0..=2) of one `TQ2_0` block and its scale.
+#[must_use]
+pub fn decode_tq2_0(b: &[u8]) -> ([u8; QK], f32) {
+    let mut codes = [0; QK];
+    for (e, c) in codes.iter_mut().enumerate() {
+        let (h, l, m) = (e / 128, (e % 128) / 32, e % 32);
+        *c = (b[32 * h + m] >> (2 * l)) & 3;
+    }
+    (codes, f16_at(b, 64))
+}
+
+/// Codes (0..=2) of one `TQ1_0` block and its scale.
+#[must_use]
+pub fn decode_tq1_0(b: &[u8]) -> ([u8; QK], f32) {
+    let mut codes = [0; QK];
+    for n in 0..5 {
+        for m in 0..32 {
+            codes[32 * n + m] = digit(b[m], n);
+        }
+        for m in 0..16 {
+            codes[160 + 16 * n + m] = digit(b[32 + m], n);
+        }
+    }
+    for n in 0..4 {
+        for j in 0..4 {
+            codes[240 + 4 * n + j] = digit(b[48 + j], n);
+        }
+    }
+    (codes, f16_at(b, 52))
+}
+
+/// Encodes 256 codes (0..=2) and a scale as a `TQ2_0` block.
+#[must_use]
+pub fn encode_tq2_0(codes: &[u8], d: f32) -> Vec<u8> {
+    let mut b = vec![0u8; 66];
+    for (e, &c) in codes.iter().enumerate().take(QK) {
+        let (h, l, m) = (e / 128, (e % 128) / 32, e % 32);
+        b[32 * h + m] |= (c & 3) << (2 * l);
+    }
+    b[64..66].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    b
+}
+
+/// The fixed-point byte of base-3 `digits` (most significant first), padded
+/// to five digits.
+fn pack_digits(digits: &[u8]) -> u8 {
+    let v = (0..5).fold(0u32, |v, i| v * 3 + u32::from(digits.get(i).copied().unwrap_or(0)));
+    ((v * 256).div_ceil(243)) as u8
+}
+
+/// Encodes 256 codes (0..=2) and a scale as a `TQ1_0` block.
+#[must_use]
+pub fn encode_tq1_0(codes: &[u8], d: f32) -> Vec<u8> {
+    let mut b = vec![0u8; 54];
+    for m in 0..32 {
+        b[m] = pack_digits(&(0..5).map(|n| codes[32 * n + m]).collect::<Vec<_>>());
+    }
+    for m in 0..16 {
+        b[32 + m] = pack_digits(&(0..5).map(|n| codes[160 + 16 * n + m]).collect::<Vec<_>>());
+    }
+    for j in 0..4 {
+        b[48 + j] = pack_digits(&(0..4).map(|n| codes[240 + 4 * n + j]).collect::<Vec<_>>());
+    }
+    b[52..54].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    b
+}
+
+/// Dequantizes one ternary block (`decode` is one of the decoders above).
+pub(crate) fn dequant(decode: fn(&[u8]) -> ([u8; QK], f32), b: &[u8], y: &mut [f32]) {
+    let (codes, d) = decode(b);
+    for (y, &c) in y.iter_mut().zip(&codes) {
+        *y = (f32::from(c) - 1.0) * d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(seed: u32) -> Vec<u8> {
+        (0..QK as u32).map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) >> 7) as u8 % 3).collect()
+    }
+
+    #[test]
+    fn encoders_round_trip_through_the_decoders() {
+        for seed in [0, 1, 77, 12345] {
+            let c = codes(seed);
+            let (got, d) = decode_tq2_0(&encode_tq2_0(&c, 0.5));
+            assert_eq!((&got[..], d.to_bits()), (&c[..], 0.5f32.to_bits()));
+            let (got, d) = decode_tq1_0(&encode_tq1_0(&c, -0.25));
+            assert_eq!((&got[..], d.to_bits()), (&c[..], (-0.25f32).to_bits()));
+        }
+    }
+
+    #[test]
+    fn every_digit_pattern_survives_the_fixed_point_byte() {
+        for v in 0..243u32 {
+            let digits: Vec<u8> = (0..5).rev().map(|k| (v / 3u32.pow(k) % 3) as u8).collect();
+            let byte = pack_digits(&digits);
+            assert_eq!((0..5).map(|n| digit(byte, n)).collect::<Vec<_>>(), digits, "v = {v}");
+        }
+    }
+}
