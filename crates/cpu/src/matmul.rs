@@ -12,7 +12,7 @@ use hearth_core::GgmlType;
 
 use crate::dispatch::kernels;
 use crate::kernels::reference::{self, Unsupported};
-use crate::packed::acts::QuantizedActs;
+use crate::packed::acts::{ActRule, QuantizedActs};
 use crate::packed::PackedMatrix;
 use crate::pool::{self, SharedOut};
 
@@ -111,7 +111,7 @@ thread_local! {
 fn packed_matmul(p: &PackedMatrix, x: &[f32], n: usize, out: &mut [f32]) {
     let group_kernel = kernels().packed_group;
     ACTS.with_borrow_mut(|acts| {
-        acts.quantize(x, n, p.cols);
+        acts.quantize_with(ActRule::for_weights(p.ty), x, n, p.cols);
         let groups = p.groups();
         let per_task = groups.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
         let out = SharedOut::new(&mut out[..n * p.rows]);

@@ -25,6 +25,9 @@ impl Ctx<'_> {
         let n = self.batch.len();
         let mut out = vec![0.0; n * w.rows()];
         self.backend.matmul(w.weight(), x, n, &mut out)?;
+        if let Some(s) = w.scale() {
+            out.iter_mut().for_each(|v| *v *= s);
+        }
         Ok(out)
     }
 }
@@ -71,6 +74,8 @@ pub struct Attention {
     bias: Option<[Vec<f32>; 3]>,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+    /// Norm of the attention output before `wo` (BitNet's `attn_sub_norm`).
+    sub_norm: Option<RmsNorm>,
     shape: AttentionShape,
 }
 
@@ -95,6 +100,7 @@ impl Attention {
             bias,
             q_norm: RmsNorm::load_optional(w, &p("attn_q_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
             k_norm: RmsNorm::load_optional(w, &p("attn_k_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
+            sub_norm: None,
             shape: AttentionShape {
                 n_head: cfg.n_head,
                 n_kv_head: cfg.n_kv_head,
@@ -147,7 +153,19 @@ impl Attention {
         if rotate {
             ctx.backend.rotate_heads(&mut attn, hd);
         }
+        if let Some(norm) = &self.sub_norm {
+            norm.apply(ctx, &mut attn);
+        }
         ctx.matmul(&self.wo, &attn)
+    }
+}
+
+impl Attention {
+    /// Adds a norm of the attention output before the output projection.
+    #[must_use]
+    pub fn with_sub_norm(mut self, norm: RmsNorm) -> Self {
+        self.sub_norm = Some(norm);
+        self
     }
 }
 
@@ -163,6 +181,8 @@ pub struct GatedMlp {
     up: Matrix,
     down: Matrix,
     act: Activation,
+    /// Norm of `act(gate)·up` before `down` (BitNet's `ffn_sub_norm`).
+    sub_norm: Option<RmsNorm>,
 }
 
 impl GatedMlp {
@@ -174,7 +194,15 @@ impl GatedMlp {
             up: w.matrix(&p("ffn_up.weight"), cfg.n_ff, cfg.n_embd)?,
             down: w.matrix(&p("ffn_down.weight"), cfg.n_embd, cfg.n_ff)?,
             act,
+            sub_norm: None,
         })
+    }
+
+    /// Adds a norm of the gated activations before the down projection.
+    #[must_use]
+    pub fn with_sub_norm(mut self, norm: RmsNorm) -> Self {
+        self.sub_norm = Some(norm);
+        self
     }
 
     /// MLP output for normalized input `x`.
@@ -182,6 +210,9 @@ impl GatedMlp {
         let mut g = ctx.matmul(&self.gate, x)?;
         let u = ctx.matmul(&self.up, x)?;
         ctx.backend.gated_activation(&mut g, &u, self.act);
+        if let Some(norm) = &self.sub_norm {
+            norm.apply(ctx, &mut g);
+        }
         ctx.matmul(&self.down, &g)
     }
 }

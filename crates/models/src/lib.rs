@@ -5,6 +5,7 @@
 //! sequences, prefill and decode) and a [`KvStore`] with the batch's block tables, and returns the logits of
 //! `batch.logit_rows`, `n_vocab` floats each.
 
+pub mod bitnet;
 mod config;
 mod error;
 pub mod gemma3;
@@ -36,7 +37,7 @@ pub trait Model: Send + Sync {
 }
 
 /// Architectures this build can run (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3", "bitnet"];
 
 /// Loads the model in `file` for `backend`, picking the architecture from metadata.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>, ModelError> {
@@ -45,6 +46,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>,
         "llama" => Box::new(llama::Llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
         "qwen2" | "qwen3" => Box::new(qwen::load(file, backend)?),
         "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),
+        "bitnet" => Box::new(bitnet::BitNet::load(file, backend)?),
         _ => return Err(ModelError::UnsupportedArch(arch)),
     })
 }

@@ -33,6 +33,8 @@ impl TensorRef {
 /// A weight matrix prepared by the backend for matmuls.
 pub struct Matrix {
     weight: Box<dyn PreparedWeight>,
+    /// Per-tensor output scale (`<name>.scale`, BitNet), applied after the matmul.
+    scale: Option<f32>,
 }
 
 impl Matrix {
@@ -40,6 +42,12 @@ impl Matrix {
     #[must_use]
     pub fn rows(&self) -> usize {
         self.weight.rows()
+    }
+
+    /// Per-tensor output scale, if the file has one.
+    #[must_use]
+    pub fn scale(&self) -> Option<f32> {
+        self.scale
     }
 
     /// The backend's form of the matrix.
@@ -84,14 +92,22 @@ impl<'a> WeightLoader<'a> {
     /// A `rows × cols` matrix (ggml dims `[cols, rows]`), prepared for matmuls.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
         let t = self.tensor(name, rows, cols)?;
-        self.prepare(&t)
+        let mut m = self.prepare(&t)?;
+        // BitNet stores one f32 scale per ternary matrix beside it (llama.cpp's `wq_s` etc.).
+        if let Some(stem) = name.strip_suffix(".weight") {
+            let scale_name = format!("{stem}.scale");
+            if self.has(&scale_name) {
+                m.scale = Some(self.vector(&scale_name, 1)?[0]);
+            }
+        }
+        Ok(m)
     }
 
     /// Prepares a tensor for matmuls (e.g. an embedding table used as the LM head).
     pub fn prepare(&self, t: &TensorRef) -> Result<Matrix, ModelError> {
         let weight = self.backend.prepare(&t.view(self.file))?;
         self.prepared_bytes.set(self.prepared_bytes.get() + weight.bytes() as u64);
-        Ok(Matrix { weight })
+        Ok(Matrix { weight, scale: None })
     }
 
     /// A `rows × cols` tensor left in the file (ggml dims `[cols, rows]`).

@@ -64,6 +64,55 @@ impl Gen {
     fn set(&mut self, key: &str, v: MetaValue) {
         self.w.set(key, v);
     }
+
+    /// A writer holding the hyperparameters of `shape` under `arch` and a
+    /// byte-level vocabulary.
+    fn with_metadata(arch: &str, s: TinyShape, seed: u64) -> Self {
+        let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed), w: GgufWriter::new() };
+        let k = |name: &str| format!("{arch}.{name}");
+        g.set("general.architecture", MetaValue::String(arch.into()));
+        g.set("general.name", MetaValue::String(format!("hearth tiny {arch}")));
+        g.set(&k("context_length"), MetaValue::U32(256));
+        g.set(&k("embedding_length"), MetaValue::U32(s.n_embd as u32));
+        g.set(&k("feed_forward_length"), MetaValue::U32(s.n_ff as u32));
+        g.set(&k("block_count"), MetaValue::U32(s.n_layer as u32));
+        g.set(&k("attention.head_count"), MetaValue::U32(s.n_head as u32));
+        g.set(&k("attention.head_count_kv"), MetaValue::U32(s.n_kv_head as u32));
+        g.set(&k("attention.key_length"), MetaValue::U32(s.head_dim as u32));
+        g.set(&k("attention.value_length"), MetaValue::U32(s.head_dim as u32));
+        g.set(&k("rope.freq_base"), MetaValue::F32(10_000.0));
+        g.set(&k("attention.layer_norm_rms_epsilon"), MetaValue::F32(1e-6));
+        g.set("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
+        g.set("tokenizer.ggml.pre", MetaValue::String("qwen2".into()));
+        g.set("tokenizer.ggml.tokens", MetaValue::Array(MetaValueType::String, byte_tokens(s.n_vocab)));
+        g.set("tokenizer.ggml.token_type", MetaValue::Array(MetaValueType::I32, vec![MetaValue::I32(1); s.n_vocab]));
+        g.set("tokenizer.ggml.merges", MetaValue::Array(MetaValueType::String, Vec::new()));
+        g.set("tokenizer.ggml.bos_token_id", MetaValue::U32(0));
+        g.set("tokenizer.ggml.eos_token_id", MetaValue::U32(1));
+        g.set("tokenizer.ggml.add_bos_token", MetaValue::Bool(false));
+        g
+    }
+
+    /// A `rows × cols` ternary matrix in `ty` (TQ1_0 or TQ2_0): codes drawn
+    /// with zero as likely as ±1 (BitNet's weights are about a third zeros),
+    /// one block scale for the whole tensor as BitNet's absmean gives, and
+    /// a per-tensor `<stem>.scale` beside it.
+    fn ternary_matrix(&mut self, stem: &str, rows: usize, cols: usize, ty: GgmlType) {
+        use hearth_cpu::kernels::ternary::{encode_tq1_0, encode_tq2_0, QK};
+        let d = self.rng.gen_range(0.5..1.5) / (cols as f32).sqrt();
+        let codes: Vec<u8> = (0..rows * cols).map(|_| self.rng.gen_range(0..3u8)).collect();
+        let bytes = match ty {
+            GgmlType::TQ1_0 => codes.chunks_exact(QK).flat_map(|c| encode_tq1_0(c, d)).collect(),
+            GgmlType::TQ2_0 => codes.chunks_exact(QK).flat_map(|c| encode_tq2_0(c, d)).collect(),
+            _ => {
+                let v: Vec<f32> = codes.iter().map(|&c| (f32::from(c) - 1.0) * d).collect();
+                hearth_cpu::kernels::reference::quantize_q8_0(&v)
+            }
+        };
+        self.w.add_tensor(&format!("{stem}.weight"), &[cols as u64, rows as u64], ty, bytes);
+        let scale = self.rng.gen_range(0.5..1.5);
+        self.f32_tensor(&format!("{stem}.scale"), &[1], &[scale]);
+    }
 }
 
 /// GPT-2's byte alphabet as one-character tokens: a valid byte-level BPE
@@ -93,29 +142,7 @@ fn byte_tokens(n: usize) -> Vec<MetaValue> {
 pub fn tiny_qwen(arch: &str, seed: u64) -> Vec<u8> {
     assert!(arch == "qwen2" || arch == "qwen3", "tiny_qwen: {arch}");
     let s = TINY;
-    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed), w: GgufWriter::new() };
-    let k = |name: &str| format!("{arch}.{name}");
-    g.set("general.architecture", MetaValue::String(arch.into()));
-    g.set("general.name", MetaValue::String(format!("hearth tiny {arch}")));
-    g.set(&k("context_length"), MetaValue::U32(256));
-    g.set(&k("embedding_length"), MetaValue::U32(s.n_embd as u32));
-    g.set(&k("feed_forward_length"), MetaValue::U32(s.n_ff as u32));
-    g.set(&k("block_count"), MetaValue::U32(s.n_layer as u32));
-    g.set(&k("attention.head_count"), MetaValue::U32(s.n_head as u32));
-    g.set(&k("attention.head_count_kv"), MetaValue::U32(s.n_kv_head as u32));
-    g.set(&k("attention.key_length"), MetaValue::U32(s.head_dim as u32));
-    g.set(&k("attention.value_length"), MetaValue::U32(s.head_dim as u32));
-    g.set(&k("rope.freq_base"), MetaValue::F32(10_000.0));
-    g.set(&k("attention.layer_norm_rms_epsilon"), MetaValue::F32(1e-6));
-    g.set("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
-    g.set("tokenizer.ggml.pre", MetaValue::String("qwen2".into()));
-    g.set("tokenizer.ggml.tokens", MetaValue::Array(MetaValueType::String, byte_tokens(s.n_vocab)));
-    g.set("tokenizer.ggml.token_type", MetaValue::Array(MetaValueType::I32, vec![MetaValue::I32(1); s.n_vocab]));
-    g.set("tokenizer.ggml.merges", MetaValue::Array(MetaValueType::String, Vec::new()));
-    g.set("tokenizer.ggml.bos_token_id", MetaValue::U32(0));
-    g.set("tokenizer.ggml.eos_token_id", MetaValue::U32(1));
-    g.set("tokenizer.ggml.add_bos_token", MetaValue::Bool(false));
-
+    let mut g = Gen::with_metadata(arch, s, seed);
     let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
     let emb = g.values(s.n_vocab * s.n_embd, 1.0);
     g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
@@ -142,6 +169,39 @@ pub fn tiny_qwen(arch: &str, seed: u64) -> Vec<u8> {
     }
     g.norm("output_norm.weight", s.n_embd);
     g.matrix("output.weight", s.n_vocab, s.n_embd, GgmlType::Q8_0, 0.5);
+    g.w.to_bytes()
+}
+
+/// The shape of the tiny BitNet (ternary rows need multiples of 256 columns).
+pub const TINY_BITNET: TinyShape =
+    TinyShape { n_embd: 256, n_head: 4, n_kv_head: 2, head_dim: 64, n_ff: 512, n_layer: 2, n_vocab: 256 };
+
+/// A tiny random `bitnet` model with every matrix in the ternary type `ty`
+/// (TQ1_0 or TQ2_0), per-tensor scales and sub-norms, F16 embeddings tied
+/// to the LM head.
+#[must_use]
+pub fn tiny_bitnet(ty: GgmlType, seed: u64) -> Vec<u8> {
+    let s = TINY_BITNET;
+    let mut g = Gen::with_metadata("bitnet", s, seed);
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    let emb = g.values(s.n_vocab * s.n_embd, 1.0);
+    let emb: Vec<u8> = emb.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
+    g.w.add_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::F16, emb);
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        g.ternary_matrix(&p("attn_q"), q_dim, s.n_embd, ty);
+        g.ternary_matrix(&p("attn_k"), kv_dim, s.n_embd, ty);
+        g.ternary_matrix(&p("attn_v"), kv_dim, s.n_embd, ty);
+        g.norm(&p("attn_sub_norm.weight"), q_dim);
+        g.ternary_matrix(&p("attn_output"), s.n_embd, q_dim, ty);
+        g.norm(&p("ffn_norm.weight"), s.n_embd);
+        g.ternary_matrix(&p("ffn_gate"), s.n_ff, s.n_embd, ty);
+        g.ternary_matrix(&p("ffn_up"), s.n_ff, s.n_embd, ty);
+        g.norm(&p("ffn_sub_norm.weight"), s.n_ff);
+        g.ternary_matrix(&p("ffn_down"), s.n_embd, s.n_ff, ty);
+    }
+    g.norm("output_norm.weight", s.n_embd);
     g.w.to_bytes()
 }
 

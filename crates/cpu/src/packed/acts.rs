@@ -3,6 +3,10 @@
 //! rounded to f16, values `round(x · 127/amax)`; see
 //! `kernels::reference::quantize_block_q8`), plus the sum of every 16
 //! values, which the kernels need for code offsets and minimums.
+//!
+//! Ternary weights pair with ggml's `Q8_K` rule instead ([`ActRule::Q8K`]):
+//! one f32 scale per 256 values, shared by their eight blocks, so the
+//! integer dot products equal llama.cpp's for those types.
 
 // `min_term` is called from `target_feature` kernels and must inline there.
 #![allow(clippy::inline_always)]
@@ -15,6 +19,52 @@ use crate::pool::{for_each_chunk_mut, SharedOut};
 
 /// Activation rows quantized by one task.
 const ROWS_PER_TASK: usize = 16;
+
+/// How activations are rounded to 8 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActRule {
+    /// ggml `Q8_0`: per 32 values, `d = amax/127` rounded to f16.
+    Q8_0,
+    /// ggml `Q8_K`: per 256 values, `iscale = −127/max` (`max` the value of
+    /// largest magnitude, sign kept), `q = min(127, round(iscale·x))`,
+    /// `d = 1/iscale` in f32.
+    Q8K,
+}
+
+impl ActRule {
+    /// The rule ggml uses for activations meeting weights of `ty`, as far
+    /// as the packed kernels follow it (K-quants keep `Q8_0`'s finer blocks).
+    #[must_use]
+    pub fn for_weights(ty: hearth_core::GgmlType) -> Self {
+        match ty {
+            hearth_core::GgmlType::TQ1_0 | hearth_core::GgmlType::TQ2_0 => Self::Q8K,
+            _ => Self::Q8_0,
+        }
+    }
+}
+
+/// Values per `Q8_K` super-block.
+const QK_K: usize = 256;
+
+/// One `Q8_K` super-block (`x.len()` = 256): values into `q`, returns `d`.
+fn quantize_super_block_q8k(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+    }
+    1.0 / iscale
+}
 
 /// `n` rows of `cols` quantized activations.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +90,16 @@ impl QuantizedActs {
     /// # Panics
     /// When `cols` is not a multiple of 32 or `x` is shorter than `n × cols`.
     pub fn quantize(&mut self, x: &[f32], n: usize, cols: usize) {
-        assert!(cols.is_multiple_of(BLOCK) && x.len() >= n * cols);
+        self.quantize_with(ActRule::Q8_0, x, n, cols);
+    }
+
+    /// Quantizes `x` (`n × cols`) by `rule` into `self`, reusing its buffers.
+    ///
+    /// # Panics
+    /// When `cols` is not a multiple of the rule's block or `x` is shorter than `n × cols`.
+    pub fn quantize_with(&mut self, rule: ActRule, x: &[f32], n: usize, cols: usize) {
+        let unit = if rule == ActRule::Q8K { QK_K } else { BLOCK };
+        assert!(cols.is_multiple_of(unit) && x.len() >= n * cols);
         self.n = n;
         self.cols = cols;
         self.qs.resize(n * cols, 0);
@@ -60,12 +119,31 @@ impl QuantizedActs {
             #[allow(unsafe_code)]
             let (d, min_terms, sums) =
                 unsafe { (d.slice(first, nb), min_terms.slice(first, nb), sums.slice(2 * first, 2 * nb)) };
-            for (b, (xb, qb)) in x[first * BLOCK..].chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK)).enumerate() {
-                let scale = quantize_block(xb, qb);
+            let xs = &x[first * BLOCK..first * BLOCK + qs.len()];
+            // Q8_K: quantize whole super-blocks first; their scale is every block's.
+            let super_scales: Vec<f32> = match rule {
+                ActRule::Q8_0 => Vec::new(),
+                ActRule::Q8K => xs
+                    .chunks_exact(QK_K)
+                    .zip(qs.chunks_exact_mut(QK_K))
+                    .map(|(xb, qb)| quantize_super_block_q8k(xb, qb))
+                    .collect(),
+            };
+            for (b, (xb, qb)) in xs.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK)).enumerate() {
+                let (scale, stored) = match rule {
+                    ActRule::Q8_0 => {
+                        let scale = quantize_block(xb, qb);
+                        (scale, f16::from_f32(scale).to_f32())
+                    }
+                    ActRule::Q8K => {
+                        let scale = super_scales[b * BLOCK / QK_K];
+                        (scale, scale)
+                    }
+                };
                 for (h, q) in qb.chunks_exact(16).enumerate() {
                     sums[2 * b + h] = q.iter().map(|&v| i32::from(v)).sum();
                 }
-                d[b] = f16::from_f32(scale).to_f32();
+                d[b] = stored;
                 min_terms[b] = f16::from_f32(scale * (sums[2 * b] + sums[2 * b + 1]) as f32).to_f32();
             }
         });
@@ -107,5 +185,25 @@ impl QuantizedActs {
         } else {
             self.sums[i] + self.sums[i + 1]
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8k_rule_shares_one_f32_scale_per_256_and_keeps_the_sign_of_the_max() {
+        let mut x = vec![0.1f32; 512];
+        x[5] = 2.0;
+        x[256..].fill(0.5);
+        x[259] = -4.0;
+        let mut a = QuantizedActs::default();
+        a.quantize_with(ActRule::Q8K, &x, 1, 512);
+        // iscale = -127/max: the value of largest magnitude always maps to -127.
+        assert!((0..8).all(|b| a.scale(0, b).to_bits() == (-2.0f32 / 127.0).to_bits()));
+        assert!((8..16).all(|b| a.scale(0, b).to_bits() == (1.0f32 / (127.0 / 4.0)).to_bits()));
+        let q = a.row(0);
+        assert_eq!((q[5], q[0], q[259], q[256]), (-127, -6, -127, 16));
     }
 }
