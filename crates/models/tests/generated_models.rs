@@ -64,34 +64,28 @@ fn check_against_llama_cpp(arch: &str, exact_positions: usize) {
     eprintln!("{arch}: top-10 logits of 32 positions within {worst:.2e} (relative) of llama.cpp");
 }
 
+/// Open (issue 6): from position 12 on, the tiny random BitNet drifts from
+/// llama.cpp by up to 1%. Traced: Q of layer 0 differs from ggml's by an ulp
+/// (matmul float order), one element rounds to the other f16 in attention,
+/// and this model amplifies it. The Q8_0-weight twin drifts the same, so it
+/// is not the ternary path.
+fn check_bitnet(name: &str) {
+    check_against_llama_cpp(name, 12);
+}
+
 #[test]
 fn bitnet_tq1_0_matches_llama_cpp() {
-    // Open (issue 6): from position 12 on, the tiny random BitNet drifts from
-    // llama.cpp by up to 1%. Traced: Q of layer 0 differs from ggml's by an
-    // ulp (matmul float order), one element rounds to the other f16 in
-    // attention, and this model amplifies it. The Q8_0-weight twin drifts the
-    // same, so it is not the ternary path.
-    check_against_llama_cpp("bitnet-tq1_0", 12);
+    check_bitnet("bitnet-tq1_0");
 }
 
 #[test]
 fn bitnet_tq2_0_matches_llama_cpp() {
-    // Open (issue 6): from position 12 on, the tiny random BitNet drifts from
-    // llama.cpp by up to 1%. Traced: Q of layer 0 differs from ggml's by an
-    // ulp (matmul float order), one element rounds to the other f16 in
-    // attention, and this model amplifies it. The Q8_0-weight twin drifts the
-    // same, so it is not the ternary path.
-    check_against_llama_cpp("bitnet-tq2_0", 12);
+    check_bitnet("bitnet-tq2_0");
 }
 
 #[test]
 fn bitnet_q8_0_matches_llama_cpp() {
-    // Open (issue 6): from position 12 on, the tiny random BitNet drifts from
-    // llama.cpp by up to 1%. Traced: Q of layer 0 differs from ggml's by an
-    // ulp (matmul float order), one element rounds to the other f16 in
-    // attention, and this model amplifies it. The Q8_0-weight twin drifts the
-    // same, so it is not the ternary path.
-    check_against_llama_cpp("bitnet-q8_0", 12);
+    check_bitnet("bitnet-q8_0");
 }
 
 #[test]
