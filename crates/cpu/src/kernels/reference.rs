@@ -323,8 +323,9 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
 }
 
 /// The type activations are rounded through before they meet weights of
-/// type `ty`: 8-bit blocks for quantized weights (the packed kernels), the
-/// weight's own type for F16/BF16 (as ggml's float dot products do).
+/// type `ty`: 8-bit blocks for quantized weights (the packed kernels; 256-wide
+/// `Q8_K` for ternary types, as ggml), the weight's own type for F16/BF16
+/// (as ggml's float dot products do).
 #[must_use]
 pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
     use GgmlType as T;
@@ -332,6 +333,7 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
         T::F32 => T::F32,
         T::F16 => T::F16,
         T::BF16 => T::BF16,
+        T::TQ1_0 | T::TQ2_0 => T::Q8_K,
         _ => T::Q8_0,
     }
 }
@@ -343,6 +345,7 @@ pub fn round_trip(ty: GgmlType, x: &mut [f32]) {
     use GgmlType as T;
     match ty {
         T::Q8_0 => x.chunks_mut(32).for_each(round_trip_q8_0),
+        T::Q8_K => x.chunks_mut(256).for_each(round_trip_q8_k),
         T::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
         T::BF16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
         _ => {}
@@ -356,6 +359,26 @@ fn round_trip_q8_0(block: &mut [f32]) {
     let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
     let dh = f16::from_f32(amax / 127.0).to_f32();
     block.iter_mut().for_each(|v| *v = (*v * id).round_ties_even() * dh);
+}
+
+/// ggml's `quantize_row_q8_K_ref`: `iscale = −127/max` with `max` the
+/// value of largest magnitude (sign kept), `q = min(127, round(iscale·x))`,
+/// `d = 1/iscale` in f32.
+fn round_trip_q8_k(block: &mut [f32]) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in block.iter() {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        block.fill(0.0);
+        return;
+    }
+    let iscale = -127.0 / max;
+    let d = 1.0 / iscale;
+    block.iter_mut().for_each(|v| *v = ((iscale * *v).round_ties_even()).min(127.0) * d);
 }
 
 /// `acc = round_f16(fma(v, s, acc))` element-wise (see `x86::mad_round_f16`).

@@ -36,9 +36,10 @@ impl ActRule {
     /// as the packed kernels follow it (K-quants keep `Q8_0`'s finer blocks).
     #[must_use]
     pub fn for_weights(ty: hearth_core::GgmlType) -> Self {
-        match ty {
-            hearth_core::GgmlType::TQ1_0 | hearth_core::GgmlType::TQ2_0 => Self::Q8K,
-            _ => Self::Q8_0,
+        if crate::kernels::reference::vec_dot_type(ty) == hearth_core::GgmlType::Q8_K {
+            Self::Q8K
+        } else {
+            Self::Q8_0
         }
     }
 }
