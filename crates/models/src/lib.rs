@@ -46,7 +46,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>,
         "llama" => Box::new(llama::Llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
         "qwen2" | "qwen3" => Box::new(qwen::load(file, backend)?),
         "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),
-        "bitnet" => Box::new(bitnet::BitNet::load(file, backend)?),
+        "bitnet" => Box::new(bitnet::load(file, backend)?),
         _ => return Err(ModelError::UnsupportedArch(arch)),
     })
 }

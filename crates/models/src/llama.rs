@@ -16,11 +16,12 @@ use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, GatedM
 use crate::weights::WeightLoader;
 use crate::{KvStore, Model, ModelConfig, ModelError};
 
-struct Block {
-    attn_norm: RmsNorm,
-    attn: Attention,
-    ffn_norm: RmsNorm,
-    mlp: GatedMlp,
+/// One pre-norm block (shared with `bitnet.rs`, whose blocks add sub-norms).
+pub(crate) struct Block {
+    pub(crate) attn_norm: RmsNorm,
+    pub(crate) attn: Attention,
+    pub(crate) ffn_norm: RmsNorm,
+    pub(crate) mlp: GatedMlp,
 }
 
 /// A Llama-family decoder.
@@ -38,18 +39,27 @@ pub struct Llama {
 impl Llama {
     /// Loads a Llama-shaped model whose RoPE pairs dimensions in `style`.
     pub fn load(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle) -> Result<Self, ModelError> {
+        Self::load_with_blocks(file, backend, style, |w, cfg, il| {
+            Ok(Block {
+                attn_norm: RmsNorm::load(w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
+                attn: Attention::load(w, cfg, il)?,
+                ffn_norm: RmsNorm::load(w, &format!("blk.{il}.ffn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
+                mlp: GatedMlp::load(w, cfg, il, Activation::Silu)?,
+            })
+        })
+    }
+
+    /// Loads the Llama graph with blocks made by `block` (an architecture
+    /// that only changes what is inside a block reuses the rest).
+    pub(crate) fn load_with_blocks(
+        file: GgufFile,
+        backend: Arc<dyn Backend>,
+        style: RopeStyle,
+        block: impl Fn(&WeightLoader<'_>, &ModelConfig, usize) -> Result<Block, ModelError>,
+    ) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(&file)?;
         let w = WeightLoader::new(&file, backend.as_ref());
-        let blocks = (0..cfg.n_layer)
-            .map(|il| {
-                Ok(Block {
-                    attn_norm: RmsNorm::load(&w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
-                    attn: Attention::load(&w, &cfg, il)?,
-                    ffn_norm: RmsNorm::load(&w, &format!("blk.{il}.ffn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
-                    mlp: GatedMlp::load(&w, &cfg, il, Activation::Silu)?,
-                })
-            })
-            .collect::<Result<_, ModelError>>()?;
+        let blocks = (0..cfg.n_layer).map(|il| block(&w, &cfg, il)).collect::<Result<_, ModelError>>()?;
         let embed = Embedding::load(&w, &cfg)?;
         let head = LmHead::load(&w, &cfg, &embed)?;
         let rope = rope_params(&cfg, style);
