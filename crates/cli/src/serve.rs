@@ -202,9 +202,15 @@ pub fn cmd_serve(a: &ServeArgs, session: Session) -> Result<()> {
     if !a.host.is_loopback() {
         eprintln!("warning: listening on {addr}, reachable from other machines");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = http_runtime()?;
     rt.block_on(hearth_server::serve(addr, state)).with_context(|| format!("serving on {addr}"))?;
     Ok(())
+}
+
+/// The async runtime for HTTP: one worker is plenty for the I/O, and leaves
+/// the cores to the compute pool.
+fn http_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
 }
 
 /// The name a model is served under: the alias, or the file stem of a path.
@@ -272,7 +278,7 @@ pub struct LoadtestArgs {
 
 pub fn cmd_loadtest(a: &LoadtestArgs) -> Result<()> {
     use hearth_server::loadtest::{self, LoadConfig};
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = http_runtime()?;
     if !a.json {
         println!(
             "{:>7} {:>6} {:>9} {:>12} {:>10} {:>10} {:>10} {:>10}",

@@ -21,16 +21,8 @@ fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) ->
     // Other types: random bytes with sane f16 scales where each type keeps them.
     let mut bytes: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap_or(0)).map(|_| rng.gen()).collect();
     let scale = half::f16::from_f32(0.01).to_le_bytes();
-    let offsets: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q6_K => &[208],
-        _ => &[],
-    };
     for b in bytes.chunks_exact_mut(ty.type_size()) {
-        for &o in offsets {
+        for &o in hearth_cpu::kernels::reference::f16_field_offsets(ty) {
             b[o..o + 2].copy_from_slice(&scale);
         }
     }
@@ -58,7 +50,9 @@ fn main() {
     }
     let threads = hearth_cpu::pool::global().threads();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::F16] {
+    for ty in
+        [T::Q4_0, T::Q4_1, T::Q5_0, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::TQ1_0, T::TQ2_0, T::F16]
+    {
         if filter.as_deref().is_some_and(|f| !ty.to_string().contains(f)) {
             continue;
         }

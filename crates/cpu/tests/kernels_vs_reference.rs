@@ -49,18 +49,8 @@ fn check_gemm_tile(rows: usize, n: usize, k: usize, rng: &mut impl Rng) {
 fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut impl Rng) -> Vec<u8> {
     let mut bytes: Vec<u8> = (0..n_blocks * ty.type_size()).map(|_| rng.gen()).collect();
     let scale = half::f16::from_f32(0.01).to_le_bytes();
-    let f16_offsets: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q6_K => &[208],
-        GgmlType::TQ1_0 => &[52],
-        GgmlType::TQ2_0 => &[64],
-        _ => &[],
-    };
     for block in bytes.chunks_exact_mut(ty.type_size()) {
-        for &o in f16_offsets {
+        for &o in reference::f16_field_offsets(ty) {
             block[o..o + 2].copy_from_slice(&scale);
         }
     }

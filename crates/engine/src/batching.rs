@@ -41,6 +41,13 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Positions one sequence may reach: the context, or the whole KV pool
+    /// if that is smaller (so a sequence alone always fits).
+    #[must_use]
+    pub fn max_seq_len(&self) -> usize {
+        self.n_ctx.min(self.kv_blocks * self.block_size)
+    }
+
     /// One sequence of `n_ctx` positions (what `hearth run` needs).
     #[must_use]
     pub fn single(n_ctx: usize) -> Self {
@@ -191,12 +198,12 @@ impl<'s> Engine<'s> {
         let id = SeqId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         let prompt_len = req.prompt.len();
-        let history = req.prompt.clone();
+        let sampler = Sampler::new(req.params.clone(), &req.prompt);
         self.sched.add(Request { id, prompt: req.prompt }).map_err(EngineError::from)?;
         self.active.insert(
             id,
             Active {
-                sampler: Sampler::new(req.params.clone(), &history),
+                sampler,
                 decoder: IncrementalDecoder::new(),
                 stops: StopMatcher::new(&req.params.stop),
                 max_tokens: req.params.max_tokens,
@@ -237,9 +244,9 @@ impl<'s> Engine<'s> {
         }
         let batch = self.batch_of(&plan);
         match self.session.model.forward(&batch, &mut self.store) {
-            Ok(logits) => {
+            Ok(mut logits) => {
                 self.sched.complete(&plan);
-                self.sample_all(&plan, &logits);
+                self.sample_all(&plan, &mut logits);
             }
             Err(e) => {
                 tracing::error!("forward pass failed: {e}");
@@ -271,22 +278,26 @@ impl<'s> Engine<'s> {
         batch
     }
 
-    fn sample_all(&mut self, plan: &StepPlan, logits: &[f32]) {
+    fn sample_all(&mut self, plan: &StepPlan, logits: &mut [f32]) {
         let n_vocab = self.session.model.config().n_vocab;
-        let mut rows = logits.chunks_exact(n_vocab);
+        let mut rows = logits.chunks_exact_mut(n_vocab);
         for s in plan.scheduled.iter().filter(|s| s.sample) {
             let Some(row) = rows.next() else { break };
             self.on_logits(s.id, row);
         }
     }
 
-    /// Samples the next token of `id` and decides whether it goes on.
-    fn on_logits(&mut self, id: SeqId, row: &[f32]) {
+    /// Samples the next token of `id` from its logits row (edited in place
+    /// by the sampler) and decides whether it goes on.
+    fn on_logits(&mut self, id: SeqId, row: &mut [f32]) {
         let max_len = self.sched.max_seq_len();
         let session = self.session;
         let Some(a) = self.active.get_mut(&id) else { return };
-        let token = a.sampler.sample(&mut row.to_vec());
-        let logprob = a.logprobs.map(|k| logprob_of(row, token, k));
+        // Log-probabilities are of the model's logits, before penalties and
+        // truncation: only then is a copy of the row needed.
+        let original = a.logprobs.map(|_| row.to_vec());
+        let token = a.sampler.sample(row);
+        let logprob = a.logprobs.zip(original).map(|(k, o)| logprob_of(&o, token, k));
         if !a.ignore_eos && session.tokenizer.is_end_of_generation(token) {
             self.end(id, FinishReason::Stop);
             return;

@@ -45,7 +45,7 @@ impl EngineHandle {
         let metrics = Arc::new(Metrics::new());
         // Configuration errors surface here, before the thread starts.
         hearth_models::KvStore::row_bytes(session.model.config(), config.kv_type)?;
-        let max_seq_len = config.n_ctx.min(config.kv_blocks * config.block_size);
+        let max_seq_len = config.max_seq_len();
         let (commands, rx) = mpsc::channel();
         let (s, m) = (Arc::clone(&session), Arc::clone(&metrics));
         thread::Builder::new()

@@ -131,12 +131,6 @@ impl Metrics {
         self.prefix_hit_rate.set(if queried == 0 { 0.0 } else { hits as f64 / queried as f64 });
     }
 
-    /// Prefix-cache hit tokens since start.
-    #[must_use]
-    pub fn prefix_hit_tokens(&self) -> u64 {
-        self.prefix_hits.get()
-    }
-
     /// The text exposition of every metric.
     #[must_use]
     pub fn render(&self) -> String {

@@ -175,12 +175,6 @@ impl KvCacheManager {
             self.pool.release(&reversed);
         }
     }
-
-    /// Live sequences.
-    #[must_use]
-    pub fn num_seqs(&self) -> usize {
-        self.seqs.len()
-    }
 }
 
 #[cfg(test)]

@@ -87,12 +87,6 @@ impl BlockPool {
         self.len() - self.num_free()
     }
 
-    /// Blocks holding a cached prefix (owned or free).
-    #[must_use]
-    pub fn num_cached(&self) -> usize {
-        self.cached.len()
-    }
-
     /// References held on `b`.
     #[must_use]
     pub fn ref_count(&self, b: BlockId) -> u32 {

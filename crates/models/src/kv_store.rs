@@ -5,7 +5,7 @@
 //! before anything is written.
 
 use half::slice::HalfBitsSliceExt;
-use hearth_core::{AttentionSpan, Backend, BlockId, ForwardBatch, KvData, KvDataMut, KvLayer, KvType, SeqId};
+use hearth_core::{AttentionSpan, Backend, BlockId, ForwardBatch, KvData, KvDataMut, KvLayer, KvType};
 
 use crate::{Model, ModelConfig, ModelError};
 
@@ -186,8 +186,8 @@ impl SequenceCache {
         if batch.positions.iter().any(|&p| p >= self.n_ctx) {
             return Err(ModelError::ContextFull { limit: self.n_ctx });
         }
-        let seqs: Vec<SeqId> = batch.seq_ids.clone();
-        for seq in seqs {
+        for i in 0..batch.seq_ids.len() {
+            let seq = batch.seq_ids[i];
             batch.block_tables.entry(seq).or_insert_with(|| self.table.clone());
         }
         model.forward(&batch, &mut self.store)

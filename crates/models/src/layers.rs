@@ -22,7 +22,13 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// `x (n × cols) → n × w.rows`.
     pub fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>, ModelError> {
-        let n = self.batch.len();
+        self.matmul_rows(w, x, self.batch.len())
+    }
+
+    /// `x (n × cols) → n × w.rows`, for inputs with fewer rows than the
+    /// batch (the LM head sees only the rows that want logits). Applies the
+    /// matrix's per-tensor scale, if any.
+    pub fn matmul_rows(&self, w: &Matrix, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
         let mut out = vec![0.0; n * w.rows()];
         self.backend.matmul(w.weight(), x, n, &mut out)?;
         if let Some(s) = w.scale() {
@@ -158,9 +164,7 @@ impl Attention {
         }
         ctx.matmul(&self.wo, &attn)
     }
-}
 
-impl Attention {
     /// Adds a norm of the attention output before the output projection.
     #[must_use]
     pub fn with_sub_norm(mut self, norm: RmsNorm) -> Self {
@@ -271,9 +275,7 @@ impl LmHead {
             x.extend_from_slice(&hidden[r * n_embd..(r + 1) * n_embd]);
         }
         self.norm.apply(ctx, &mut x);
-        let mut out = vec![0.0; rows.len() * self.output.rows()];
-        ctx.backend.matmul(self.output.weight(), &x, rows.len(), &mut out)?;
-        Ok(out)
+        ctx.matmul_rows(&self.output, &x, rows.len())
     }
 }
 

@@ -125,14 +125,13 @@ pub struct Scheduler {
     kv: KvCacheManager,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
-    preemptions: u64,
 }
 
 impl Scheduler {
     /// A scheduler over the blocks of `kv`.
     #[must_use]
     pub fn new(config: SchedulerConfig, kv: KvCacheManager) -> Self {
-        Self { config, kv, waiting: VecDeque::new(), running: Vec::new(), preemptions: 0 }
+        Self { config, kv, waiting: VecDeque::new(), running: Vec::new() }
     }
 
     /// The limits.
@@ -169,12 +168,6 @@ impl Scheduler {
     #[must_use]
     pub fn num_running(&self) -> usize {
         self.running.len()
-    }
-
-    /// Preemptions since start.
-    #[must_use]
-    pub fn num_preemptions(&self) -> u64 {
-        self.preemptions
     }
 
     /// True when nothing waits or runs.
@@ -292,7 +285,6 @@ impl Scheduler {
             self.kv.free(victim.id);
             victim.computed = 0;
             victim.preemptions += 1;
-            self.preemptions += 1;
             plan.preempted.push(victim.id);
             let was_self = victim.id == id;
             self.waiting.push_front(victim);

@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, SelectAll, Stream, StreamExt};
 use hearth_core::{SeqId, TokenId};
-use hearth_engine::batching::{Event, GenRequest, Usage};
+use hearth_engine::batching::{AddError, Event, GenRequest, Usage};
 use hearth_engine::handle::{EngineHandle, Submitted};
+use hearth_engine::EngineError;
 use hearth_text::Message;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -42,16 +43,13 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     run(&state, Endpoint::Text, &req.sampling, prompt, req.logprobs()?, echo).await
 }
 
+/// Refuses a prompt that leaves no room to generate, before it is queued,
+/// naming the request field (the scheduler's own refusal, in OpenAI's shape).
 fn check_fits(state: &AppState, prompt: usize, param: &str) -> Result<(), ApiError> {
     let limit = state.engine.max_seq_len();
     if prompt >= limit {
-        return Err(ApiError {
-            code: Some("context_length_exceeded"),
-            ..ApiError::invalid(
-                param,
-                format!("prompt of {prompt} tokens does not fit the context of {limit} tokens (at least one must be left to generate)"),
-            )
-        });
+        let refusal = EngineError::Rejected(AddError::PromptTooLong { prompt, limit });
+        return Err(ApiError { param: Some(param.to_owned()), ..ApiError::from(refusal) });
     }
     Ok(())
 }

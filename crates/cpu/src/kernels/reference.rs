@@ -38,6 +38,24 @@ pub fn is_supported(ty: GgmlType) -> bool {
     )
 }
 
+/// Byte offsets of the f16 fields (scales, minimums) inside one block of
+/// `ty` (ggml's block structs). Tests and benches put sane values there when
+/// they fill blocks with random bytes (random bits can be inf or NaN).
+#[must_use]
+pub fn f16_field_offsets(ty: GgmlType) -> &'static [usize] {
+    use GgmlType as T;
+    match ty {
+        T::Q4_0 | T::Q5_0 | T::Q8_0 => &[0],
+        T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => &[0, 2],
+        T::Q2_K => &[80, 82],
+        T::Q3_K => &[108],
+        T::Q6_K => &[208],
+        T::TQ1_0 => &[52],
+        T::TQ2_0 => &[64],
+        _ => &[],
+    }
+}
+
 /// The little-endian f16 at byte `i`, widened.
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
