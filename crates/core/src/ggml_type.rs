@@ -39,6 +39,9 @@ pub enum GgmlType {
     BF16 = 30,
     TQ1_0 = 34,
     TQ2_0 = 35,
+    /// bitnet.cpp's 2-bit ternary type: codes only, one f32 scale per tensor
+    /// in a 32-byte trailer after the last row (see [`GgmlType::trailer_bytes`]).
+    I2_S = 36,
 }
 
 /// A type id that this build does not know.
@@ -82,6 +85,7 @@ impl TryFrom<u32> for GgmlType {
             30 => T::BF16,
             34 => T::TQ1_0,
             35 => T::TQ2_0,
+            36 => T::I2_S,
             other => return Err(UnknownGgmlType(other)),
         })
     }
@@ -95,6 +99,7 @@ impl GgmlType {
         match self {
             T::F32 | T::F16 | T::BF16 | T::I8 | T::I16 | T::I32 | T::I64 | T::F64 => 1,
             T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q8_1 | T::IQ4_NL => 32,
+            T::I2_S => 128,
             _ => 256,
         }
     }
@@ -128,6 +133,7 @@ impl GgmlType {
             T::IQ4_XS => 136,
             T::IQ1_M => 56,
             T::TQ1_0 => 54,
+            T::I2_S => 32,
         }
     }
 
@@ -139,6 +145,24 @@ impl GgmlType {
             return None;
         }
         (n / self.block_size()).checked_mul(self.type_size())
+    }
+
+    /// Bytes stored after a tensor's last row: `I2_S` keeps its one f32
+    /// scale there, padded to 32 bytes (bitnet.cpp's `ggml_nbytes`).
+    #[must_use]
+    pub const fn trailer_bytes(self) -> usize {
+        match self {
+            Self::I2_S => 32,
+            _ => 0,
+        }
+    }
+
+    /// Bytes of a tensor of `rows` rows of `row` elements, trailer included,
+    /// or `None` when a row is not whole blocks or the size overflows.
+    #[must_use]
+    pub fn tensor_bytes(self, row: usize, rows: u64) -> Option<u64> {
+        let row_bytes = u64::try_from(self.row_bytes(row)?).ok()?;
+        row_bytes.checked_mul(rows)?.checked_add(self.trailer_bytes() as u64)
     }
 
     /// The name ggml uses (`Q4_K`, `F16`, ...).
@@ -177,6 +201,7 @@ impl GgmlType {
             T::BF16 => "BF16",
             T::TQ1_0 => "TQ1_0",
             T::TQ2_0 => "TQ2_0",
+            T::I2_S => "I2_S",
         }
     }
 }

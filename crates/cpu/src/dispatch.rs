@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use crate::kernels::reference;
 use crate::packed::acts::QuantizedActs;
+use crate::packed::ternary::TernaryMatrix;
 use crate::packed::{self, PackedMatrix, GROUP};
 use crate::pool::SharedOut;
 
@@ -13,6 +14,9 @@ pub type GemmTileFn = fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
 /// `packed_group(m, g, acts, out)`: rows `8g..8g+8` of `m` against every row
 /// of `acts`, written to `out[t * m.rows + r]`.
 pub type PackedGroupFn = fn(&PackedMatrix, usize, &QuantizedActs, &SharedOut);
+
+/// `ternary_group(m, g, acts, out)`: as [`PackedGroupFn`] for 2-bit ternary matrices.
+pub type TernaryGroupFn = fn(&TernaryMatrix, usize, &QuantizedActs, &SharedOut);
 
 /// The kernels picked for this CPU.
 #[derive(Clone, Copy)]
@@ -25,10 +29,14 @@ pub struct Kernels {
     pub gemm_tile: GemmTileFn,
     /// Packed quantized matmul of one row group.
     pub packed_group: PackedGroupFn,
+    /// Ternary matmul of one row group.
+    pub ternary_group: TernaryGroupFn,
     /// `acc = round_f16(fma(v, s, acc))` (flash-attention V accumulation).
     pub mad_round_f16: fn(&mut [f32], &[f32], f32),
     /// `acc = round_f16(acc · s)`.
     pub scale_round_f16: fn(&mut [f32], f32),
+    /// `gate = silu(gate) · up` with ggml's `expf`.
+    pub silu_mul: fn(&mut [f32], &[f32]),
     /// 32 activations to 8-bit codes; returns the block scale.
     pub quantize_block_q8: fn(&[f32], &mut [i8]) -> f32,
 }
@@ -53,6 +61,18 @@ fn packed_group_reference(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &S
     }
 }
 
+fn ternary_group_reference(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    let rows = (g * GROUP..(g + 1) * GROUP).filter(|&r| r < m.rows);
+    for r in rows {
+        for t in 0..a.n {
+            // SAFETY: one output element, owned by this group's task.
+            #[allow(unsafe_code)]
+            let dst = unsafe { out.slice(t * m.rows + r, 1) };
+            dst[0] = packed::ternary::row_dot(m, r, a, t);
+        }
+    }
+}
+
 /// The portable kernel set (also the fallback on CPUs without AVX2).
 #[must_use]
 pub fn reference_kernels() -> Kernels {
@@ -61,9 +81,11 @@ pub fn reference_kernels() -> Kernels {
         dot: reference::dot,
         gemm_tile: gemm_tile_reference,
         packed_group: packed_group_reference,
+        ternary_group: ternary_group_reference,
         mad_round_f16: reference::mad_round_f16,
         scale_round_f16: reference::scale_round_f16,
         quantize_block_q8: reference::quantize_block_q8,
+        silu_mul: reference::silu_mul,
     }
 }
 
@@ -87,6 +109,9 @@ fn detect() -> Kernels {
     fn quantize(x: &[f32], q: &mut [i8]) -> f32 {
         unsafe { crate::kernels::x86::quantize_block_q8(x, q) }
     }
+    fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        unsafe { crate::kernels::x86::silu_mul(gate, up) }
+    }
     if std::env::var_os("HEARTH_FORCE_SCALAR").is_some()
         || !is_x86_feature_detected!("avx2")
         || !is_x86_feature_detected!("fma")
@@ -94,18 +119,26 @@ fn detect() -> Kernels {
     {
         return reference_kernels();
     }
-    // The last variant listed is the most capable.
-    let variants = px::available();
-    let pick = if std::env::var_os("HEARTH_NO_VNNI").is_some() { variants.first() } else { variants.last() };
-    let Some(&(isa, packed_group)) = pick else { return reference_kernels() };
+    // The last variant listed is the most capable; both lists share the order.
+    let (variants, ternary) = (px::available(), crate::packed::ternary_x86::available());
+    let no_vnni = std::env::var_os("HEARTH_NO_VNNI").is_some();
+    let (Some(&(isa, packed_group)), Some(&(_, ternary_group))) = (if no_vnni {
+        (variants.first(), ternary.first())
+    } else {
+        (variants.last(), ternary.last())
+    }) else {
+        return reference_kernels();
+    };
     Kernels {
         isa,
         dot,
         gemm_tile: gemm,
         packed_group,
+        ternary_group,
         mad_round_f16: mad,
         scale_round_f16: scale,
         quantize_block_q8: quantize,
+        silu_mul,
     }
 }
 

@@ -13,6 +13,7 @@ use hearth_core::GgmlType;
 use crate::dispatch::kernels;
 use crate::kernels::reference::{self, Unsupported};
 use crate::packed::acts::{ActRule, QuantizedActs};
+use crate::packed::ternary::TernaryMatrix;
 use crate::packed::PackedMatrix;
 use crate::pool::{self, SharedOut};
 
@@ -28,6 +29,8 @@ const TASKS_PER_THREAD: usize = 4;
 pub enum CpuWeight {
     /// Quantized, repacked for the integer kernels.
     Packed(PackedMatrix),
+    /// Ternary, repacked as 2-bit codes.
+    Ternary(TernaryMatrix),
     /// Float weights widened to f32; activations are rounded to `act_ty`
     /// first, as ggml does (its F16 dot products convert activations to f16).
     Float {
@@ -48,6 +51,9 @@ impl CpuWeight {
         if let Some(p) = PackedMatrix::pack(ty, data, rows, cols) {
             return Ok(Self::Packed(p));
         }
+        if let Some(t) = TernaryMatrix::pack(ty, data, rows, cols) {
+            return Ok(Self::Ternary(t));
+        }
         if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
             return Err(Unsupported(ty));
         }
@@ -64,6 +70,7 @@ impl CpuWeight {
     pub fn rows(&self) -> usize {
         match self {
             Self::Packed(p) => p.rows,
+            Self::Ternary(t) => t.rows,
             Self::Float { rows, .. } => *rows,
         }
     }
@@ -73,6 +80,7 @@ impl CpuWeight {
     pub fn cols(&self) -> usize {
         match self {
             Self::Packed(p) => p.cols,
+            Self::Ternary(t) => t.cols,
             Self::Float { cols, .. } => *cols,
         }
     }
@@ -82,6 +90,7 @@ impl CpuWeight {
     pub fn bytes(&self) -> usize {
         match self {
             Self::Packed(p) => p.bytes(),
+            Self::Ternary(t) => t.bytes(),
             Self::Float { data, .. } => data.len() * 4,
         }
     }
@@ -98,7 +107,16 @@ pub fn matmul(w: &CpuWeight, x: &[f32], n: usize, out: &mut [f32]) {
         return;
     }
     match w {
-        CpuWeight::Packed(p) => packed_matmul(p, x, n, out),
+        CpuWeight::Packed(p) => {
+            integer_matmul(ActRule::for_weights(p.ty), p.cols, p.rows, p.groups(), x, n, out, &|g, acts, out| {
+                (kernels().packed_group)(p, g, acts, out);
+            });
+        }
+        CpuWeight::Ternary(t) => {
+            integer_matmul(ActRule::for_weights(t.ty), t.cols, t.rows, t.groups(), x, n, out, &|g, acts, out| {
+                (kernels().ternary_group)(t, g, acts, out);
+            });
+        }
         CpuWeight::Float { data, act_ty, .. } => float_matmul(data, rows, cols, *act_ty, x, n, out),
     }
 }
@@ -108,17 +126,27 @@ thread_local! {
     static ACTS: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::default());
 }
 
-fn packed_matmul(p: &PackedMatrix, x: &[f32], n: usize, out: &mut [f32]) {
-    let group_kernel = kernels().packed_group;
+/// Quantizes `x` by `rule` once, then runs `group(g, acts, out)` for every
+/// row group of a `rows × cols` integer-kernel matrix, spread over the pool.
+#[allow(clippy::too_many_arguments)]
+fn integer_matmul(
+    rule: ActRule,
+    cols: usize,
+    rows: usize,
+    groups: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    group: &(dyn Fn(usize, &QuantizedActs, &SharedOut) + Sync),
+) {
     ACTS.with_borrow_mut(|acts| {
-        acts.quantize_with(ActRule::for_weights(p.ty), x, n, p.cols);
-        let groups = p.groups();
+        acts.quantize_with(rule, x, n, cols);
         let per_task = groups.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
-        let out = SharedOut::new(&mut out[..n * p.rows]);
+        let out = SharedOut::new(&mut out[..n * rows]);
         let acts = &*acts;
         pool::parallel_for(groups.div_ceil(per_task), &|task| {
             for g in task * per_task..((task + 1) * per_task).min(groups) {
-                group_kernel(p, g, acts, &out);
+                group(g, acts, &out);
             }
         });
     });

@@ -10,6 +10,7 @@ use half::slice::HalfFloatSliceExt;
 use hearth_core::{Activation, AttentionShape, AttentionSpan, KvLayer, RopeParams, RopeStyle};
 
 use crate::dispatch::kernels;
+use crate::kernels::reference::dot_f16_ggml;
 use crate::kv::read_row;
 use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
 
@@ -45,11 +46,36 @@ fn rms_norm_rows(x: &mut [f32], dim: usize, weight: &[f32], eps: f32) {
 
 /// In-place rotary embedding; `x` is `positions.len()` rows of whole heads.
 ///
-/// Angles follow ggml's `ggml_rope_cache_init` exactly: `theta` starts at
-/// the position and is multiplied by `base^(-2/n_rot)` for each pair, in f32
-/// (not `powf` per pair), because K is rounded to f16 in the cache and a
-/// last-bit difference can flip that rounding.
+/// Numerics follow ggml's CPU `rope` exactly: `theta` starts at the position
+/// and is multiplied by `base^(-2/n_rot)` for each pair, in f32 (not `powf`
+/// per pair); the rotation is `fma(x0, cos, −x1·sin)`, `fma(x0, sin, x1·cos)`
+/// (what GCC contracts ggml's `x0*cos - x1*sin` into). K is rounded to f16
+/// in the cache, so a last-bit difference here can flip that rounding.
 pub fn rope(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopeParams) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA; the body is the portable one, compiled with it.
+        #[allow(unsafe_code)]
+        unsafe {
+            rope_fma(x, head_dim, positions, p);
+        }
+        return;
+    }
+    rope_portable(x, head_dim, positions, p);
+}
+
+/// [`rope_portable`] compiled with hardware FMA (`mul_add` is otherwise a libm call).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "fma")]
+unsafe fn rope_fma(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopeParams) {
+    rope_portable(x, head_dim, positions, p);
+}
+
+// Inlined into `rope_fma` so that `mul_add` compiles to FMA instructions there.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn rope_portable(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopeParams) {
     let half = p.n_rot / 2;
     let theta_scale = p.freq_base.powf(-2.0 / p.n_rot as f32);
     let row_len = x.len() / positions.len().max(1);
@@ -69,8 +95,8 @@ pub fn rope(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopeParams)
                     RopeStyle::NeoX => (i, i + half),
                 };
                 let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos[i] - x1 * sin[i];
-                head[b] = x0 * sin[i] + x1 * cos[i];
+                head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+                head[b] = x0.mul_add(sin[i], x1 * cos[i]);
             }
         }
     }
@@ -86,7 +112,7 @@ pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
 
 fn gated_activation_part(gate: &mut [f32], up: &[f32], act: Activation) {
     match act {
-        Activation::Silu => gate.iter_mut().zip(up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u),
+        Activation::Silu => (kernels().silu_mul)(gate, up),
         Activation::GeluTanh => gate.iter_mut().zip(up).for_each(|(g, u)| *g = gelu_f16_table(*g) * u),
     }
 }
@@ -245,18 +271,21 @@ fn attend_tile(
                 continue;
             }
             for h in i * group..(i + 1) * group {
-                let score = (k.dot)(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
+                let score = dot_f16_ggml(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
                 let acc = &mut w.acc[h * hd..(h + 1) * hd];
-                let (mut ms, mut vs) = (1f32, 1f32);
+                // ggml's `S = S*ms + vs` (compiled to an FMA): with a new
+                // maximum vs = 1, otherwise ms = 1 and it is a plain sum.
                 if score > w.max[h] {
-                    ms = (w.max[h] - score).exp();
+                    let ms = (w.max[h] - score).exp();
                     w.max[h] = score;
                     (k.scale_round_f16)(acc, ms);
+                    (k.mad_round_f16)(acc, &w.value, 1.0);
+                    w.sum[h] = w.sum[h].mul_add(ms, 1.0);
                 } else {
-                    vs = (score - w.max[h]).exp();
+                    let vs = (score - w.max[h]).exp();
+                    (k.mad_round_f16)(acc, &w.value, vs);
+                    w.sum[h] += vs;
                 }
-                (k.mad_round_f16)(acc, &w.value, vs);
-                w.sum[h] = w.sum[h] * ms + vs;
             }
         }
     }

@@ -3,7 +3,8 @@
 
 use hearth_core::GgmlType;
 use hearth_cpu::kernels::reference;
-use hearth_cpu::packed::acts::QuantizedActs;
+use hearth_cpu::packed::acts::{ActRule, QuantizedActs};
+use hearth_cpu::packed::ternary::TernaryMatrix;
 use hearth_cpu::packed::PackedMatrix;
 use hearth_cpu::pool::SharedOut;
 use hearth_cpu::CpuWeight;
@@ -57,10 +58,114 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut impl Rng) -> Vec<u8> {
     bytes
 }
 
-const PACKED_TYPES: [GgmlType; 12] = {
+const PACKED_TYPES: [GgmlType; 10] = {
     use GgmlType as T;
-    [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::TQ1_0, T::TQ2_0]
+    [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K]
 };
+
+const TERNARY_TYPES: [GgmlType; 3] = [GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::I2_S];
+
+/// Random ternary codes (0..=2) encoded as `ty`, with one scale per block
+/// (or per tensor for `I2_S`).
+fn random_ternary(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) -> Vec<u8> {
+    use hearth_cpu::kernels::ternary::{encode_i2_s, encode_tq1_0, encode_tq2_0, QK};
+    let codes: Vec<u8> = (0..rows * cols).map(|_| rng.gen_range(0..3u8)).collect();
+    match ty {
+        GgmlType::I2_S => encode_i2_s(&codes, rng.gen_range(0.01..0.1)),
+        GgmlType::TQ1_0 => codes.chunks_exact(QK).flat_map(|c| encode_tq1_0(c, rng.gen_range(0.01..0.1))).collect(),
+        _ => codes.chunks_exact(QK).flat_map(|c| encode_tq2_0(c, rng.gen_range(0.01..0.1))).collect(),
+    }
+}
+
+fn dequantize_ternary(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Vec<f32> {
+    if ty == GgmlType::I2_S {
+        return hearth_cpu::kernels::ternary::dequantize_i2_s(w, rows * cols);
+    }
+    let mut out = vec![0.0; rows * cols];
+    reference::dequantize_row(ty, &w[..ty.row_bytes(cols).unwrap() * rows], &mut out).unwrap();
+    out
+}
+
+fn q8k_acts(n: usize, cols: usize, rng: &mut impl Rng) -> QuantizedActs {
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
+    let mut a = QuantizedActs::default();
+    a.quantize_with(ActRule::Q8K, &x, n, cols);
+    a
+}
+
+/// 2-bit packing is lossless for all three ternary types.
+#[test]
+fn ternary_matrices_dequantize_exactly_like_their_files() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for ty in TERNARY_TYPES {
+        let (rows, cols) = (11, 512);
+        let w = random_ternary(ty, rows, cols, &mut rng);
+        let t = TernaryMatrix::pack(ty, &w, rows, cols).expect("ternary");
+        let want = dequantize_ternary(ty, &w, rows, cols);
+        for r in 0..rows {
+            let got = t.dequantize_row(r);
+            let want = &want[r * cols..(r + 1) * cols];
+            assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty} row {r}");
+        }
+    }
+}
+
+/// Every ternary SIMD variant equals the lane-wise specification bit for bit.
+#[test]
+fn ternary_kernels_are_bit_identical_to_the_reference() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let variants = hearth_cpu::packed::ternary_kernel_variants();
+    for ty in TERNARY_TYPES {
+        for (rows, cols, n) in [(8, 256, 1), (13, 512, 5), (37, 256, 4), (3, 1024, 9)] {
+            let t = TernaryMatrix::pack(ty, &random_ternary(ty, rows, cols, &mut rng), rows, cols).unwrap();
+            let a = q8k_acts(n, cols, &mut rng);
+            let mut want = vec![0.0; n * rows];
+            hearth_cpu::packed::ternary::gemm(&t, &a, &mut want);
+            for &(name, kernel) in &variants {
+                let mut got = vec![0.0; n * rows];
+                let shared = SharedOut::new(&mut got);
+                (0..t.groups()).for_each(|g| kernel(&t, g, &a, &shared));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{name} {ty} {rows}x{cols} n={n} at {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+/// The ternary matmul is the float product of the dequantized weights with
+/// the `Q8_K`-rounded activations, up to summation order; and `I2_S` equals
+/// `TQ2_0` exactly when both hold the same codes and scale.
+#[test]
+fn ternary_matmul_matches_dequantized_math_and_i2_s_equals_tq2_0() {
+    use hearth_cpu::kernels::ternary::{encode_i2_s, encode_tq2_0, QK};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for ty in TERNARY_TYPES {
+        for (rows, n) in [(1, 1), (37, 1), (19, 5), (33, 9)] {
+            let cols = 512;
+            let w = random_ternary(ty, rows, cols, &mut rng);
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut fast = vec![0.0; n * rows];
+            hearth_cpu::matmul(&CpuWeight::new(ty, &w, rows, cols).unwrap(), &x, n, &mut fast);
+            let (wf, mut xr) = (dequantize_ternary(ty, &w, rows, cols), x.clone());
+            xr.chunks_mut(cols).for_each(|row| reference::round_trip(GgmlType::Q8_K, row));
+            let slow: Vec<f32> =
+                (0..n * rows).map(|i| reference::dot(&wf[(i % rows) * cols..][..cols], &xr[(i / rows) * cols..][..cols])).collect();
+            assert_close(&fast, &slow, 1e-4);
+        }
+    }
+    let (rows, cols, n) = (24, 768, 3);
+    let codes: Vec<u8> = (0..rows * cols).map(|_| rng.gen_range(0..3u8)).collect();
+    let d = half::f16::from_f32(0.037).to_f32();
+    let tq2: Vec<u8> = codes.chunks_exact(QK).flat_map(|c| encode_tq2_0(c, d)).collect();
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let run = |ty, w: &[u8]| {
+        let mut out = vec![0.0; n * rows];
+        hearth_cpu::matmul(&CpuWeight::new(ty, w, rows, cols).unwrap(), &x, n, &mut out);
+        out
+    };
+    assert_eq!(run(GgmlType::I2_S, &encode_i2_s(&codes, d)), run(GgmlType::TQ2_0, &tq2));
+}
 
 fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) -> Vec<u8> {
     let mut w = random_blocks(ty, rows * cols / ty.block_size(), rng);

@@ -253,12 +253,12 @@ fn validate_tensor(
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
     let row = usize::try_from(dims[0]).map_err(|_| bad("row too long".into()))?;
-    let row_bytes =
-        ty.row_bytes(row).ok_or_else(|| bad(format!("row of {row} elements is not a whole number of {ty} blocks")))?;
+    if ty.row_bytes(row).is_none() {
+        return Err(bad(format!("row of {row} elements is not a whole number of {ty} blocks")));
+    }
     let rows = n_elements / dims[0];
-    let size = u64::try_from(row_bytes)
-        .ok()
-        .and_then(|rb| rb.checked_mul(rows))
+    let size = ty
+        .tensor_bytes(row, rows)
         .and_then(|s| usize::try_from(s).ok())
         .ok_or_else(|| bad(format!("size of {dims:?} {ty} overflows")))?;
     if !offset.is_multiple_of(alignment as u64) {

@@ -34,8 +34,8 @@ impl GgufWriter {
     pub fn add_tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
         let n: u64 = dims.iter().product();
         let rows = n / dims[0];
-        let row_bytes = ty.row_bytes(dims[0] as usize).expect("row is a whole number of blocks"); // ok: caller-built tensors, documented panic
-        assert_eq!(data.len() as u64, rows * row_bytes as u64, "tensor {name}: data size mismatch");
+        let size = ty.tensor_bytes(dims[0] as usize, rows).expect("row is a whole number of blocks"); // ok: caller-built tensors, documented panic
+        assert_eq!(data.len() as u64, size, "tensor {name}: data size mismatch");
         self.tensors.push((name.to_owned(), dims.to_vec(), ty, data));
         self
     }

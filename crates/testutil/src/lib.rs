@@ -4,7 +4,7 @@
 
 use hearth_core::GgmlType;
 use hearth_gguf::{GgufWriter, MetaValue, MetaValueType};
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Shape of a tiny test model.
@@ -93,17 +93,22 @@ impl Gen {
         g
     }
 
-    /// A `rows × cols` ternary matrix in `ty` (TQ1_0 or TQ2_0): codes drawn
-    /// with zero as likely as ±1 (BitNet's weights are about a third zeros),
-    /// one block scale for the whole tensor as BitNet's absmean gives, and
-    /// a per-tensor `<stem>.scale` beside it.
+    /// A `rows × cols` ternary matrix in `ty`: codes drawn with zero as
+    /// likely as ±1 (BitNet's weights are about a third zeros), one scale for
+    /// the whole tensor as BitNet's absmean gives, and a per-tensor
+    /// `<stem>.scale` beside it. `TQ1_0`/`TQ2_0` store the scale per block
+    /// (f16), `I2_S` once per tensor (the same f16-rounded value, so its
+    /// results equal `TQ2_0`'s), `Q4_0` as exact nibbles 7..9 and `Q8_0` as
+    /// quantized values (same-shape comparisons).
     fn ternary_matrix(&mut self, stem: &str, rows: usize, cols: usize, ty: GgmlType) {
-        use hearth_cpu::kernels::ternary::{encode_tq1_0, encode_tq2_0, QK};
+        use hearth_cpu::kernels::ternary::{encode_i2_s, encode_tq1_0, encode_tq2_0, QK};
         let d = self.rng.gen_range(0.5..1.5) / (cols as f32).sqrt();
         let codes: Vec<u8> = (0..rows * cols).map(|_| self.rng.gen_range(0..3u8)).collect();
         let bytes = match ty {
             GgmlType::TQ1_0 => codes.chunks_exact(QK).flat_map(|c| encode_tq1_0(c, d)).collect(),
             GgmlType::TQ2_0 => codes.chunks_exact(QK).flat_map(|c| encode_tq2_0(c, d)).collect(),
+            GgmlType::I2_S => encode_i2_s(&codes, half::f16::from_f32(d).to_f32()),
+            GgmlType::Q4_0 => codes.chunks_exact(32).flat_map(|c| ternary_q4_0_block(c, d)).collect(),
             _ => {
                 let v: Vec<f32> = codes.iter().map(|&c| (f32::from(c) - 1.0) * d).collect();
                 hearth_cpu::kernels::reference::quantize_q8_0(&v)
@@ -115,8 +120,16 @@ impl Gen {
     }
 }
 
+/// 32 ternary codes as one exact `Q4_0` block: scale `d`, nibbles `code + 7`
+/// (element `j` in the low nibble of byte `j`, element `j + 16` in the high).
+fn ternary_q4_0_block(codes: &[u8], d: f32) -> Vec<u8> {
+    let mut b = half::f16::from_f32(d).to_le_bytes().to_vec();
+    b.extend((0..16).map(|j| (codes[j] + 7) | ((codes[j + 16] + 7) << 4)));
+    b
+}
+
 /// GPT-2's byte alphabet as one-character tokens: a valid byte-level BPE
-/// vocabulary with no merges.
+/// vocabulary with no merges; beyond 256, unreachable filler tokens `tok<i>`.
 fn byte_tokens(n: usize) -> Vec<MetaValue> {
     let printable = |b: u32| (33..=126).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     let mut next = 256u32;
@@ -130,6 +143,7 @@ fn byte_tokens(n: usize) -> Vec<MetaValue> {
             };
             MetaValue::String(char::from_u32(c).unwrap_or('?').to_string())
         })
+        .chain((256..).map(|i| MetaValue::String(format!("tok{i}"))))
         .take(n)
         .collect()
 }
@@ -176,17 +190,51 @@ pub fn tiny_qwen(arch: &str, seed: u64) -> Vec<u8> {
 pub const TINY_BITNET: TinyShape =
     TinyShape { n_embd: 256, n_head: 4, n_kv_head: 2, head_dim: 64, n_ff: 512, n_layer: 2, n_vocab: 256 };
 
-/// A tiny random `bitnet` model with every matrix in the ternary type `ty`
-/// (TQ1_0 or TQ2_0), per-tensor scales and sub-norms, F16 embeddings tied
+/// A tiny random `bitnet` model with every matrix in `ty` (see
+/// `ternary_matrix`), per-tensor scales and sub-norms, F16 embeddings tied
 /// to the LM head.
 #[must_use]
 pub fn tiny_bitnet(ty: GgmlType, seed: u64) -> Vec<u8> {
     let s = TINY_BITNET;
     let mut g = Gen::with_metadata("bitnet", s, seed);
-    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
     let emb = g.values(s.n_vocab * s.n_embd, 1.0);
     let emb: Vec<u8> = emb.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
     g.w.add_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::F16, emb);
+    bitnet_blocks(&mut g, s, ty);
+    g.w.to_bytes()
+}
+
+/// The shape of Microsoft's BitNet b1.58 2B-4T.
+pub const BITNET_2B: TinyShape =
+    TinyShape { n_embd: 2560, n_head: 20, n_kv_head: 5, head_dim: 128, n_ff: 6912, n_layer: 30, n_vocab: 128_256 };
+
+/// A random `bitnet` model of BitNet b1.58 2B-4T's shape (2.4 billion
+/// weights) with its matrices in `ty` and the tied embedding in `Q4_K` (what
+/// `llama-quantize` gives `TQ1_0`/`TQ2_0` models), for speed figures. About
+/// 0.6–1.4 GB depending on `ty`; seconds to make.
+#[must_use]
+pub fn bitnet_2b(ty: GgmlType, seed: u64) -> Vec<u8> {
+    let s = BITNET_2B;
+    let mut g = Gen::with_metadata("bitnet", s, seed);
+    g.set("bitnet.context_length", MetaValue::U32(4096));
+    g.set("bitnet.rope.freq_base", MetaValue::F32(500_000.0));
+    g.set("bitnet.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5));
+    g.set("general.name", MetaValue::String("hearth random bitnet-2b".into()));
+    // Random Q4_K blocks with sane f16 scales: values of about ±1.
+    let mut emb = vec![0u8; s.n_vocab * s.n_embd / 256 * GgmlType::Q4_K.type_size()];
+    g.rng.fill_bytes(&mut emb);
+    for block in emb.chunks_exact_mut(GgmlType::Q4_K.type_size()) {
+        block[0..2].copy_from_slice(&half::f16::from_f32(0.004).to_le_bytes());
+        block[2..4].copy_from_slice(&half::f16::from_f32(0.002).to_le_bytes());
+    }
+    g.w.add_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::Q4_K, emb);
+    bitnet_blocks(&mut g, s, ty);
+    g.w.to_bytes()
+}
+
+/// The blocks and output norm of a `bitnet` model.
+fn bitnet_blocks(g: &mut Gen, s: TinyShape, ty: GgmlType) {
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
     for il in 0..s.n_layer {
         let p = |n: &str| format!("blk.{il}.{n}");
         g.norm(&p("attn_norm.weight"), s.n_embd);
@@ -202,7 +250,6 @@ pub fn tiny_bitnet(ty: GgmlType, seed: u64) -> Vec<u8> {
         g.ternary_matrix(&p("ffn_down"), s.n_embd, s.n_ff, ty);
     }
     g.norm("output_norm.weight", s.n_embd);
-    g.w.to_bytes()
 }
 
 /// The token ids fed to tiny models in the architecture tests.

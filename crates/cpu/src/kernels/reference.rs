@@ -13,7 +13,8 @@ use hearth_core::GgmlType;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsupported(pub GgmlType);
 
-/// Whether [`dequantize_row`] supports `ty`.
+/// Whether weights of `ty` can be used: [`dequantize_row`] decodes them, or
+/// for `I2_S` (its scale sits after the last row) the ternary packer does.
 #[must_use]
 pub fn is_supported(ty: GgmlType) -> bool {
     use GgmlType as T;
@@ -35,6 +36,7 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | T::Q8_K
             | T::TQ1_0
             | T::TQ2_0
+            | T::I2_S
     )
 }
 
@@ -351,7 +353,7 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
         T::F32 => T::F32,
         T::F16 => T::F16,
         T::BF16 => T::BF16,
-        T::TQ1_0 | T::TQ2_0 => T::Q8_K,
+        T::TQ1_0 | T::TQ2_0 | T::I2_S => T::Q8_K,
         _ => T::Q8_0,
     }
 }
@@ -397,6 +399,92 @@ fn round_trip_q8_k(block: &mut [f32]) {
     let iscale = -127.0 / max;
     let d = 1.0 / iscale;
     block.iter_mut().for_each(|v| *v = ((iscale * *v).round_ties_even()).min(127.0) * d);
+}
+
+/// Constants of ggml's vector `expf` (`ggml_v_expf`, adapted from Arm's
+/// optimized routines): round-to-integer shifter, log2(e), ln 2 split in a
+/// high and a low part, and the polynomial for `e^b − 1` on |b| ≤ ln2/2.
+pub(crate) mod expf_consts {
+    pub const SHIFTER: f32 = 12_582_912.0; // 0x1.8p23
+    pub const LOG2E: f32 = f32::from_bits(0x3FB8_AA3B); // 0x1.715476p+0
+    pub const LN2_HI: f32 = f32::from_bits(0x3F31_7200); // 0x1.62e4p-1
+    pub const LN2_LO: f32 = f32::from_bits(0x35BF_BE8E); // 0x1.7f7d1cp-20
+    pub const P1: f32 = f32::from_bits(0x3F7F_FFF6); // 0x1.ffffecp-1
+    pub const P2: f32 = f32::from_bits(0x3EFF_FEDB); // 0x1.fffdb6p-2
+    pub const P3: f32 = f32::from_bits(0x3E2A_AF33); // 0x1.555e66p-3
+    pub const P4: f32 = f32::from_bits(0x3D2B_9F17); // 0x1.573e2ep-5
+    pub const P5: f32 = f32::from_bits(0x3C07_2010); // 0x1.0e4020p-7
+}
+
+/// `e^x` exactly as llama.cpp's CPU backend computes it in vectors on
+/// AVX-512 machines (`ggml_v_expf` with `vscalefps`): `x = n·ln2 + b`,
+/// `e^x = 2^n · p(b)`. Its SiLU (hence every SwiGLU FFN) goes through this,
+/// and matching it bit for bit keeps logits equal to llama.cpp's.
+#[inline(always)]
+#[must_use]
+pub fn expf_ggml(x: f32) -> f32 {
+    use expf_consts::{LN2_HI, LN2_LO, LOG2E, P1, P2, P3, P4, P5, SHIFTER};
+    let z = x.mul_add(LOG2E, SHIFTER);
+    let n = z - SHIFTER;
+    let b = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let u = b * b;
+    let j = P5.mul_add(b, P4).mul_add(u, P3.mul_add(b, P2)).mul_add(u, P1.mul_add(b, 1.0));
+    scale_by_pow2(j, n)
+}
+
+/// `j · 2^n` rounded once, as `vscalefps` (`n` integral): exact powers of two
+/// in the normal range; beyond it through f64 (still one rounding), and ggml's
+/// saturation past |n| = 192.
+#[inline(always)]
+#[must_use]
+pub fn scale_by_pow2(j: f32, n: f32) -> f32 {
+    if n.abs() <= 126.0 {
+        j * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    } else if n.abs() > 192.0 {
+        if n <= 0.0 {
+            0.0
+        } else {
+            f32::INFINITY
+        }
+    } else if n.is_nan() {
+        n
+    } else {
+        (f64::from(j) * 2f64.powi(n as i32)) as f32
+    }
+}
+
+/// `gate = silu(gate) · up` element-wise, with ggml's `expf`:
+/// `silu(x) = x / (1 + e^(0 − x))`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + expf_ggml(0.0 - *g)) * u;
+    }
+}
+
+/// Dot product of two rows of f16 values (held as f32) in the order of
+/// ggml's `ggml_vec_dot_f16` on AVX-512 (its flash attention's `q·k`):
+/// 64 lane sums over whole chunks of 64, folded as four 16-lane vectors
+/// `(v0+v2) + (v1+v3)`, then `_mm512_reduce_add_ps`; the tail is added in
+/// f64. Products of f16 values are exact in f32, so no FMA is needed to
+/// reproduce it, and this plain loop vectorizes.
+#[must_use]
+pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let whole = n & !63;
+    let mut acc = [0f32; 64];
+    for (xc, yc) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
+        for ((a, &p), &q) in acc.iter_mut().zip(xc).zip(yc) {
+            *a += p * q;
+        }
+    }
+    let v: [f32; 16] = std::array::from_fn(|l| (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]));
+    let h: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+    let q: [f32; 4] = std::array::from_fn(|i| h[i] + h[i + 4]);
+    let mut sum = f64::from((q[0] + q[2]) + (q[1] + q[3]));
+    for (p, q) in x[whole..n].iter().zip(&y[whole..n]) {
+        sum += f64::from(p * q);
+    }
+    sum as f32
 }
 
 /// `acc = round_f16(fma(v, s, acc))` element-wise (see `x86::mad_round_f16`).

@@ -193,3 +193,47 @@ pub unsafe fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
     _mm256_storeu_si256(q.as_mut_ptr().cast(), ordered);
     amax / 127.0
 }
+
+/// `gate = silu(gate) · up` (see `reference::silu_mul`): ggml's `expf`, 8
+/// lanes at a time; a vector with a lane outside the normal-exponent range
+/// (|x| ≳ 87) goes through the scalar twin.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    use super::reference::expf_consts::{LN2_HI, LN2_LO, LOG2E, P1, P2, P3, P4, P5, SHIFTER};
+    use std::arch::x86_64::{
+        _mm256_add_epi32, _mm256_add_ps, _mm256_andnot_ps, _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_cvtps_epi32,
+        _mm256_div_ps, _mm256_fnmadd_ps, _mm256_movemask_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps,
+        _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_ps, _CMP_GT_OQ,
+    };
+    let n = gate.len().min(up.len());
+    let c = |v: f32| _mm256_set1_ps(v);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: 8 floats at i with i + 8 <= n in both slices.
+        let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let neg = _mm256_sub_ps(_mm256_setzero_ps(), x);
+        let z = _mm256_fmadd_ps(neg, c(LOG2E), c(SHIFTER));
+        let k = _mm256_sub_ps(z, c(SHIFTER));
+        let b = _mm256_fnmadd_ps(k, c(LN2_LO), _mm256_fnmadd_ps(k, c(LN2_HI), neg));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(_mm256_fmadd_ps(c(P5), b, c(P4)), u, _mm256_fmadd_ps(c(P3), b, c(P2))),
+            u,
+            _mm256_fmadd_ps(c(P1), b, c(1.0)),
+        );
+        let out_of_range = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_andnot_ps(c(-0.0), k), c(126.0));
+        if _mm256_movemask_ps(out_of_range) != 0 {
+            super::reference::silu_mul(&mut gate[i..i + 8], &up[i..i + 8]);
+        } else {
+            let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)));
+            let e = _mm256_mul_ps(j, _mm256_castsi256_ps(pow2));
+            let s = _mm256_div_ps(x, _mm256_add_ps(c(1.0), e));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(s, _mm256_loadu_ps(up.as_ptr().add(i))));
+        }
+        i += 8;
+    }
+    super::reference::silu_mul(&mut gate[i..n], &up[i..n]);
+}

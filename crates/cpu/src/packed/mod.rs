@@ -25,6 +25,9 @@
 
 pub mod acts;
 pub mod reference;
+pub mod ternary;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod ternary_x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
@@ -32,7 +35,6 @@ use half::f16;
 use hearth_core::GgmlType;
 
 use crate::kernels::reference::{f16_at, q3_k_scales, scale_min_k4};
-use crate::kernels::ternary;
 
 /// Rows per interleaved group (lanes of one 256-bit f32 vector).
 pub const GROUP: usize = 8;
@@ -72,8 +74,6 @@ impl Layout {
             T::Q4_K => l(false, 32, 0, true, false),
             T::Q5_K => l(true, 32, 0, true, false),
             T::Q6_K => l(true, 16, 32, false, false),
-            // One f16 scale per 256 weights, repeated for each 32-element sub-block.
-            T::TQ1_0 | T::TQ2_0 => l(false, 32, 1, false, true),
             _ => None,
         }
     }
@@ -157,6 +157,17 @@ pub struct PackedMatrix {
 }
 
 pub use crate::dispatch::PackedGroupFn as GroupKernel;
+
+pub use crate::dispatch::TernaryGroupFn as TernaryKernel;
+
+/// Every ternary-group kernel this CPU can run, by name, as [`kernel_variants`].
+#[must_use]
+pub fn ternary_kernel_variants() -> Vec<(&'static str, TernaryKernel)> {
+    let mut v: Vec<(&'static str, TernaryKernel)> = vec![("scalar", crate::reference_kernels().ternary_group)];
+    #[cfg(target_arch = "x86_64")]
+    v.extend(ternary_x86::available());
+    v
+}
 
 /// Every packed-group kernel this CPU can run, by name (the dispatched one
 /// is among them): tests and benches compare them all with the reference.
@@ -328,8 +339,6 @@ fn unpack_row(ty: GgmlType, row: &[u8], cols: usize) -> Unpacked {
             T::Q4_K => unpack_q4_5_k(b, None, &mut u),
             T::Q5_K => unpack_q4_5_k(&[&b[..16], &b[48..176]].concat(), Some(&b[16..48]), &mut u),
             T::Q6_K => unpack_q6_k(b, &mut u),
-            T::TQ1_0 => unpack_ternary(ternary::decode_tq1_0(b), &mut u),
-            T::TQ2_0 => unpack_ternary(ternary::decode_tq2_0(b), &mut u),
             _ => unreachable!("Layout::for_type admits only the types above"),
         }
     }
@@ -337,11 +346,6 @@ fn unpack_row(ty: GgmlType, row: &[u8], cols: usize) -> Unpacked {
 }
 
 /// 16 bytes of nibbles: elements 0..16 in the low nibbles, 16..32 in the high.
-fn unpack_ternary((codes, d): ([u8; ternary::QK], f32), u: &mut Unpacked) {
-    u.codes.extend_from_slice(&codes);
-    u.scales.extend(std::iter::repeat_n(d, ternary::QK / BLOCK));
-}
-
 fn nibbles(qs: &[u8], out: &mut Vec<u8>) {
     out.extend(qs.iter().map(|q| q & 0xF));
     out.extend(qs.iter().map(|q| q >> 4));

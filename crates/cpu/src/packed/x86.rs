@@ -76,7 +76,7 @@ unsafe fn load_codes<const EIGHT: bool>(p: *const u8) -> [__m256i; 8] {
 }
 
 /// Start of a scale array (f16 or f32 elements, as the layout says).
-fn scale_ptr(s: &Scales) -> *const u8 {
+pub(super) fn scale_ptr(s: &Scales) -> *const u8 {
     match s {
         Scales::F16(v) => v.as_ptr().cast(),
         Scales::F32(v) => v.as_ptr().cast(),
@@ -85,7 +85,7 @@ fn scale_ptr(s: &Scales) -> *const u8 {
 
 /// 8 scales (one per row of the group) starting at element `i`.
 #[inline(always)]
-unsafe fn load_scales<const F16S: bool>(p: *const u8, i: usize) -> __m256 {
+pub(super) unsafe fn load_scales<const F16S: bool>(p: *const u8, i: usize) -> __m256 {
     if F16S {
         _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast()))
     } else {
