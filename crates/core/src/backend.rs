@@ -51,6 +51,8 @@ pub enum Activation {
     Silu,
     /// GELU, tanh approximation (Gemma).
     GeluTanh,
+    /// `relu(x)²` (BitNet b1.58 2B-4T, bitnet.cpp's `bitnet-b1.58`).
+    ReluSquared,
 }
 
 /// Geometry of one attention call.

@@ -114,6 +114,10 @@ fn gated_activation_part(gate: &mut [f32], up: &[f32], act: Activation) {
     match act {
         Activation::Silu => (kernels().silu_mul)(gate, up),
         Activation::GeluTanh => gate.iter_mut().zip(up).for_each(|(g, u)| *g = gelu_f16_table(*g) * u),
+        Activation::ReluSquared => gate.iter_mut().zip(up).for_each(|(g, u)| {
+            let r = g.max(0.0);
+            *g = r * r * u;
+        }),
     }
 }
 
@@ -298,6 +302,29 @@ fn attend_tile(
             let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
             o.iter_mut().zip(&w.acc[h * hd..(h + 1) * hd]).for_each(|(o, a)| *o = a * inv);
         }
+    }
+}
+
+#[cfg(test)]
+mod activation_tests {
+    use super::*;
+
+    #[test]
+    fn squared_relu_gates_with_relu_of_the_gate_squared() {
+        let mut gate = vec![-2.0, 0.0, 0.5, 3.0];
+        gated_activation(&mut gate, &[1.0, 1.0, 2.0, -1.0], Activation::ReluSquared);
+        assert_eq!(gate, [0.0, 0.0, 0.5, -9.0]);
+    }
+
+    #[test]
+    fn silu_uses_ggml_expf_within_an_ulp_or_two_of_libm() {
+        for x in [-20.0f32, -3.5, -0.1, 0.0, 0.7, 4.0, 30.0] {
+            let e = crate::kernels::reference::expf_ggml(x);
+            assert!((e - x.exp()).abs() <= 3.0 * f32::EPSILON * x.exp(), "{x}: {e} vs {}", x.exp());
+        }
+        let mut g = vec![1.0f32; 3];
+        gated_activation(&mut g, &[2.0, 2.0, 2.0], Activation::Silu);
+        assert!((g[0] - 2.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
     }
 }
 

@@ -11,9 +11,11 @@
 //!     x += down·s_d(sub_norm_f(silu(gate·s_g(h)) * up·s_u(h)))   with h = rms_norm(x)
 //! logits = embed(rms_norm(x))
 //! ```
-//! (llama.cpp's `src/models/bitnet.cpp`; its FFN is SiLU-gated.) Only the
-//! blocks differ from Llama's, so the graph is Llama's with these blocks;
-//! per-tensor scales are applied by every matmul that has one.
+//! (llama.cpp's `src/models/bitnet.cpp`; its FFN is SiLU-gated.) Microsoft's
+//! BitNet b1.58 2B-4T, converted by bitnet.cpp as `bitnet-b1.58` (or
+//! `bitnet-25`), gates with `relu(x)²` instead; everything else is the same.
+//! Only the blocks differ from Llama's, so the graph is Llama's with these
+//! blocks; per-tensor scales are applied by every matmul that has one.
 
 use std::sync::Arc;
 
@@ -24,16 +26,17 @@ use crate::layers::{Attention, GatedMlp, RmsNorm};
 use crate::llama::{Block, Llama};
 use crate::ModelError;
 
-/// Loads a `bitnet` GGUF.
+/// Loads a `bitnet`, `bitnet-b1.58` or `bitnet-25` GGUF.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelError> {
     Llama::load_with_blocks(file, backend, RopeStyle::NeoX, |w, cfg, il| {
+        let act = if cfg.arch == "bitnet" { Activation::Silu } else { Activation::ReluSquared };
         let p = |s: &str| format!("blk.{il}.{s}");
         let norm = |name: &str, dim| RmsNorm::load(w, &p(name), dim, cfg.norm_eps);
         Ok(Block {
             attn_norm: norm("attn_norm.weight", cfg.n_embd)?,
             attn: Attention::load(w, cfg, il)?.with_sub_norm(norm("attn_sub_norm.weight", cfg.n_head * cfg.head_dim)?),
             ffn_norm: norm("ffn_norm.weight", cfg.n_embd)?,
-            mlp: GatedMlp::load(w, cfg, il, Activation::Silu)?.with_sub_norm(norm("ffn_sub_norm.weight", cfg.n_ff)?),
+            mlp: GatedMlp::load(w, cfg, il, act)?.with_sub_norm(norm("ffn_sub_norm.weight", cfg.n_ff)?),
         })
     })
 }

@@ -37,7 +37,8 @@ pub trait Model: Send + Sync {
 }
 
 /// Architectures this build can run (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3", "bitnet"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["llama", "qwen2", "qwen3", "gemma3", "bitnet", "bitnet-b1.58", "bitnet-25"];
 
 /// Loads the model in `file` for `backend`, picking the architecture from metadata.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>, ModelError> {
@@ -46,7 +47,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>,
         "llama" => Box::new(llama::Llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
         "qwen2" | "qwen3" => Box::new(qwen::load(file, backend)?),
         "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),
-        "bitnet" => Box::new(bitnet::load(file, backend)?),
+        "bitnet" | "bitnet-b1.58" | "bitnet-25" => Box::new(bitnet::load(file, backend)?),
         _ => return Err(ModelError::UnsupportedArch(arch)),
     })
 }

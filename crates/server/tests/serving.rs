@@ -295,7 +295,13 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
     let waiting = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send();
     // Keep reading: dropping the response would be a client leaving.
     let waiting = tokio::spawn(async move { waiting.await.unwrap().text().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the second request is queued (a fixed sleep races on a busy machine).
+    for _ in 0..200 {
+        if server.metric("hearth_queue_depth").await >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let refused =
         server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 429);

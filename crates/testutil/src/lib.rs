@@ -195,8 +195,15 @@ pub const TINY_BITNET: TinyShape =
 /// to the LM head.
 #[must_use]
 pub fn tiny_bitnet(ty: GgmlType, seed: u64) -> Vec<u8> {
+    tiny_bitnet_as("bitnet", ty, seed)
+}
+
+/// [`tiny_bitnet`] under another architecture name (`bitnet-b1.58`: the
+/// squared-ReLU variant).
+#[must_use]
+pub fn tiny_bitnet_as(arch: &str, ty: GgmlType, seed: u64) -> Vec<u8> {
     let s = TINY_BITNET;
-    let mut g = Gen::with_metadata("bitnet", s, seed);
+    let mut g = Gen::with_metadata(arch, s, seed);
     let emb = g.values(s.n_vocab * s.n_embd, 1.0);
     let emb: Vec<u8> = emb.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
     g.w.add_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::F16, emb);

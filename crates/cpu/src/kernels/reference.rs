@@ -343,9 +343,9 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
 }
 
 /// The type activations are rounded through before they meet weights of
-/// type `ty`: 8-bit blocks for quantized weights (the packed kernels; 256-wide
-/// `Q8_K` for ternary types, as ggml), the weight's own type for F16/BF16
-/// (as ggml's float dot products do).
+/// type `ty`, as in ggml: 8-bit blocks for quantized weights (`Q8_0`'s
+/// 32-wide blocks for the legacy types, 256-wide `Q8_K` for K-quants and
+/// ternary types), the weight's own type for F16/BF16.
 #[must_use]
 pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
     use GgmlType as T;
@@ -353,7 +353,7 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
         T::F32 => T::F32,
         T::F16 => T::F16,
         T::BF16 => T::BF16,
-        T::TQ1_0 | T::TQ2_0 | T::I2_S => T::Q8_K,
+        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::TQ1_0 | T::TQ2_0 | T::I2_S => T::Q8_K,
         _ => T::Q8_0,
     }
 }

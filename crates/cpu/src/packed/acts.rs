@@ -4,9 +4,9 @@
 //! `kernels::reference::quantize_block_q8`), plus the sum of every 16
 //! values, which the kernels need for code offsets and minimums.
 //!
-//! Ternary weights pair with ggml's `Q8_K` rule instead ([`ActRule::Q8K`]):
-//! one f32 scale per 256 values, shared by their eight blocks, so the
-//! integer dot products equal llama.cpp's for those types.
+//! K-quant and ternary weights pair with ggml's `Q8_K` rule instead
+//! ([`ActRule::Q8K`]): one f32 scale per 256 values, shared by their eight
+//! blocks, so the integer dot products equal llama.cpp's for those types.
 
 // `min_term` is called from `target_feature` kernels and must inline there.
 #![allow(clippy::inline_always)]
@@ -32,8 +32,7 @@ pub enum ActRule {
 }
 
 impl ActRule {
-    /// The rule ggml uses for activations meeting weights of `ty`, as far
-    /// as the packed kernels follow it (K-quants keep `Q8_0`'s finer blocks).
+    /// The rule ggml uses for activations meeting weights of `ty`.
     #[must_use]
     pub fn for_weights(ty: hearth_core::GgmlType) -> Self {
         if crate::kernels::reference::vec_dot_type(ty) == hearth_core::GgmlType::Q8_K {
