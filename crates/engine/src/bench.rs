@@ -82,11 +82,12 @@ pub fn decode(session: &Session, n: usize, reps: usize, threads: usize) -> Resul
     Ok(summarize(format!("tg{n}"), threads, &r))
 }
 
-/// Bytes of weights one decode step reads: every matrix once, in the form
-/// the backend keeps it (repacked weights can be larger than the file's).
+/// Bytes of weights one decode step reads: every matrix once (for a mixture
+/// of experts, only the routed experts' share), in the form the backend keeps
+/// it (repacked weights can be larger than the file's).
 #[must_use]
 pub fn weight_bytes_per_token(session: &Session) -> u64 {
-    session.model.matmul_bytes()
+    session.model.decode_bytes()
 }
 
 /// KV bytes read per decode step at context `ctx` (f16 K and V, every layer).

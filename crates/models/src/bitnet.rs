@@ -22,7 +22,7 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::layers::{Attention, GatedMlp, RmsNorm};
+use crate::layers::{Attention, Ffn, GatedMlp, RmsNorm};
 use crate::llama::{Block, Llama};
 use crate::ModelError;
 
@@ -36,7 +36,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelErr
             attn_norm: norm("attn_norm.weight", cfg.n_embd)?,
             attn: Attention::load(w, cfg, il)?.with_sub_norm(norm("attn_sub_norm.weight", cfg.n_head * cfg.head_dim)?),
             ffn_norm: norm("ffn_norm.weight", cfg.n_embd)?,
-            mlp: GatedMlp::load(w, cfg, il, act)?.with_sub_norm(norm("ffn_sub_norm.weight", cfg.n_ff)?),
+            ffn: Ffn::Dense(GatedMlp::load(w, cfg, il, act)?.with_sub_norm(norm("ffn_sub_norm.weight", cfg.n_ff)?)),
         })
     })
 }

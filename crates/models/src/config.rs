@@ -74,7 +74,8 @@ impl ModelConfig {
             n_ctx_train: opt_usize("context_length").unwrap_or(2048),
             n_embd,
             n_layer: usize_key("block_count")?,
-            n_ff: usize_key("feed_forward_length")?,
+            // MoE files may give only the expert size (checked by the FFN loaders).
+            n_ff: opt_usize("feed_forward_length").unwrap_or(0),
             n_head,
             n_kv_head,
             head_dim,

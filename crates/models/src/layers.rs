@@ -190,16 +190,33 @@ pub struct GatedMlp {
 }
 
 impl GatedMlp {
+    /// An MLP from its three matrices.
+    #[must_use]
+    pub fn new(gate: Matrix, up: Matrix, down: Matrix, act: Activation) -> Self {
+        Self { gate, up, down, act, sub_norm: None }
+    }
+
     /// Loads `blk.{il}.ffn_{gate,up,down}`.
     pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, il: usize, act: Activation) -> Result<Self, ModelError> {
-        let p = |s: &str| format!("blk.{il}.{s}");
-        Ok(Self {
-            gate: w.matrix(&p("ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?,
-            up: w.matrix(&p("ffn_up.weight"), cfg.n_ff, cfg.n_embd)?,
-            down: w.matrix(&p("ffn_down.weight"), cfg.n_embd, cfg.n_ff)?,
+        Self::load_named(w, &format!("blk.{il}.ffn_{{}}.weight"), cfg.n_ff, cfg.n_embd, act)
+    }
+
+    /// Loads the matrices named by `pattern` with `{}` replaced by `gate`,
+    /// `up` and `down`, of inner size `n_ff`.
+    pub fn load_named(
+        w: &WeightLoader<'_>,
+        pattern: &str,
+        n_ff: usize,
+        n_embd: usize,
+        act: Activation,
+    ) -> Result<Self, ModelError> {
+        let name = |part: &str| pattern.replace("{}", part);
+        Ok(Self::new(
+            w.matrix(&name("gate"), n_ff, n_embd)?,
+            w.matrix(&name("up"), n_ff, n_embd)?,
+            w.matrix(&name("down"), n_embd, n_ff)?,
             act,
-            sub_norm: None,
-        })
+        ))
     }
 
     /// Adds a norm of the gated activations before the down projection.
@@ -209,15 +226,55 @@ impl GatedMlp {
         self
     }
 
-    /// MLP output for normalized input `x`.
+    /// Bytes of the three matrices in the backend's form.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.gate.bytes() + self.up.bytes() + self.down.bytes()
+    }
+
+    /// MLP output for normalized input `x` (one row per batch row).
     pub fn forward(&self, ctx: &Ctx<'_>, x: &[f32]) -> Result<Vec<f32>, ModelError> {
-        let mut g = ctx.matmul(&self.gate, x)?;
-        let u = ctx.matmul(&self.up, x)?;
+        self.forward_rows(ctx, x, ctx.batch.len())
+    }
+
+    /// MLP output for `n` rows of normalized input `x` (an expert sees only
+    /// the tokens routed to it).
+    pub fn forward_rows(&self, ctx: &Ctx<'_>, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
+        let mut g = ctx.matmul_rows(&self.gate, x, n)?;
+        let u = ctx.matmul_rows(&self.up, x, n)?;
         ctx.backend.gated_activation(&mut g, &u, self.act);
         if let Some(norm) = &self.sub_norm {
             norm.apply(ctx, &mut g);
         }
-        ctx.matmul(&self.down, &g)
+        ctx.matmul_rows(&self.down, &g, n)
+    }
+}
+
+/// A block's feed-forward part: one dense MLP, or a mixture of experts.
+pub enum Ffn {
+    /// Every token through the same MLP.
+    Dense(GatedMlp),
+    /// Each token through its routed experts (see [`crate::moe`]).
+    Moe(crate::moe::MoeFfn),
+}
+
+impl Ffn {
+    /// Bytes of matrices a decode step skips on average: the experts a
+    /// token is not routed to.
+    #[must_use]
+    pub fn unrouted_bytes(&self) -> u64 {
+        match self {
+            Self::Dense(_) => 0,
+            Self::Moe(moe) => moe.unrouted_bytes(),
+        }
+    }
+
+    /// Output (`n × n_embd`) for normalized input `x`.
+    pub fn forward(&self, ctx: &Ctx<'_>, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        match self {
+            Self::Dense(mlp) => mlp.forward(ctx, x),
+            Self::Moe(moe) => moe.forward(ctx, x),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod gemma3;
 mod kv_store;
 pub mod layers;
 pub mod llama;
+pub mod moe;
 pub mod qwen;
 pub mod weights;
 
@@ -31,6 +32,12 @@ pub trait Model: Send + Sync {
     /// Bytes of the matrices in the backend's form: what one decode step
     /// reads besides the KV cache (one embedding row aside).
     fn matmul_bytes(&self) -> u64;
+    /// Bytes of matrices one decode step reads: all of them for dense
+    /// models; for mixtures of experts only the routed experts' share
+    /// (`expert_used_count / expert_count` of the expert weights, on average).
+    fn decode_bytes(&self) -> u64 {
+        self.matmul_bytes()
+    }
     /// Runs one batch; returns `batch.logit_rows.len() × n_vocab` logits.
     /// On error nothing was written to positions before the batch's.
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError>;
@@ -38,14 +45,14 @@ pub trait Model: Send + Sync {
 
 /// Architectures this build can run (`general.architecture` values).
 pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["llama", "qwen2", "qwen3", "gemma3", "bitnet", "bitnet-b1.58", "bitnet-25"];
+    &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma3", "bitnet", "bitnet-b1.58", "bitnet-25"];
 
 /// Loads the model in `file` for `backend`, picking the architecture from metadata.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>, ModelError> {
     let arch = file.get_str("general.architecture")?.to_owned();
     Ok(match arch.as_str() {
         "llama" => Box::new(llama::Llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
-        "qwen2" | "qwen3" => Box::new(qwen::load(file, backend)?),
+        "qwen2" | "qwen3" | "qwen2moe" | "qwen3moe" => Box::new(qwen::load(file, backend)?),
         "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),
         "bitnet" | "bitnet-b1.58" | "bitnet-25" => Box::new(bitnet::load(file, backend)?),
         _ => return Err(ModelError::UnsupportedArch(arch)),

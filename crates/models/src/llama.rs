@@ -12,7 +12,8 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, RmsNorm};
+use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, Ffn, GatedMlp, LmHead, RmsNorm};
+use crate::moe::{Gating, MoeConfig, MoeFfn};
 use crate::weights::WeightLoader;
 use crate::{KvStore, Model, ModelConfig, ModelError};
 
@@ -21,7 +22,7 @@ pub(crate) struct Block {
     pub(crate) attn_norm: RmsNorm,
     pub(crate) attn: Attention,
     pub(crate) ffn_norm: RmsNorm,
-    pub(crate) mlp: GatedMlp,
+    pub(crate) ffn: Ffn,
 }
 
 /// A Llama-family decoder.
@@ -38,13 +39,26 @@ pub struct Llama {
 
 impl Llama {
     /// Loads a Llama-shaped model whose RoPE pairs dimensions in `style`.
+    /// With `{arch}.expert_count` in the metadata its FFNs are mixtures of
+    /// experts (Mixtral as `llama`, `qwen2moe`, `qwen3moe`), routed by a
+    /// softmax over experts; Qwen2-MoE alone leaves the chosen weights
+    /// unnormalized, and adds a sigmoid-gated shared expert.
     pub fn load(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle) -> Result<Self, ModelError> {
+        let cfg = ModelConfig::from_gguf(&file)?;
+        let moe = MoeConfig::from_gguf(&file, &cfg, cfg.arch != "qwen2moe", Gating::Softmax)?;
+        if moe.is_none() && cfg.arch.ends_with("moe") {
+            return Err(ModelError::BadMetadata(format!("{}.expert_count is missing", cfg.arch)));
+        }
         Self::load_with_blocks(file, backend, style, |w, cfg, il| {
+            let ffn = match &moe {
+                Some(moe) => Ffn::Moe(MoeFfn::load(w, cfg, moe, il)?),
+                None => Ffn::Dense(GatedMlp::load(w, cfg, il, Activation::Silu)?),
+            };
             Ok(Block {
                 attn_norm: RmsNorm::load(w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
                 attn: Attention::load(w, cfg, il)?,
                 ffn_norm: RmsNorm::load(w, &format!("blk.{il}.ffn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
-                mlp: GatedMlp::load(w, cfg, il, Activation::Silu)?,
+                ffn,
             })
         })
     }
@@ -77,6 +91,10 @@ impl Model for Llama {
         self.matmul_bytes
     }
 
+    fn decode_bytes(&self) -> u64 {
+        self.matmul_bytes - self.blocks.iter().map(|b| b.ffn.unrouted_bytes()).sum::<u64>()
+    }
+
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
         let kv_rows = kv.rows_of(batch)?;
         let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows };
@@ -84,7 +102,7 @@ impl Model for Llama {
         for (il, b) in self.blocks.iter().enumerate() {
             let h = b.attn.forward(&ctx, kv, il, &b.attn_norm.forward(&ctx, &x), &self.rope, None)?;
             add_in_place(&mut x, &h);
-            let h = b.mlp.forward(&ctx, &b.ffn_norm.forward(&ctx, &x))?;
+            let h = b.ffn.forward(&ctx, &b.ffn_norm.forward(&ctx, &x))?;
             add_in_place(&mut x, &h);
         }
         self.head.forward(&ctx, &x, self.cfg.n_embd)

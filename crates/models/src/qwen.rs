@@ -2,6 +2,8 @@
 //! Qwen2 adds biases to Q/K/V, Qwen3 drops them and RMS-normalizes each
 //! query and key head before RoPE. The shared [`Attention`](crate::layers::Attention)
 //! picks both up from the tensors present, so the graph is the Llama graph.
+//! `qwen2moe` / `qwen3moe` are the same with mixture-of-experts FFNs (see
+//! [`Llama::load`]).
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use hearth_gguf::GgufFile;
 use crate::llama::Llama;
 use crate::ModelError;
 
-/// Loads a `qwen2` or `qwen3` model.
+/// Loads a `qwen2`, `qwen3`, `qwen2moe` or `qwen3moe` model.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelError> {
     Llama::load(file, backend, RopeStyle::NeoX)
 }

@@ -103,6 +103,25 @@ impl<'a> WeightLoader<'a> {
         Ok(m)
     }
 
+    /// The experts of a 3-D expert tensor (ggml dims `[cols, rows, n_expert]`,
+    /// e.g. `blk.0.ffn_up_exps.weight`): one prepared `rows × cols` matrix
+    /// per expert, each a slice of the file, so a step reads only the experts
+    /// it routes to.
+    pub fn experts(&self, name: &str, n_expert: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>, ModelError> {
+        let all = self.checked(name, vec![cols as u64, rows as u64, n_expert as u64], rows * n_expert, cols)?;
+        // A per-tensor trailer (I2_S) would sit after the last expert only.
+        let per_expert = match all.ty.tensor_bytes(cols, rows as u64) {
+            Some(b) if all.ty.trailer_bytes() == 0 && b as usize * n_expert == all.len => b as usize,
+            _ => return Err(ModelError::UnsupportedType { name: name.to_owned(), ty: all.ty }),
+        };
+        (0..n_expert)
+            .map(|e| {
+                let t = TensorRef { rows, offset: all.offset + e * per_expert, len: per_expert, ..all.clone() };
+                self.prepare(&t)
+            })
+            .collect()
+    }
+
     /// Prepares a tensor for matmuls (e.g. an embedding table used as the LM head).
     pub fn prepare(&self, t: &TensorRef) -> Result<Matrix, ModelError> {
         let weight = self.backend.prepare(&t.view(self.file))?;

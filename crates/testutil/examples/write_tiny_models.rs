@@ -2,19 +2,24 @@
 //! outputs with another engine). Usage: write_tiny_models DIR
 fn main() -> std::io::Result<()> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| ".".into());
-    for arch in ["qwen2", "qwen3"] {
-        let path = std::path::Path::new(&dir).join(format!("tiny-{arch}.gguf"));
-        std::fs::write(&path, hearth_testutil::tiny_qwen(arch, 42))?;
+    let write = |name: &str, bytes: Vec<u8>| -> std::io::Result<()> {
+        let path = std::path::Path::new(&dir).join(format!("tiny-{name}.gguf"));
+        std::fs::write(&path, bytes)?;
         eprintln!("wrote {}", path.display());
+        Ok(())
+    };
+    for arch in ["qwen2", "qwen3"] {
+        write(arch, hearth_testutil::tiny_qwen(arch, 42))?;
     }
     for (name, ty) in [
         ("tq1_0", hearth_core::GgmlType::TQ1_0),
         ("tq2_0", hearth_core::GgmlType::TQ2_0),
         ("q8_0", hearth_core::GgmlType::Q8_0),
     ] {
-        let path = std::path::Path::new(&dir).join(format!("tiny-bitnet-{name}.gguf"));
-        std::fs::write(&path, hearth_testutil::tiny_bitnet(ty, 42))?;
-        eprintln!("wrote {}", path.display());
+        write(&format!("bitnet-{name}"), hearth_testutil::tiny_bitnet(ty, 42))?;
+    }
+    for arch in ["llama", "qwen2moe", "qwen3moe"] {
+        write(&format!("moe-{arch}"), hearth_testutil::tiny_moe(arch, 42))?;
     }
     Ok(())
 }

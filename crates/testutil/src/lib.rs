@@ -45,15 +45,63 @@ impl Gen {
         self.w.add_tensor(name, dims, GgmlType::F32, bytes);
     }
 
-    /// A `rows × cols` matrix in `ty` (F32, F16 or Q8_0).
+    /// A `rows × cols` matrix in `ty` (F32, F16, Q8_0 or Q4_K).
     fn matrix(&mut self, name: &str, rows: usize, cols: usize, ty: GgmlType, scale: f32) {
-        let v = self.values(rows * cols, scale);
+        self.tensor(name, &[cols as u64, rows as u64], ty, scale);
+    }
+
+    /// `n_expert` experts' `rows × cols` matrices as one 3-D tensor.
+    fn experts(&mut self, name: &str, n_expert: usize, rows: usize, cols: usize, ty: GgmlType, scale: f32) {
+        self.tensor(name, &[cols as u64, rows as u64, n_expert as u64], ty, scale);
+    }
+
+    /// Random values of about ±`scale` in `ty` (F32, F16, Q8_0; Q4_K and
+    /// Q4_0 as random blocks whose scales give that range, fast at any size;
+    /// TQ2_0 as ±`scale` or 0).
+    fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, scale: f32) {
+        let n = dims.iter().product::<u64>() as usize;
         let bytes = match ty {
-            GgmlType::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-            GgmlType::Q8_0 => hearth_cpu::kernels::reference::quantize_q8_0(&v),
-            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            GgmlType::Q4_K => self.q4_k_blocks(n, scale),
+            GgmlType::Q4_0 => self.q4_0_blocks(n, scale),
+            GgmlType::TQ2_0 => {
+                use hearth_cpu::kernels::ternary::{encode_tq2_0, QK};
+                let codes: Vec<u8> = (0..n).map(|_| self.rng.gen_range(0..3u8)).collect();
+                codes.chunks_exact(QK).flat_map(|c| encode_tq2_0(c, scale)).collect()
+            }
+            GgmlType::F16 => self.values(n, scale).iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+            GgmlType::Q8_0 => hearth_cpu::kernels::reference::quantize_q8_0(&self.values(n, scale)),
+            _ => self.values(n, scale).iter().flat_map(|x| x.to_le_bytes()).collect(),
         };
-        self.w.add_tensor(name, &[cols as u64, rows as u64], ty, bytes);
+        self.w.add_tensor(name, dims, ty, bytes);
+    }
+
+    /// `n` elements of random `Q4_K` blocks (random codes and 6-bit
+    /// sub-scales) with super-block scales fixed so values span about
+    /// ±`scale`: fast to make at any size, and valid for every reader.
+    fn q4_k_blocks(&mut self, n: usize, scale: f32) -> Vec<u8> {
+        // code·d·sc − dmin·m with codes ≤ 15 and sc, m ≤ 63.
+        self.q4_k_blocks_with(n, 2.0 * scale / (15.0 * 63.0), scale / 63.0)
+    }
+
+    /// `n` elements of random `Q4_0` blocks spanning about ±`scale`.
+    fn q4_0_blocks(&mut self, n: usize, scale: f32) -> Vec<u8> {
+        let mut bytes = vec![0u8; n / 32 * GgmlType::Q4_0.type_size()];
+        self.rng.fill_bytes(&mut bytes);
+        for block in bytes.chunks_exact_mut(GgmlType::Q4_0.type_size()) {
+            block[0..2].copy_from_slice(&half::f16::from_f32(scale / 8.0).to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Random `Q4_K` blocks with super-block scales `d` and `dmin`.
+    fn q4_k_blocks_with(&mut self, n: usize, d: f32, dmin: f32) -> Vec<u8> {
+        let mut bytes = vec![0u8; n / 256 * GgmlType::Q4_K.type_size()];
+        self.rng.fill_bytes(&mut bytes);
+        for block in bytes.chunks_exact_mut(GgmlType::Q4_K.type_size()) {
+            block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+            block[2..4].copy_from_slice(&half::f16::from_f32(dmin).to_le_bytes());
+        }
+        bytes
     }
 
     fn norm(&mut self, name: &str, n: usize) {
@@ -228,12 +276,7 @@ pub fn bitnet_2b(ty: GgmlType, seed: u64) -> Vec<u8> {
     g.set("bitnet.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5));
     g.set("general.name", MetaValue::String("hearth random bitnet-2b".into()));
     // Random Q4_K blocks with sane f16 scales: values of about ±1.
-    let mut emb = vec![0u8; s.n_vocab * s.n_embd / 256 * GgmlType::Q4_K.type_size()];
-    g.rng.fill_bytes(&mut emb);
-    for block in emb.chunks_exact_mut(GgmlType::Q4_K.type_size()) {
-        block[0..2].copy_from_slice(&half::f16::from_f32(0.004).to_le_bytes());
-        block[2..4].copy_from_slice(&half::f16::from_f32(0.002).to_le_bytes());
-    }
+    let emb = g.q4_k_blocks_with(s.n_vocab * s.n_embd, 0.004, 0.002);
     g.w.add_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::Q4_K, emb);
     bitnet_blocks(&mut g, s, ty);
     g.w.to_bytes()
@@ -257,6 +300,117 @@ fn bitnet_blocks(g: &mut Gen, s: TinyShape, ty: GgmlType) {
         g.ternary_matrix(&p("ffn_down"), s.n_embd, s.n_ff, ty);
     }
     g.norm("output_norm.weight", s.n_embd);
+}
+
+/// Expert counts of a generated mixture-of-experts model.
+#[derive(Debug, Clone, Copy)]
+pub struct MoeShape {
+    /// Attention and vocabulary (`n_ff` is the shared expert's size, if any).
+    pub base: TinyShape,
+    /// Experts per layer.
+    pub n_expert: usize,
+    /// Experts per token.
+    pub n_expert_used: usize,
+    /// Inner size of each expert.
+    pub n_ff_exp: usize,
+}
+
+/// The shape of the tiny MoE test models (Q4_K experts need 256 columns).
+pub const TINY_MOE: MoeShape = MoeShape {
+    base: TinyShape { n_embd: 256, n_head: 4, n_kv_head: 2, head_dim: 64, n_ff: 128, n_layer: 2, n_vocab: 256 },
+    n_expert: 8,
+    n_expert_used: 2,
+    n_ff_exp: 64,
+};
+
+/// OLMoE-1B-7B's shape (64 experts, 8 active; 6.9 billion weights, 1.3
+/// billion active per token) under `qwen3moe`, whose graph is OLMoE's up to
+/// the Q/K norm granularity: the realistic shape for MoE speed figures.
+pub const OLMOE_LIKE: MoeShape = MoeShape {
+    base: TinyShape { n_embd: 2048, n_head: 16, n_kv_head: 16, head_dim: 128, n_ff: 0, n_layer: 16, n_vocab: 50_304 },
+    n_expert: 64,
+    n_expert_used: 8,
+    n_ff_exp: 1024,
+};
+
+/// A tiny random mixture-of-experts model: `llama` (Mixtral's layout),
+/// `qwen2moe` (Q/K/V biases, a sigmoid-gated shared expert) or `qwen3moe`
+/// (Q/K norms). Router in F32 (as `llama-quantize` leaves it), gate experts
+/// in Q4_K, up experts in Q8_0, down experts in F16.
+///
+/// # Panics
+/// For other architectures.
+#[must_use]
+pub fn tiny_moe(arch: &str, seed: u64) -> Vec<u8> {
+    assert!(["llama", "qwen2moe", "qwen3moe"].contains(&arch), "tiny_moe: {arch}");
+    let types = [GgmlType::TQ2_0, GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16];
+    moe_model(arch, TINY_MOE, seed, types)
+}
+
+/// A random `qwen3moe` model of [`OLMOE_LIKE`]'s shape with every matrix in
+/// `ty` (`Q4_K` or `Q4_0`; embedding and output too, router F32): about
+/// 3.9 GB; seconds to make.
+#[must_use]
+pub fn olmoe_like(ty: GgmlType, seed: u64) -> Vec<u8> {
+    moe_model("qwen3moe", OLMOE_LIKE, seed, [ty; 4])
+}
+
+/// An MoE model with attention matrices in `types[0]` and the gate, up and
+/// down experts in `types[1..4]`.
+fn moe_model(arch: &str, m: MoeShape, seed: u64, types: [GgmlType; 4]) -> Vec<u8> {
+    let s = m.base;
+    let mut g = Gen::with_metadata(arch, s, seed);
+    let k = |name: &str| format!("{arch}.{name}");
+    g.set(&k("expert_count"), MetaValue::U32(m.n_expert as u32));
+    g.set(&k("expert_used_count"), MetaValue::U32(m.n_expert_used as u32));
+    g.set(&k("expert_feed_forward_length"), MetaValue::U32(m.n_ff_exp as u32));
+    if arch == "qwen2moe" {
+        g.set(&k("expert_shared_feed_forward_length"), MetaValue::U32(s.n_ff as u32));
+    }
+    if arch == "llama" {
+        // Mixtral's experts have the model's FFN size.
+        g.set(&k("feed_forward_length"), MetaValue::U32(m.n_ff_exp as u32));
+    }
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    // Weights of about ±2/√n_embd keep activations and attention scores
+    // moderate, so rounding differences between engines stay rounding-sized.
+    let w = 2.0 / (s.n_embd as f32).sqrt();
+    let big = s.n_vocab * s.n_embd > 1 << 20;
+    let emb_ty = if big { types[0] } else { GgmlType::F32 };
+    g.tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], emb_ty, 1.0);
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        g.matrix(&p("attn_q.weight"), q_dim, s.n_embd, types[0], w);
+        g.matrix(&p("attn_k.weight"), kv_dim, s.n_embd, types[0], w);
+        g.matrix(&p("attn_v.weight"), kv_dim, s.n_embd, types[0], w);
+        g.matrix(&p("attn_output.weight"), s.n_embd, q_dim, types[0], w);
+        if arch == "qwen2moe" {
+            for (name, n) in [("attn_q.bias", q_dim), ("attn_k.bias", kv_dim), ("attn_v.bias", kv_dim)] {
+                let b = g.values(n, 0.5);
+                g.f32_tensor(&p(name), &[n as u64], &b);
+            }
+        }
+        if arch == "qwen3moe" {
+            g.norm(&p("attn_q_norm.weight"), s.head_dim);
+            g.norm(&p("attn_k_norm.weight"), s.head_dim);
+        }
+        g.norm(&p("ffn_norm.weight"), s.n_embd);
+        g.matrix(&p("ffn_gate_inp.weight"), m.n_expert, s.n_embd, GgmlType::F32, w);
+        g.experts(&p("ffn_gate_exps.weight"), m.n_expert, m.n_ff_exp, s.n_embd, types[1], w);
+        g.experts(&p("ffn_up_exps.weight"), m.n_expert, m.n_ff_exp, s.n_embd, types[2], w);
+        g.experts(&p("ffn_down_exps.weight"), m.n_expert, s.n_embd, m.n_ff_exp, types[3], w);
+        if arch == "qwen2moe" {
+            let gate = g.values(s.n_embd, 0.25);
+            g.f32_tensor(&p("ffn_gate_inp_shexp.weight"), &[s.n_embd as u64], &gate);
+            g.matrix(&p("ffn_gate_shexp.weight"), s.n_ff, s.n_embd, types[2], w);
+            g.matrix(&p("ffn_up_shexp.weight"), s.n_ff, s.n_embd, types[2], w);
+            g.matrix(&p("ffn_down_shexp.weight"), s.n_embd, s.n_ff, types[2], w);
+        }
+    }
+    g.norm("output_norm.weight", s.n_embd);
+    g.matrix("output.weight", s.n_vocab, s.n_embd, types[0], 0.5);
+    g.w.to_bytes()
 }
 
 /// The token ids fed to tiny models in the architecture tests.

@@ -1,0 +1,313 @@
+//! The mixture-of-experts feed-forward block shared by every MoE
+//! architecture (Mixtral as `llama`, `qwen2moe`, `qwen3moe`, `deepseek2`).
+//!
+//! ```text
+//! p = gate(router · x)              softmax or sigmoid over all experts
+//! E = top-k(p [+ selection bias])    the k experts of this token, best first
+//! w = p[E] [/ Σ p[E]] [· scale]
+//! y = Σ_{j in order} w_j · expert_{E_j}(x)  [+ shared(x) [· sigmoid(g·x)]]
+//! ```
+//! (llama.cpp's `build_moe_ffn`; the sum runs in top-k order as there.)
+//!
+//! Each expert is its own prepared matrix triple, a slice of the file's 3-D
+//! `ffn_*_exps` tensors, so a step reads only the experts it routes to. A
+//! batch is grouped by expert: every expert any token chose runs once, as a
+//! matmul over all the tokens that chose it (prefill and multi-user decode
+//! read each selected expert once per step, not once per token).
+//!
+//! Routing itself (a softmax and a sort over a few dozen numbers per token)
+//! runs on the host: it is tiny next to the matmuls, and the expert choice
+//! decides which weights to read at all.
+
+use hearth_core::Activation;
+use hearth_gguf::GgufFile;
+
+use crate::layers::{Ctx, GatedMlp};
+use crate::weights::{Matrix, WeightLoader};
+use crate::{ModelConfig, ModelError};
+
+/// More experts than any published model has (llama.cpp's limit is 512);
+/// bounds what a hostile file can make us allocate per token.
+const MAX_EXPERTS: usize = 512;
+
+/// How router logits become expert probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gating {
+    /// Softmax over all experts (Mixtral, Qwen, DeepSeek V2).
+    Softmax,
+    /// Independent sigmoids (DeepSeek V3).
+    Sigmoid,
+}
+
+/// Expert counts and routing rules of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeConfig {
+    /// Experts per MoE layer.
+    pub n_expert: usize,
+    /// Experts each token uses.
+    pub n_expert_used: usize,
+    /// Inner size of one expert.
+    pub n_ff_exp: usize,
+    /// Router probability function.
+    pub gating: Gating,
+    /// Renormalize the chosen experts' weights to sum to one.
+    pub norm_weights: bool,
+    /// Multiplier on the weights (`expert_weights_scale`), where not 0 or 1.
+    pub weights_scale: Option<f32>,
+    /// Inner size of the shared experts together, where the model has them:
+    /// `expert_shared_count × n_ff_exp` (DeepSeek) or
+    /// `expert_shared_feed_forward_length` (Qwen2-MoE), else `n_ff`.
+    pub n_ff_shared: usize,
+}
+
+impl MoeConfig {
+    /// Reads `{arch}.expert_*` metadata; `None` when the model has no experts.
+    /// `norm_weights` and `gating` are the architecture's defaults, which
+    /// `expert_weights_norm` / `expert_gating_func` override when present.
+    pub fn from_gguf(
+        file: &GgufFile,
+        cfg: &ModelConfig,
+        norm_weights: bool,
+        gating: Gating,
+    ) -> Result<Option<Self>, ModelError> {
+        let key = |k: &str| format!("{}.{k}", cfg.arch);
+        let opt_usize = |k: &str| file.get(&key(k)).and_then(hearth_gguf::MetaValue::as_u64).map(|v| v as usize);
+        let n_expert = opt_usize("expert_count").unwrap_or(0);
+        if n_expert == 0 {
+            return Ok(None);
+        }
+        let n_expert_used = opt_usize("expert_used_count").unwrap_or(0);
+        if n_expert > MAX_EXPERTS || n_expert_used == 0 || n_expert_used > n_expert {
+            return Err(ModelError::BadMetadata(format!(
+                "expert_count {n_expert} / expert_used_count {n_expert_used}: need 1 ≤ used ≤ count ≤ {MAX_EXPERTS}"
+            )));
+        }
+        let n_ff_exp = match opt_usize("expert_feed_forward_length") {
+            Some(n) if n > 0 => n,
+            // llama.cpp's fallback, and Mixtral's convention (experts of size n_ff).
+            _ if cfg.arch == "llama" => cfg.n_ff,
+            _ => cfg.n_ff / n_expert_used,
+        };
+        if n_ff_exp == 0 {
+            return Err(ModelError::BadMetadata("expert feed-forward length is zero".into()));
+        }
+        let gating = match file.get(&key("expert_gating_func")).and_then(hearth_gguf::MetaValue::as_u64) {
+            None | Some(0) => gating,
+            Some(1) => Gating::Softmax,
+            Some(2) => Gating::Sigmoid,
+            Some(other) => return Err(ModelError::BadMetadata(format!("expert_gating_func {other} is not supported"))),
+        };
+        let norm_weights =
+            file.get(&key("expert_weights_norm")).and_then(hearth_gguf::MetaValue::as_bool).unwrap_or(norm_weights);
+        let weights_scale = file
+            .get(&key("expert_weights_scale"))
+            .and_then(hearth_gguf::MetaValue::as_f64)
+            .map(|v| v as f32)
+            // llama.cpp skips 0 (unset) and 1 alike.
+            .filter(|&s| s != 0.0 && (s - 1.0).abs() > f32::EPSILON);
+        let n_ff_shared = match (opt_usize("expert_shared_count"), opt_usize("expert_shared_feed_forward_length")) {
+            (Some(count), _) if count > 0 => count.saturating_mul(n_ff_exp),
+            (_, Some(n)) if n > 0 => n,
+            _ => cfg.n_ff,
+        };
+        Ok(Some(Self { n_expert, n_expert_used, n_ff_exp, gating, norm_weights, weights_scale, n_ff_shared }))
+    }
+
+    /// The experts of one token and their weights, best first, from its
+    /// router logits. `bias` (DeepSeek V3's `exp_probs_b`) shifts only the
+    /// choice, not the weights.
+    #[must_use]
+    pub fn route(&self, logits: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+        let probs = match self.gating {
+            Gating::Softmax => softmax(logits),
+            Gating::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+        };
+        let score = |e: usize| probs[e] + bias.map_or(0.0, |b| b[e]);
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        // Stable, so ties keep the lower expert id: deterministic choices.
+        order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+        let mut chosen: Vec<(usize, f32)> = order[..self.n_expert_used].iter().map(|&e| (e, probs[e])).collect();
+        if self.norm_weights {
+            // llama.cpp clamps the sum to f16's smallest normal.
+            let sum = chosen.iter().map(|c| c.1).sum::<f32>().max(6.103_515_6e-5);
+            chosen.iter_mut().for_each(|c| c.1 /= sum);
+        }
+        if let Some(scale) = self.weights_scale {
+            chosen.iter_mut().for_each(|c| c.1 *= scale);
+        }
+        chosen
+    }
+}
+
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|&v| (v - max).exp()).collect();
+    let inv = 1.0 / e.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+    e.iter().map(|&v| v * inv).collect()
+}
+
+/// Experts that every token runs besides its routed ones.
+pub struct SharedExpert {
+    mlp: GatedMlp,
+    /// Qwen2-MoE scales the shared output by `sigmoid(gate · x)` per token.
+    gate: Option<Vec<f32>>,
+}
+
+impl SharedExpert {
+    /// Loads `blk.{il}.ffn_{gate,up,down}_shexp` and the optional
+    /// `ffn_gate_inp_shexp` gate vector; `None` when the layer has none.
+    pub fn load(
+        w: &WeightLoader<'_>,
+        cfg: &ModelConfig,
+        moe: &MoeConfig,
+        il: usize,
+    ) -> Result<Option<Self>, ModelError> {
+        let p = |s: &str| format!("blk.{il}.{s}");
+        if !w.has(&p("ffn_up_shexp.weight")) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            mlp: GatedMlp::load_named(w, &p("ffn_{}_shexp.weight"), moe.n_ff_shared, cfg.n_embd, Activation::Silu)?,
+            gate: w.optional_vector(&p("ffn_gate_inp_shexp.weight"), cfg.n_embd)?,
+        }))
+    }
+
+    /// Adds the shared experts' output for `x` (`n × n_embd`) to `out`.
+    fn add_to(&self, ctx: &Ctx<'_>, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let y = self.mlp.forward_rows(ctx, x, n)?;
+        let n_embd = x.len() / n;
+        for ((o, y), x) in out.chunks_exact_mut(n_embd).zip(y.chunks_exact(n_embd)).zip(x.chunks_exact(n_embd)) {
+            let g = self.gate.as_ref().map_or(1.0, |g| {
+                let logit: f32 = g.iter().zip(x).map(|(a, b)| a * b).sum();
+                1.0 / (1.0 + (-logit).exp())
+            });
+            o.iter_mut().zip(y).for_each(|(o, y)| *o += y * g);
+        }
+        Ok(())
+    }
+}
+
+/// A mixture-of-experts FFN: router, experts, optional shared experts.
+pub struct MoeFfn {
+    cfg: MoeConfig,
+    router: Matrix,
+    /// Selection bias per expert (`exp_probs_b`, DeepSeek V3).
+    selection_bias: Option<Vec<f32>>,
+    experts: Vec<GatedMlp>,
+    shared: Option<SharedExpert>,
+}
+
+impl MoeFfn {
+    /// Loads `blk.{il}.ffn_gate_inp`, `ffn_{gate,up,down}_exps` and the
+    /// shared experts, if the layer has them.
+    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, moe: &MoeConfig, il: usize) -> Result<Self, ModelError> {
+        let p = |s: &str| format!("blk.{il}.{s}");
+        let (n_embd, n_ff) = (cfg.n_embd, moe.n_ff_exp);
+        let load = |part: &str, rows, cols| w.experts(&p(&format!("ffn_{part}_exps.weight")), moe.n_expert, rows, cols);
+        let experts = load("gate", n_ff, n_embd)?
+            .into_iter()
+            .zip(load("up", n_ff, n_embd)?)
+            .zip(load("down", n_embd, n_ff)?)
+            .map(|((gate, up), down)| GatedMlp::new(gate, up, down, Activation::Silu))
+            .collect();
+        Ok(Self {
+            cfg: moe.clone(),
+            router: w.matrix(&p("ffn_gate_inp.weight"), moe.n_expert, n_embd)?,
+            selection_bias: w.optional_vector(&p("exp_probs_b.bias"), moe.n_expert)?,
+            experts,
+            shared: SharedExpert::load(w, cfg, moe, il)?,
+        })
+    }
+
+    /// Expert bytes a token does not read, on average: the share of the
+    /// experts it is not routed to.
+    #[must_use]
+    pub fn unrouted_bytes(&self) -> u64 {
+        let all: usize = self.experts.iter().map(GatedMlp::bytes).sum();
+        let unused = self.cfg.n_expert - self.cfg.n_expert_used;
+        (all as u64) * unused as u64 / self.cfg.n_expert as u64
+    }
+
+    /// The FFN output (`n × n_embd`) for normalized input `x`.
+    pub fn forward(&self, ctx: &Ctx<'_>, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n = ctx.batch.len();
+        let n_embd = x.len() / n.max(1);
+        let k = self.cfg.n_expert_used;
+        let logits = ctx.matmul(&self.router, x)?;
+        let routes: Vec<Vec<(usize, f32)>> = logits
+            .chunks_exact(self.cfg.n_expert)
+            .map(|l| self.cfg.route(l, self.selection_bias.as_deref()))
+            .collect();
+
+        // Who chose each expert: (token, slot in its top-k).
+        let mut chosen_by = vec![Vec::new(); self.cfg.n_expert];
+        for (t, route) in routes.iter().enumerate() {
+            for (slot, &(e, _)) in route.iter().enumerate() {
+                chosen_by[e].push((t, slot));
+            }
+        }
+        // Each used expert once, over all its tokens; results by (token, slot).
+        let mut by_slot = vec![0.0; n * k * n_embd];
+        for (expert, users) in self.experts.iter().zip(&chosen_by).filter(|(_, u)| !u.is_empty()) {
+            let mut xe = Vec::with_capacity(users.len() * n_embd);
+            for &(t, _) in users {
+                xe.extend_from_slice(&x[t * n_embd..(t + 1) * n_embd]);
+            }
+            let y = expert.forward_rows(ctx, &xe, users.len())?;
+            for (&(t, slot), row) in users.iter().zip(y.chunks_exact(n_embd)) {
+                let at = (t * k + slot) * n_embd;
+                by_slot[at..at + n_embd].copy_from_slice(row);
+            }
+        }
+        // Weighted sum in top-k order (llama.cpp's float order).
+        let mut out = vec![0.0; n * n_embd];
+        for (t, route) in routes.iter().enumerate() {
+            let o = &mut out[t * n_embd..(t + 1) * n_embd];
+            for (slot, &(_, weight)) in route.iter().enumerate() {
+                let at = (t * k + slot) * n_embd;
+                let y = &by_slot[at..at + n_embd];
+                if slot == 0 {
+                    o.iter_mut().zip(y).for_each(|(o, y)| *o = y * weight);
+                } else {
+                    o.iter_mut().zip(y).for_each(|(o, y)| *o += y * weight);
+                }
+            }
+        }
+        if let Some(shared) = &self.shared {
+            shared.add_to(ctx, x, n, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(gating: Gating, norm_weights: bool, weights_scale: Option<f32>) -> MoeConfig {
+        MoeConfig { n_expert: 4, n_expert_used: 2, n_ff_exp: 8, gating, norm_weights, weights_scale, n_ff_shared: 0 }
+    }
+
+    #[test]
+    fn softmax_routing_picks_the_best_experts_in_order() {
+        let r = cfg(Gating::Softmax, false, None).route(&[0.0, 2.0, 1.0, -1.0], None);
+        assert_eq!(r.iter().map(|c| c.0).collect::<Vec<_>>(), [1, 2]);
+        let p = softmax(&[0.0, 2.0, 1.0, -1.0]);
+        assert!((r[0].1 - p[1]).abs() < 1e-7 && (r[1].1 - p[2]).abs() < 1e-7);
+    }
+
+    #[test]
+    fn normalized_and_scaled_weights() {
+        let r = cfg(Gating::Softmax, true, Some(2.5)).route(&[0.0, 2.0, 1.0, -1.0], None);
+        assert!((r[0].1 + r[1].1 - 2.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn selection_bias_changes_the_choice_but_not_the_weights() {
+        let c = cfg(Gating::Sigmoid, false, None);
+        let logits = [0.0, 2.0, 1.0, -1.0];
+        let r = c.route(&logits, Some(&[0.0, 0.0, 0.0, 5.0]));
+        assert_eq!(r[0].0, 3);
+        assert!((r[0].1 - 1.0 / (1.0 + 1f32.exp())).abs() < 1e-7);
+    }
+}
