@@ -215,7 +215,8 @@ fn packed_kernels_are_bit_identical_to_the_reference() {
             let p = PackedMatrix::pack(ty, &w, rows, cols).unwrap();
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
             let mut a = QuantizedActs::default();
-            a.quantize(&x, n, cols);
+            // The rule matmul uses (Q8_K for K-quants, whose super-block kernels rely on it).
+            a.quantize_with(hearth_cpu::packed::acts::ActRule::for_weights(ty), &x, n, cols);
             let want = run_group_kernel(scalar, &p, &a);
             for &(name, kernel) in &variants[1..] {
                 let got = run_group_kernel(kernel, &p, &a);

@@ -16,7 +16,11 @@
 //!   group g+4 in the high nibble of the same byte);
 //! - scales (and mins) of a group's sub-block are 8 consecutive values, f16
 //!   when the source type stores f16 (exact) and f32 for K-quants, whose
-//!   effective sub-block scale `d·sc` is a product.
+//!   effective sub-block scale `d·sc` is a product — except `Q4_K`, which
+//!   keeps ggml's factors ([`Scales::Super`]): an f16 `d` and `dmin` per
+//!   256 elements and a 6-bit integer scale and minimum per 32, as bytes.
+//!   That is 4.625 bits per weight instead of 6, and the kernels sum whole
+//!   super-blocks in integers (as ggml does) before two float steps.
 //!
 //! Activations are quantized to 8-bit blocks of 32 with an f32 scale and
 //! per-16 sums (see [`acts`]). The float order of the accumulation is part of
@@ -54,6 +58,8 @@ pub struct Layout {
     pub has_min: bool,
     /// Scales and mins are stored as f16 (exact for the source type).
     pub f16_scales: bool,
+    /// Scales and mins are stored as ggml's factors ([`Scales::Super`]).
+    pub super_scales: bool,
 }
 
 impl Layout {
@@ -61,8 +67,9 @@ impl Layout {
     #[must_use]
     pub fn for_type(ty: GgmlType) -> Option<Self> {
         use GgmlType as T;
-        let l =
-            |eight_bit, sub, offset, has_min, f16_scales| Some(Self { eight_bit, sub, offset, has_min, f16_scales });
+        let l = |eight_bit, sub, offset, has_min, f16_scales| {
+            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales: ty == T::Q4_K })
+        };
         match ty {
             T::Q4_0 => l(false, 32, 8, false, true),
             T::Q4_1 => l(false, 32, 0, true, true),
@@ -102,10 +109,37 @@ pub enum Scales {
     F16(Vec<f16>),
     /// Products computed in f32 (K-quants).
     F32(Vec<f32>),
+    /// ggml's two factors: `±d·q` with `d` (f16) per super-block of
+    /// [`SUPER`] elements, 8 per (group, super-block), and the integer `q`
+    /// per sub-block, 8 per (group, sub-block). `negative` for minimums.
+    Super {
+        /// `[group][super-block][8]`.
+        d: Vec<f16>,
+        /// `[group][sub-block][8]`.
+        q: Vec<u8>,
+        /// Sub-blocks per super-block.
+        subs_per_super: usize,
+        /// The value is `−d·q` (ggml subtracts `dmin·m`).
+        negative: bool,
+    },
 }
 
+/// Elements per K-quant super-block.
+pub const SUPER: usize = 256;
+
 impl Scales {
-    fn new(f16_scales: bool, len: usize) -> Self {
+    /// Storage for `len` sub-block values in the form `l` asks for.
+    fn for_layout(l: &Layout, len: usize, negative: bool) -> Self {
+        if l.super_scales {
+            let subs_per_super = SUPER / l.sub;
+            Self::Super { d: vec![f16::ZERO; len / subs_per_super], q: vec![0; len], subs_per_super, negative }
+        } else {
+            Self::flat(l.f16_scales, len)
+        }
+    }
+
+    /// `len` values stored whole, as f16 or f32.
+    pub(crate) fn flat(f16_scales: bool, len: usize) -> Self {
         if f16_scales {
             Self::F16(vec![f16::ZERO; len])
         } else {
@@ -119,6 +153,23 @@ impl Scales {
         match self {
             Self::F16(v) => v[i].to_f32(),
             Self::F32(v) => v[i],
+            Self::Super { d, q, negative, .. } => {
+                let v = d[self.super_index(i)].to_f32() * f32::from(q[i]);
+                if *negative {
+                    -v
+                } else {
+                    v
+                }
+            }
+        }
+    }
+
+    /// For [`Scales::Super`]: index into `d` of sub-block value `i`.
+    #[must_use]
+    pub fn super_index(&self, i: usize) -> usize {
+        match self {
+            Self::Super { subs_per_super, .. } => (i / GROUP / subs_per_super) * GROUP + i % GROUP,
+            _ => i,
         }
     }
 
@@ -126,6 +177,17 @@ impl Scales {
         match self {
             Self::F16(v) => v[i] = f16::from_f32(x),
             Self::F32(v) => v[i] = x,
+            Self::Super { .. } => unreachable!("super-block scales are stored by factor"),
+        }
+    }
+
+    /// Stores value `i` as its factors (`d_super`, an f16 value, is shared
+    /// by the sub-blocks of its super-block).
+    fn set_factors(&mut self, i: usize, d_super: f32, q_sub: u8) {
+        let si = self.super_index(i);
+        if let Self::Super { d, q, .. } = self {
+            q[i] = q_sub;
+            d[si] = f16::from_f32(d_super);
         }
     }
 
@@ -133,6 +195,7 @@ impl Scales {
         match self {
             Self::F16(v) => v.len() * 2,
             Self::F32(v) => v.len() * 4,
+            Self::Super { d, q, .. } => d.len() * 2 + q.len(),
         }
     }
 }
@@ -179,11 +242,16 @@ pub fn kernel_variants() -> Vec<(&'static str, GroupKernel)> {
     v
 }
 
-/// One source block unpacked: codes, and scale/min per sub-block.
+/// One source row unpacked: codes, and scale/min per sub-block; for
+/// super-block layouts also their factors (`d`, `dmin` per super-block,
+/// integer scale and minimum per sub-block).
+#[derive(Default)]
 struct Unpacked {
     codes: Vec<u8>,
     scales: Vec<f32>,
     mins: Vec<f32>,
+    super_d: Vec<(f32, f32)>,
+    sub_q: Vec<(u8, u8)>,
 }
 
 impl PackedMatrix {
@@ -208,8 +276,8 @@ impl PackedMatrix {
             cols,
             layout,
             codes: vec![0; groups * blocks * layout.block_bytes()],
-            scales: Scales::new(layout.f16_scales, groups * subs * GROUP),
-            mins: Scales::new(layout.f16_scales, if layout.has_min { groups * subs * GROUP } else { 0 }),
+            scales: Scales::for_layout(&layout, groups * subs * GROUP, false),
+            mins: Scales::for_layout(&layout, if layout.has_min { groups * subs * GROUP } else { 0 }, true),
         };
         for r in 0..rows {
             let u = unpack_row(ty, &data[r * row_bytes..(r + 1) * row_bytes], cols);
@@ -221,7 +289,7 @@ impl PackedMatrix {
             for r in rows..groups * GROUP {
                 m.store_row(
                     r,
-                    &Unpacked { codes: vec![layout.offset as u8; cols], scales: vec![0.0; subs], mins: vec![] },
+                    &Unpacked { codes: vec![layout.offset as u8; cols], scales: vec![0.0; subs], ..Unpacked::default() },
                 );
             }
         }
@@ -234,6 +302,16 @@ impl PackedMatrix {
             let (i, shift) = self.code_slot(r, c);
             // Nibble layouts share bytes between two codes: OR into the zeroed buffer.
             self.codes[i] |= code << shift;
+        }
+        if l.super_scales {
+            // Padding rows have no factors: their zero-filled d keeps them zero.
+            for (s, &(sc, m)) in u.sub_q.iter().enumerate() {
+                let i = self.scale_index(r, s);
+                let (d, dmin) = u.super_d[s * l.sub / SUPER];
+                self.scales.set_factors(i, d, sc);
+                self.mins.set_factors(i, dmin, m);
+            }
+            return;
         }
         for (s, &scale) in u.scales.iter().enumerate() {
             let i = self.scale_index(r, s);
@@ -309,7 +387,7 @@ impl PackedMatrix {
 /// Codes, scales and mins of one encoded row.
 fn unpack_row(ty: GgmlType, row: &[u8], cols: usize) -> Unpacked {
     use GgmlType as T;
-    let mut u = Unpacked { codes: Vec::with_capacity(cols), scales: Vec::new(), mins: Vec::new() };
+    let mut u = Unpacked { codes: Vec::with_capacity(cols), ..Unpacked::default() };
     for b in row.chunks_exact(ty.type_size()) {
         match ty {
             T::Q4_0 => {
@@ -405,10 +483,12 @@ fn unpack_q3_k(b: &[u8], u: &mut Unpacked) {
 fn unpack_q4_5_k(b: &[u8], qh: Option<&[u8]>, u: &mut Unpacked) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
+    u.super_d.push((d, dmin));
     for chunk in 0..4 {
         let q = &b[16 + 32 * chunk..48 + 32 * chunk];
         for (k, shift) in [(0, 0u32), (1, 4)] {
             let (s, m) = scale_min_k4(2 * chunk + k, scales);
+            u.sub_q.push((s, m));
             u.scales.push(d * f32::from(s));
             u.mins.push(-(dmin * f32::from(m)));
             let bit = 1u8 << (2 * chunk + k);

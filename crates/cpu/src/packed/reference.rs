@@ -8,11 +8,20 @@
 //!                                         for f16 minimums, see `QuantizedActs::min_term`)
 //! ```
 //!
+//! Super-block layouts (`Q4_K`, [`Scales::Super`]) keep ggml's integer
+//! sub-block factors and sum a whole super-block of 256 exactly first:
+//!
+//! ```text
+//! isum = Σ_sub sc·(Σ code·a)      msum = Σ_sub m·(Σa)      (exact integers)
+//! acc  = fma(isum, d·d_a, acc)
+//! acc  = fma(msum, −(dmin·d_a), acc)
+//! ```
+//!
 //! The SIMD kernels compute the same operations lane by lane (one lane per
 //! weight row), so their results are bit-identical to this function.
 
 use super::acts::QuantizedActs;
-use super::{PackedMatrix, BLOCK};
+use super::{PackedMatrix, Scales, BLOCK, SUPER};
 
 /// `out[t * m.rows + r] = W[r] · a[t]` for all rows of `m` and of `a`.
 ///
@@ -31,6 +40,9 @@ pub fn gemm(m: &PackedMatrix, a: &QuantizedActs, out: &mut [f32]) {
 #[must_use]
 pub fn row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let l = m.layout;
+    if l.super_scales {
+        return super_row_dot(m, r, a, t);
+    }
     let x = a.row(t);
     let mut acc = 0f32;
     for s in 0..m.cols / l.sub {
@@ -44,6 +56,30 @@ pub fn row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
         if l.has_min {
             acc = m.mins.get(i).mul_add(a.min_term(l.f16_scales, t, s, l.sub, da, sum), acc);
         }
+    }
+    acc
+}
+
+/// [`row_dot`] for super-block layouts.
+fn super_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
+    let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
+        unreachable!("super-block layouts store factors")
+    };
+    let sub = m.layout.sub;
+    let x = a.row(t);
+    let mut acc = 0f32;
+    for first in (0..m.cols).step_by(SUPER) {
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for s in first / sub..(first + SUPER) / sub {
+            let dot: i32 = (s * sub..(s + 1) * sub).map(|c| i32::from(m.code(r, c)) * i32::from(x[c])).sum();
+            let i = m.scale_index(r, s);
+            isum += i32::from(sc[i]) * dot;
+            msum += i32::from(mn[i]) * a.sub_sum(t, s, sub);
+        }
+        let si = m.scales.super_index(m.scale_index(r, first / sub));
+        let da = a.scale(t, first / BLOCK);
+        acc = (isum as f32).mul_add(d[si].to_f32() * da, acc);
+        acc = (msum as f32).mul_add(-(dmin[si].to_f32() * da), acc);
     }
     acc
 }

@@ -79,7 +79,7 @@ impl TernaryMatrix {
             rows,
             cols,
             codes: vec![0; groups * supers * SUPER_BYTES],
-            scales: Scales::new(ty != GgmlType::I2_S, groups * supers * GROUP),
+            scales: Scales::flat(ty != GgmlType::I2_S, groups * supers * GROUP),
         };
         let row_bytes = ty.row_bytes(cols)?;
         let i2_scale = (ty == GgmlType::I2_S).then(|| ternary::i2_s_scale(data, rows * cols));

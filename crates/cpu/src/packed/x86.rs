@@ -10,10 +10,11 @@ use std::arch::x86_64::{
     _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
     _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
     _mm256_setzero_si256, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm_loadu_si128,
+    _mm256_cvtepu8_epi32, _mm256_mullo_epi32, _mm256_xor_ps, _mm_loadl_epi64,
 };
 
 use super::acts::QuantizedActs;
-use super::{PackedMatrix, Scales, BLOCK, GROUP};
+use super::{PackedMatrix, Scales, BLOCK, GROUP, SUPER};
 use crate::pool::SharedOut;
 
 /// Σ of 4 adjacent `u8 × i8` products into each i32 lane of `acc`.
@@ -80,6 +81,7 @@ pub(super) fn scale_ptr(s: &Scales) -> *const u8 {
     match s {
         Scales::F16(v) => v.as_ptr().cast(),
         Scales::F32(v) => v.as_ptr().cast(),
+        Scales::Super { .. } => unreachable!("super-block scales are read by `tile_super`"),
     }
 }
 
@@ -156,6 +158,13 @@ unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, co
             }
         }
     }
+    store_tile(m, g, t0, &acc, out);
+}
+
+/// Writes the accumulators of group `g` for activation rows `t0..t0 + C`
+/// (a partial last group writes only its real rows).
+#[inline(always)]
+unsafe fn store_tile<const C: usize>(m: &PackedMatrix, g: usize, t0: usize, acc: &[__m256; C], out: &SharedOut) {
     let lanes = (m.rows - g * GROUP).min(GROUP);
     for (c, acc) in acc.iter().enumerate() {
         let dst = out.slice((t0 + c) * m.rows + g * GROUP, lanes);
@@ -167,6 +176,52 @@ unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, co
             dst.copy_from_slice(&tmp[..lanes]);
         }
     }
+}
+
+/// [`tile`] for super-block layouts (`Q4_K`: nibble codes, sub-blocks of
+/// 32): integer sums over each super-block, scaled by the integer sub-block
+/// factors, then two FMAs per super-block (see `reference::super_row_dot`).
+#[inline(always)]
+unsafe fn tile_super<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &QuantizedActs, t0: usize, out: &SharedOut) {
+    let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
+        unreachable!("super-block layouts store factors")
+    };
+    let cols = m.cols;
+    let blocks = cols / BLOCK;
+    let subs_per_super = SUPER / BLOCK;
+    let bb = m.layout.block_bytes();
+    let codes = m.codes.as_ptr().add(g * blocks * bb);
+    let sign = _mm256_set1_ps(-0.0);
+    let mut acc = [_mm256_setzero_ps(); C];
+    for sup in 0..cols / SUPER {
+        let mut isum = [_mm256_setzero_si256(); C];
+        let mut msum = [_mm256_setzero_si256(); C];
+        for b in sup * subs_per_super..(sup + 1) * subs_per_super {
+            let w = load_codes::<false>(codes.add(b * bb));
+            let qi = (g * blocks + b) * GROUP;
+            let scv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().add(qi).cast()));
+            let mnv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().add(qi).cast()));
+            for c in 0..C {
+                let t = t0 + c;
+                let x = a.qs.as_ptr().add(t * cols + b * BLOCK);
+                let dot = sub_dot::<D, false, BLOCK>(&w, x, C == 1);
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_mullo_epi32(dot, scv));
+                let sum = _mm256_set1_epi32(a.sub_sum(t, b, BLOCK));
+                msum[c] = _mm256_add_epi32(msum[c], _mm256_mullo_epi32(mnv, sum));
+            }
+        }
+        let di = (g * (cols / SUPER) + sup) * GROUP;
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(di).cast()));
+        let dminw = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr().add(di).cast()));
+        for c in 0..C {
+            let da = _mm256_set1_ps(a.scale(t0 + c, sup * subs_per_super));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dw, da), acc[c]);
+            // −(dmin·d_a): negating the rounded product is exact.
+            let neg = _mm256_xor_ps(_mm256_mul_ps(dminw, da), sign);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[c]), neg, acc[c]);
+        }
+    }
+    store_tile(m, g, t0, &acc, out);
 }
 
 /// Activation rows per register tile.
@@ -191,11 +246,29 @@ unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, c
     }
 }
 
+/// [`group`] for super-block layouts.
+#[inline(always)]
+unsafe fn group_super<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    let mut t = 0;
+    while t + TILE <= a.n {
+        tile_super::<D, TILE>(m, g, a, t, out);
+        t += TILE;
+    }
+    while t < a.n {
+        tile_super::<D, 1>(m, g, a, t, out);
+        t += 1;
+    }
+}
+
 /// Instantiates `group` for the layout of `m` (the combinations the
 /// supported types use) with the given `Dot4` implementation.
 macro_rules! by_layout {
     ($d:ty, $m:expr, $g:expr, $a:expr, $out:expr) => {{
         let l = $m.layout;
+        if l.super_scales {
+            debug_assert!(!l.eight_bit && l.sub == BLOCK && l.has_min);
+            return group_super::<$d>($m, $g, $a, $out);
+        }
         match (l.eight_bit, l.sub, l.has_min, l.f16_scales) {
             (false, 32, false, true) => group::<$d, false, 32, false, true>($m, $g, $a, $out),
             (false, 32, true, true) => group::<$d, false, 32, true, true>($m, $g, $a, $out),
@@ -203,7 +276,6 @@ macro_rules! by_layout {
             (true, 32, true, true) => group::<$d, true, 32, true, true>($m, $g, $a, $out),
             (false, 16, true, false) => group::<$d, false, 16, true, false>($m, $g, $a, $out),
             (false, 16, false, false) => group::<$d, false, 16, false, false>($m, $g, $a, $out),
-            (false, 32, true, false) => group::<$d, false, 32, true, false>($m, $g, $a, $out),
             (true, 32, true, false) => group::<$d, true, 32, true, false>($m, $g, $a, $out),
             (true, 16, false, false) => group::<$d, true, 16, false, false>($m, $g, $a, $out),
             _ => unreachable!("no type uses layout {l:?}"),
