@@ -122,11 +122,9 @@ fn detect() -> Kernels {
     // The last variant listed is the most capable; both lists share the order.
     let (variants, ternary) = (px::available(), crate::packed::ternary_x86::available());
     let no_vnni = std::env::var_os("HEARTH_NO_VNNI").is_some();
-    let (Some(&(isa, packed_group)), Some(&(_, ternary_group))) = (if no_vnni {
-        (variants.first(), ternary.first())
-    } else {
-        (variants.last(), ternary.last())
-    }) else {
+    let (Some(&(isa, packed_group)), Some(&(_, ternary_group))) =
+        (if no_vnni { (variants.first(), ternary.first()) } else { (variants.last(), ternary.last()) })
+    else {
         return reference_kernels();
     };
     Kernels {

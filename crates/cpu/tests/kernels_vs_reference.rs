@@ -149,8 +149,9 @@ fn ternary_matmul_matches_dequantized_math_and_i2_s_equals_tq2_0() {
             hearth_cpu::matmul(&CpuWeight::new(ty, &w, rows, cols).unwrap(), &x, n, &mut fast);
             let (wf, mut xr) = (dequantize_ternary(ty, &w, rows, cols), x.clone());
             xr.chunks_mut(cols).for_each(|row| reference::round_trip(GgmlType::Q8_K, row));
-            let slow: Vec<f32> =
-                (0..n * rows).map(|i| reference::dot(&wf[(i % rows) * cols..][..cols], &xr[(i / rows) * cols..][..cols])).collect();
+            let slow: Vec<f32> = (0..n * rows)
+                .map(|i| reference::dot(&wf[(i % rows) * cols..][..cols], &xr[(i / rows) * cols..][..cols]))
+                .collect();
             assert_close(&fast, &slow, 1e-4);
         }
     }

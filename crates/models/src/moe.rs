@@ -234,10 +234,8 @@ impl MoeFfn {
         let n_embd = x.len() / n.max(1);
         let k = self.cfg.n_expert_used;
         let logits = ctx.matmul(&self.router, x)?;
-        let routes: Vec<Vec<(usize, f32)>> = logits
-            .chunks_exact(self.cfg.n_expert)
-            .map(|l| self.cfg.route(l, self.selection_bias.as_deref()))
-            .collect();
+        let routes: Vec<Vec<(usize, f32)>> =
+            logits.chunks_exact(self.cfg.n_expert).map(|l| self.cfg.route(l, self.selection_bias.as_deref())).collect();
 
         // Who chose each expert: (token, slot in its top-k).
         let mut chosen_by = vec![Vec::new(); self.cfg.n_expert];

@@ -108,7 +108,9 @@ impl<'a> WeightLoader<'a> {
     /// per expert, each a slice of the file, so a step reads only the experts
     /// it routes to.
     pub fn experts(&self, name: &str, n_expert: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>, ModelError> {
-        let all = self.checked(name, vec![cols as u64, rows as u64, n_expert as u64], rows * n_expert, cols)?;
+        // Saturating: the dims check rejects absurd sizes from metadata before any use.
+        let all =
+            self.checked(name, vec![cols as u64, rows as u64, n_expert as u64], rows.saturating_mul(n_expert), cols)?;
         // A per-tensor trailer (I2_S) would sit after the last expert only.
         let per_expert = match all.ty.tensor_bytes(cols, rows as u64) {
             Some(b) if all.ty.trailer_bytes() == 0 && b as usize * n_expert == all.len => b as usize,

@@ -46,6 +46,8 @@ pub const GROUP: usize = 8;
 pub const BLOCK: usize = 32;
 
 /// How a weight type maps onto the packed form.
+// Independent yes/no properties of a type's encoding, each picked by a const generic in the kernels.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     /// Codes need 8 bits (else ≤ 4 bits, stored as nibbles).
@@ -289,7 +291,11 @@ impl PackedMatrix {
             for r in rows..groups * GROUP {
                 m.store_row(
                     r,
-                    &Unpacked { codes: vec![layout.offset as u8; cols], scales: vec![0.0; subs], ..Unpacked::default() },
+                    &Unpacked {
+                        codes: vec![layout.offset as u8; cols],
+                        scales: vec![0.0; subs],
+                        ..Unpacked::default()
+                    },
                 );
             }
         }

@@ -70,7 +70,8 @@ unsafe fn tile<D: Dot4, const F16S: bool, const C: usize>(
     let mut acc = [[_mm256_setzero_ps(); LANES]; C];
     for s in 0..supers {
         let dw = load_scales::<F16S>(scales, (g * supers + s) * GROUP);
-        let d: [__m256; C] = std::array::from_fn(|c| _mm256_mul_ps(dw, _mm256_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
+        let d: [__m256; C] =
+            std::array::from_fn(|c| _mm256_mul_ps(dw, _mm256_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
         for lane in 0..LANES {
             let w = lane_codes(codes.add(s * SUPER_BYTES + lane * LANE_BYTES));
             for (c, acc) in acc.iter_mut().enumerate() {

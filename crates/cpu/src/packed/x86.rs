@@ -6,11 +6,11 @@
 #![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32,
-    _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
-    _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm_loadu_si128,
-    _mm256_cvtepu8_epi32, _mm256_mullo_epi32, _mm256_xor_ps, _mm_loadl_epi64,
+    __m256, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32, _mm256_cvtph_ps,
+    _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32,
+    _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_srli_epi16, _mm256_storeu_ps,
+    _mm256_sub_epi32, _mm256_xor_ps, _mm_loadl_epi64, _mm_loadu_si128,
 };
 
 use super::acts::QuantizedActs;
@@ -182,7 +182,13 @@ unsafe fn store_tile<const C: usize>(m: &PackedMatrix, g: usize, t0: usize, acc:
 /// 32): integer sums over each super-block, scaled by the integer sub-block
 /// factors, then two FMAs per super-block (see `reference::super_row_dot`).
 #[inline(always)]
-unsafe fn tile_super<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &QuantizedActs, t0: usize, out: &SharedOut) {
+unsafe fn tile_super<D: Dot4, const C: usize>(
+    m: &PackedMatrix,
+    g: usize,
+    a: &QuantizedActs,
+    t0: usize,
+    out: &SharedOut,
+) {
     let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
         unreachable!("super-block layouts store factors")
     };
