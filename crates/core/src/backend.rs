@@ -62,8 +62,11 @@ pub struct AttentionShape {
     pub n_head: usize,
     /// Key/value heads (grouped-query attention when fewer than `n_head`).
     pub n_kv_head: usize,
-    /// Dimension of each head.
+    /// Dimension of each query and key head.
     pub head_dim: usize,
+    /// Dimension of each value head (and of each output head); equals
+    /// `head_dim` except in DeepSeek's latent attention.
+    pub v_head_dim: usize,
     /// Multiplier applied to `q · k`.
     pub scale: f32,
 }
@@ -80,6 +83,19 @@ pub trait PreparedWeight: Send + Sync {
     fn bytes(&self) -> usize;
     /// For the owning backend to recover its concrete type.
     fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// One product of a [`Backend::matmul_many`] step: `out = x · wᵀ`, as
+/// [`Backend::matmul`] takes them.
+pub struct MatmulJob<'a> {
+    /// Weights.
+    pub w: &'a dyn PreparedWeight,
+    /// `n × w.cols()` activations.
+    pub x: &'a [f32],
+    /// Activation rows.
+    pub n: usize,
+    /// `n × w.rows()` results.
+    pub out: &'a mut [f32],
 }
 
 /// A backend could not run an operation.
@@ -104,6 +120,16 @@ pub trait Backend: Send + Sync {
     fn prepare(&self, w: &WeightView<'_>) -> Result<Box<dyn PreparedWeight>, BackendError>;
     /// `out[t][r] = W[r] · x[t]`: `x` is `n × w.cols()`, `out` is `n × w.rows()`.
     fn matmul(&self, w: &dyn PreparedWeight, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError>;
+    /// Independent products computed together, as one parallel step: what
+    /// a model can run side by side (Q, K and V; gate and up; the experts of
+    /// a MoE layer) costs one synchronization instead of one each, and the
+    /// workers balance over all of them. Each result equals [`Backend::matmul`]'s.
+    fn matmul_many(&self, jobs: &mut [MatmulJob<'_>]) -> Result<(), BackendError> {
+        for j in jobs {
+            self.matmul(j.w, j.x, j.n, j.out)?;
+        }
+        Ok(())
+    }
     /// Dequantized rows `ids` of `w` (embedding lookup): `out` is `ids.len() × w.cols`.
     fn get_rows(&self, w: &WeightView<'_>, ids: &[TokenId], out: &mut [f32]) -> Result<(), BackendError>;
     /// In-place RMS norm of each `dim`-sized row, then multiply by `weight`.
@@ -113,7 +139,7 @@ pub trait Backend: Send + Sync {
     /// `gate = act(gate) * up`, element-wise.
     fn gated_activation(&self, gate: &mut [f32], up: &[f32], act: Activation);
     /// Softmax attention for each query row of `q` (`n × n_head*head_dim`) over
-    /// its span of `kv`; writes `out` with the same shape as `q`.
+    /// its span of `kv`; writes `out` (`n × n_head*v_head_dim`).
     fn attention(
         &self,
         q: &[f32],

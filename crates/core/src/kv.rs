@@ -105,11 +105,15 @@ pub enum KvDataMut<'a> {
 pub struct KvLayer<'a> {
     /// Token rows per block.
     pub block_size: usize,
-    /// Elements per row (`n_kv_head × head_dim`).
+    /// Elements per key row (`n_kv_head × head_dim`).
     pub dim: usize,
+    /// Elements per value row: `n_kv_head × v_head_dim`, or `dim` where the
+    /// values are the leading part of each key row (DeepSeek's latent
+    /// attention caches one latent vector per token and reads it as both).
+    pub v_dim: usize,
     /// Keys of every row of the pool.
     pub keys: KvData<'a>,
-    /// Values, same layout as `keys`.
+    /// Values, rows of `v_dim` elements (possibly the `keys` pool itself).
     pub values: KvData<'a>,
 }
 

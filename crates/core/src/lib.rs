@@ -11,7 +11,7 @@ mod ggml_type;
 mod kv;
 
 pub use backend::{
-    Activation, AttentionShape, Backend, BackendError, PreparedWeight, RopeParams, RopeStyle, WeightView,
+    Activation, AttentionShape, Backend, BackendError, MatmulJob, PreparedWeight, RopeParams, RopeStyle, WeightView,
 };
 pub use batch::{ForwardBatch, SeqId, TokenId};
 pub use ggml_type::{GgmlType, UnknownGgmlType};

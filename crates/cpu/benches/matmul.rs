@@ -56,8 +56,10 @@ fn main() {
         if filter.as_deref().is_some_and(|f| !ty.to_string().contains(f)) {
             continue;
         }
-        // A decode-bound LM-head-like shape and an FFN-like prefill shape.
-        for (rows, cols, n, reps) in [(16384, 2048, 1, 30), (2048, 2048, 512, 5)] {
+        // A decode-bound LM-head-like shape (cache-resident on large-L3
+        // parts), one four times larger that must stream from DRAM, and an
+        // FFN-like prefill shape.
+        for (rows, cols, n, reps) in [(16384, 2048, 1, 30), (65536, 2048, 1, 20), (2048, 2048, 512, 5)] {
             let w = CpuWeight::new(ty, &random_weights(ty, rows, cols, &mut rng), rows, cols).expect("supported");
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut out = vec![0f32; n * rows];

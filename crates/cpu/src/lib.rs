@@ -14,12 +14,12 @@ pub mod packed;
 pub mod pool;
 
 use hearth_core::{
-    Activation, AttentionShape, AttentionSpan, Backend, BackendError, KvDataMut, KvLayer, PreparedWeight, RopeParams,
-    TokenId, WeightView,
+    Activation, AttentionShape, AttentionSpan, Backend, BackendError, KvDataMut, KvLayer, MatmulJob, PreparedWeight,
+    RopeParams, TokenId, WeightView,
 };
 
 pub use dispatch::{kernels as selected_kernels, reference_kernels, Kernels};
-pub use matmul::{get_rows, matmul, CpuWeight};
+pub use matmul::{get_rows, matmul, matmul_many, CpuWeight};
 
 /// The CPU implementation of [`Backend`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -68,6 +68,16 @@ impl Backend for CpuBackend {
     fn matmul(&self, w: &dyn PreparedWeight, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError> {
         let w = w.as_any().downcast_ref::<CpuWeight>().ok_or(BackendError::ForeignWeight)?;
         matmul::matmul(w, x, n, out);
+        Ok(())
+    }
+
+    fn matmul_many(&self, jobs: &mut [MatmulJob<'_>]) -> Result<(), BackendError> {
+        let mut cpu_jobs = Vec::with_capacity(jobs.len());
+        for j in jobs.iter_mut() {
+            let w = j.w.as_any().downcast_ref::<CpuWeight>().ok_or(BackendError::ForeignWeight)?;
+            cpu_jobs.push((w, j.x, j.n, &mut *j.out));
+        }
+        matmul::matmul_many(&mut cpu_jobs);
         Ok(())
     }
 

@@ -124,6 +124,98 @@ pub fn matmul(w: &CpuWeight, x: &[f32], n: usize, out: &mut [f32]) {
 thread_local! {
     /// Quantized activations of the current call, reused across calls.
     static ACTS: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::default());
+    /// Quantized activations of the jobs of a [`matmul_many`] call.
+    static MANY_ACTS: RefCell<Vec<QuantizedActs>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Independent products `out = x · wᵀ` (`(w, x, n, out)`, each as
+/// [`matmul`]) in one pool dispatch: the row groups of all integer-kernel
+/// jobs form one task list, so a MoE layer's experts or attention's Q/K/V
+/// cost one synchronization, and threads balance across the jobs. Jobs
+/// reading the same activations with the same rounding share one
+/// quantization. Results are bit-identical to separate [`matmul`] calls.
+///
+/// # Panics
+/// When a job's `x` or `out` is too short.
+pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
+    let mut integer = Vec::new();
+    for (j, (w, x, n, out)) in jobs.iter_mut().enumerate() {
+        assert!(x.len() >= *n * w.cols() && out.len() >= *n * w.rows(), "matmul buffers too short");
+        match w {
+            CpuWeight::Float { .. } => matmul(w, x, *n, out),
+            _ if *n > 0 => integer.push(j),
+            _ => {}
+        }
+    }
+    if integer.is_empty() {
+        return;
+    }
+    MANY_ACTS.with_borrow_mut(|acts| {
+        // `source[i]`: index into `acts` of job `integer[i]`'s activations.
+        let mut source: Vec<usize> = Vec::with_capacity(integer.len());
+        let mut keys: Vec<(*const f32, usize, usize, ActRule)> = Vec::new();
+        for &j in &integer {
+            let (w, x, n, _) = &jobs[j];
+            let rule = integer_rule(w);
+            let key = (x.as_ptr(), *n, w.cols(), rule);
+            let at = if let Some(at) = keys.iter().position(|k| *k == key) {
+                at
+            } else {
+                keys.push(key);
+                if acts.len() < keys.len() {
+                    acts.push(QuantizedActs::default());
+                }
+                acts[keys.len() - 1].quantize_with(rule, x, *n, w.cols());
+                keys.len() - 1
+            };
+            source.push(at);
+        }
+        // One task list over every job's row groups.
+        let total: usize = integer.iter().map(|&j| groups_of(jobs[j].0)).sum();
+        let per_task = total.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
+        let mut tasks = Vec::new();
+        for (i, &j) in integer.iter().enumerate() {
+            let g = groups_of(jobs[j].0);
+            tasks.extend((0..g).step_by(per_task).map(|g0| (i, g0, (g0 + per_task).min(g))));
+        }
+        let outs: Vec<SharedOut> = integer
+            .iter()
+            .map(|&j| {
+                let (w, _, n, out) = &mut jobs[j];
+                SharedOut::new(&mut out[..*n * w.rows()])
+            })
+            .collect();
+        let (acts, jobs, integer) = (&*acts, &*jobs, &integer);
+        pool::parallel_for(tasks.len(), &|task| {
+            let (i, g0, g1) = tasks[task];
+            let (w, a, out) = (jobs[integer[i]].0, &acts[source[i]], &outs[i]);
+            for g in g0..g1 {
+                match w {
+                    CpuWeight::Packed(p) => (kernels().packed_group)(p, g, a, out),
+                    CpuWeight::Ternary(t) => (kernels().ternary_group)(t, g, a, out),
+                    CpuWeight::Float { .. } => unreachable!("float jobs ran above"),
+                }
+            }
+        });
+    });
+}
+
+/// Activation rounding of an integer-kernel weight.
+fn integer_rule(w: &CpuWeight) -> ActRule {
+    match w {
+        CpuWeight::Packed(p) => ActRule::for_weights(p.ty),
+        CpuWeight::Ternary(t) => ActRule::for_weights(t.ty),
+        CpuWeight::Float { act_ty, .. } => ActRule::for_weights(*act_ty),
+    }
+}
+
+/// Row groups of an integer-kernel weight.
+fn groups_of(w: &CpuWeight) -> usize {
+    match w {
+        CpuWeight::Packed(p) => p.groups(),
+        CpuWeight::Ternary(t) => t.groups(),
+        CpuWeight::Float { rows, .. } => rows.div_ceil(crate::packed::GROUP),
+    }
 }
 
 /// Quantizes `x` by `rule` once, then runs `group(g, acts, out)` for every

@@ -239,17 +239,17 @@ fn attend_tile(
     out: &SharedOut,
     w: &mut AttentionScratch,
 ) {
-    let hd = s.head_dim;
+    let (hd, vhd) = (s.head_dim, s.v_head_dim);
     let group = s.n_head / s.n_kv_head;
-    let q_stride = s.n_head * hd;
+    let (q_stride, out_stride) = (s.n_head * hd, s.n_head * vhd);
     let heads = rows.len() * group;
     let k = kernels();
     w.half.resize(hd, f16::ZERO);
     w.q.resize(heads * hd, 0.0);
     w.key.resize(hd, 0.0);
-    w.value.resize(hd, 0.0);
+    w.value.resize(vhd, 0.0);
     w.acc.clear();
-    w.acc.resize(heads * hd, 0.0);
+    w.acc.resize(heads * vhd, 0.0);
     w.max.clear();
     w.max.resize(heads, f32::NEG_INFINITY);
     w.sum.clear();
@@ -269,14 +269,14 @@ fn attend_tile(
     for p in start..longest.end {
         let row = kv.row(longest.blocks, p);
         read_row(&kv.keys, kv.dim, row, kvh * hd, &mut w.key);
-        read_row(&kv.values, kv.dim, row, kvh * hd, &mut w.value);
+        read_row(&kv.values, kv.v_dim, row, kvh * vhd, &mut w.value);
         for (i, span) in tile.iter().enumerate() {
             if p < span.start || p >= span.end {
                 continue;
             }
             for h in i * group..(i + 1) * group {
                 let score = dot_f16_ggml(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
-                let acc = &mut w.acc[h * hd..(h + 1) * hd];
+                let acc = &mut w.acc[h * vhd..(h + 1) * vhd];
                 // ggml's `S = S*ms + vs` (compiled to an FMA): with a new
                 // maximum vs = 1, otherwise ms = 1 and it is a plain sum.
                 if score > w.max[h] {
@@ -296,11 +296,11 @@ fn attend_tile(
     for (i, row) in rows.enumerate() {
         // SAFETY: these heads of this row are written by this task only.
         #[allow(unsafe_code)]
-        let o = unsafe { out.slice(row * q_stride + kvh * group * hd, group * hd) };
-        for (j, o) in o.chunks_exact_mut(hd).enumerate() {
+        let o = unsafe { out.slice(row * out_stride + kvh * group * vhd, group * vhd) };
+        for (j, o) in o.chunks_exact_mut(vhd).enumerate() {
             let h = i * group + j;
             let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
-            o.iter_mut().zip(&w.acc[h * hd..(h + 1) * hd]).for_each(|(o, a)| *o = a * inv);
+            o.iter_mut().zip(&w.acc[h * vhd..(h + 1) * vhd]).for_each(|(o, a)| *o = a * inv);
         }
     }
 }

@@ -94,7 +94,7 @@ pub fn weight_bytes_per_token(session: &Session) -> u64 {
 #[must_use]
 pub fn kv_bytes_per_token(session: &Session, ctx: usize) -> u64 {
     let c = session.model.config();
-    (2 * 2 * c.n_layer * c.kv_dim() * ctx) as u64
+    (2 * c.n_layer * c.kv_floats_per_layer() * ctx) as u64
 }
 
 /// Measured memory read bandwidth in GB/s: the best of a few passes that

@@ -85,7 +85,7 @@ impl Footprint {
         let c = session.model.config();
         let embd = session.file.tensors().iter().find(|t| t.name == "token_embd.weight").map_or(0, |t| t.size);
         let q_dim = c.n_head * c.head_dim;
-        let per_token = 6 * c.n_embd + 2 * q_dim + 2 * c.kv_dim() + 3 * c.n_ff;
+        let per_token = 6 * c.n_embd + 2 * q_dim + c.kv_floats_per_layer() + 3 * c.n_ff;
         let scratch = 4 * (token_budget * per_token + 2 * parallel.max(1) * c.n_vocab);
         Ok(Self {
             weights: session.model.matmul_bytes() + embd as u64,

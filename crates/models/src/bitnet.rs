@@ -22,7 +22,7 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::layers::{Attention, Ffn, GatedMlp, RmsNorm};
+use crate::layers::{Attention, Ffn, GatedMlp, RmsNorm, SelfAttention};
 use crate::llama::{Block, Llama};
 use crate::ModelError;
 
@@ -34,7 +34,9 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelErr
         let norm = |name: &str, dim| RmsNorm::load(w, &p(name), dim, cfg.norm_eps);
         Ok(Block {
             attn_norm: norm("attn_norm.weight", cfg.n_embd)?,
-            attn: Attention::load(w, cfg, il)?.with_sub_norm(norm("attn_sub_norm.weight", cfg.n_head * cfg.head_dim)?),
+            attn: SelfAttention::Gqa(
+                Attention::load(w, cfg, il)?.with_sub_norm(norm("attn_sub_norm.weight", cfg.n_head * cfg.head_dim)?),
+            ),
             ffn_norm: norm("ffn_norm.weight", cfg.n_embd)?,
             ffn: Ffn::Dense(GatedMlp::load(w, cfg, il, act)?.with_sub_norm(norm("ffn_sub_norm.weight", cfg.n_ff)?)),
         })

@@ -23,8 +23,13 @@ pub struct ModelConfig {
     pub n_head: usize,
     /// Key/value heads.
     pub n_kv_head: usize,
-    /// Dimension of each head.
+    /// Dimension of each query and key head (`attention.key_length`).
     pub head_dim: usize,
+    /// Dimension of each value head (`attention.value_length`).
+    pub head_dim_v: usize,
+    /// The cached values are the leading `head_dim_v` elements of each key
+    /// row (multi-head latent attention caches one latent vector per token).
+    pub values_in_keys: bool,
     /// Rotated dimensions per head.
     pub n_rot: usize,
     /// RoPE frequency base.
@@ -58,6 +63,14 @@ impl ModelConfig {
             )));
         }
         let head_dim = opt_usize("attention.key_length").unwrap_or(n_embd / n_head);
+        let head_dim_v = opt_usize("attention.value_length").unwrap_or(head_dim);
+        // DeepSeek's MLA files: K is [latent; rotary part], V the latent.
+        let values_in_keys = file.get(&key("attention.key_length_mla")).is_some();
+        if head_dim_v == 0 || (values_in_keys && head_dim_v > head_dim) {
+            return Err(ModelError::BadMetadata(format!(
+                "attention.value_length {head_dim_v} invalid for key length {head_dim}"
+            )));
+        }
         let n_rot = opt_usize("rope.dimension_count").unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
             return Err(ModelError::BadMetadata(format!(
@@ -79,6 +92,8 @@ impl ModelConfig {
             n_head,
             n_kv_head,
             head_dim,
+            head_dim_v,
+            values_in_keys,
             n_rot,
             rope_base: opt_f32("rope.freq_base").unwrap_or(10_000.0),
             rope_freq_scale: 1.0 / scaling_factor,
@@ -88,9 +103,26 @@ impl ModelConfig {
         })
     }
 
-    /// Floats of K (or V) per token per layer.
+    /// Floats of K per token per layer.
     #[must_use]
     pub fn kv_dim(&self) -> usize {
         self.n_kv_head * self.head_dim
+    }
+
+    /// Floats of V per token per layer.
+    #[must_use]
+    pub fn kv_dim_v(&self) -> usize {
+        self.n_kv_head * self.head_dim_v
+    }
+
+    /// Floats the KV cache holds per token per layer: keys and values, or
+    /// keys alone where the values are part of them.
+    #[must_use]
+    pub fn kv_floats_per_layer(&self) -> usize {
+        if self.values_in_keys {
+            self.kv_dim()
+        } else {
+            self.kv_dim() + self.kv_dim_v()
+        }
     }
 }

@@ -6,7 +6,7 @@ use hearth_gguf::GgufError;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("architecture {0:?} is not supported (supported: llama and Mixtral, qwen2, qwen3, qwen2moe, qwen3moe, gemma3, bitnet)")]
+    #[error("architecture {0:?} is not supported (supported: llama and Mixtral, qwen2, qwen3, qwen2moe, qwen3moe, deepseek2, gemma3, bitnet)")]
     UnsupportedArch(String),
     #[error("metadata: {0}")]
     BadMetadata(String),

@@ -1,6 +1,8 @@
 //! The paged KV cache's memory: for every layer, a key pool and a value pool
 //! of `n_blocks × block_size` token rows in the cache's element type (f16,
-//! q8_0 or q4_0). Which sequence owns which block is decided outside
+//! q8_0 or q4_0). Models with latent attention (DeepSeek's MLA) keep only the
+//! key pool: each row is `[latent; rotary key]` and the values are its latent
+//! part. Which sequence owns which block is decided outside
 //! (`hearth-kv`); a batch brings its block tables and the store checks them
 //! before anything is written.
 
@@ -47,8 +49,12 @@ pub struct KvStore {
     ty: KvType,
     block_size: usize,
     n_blocks: usize,
+    /// Elements per key row.
     dim: usize,
-    layers: Vec<[Pool; 2]>,
+    /// Elements per value row; `None` when the values are read from the keys.
+    dim_v: Option<usize>,
+    /// Per layer: the key pool, and the value pool unless `dim_v` is `None`.
+    layers: Vec<Vec<Pool>>,
 }
 
 impl KvStore {
@@ -56,32 +62,42 @@ impl KvStore {
     /// like `cfg`. Memory is zero-filled lazily by the OS, so untouched
     /// blocks cost address space, not RAM.
     pub fn new(cfg: &ModelConfig, ty: KvType, block_size: usize, n_blocks: usize) -> Result<Self, ModelError> {
-        let dim = cfg.kv_dim();
-        let row_bytes = Self::row_bytes(cfg, ty)?;
         if block_size == 0 {
             return Err(ModelError::BadBatch("KV block size must be positive".into()));
         }
+        let dim = cfg.kv_dim();
+        let dim_v = (!cfg.values_in_keys).then(|| cfg.kv_dim_v());
         let rows = block_size * n_blocks;
+        let mut dims = vec![(dim, Self::dim_bytes(ty, dim)?)];
+        if let Some(dim_v) = dim_v {
+            dims.push((dim_v, Self::dim_bytes(ty, dim_v)?));
+        }
         let layers = (0..cfg.n_layer)
-            .map(|_| [Pool::zeroed(ty, rows, dim, row_bytes), Pool::zeroed(ty, rows, dim, row_bytes)])
+            .map(|_| dims.iter().map(|&(dim, bytes)| Pool::zeroed(ty, rows, dim, bytes)).collect())
             .collect();
-        Ok(Self { ty, block_size, n_blocks, dim, layers })
+        Ok(Self { ty, block_size, n_blocks, dim, dim_v, layers })
     }
 
-    /// Bytes of one token's row in one pool of one layer.
-    pub fn row_bytes(cfg: &ModelConfig, ty: KvType) -> Result<usize, ModelError> {
-        ty.row_bytes(cfg.kv_dim()).ok_or_else(|| {
+    /// Bytes of a `dim`-element row in `ty`.
+    fn dim_bytes(ty: KvType, dim: usize) -> Result<usize, ModelError> {
+        ty.row_bytes(dim).ok_or_else(|| {
             ModelError::BadMetadata(format!(
-                "KV cache type {ty} needs rows in blocks of {}, but this model's KV rows have {} elements",
+                "KV cache type {ty} needs rows in blocks of {}, but this model's KV rows have {dim} elements",
                 ty.ggml().block_size(),
-                cfg.kv_dim()
             ))
         })
     }
 
+    /// Bytes of one token in one layer: its key row and value row (or the
+    /// key row alone, where values are read from it).
+    pub fn row_bytes(cfg: &ModelConfig, ty: KvType) -> Result<usize, ModelError> {
+        let keys = Self::dim_bytes(ty, cfg.kv_dim())?;
+        Ok(if cfg.values_in_keys { keys } else { keys + Self::dim_bytes(ty, cfg.kv_dim_v())? })
+    }
+
     /// KV bytes one token costs across all layers (keys and values).
     pub fn bytes_per_token(cfg: &ModelConfig, ty: KvType) -> Result<u64, ModelError> {
-        Ok((2 * cfg.n_layer * Self::row_bytes(cfg, ty)?) as u64)
+        Ok((cfg.n_layer * Self::row_bytes(cfg, ty)?) as u64)
     }
 
     /// Element type.
@@ -127,18 +143,27 @@ impl KvStore {
     }
 
     /// Stores layer `layer`'s keys and values (`rows.len() × dim` each) at pool rows `rows`.
+    /// Where the values are read from the keys (latent attention), `values`
+    /// is ignored and may be empty.
     pub fn write(&mut self, backend: &dyn Backend, layer: usize, rows: &[usize], keys: &[f32], values: &[f32]) {
         let (ty, dim) = (self.ty, self.dim);
-        let [k, v] = &mut self.layers[layer];
-        backend.write_kv(&mut k.view_mut(ty), dim, rows, keys);
-        backend.write_kv(&mut v.view_mut(ty), dim, rows, values);
+        let pools = &mut self.layers[layer];
+        backend.write_kv(&mut pools[0].view_mut(ty), dim, rows, keys);
+        if let (Some(dim_v), Some(v)) = (self.dim_v, pools.get_mut(1)) {
+            backend.write_kv(&mut v.view_mut(ty), dim_v, rows, values);
+        }
     }
 
     /// Layer `layer`'s pools, for attention.
     #[must_use]
     pub fn layer(&self, layer: usize) -> KvLayer<'_> {
-        let [k, v] = &self.layers[layer];
-        KvLayer { block_size: self.block_size, dim: self.dim, keys: k.view(self.ty), values: v.view(self.ty) }
+        let pools = &self.layers[layer];
+        let keys = pools[0].view(self.ty);
+        let (v_dim, values) = match (self.dim_v, pools.get(1)) {
+            (Some(dim_v), Some(v)) => (dim_v, v.view(self.ty)),
+            _ => (self.dim, keys),
+        };
+        KvLayer { block_size: self.block_size, dim: self.dim, v_dim, keys, values }
     }
 
     /// What each row of the batch attends to: causal, and limited to the

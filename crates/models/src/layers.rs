@@ -1,7 +1,7 @@
 //! Building blocks shared by the architecture files: norms, attention, MLPs,
 //! embeddings and the LM head, all expressed over the [`Backend`] trait.
 
-use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, KvType, RopeParams, RopeStyle};
+use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, KvType, MatmulJob, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
 use crate::weights::{Matrix, TensorRef, WeightLoader};
@@ -35,6 +35,35 @@ impl Ctx<'_> {
             out.iter_mut().for_each(|v| *v *= s);
         }
         Ok(out)
+    }
+
+    /// Independent products `(w, x, n)` as one backend step (see
+    /// [`Backend::matmul_many`]); results in the same order, scales applied.
+    pub fn matmul_many(&self, products: &[(&Matrix, &[f32], usize)]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut outs: Vec<Vec<f32>> = products.iter().map(|(w, _, n)| vec![0.0; n * w.rows()]).collect();
+        let mut jobs: Vec<MatmulJob<'_>> = products
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(&(w, x, n), out)| MatmulJob { w: w.weight(), x, n, out })
+            .collect();
+        self.backend.matmul_many(&mut jobs)?;
+        drop(jobs);
+        for ((w, _, _), out) in products.iter().zip(outs.iter_mut()) {
+            if let Some(s) = w.scale() {
+                out.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        Ok(outs)
+    }
+
+    /// [`Ctx::matmul_many`] for a fixed number of products.
+    pub fn matmul_array<const N: usize>(
+        &self,
+        products: [(&Matrix, &[f32], usize); N],
+    ) -> Result<[Vec<f32>; N], ModelError> {
+        let mut outs = self.matmul_many(&products)?.into_iter();
+        // matmul_many returns exactly one result per product.
+        Ok(std::array::from_fn(|_| outs.next().unwrap_or_default()))
     }
 }
 
@@ -111,6 +140,7 @@ impl Attention {
                 n_head: cfg.n_head,
                 n_kv_head: cfg.n_kv_head,
                 head_dim: cfg.head_dim,
+                v_head_dim: cfg.head_dim,
                 scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             },
         })
@@ -127,9 +157,8 @@ impl Attention {
         rope: &RopeParams,
         window: Option<usize>,
     ) -> Result<Vec<f32>, ModelError> {
-        let mut q = ctx.matmul(&self.wq, x)?;
-        let mut k = ctx.matmul(&self.wk, x)?;
-        let mut v = ctx.matmul(&self.wv, x)?;
+        let n = ctx.batch.len();
+        let [mut q, mut k, mut v] = ctx.matmul_array([(&self.wq, x, n), (&self.wk, x, n), (&self.wv, x, n)])?;
         if let Some([bq, bk, bv]) = &self.bias {
             add_row_bias(&mut q, bq);
             add_row_bias(&mut k, bk);
@@ -170,6 +199,34 @@ impl Attention {
     pub fn with_sub_norm(mut self, norm: RmsNorm) -> Self {
         self.sub_norm = Some(norm);
         self
+    }
+}
+
+/// A block's attention.
+pub enum SelfAttention {
+    /// Grouped-query attention over cached keys and values.
+    Gqa(Attention),
+    /// DeepSeek's multi-head latent attention over cached latents.
+    Latent(crate::deepseek2::LatentAttention),
+}
+
+impl SelfAttention {
+    /// Attention output (`n × n_embd`) for normalized input `x`; caches the
+    /// batch's rows of layer `il` in `kv`. `window` limits how far back
+    /// grouped-query attention looks.
+    pub fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        kv: &mut KvStore,
+        il: usize,
+        x: &[f32],
+        rope: &RopeParams,
+        window: Option<usize>,
+    ) -> Result<Vec<f32>, ModelError> {
+        match self {
+            Self::Gqa(a) => a.forward(ctx, kv, il, x, rope, window),
+            Self::Latent(a) => a.forward(ctx, kv, il, x, rope),
+        }
     }
 }
 
@@ -226,6 +283,12 @@ impl GatedMlp {
         self
     }
 
+    /// Width of the model side (the down projection's output).
+    #[must_use]
+    pub fn n_embd(&self) -> usize {
+        self.down.rows()
+    }
+
     /// Bytes of the three matrices in the backend's form.
     #[must_use]
     pub fn bytes(&self) -> usize {
@@ -240,13 +303,29 @@ impl GatedMlp {
     /// MLP output for `n` rows of normalized input `x` (an expert sees only
     /// the tokens routed to it).
     pub fn forward_rows(&self, ctx: &Ctx<'_>, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        let mut g = ctx.matmul_rows(&self.gate, x, n)?;
-        let u = ctx.matmul_rows(&self.up, x, n)?;
-        ctx.backend.gated_activation(&mut g, &u, self.act);
-        if let Some(norm) = &self.sub_norm {
-            norm.apply(ctx, &mut g);
+        Ok(Self::forward_many(ctx, &[(self, x, n)])?.pop().unwrap_or_default())
+    }
+
+    /// Several MLPs `(mlp, x, n)` side by side (the experts of a MoE
+    /// layer): all gate and up products as one backend step, then all down
+    /// products as another. Outputs in the same order.
+    pub fn forward_many(ctx: &Ctx<'_>, mlps: &[(&Self, &[f32], usize)]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let gate_up: Vec<(&Matrix, &[f32], usize)> =
+            mlps.iter().flat_map(|&(m, x, n)| [(&m.gate, x, n), (&m.up, x, n)]).collect();
+        let mut products = ctx.matmul_many(&gate_up)?;
+        let mut hidden = Vec::with_capacity(mlps.len());
+        for (&(m, _, _), pair) in mlps.iter().zip(products.chunks_exact_mut(2)) {
+            let (g, u) = pair.split_at_mut(1);
+            let mut g = std::mem::take(&mut g[0]);
+            ctx.backend.gated_activation(&mut g, &u[0], m.act);
+            if let Some(norm) = &m.sub_norm {
+                norm.apply(ctx, &mut g);
+            }
+            hidden.push(g);
         }
-        ctx.matmul_rows(&self.down, &g, n)
+        let down: Vec<(&Matrix, &[f32], usize)> =
+            mlps.iter().zip(&hidden).map(|(&(m, _, n), h)| (&m.down, h.as_slice(), n)).collect();
+        ctx.matmul_many(&down)
     }
 }
 

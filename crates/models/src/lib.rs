@@ -7,6 +7,7 @@
 
 pub mod bitnet;
 mod config;
+pub mod deepseek2;
 mod error;
 pub mod gemma3;
 mod kv_store;
@@ -45,7 +46,7 @@ pub trait Model: Send + Sync {
 
 /// Architectures this build can run (`general.architecture` values).
 pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma3", "bitnet", "bitnet-b1.58", "bitnet-25"];
+    &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "deepseek2", "gemma3", "bitnet", "bitnet-b1.58", "bitnet-25"];
 
 /// Loads the model in `file` for `backend`, picking the architecture from metadata.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>, ModelError> {
@@ -53,6 +54,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>,
     Ok(match arch.as_str() {
         "llama" => Box::new(llama::Llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
         "qwen2" | "qwen3" | "qwen2moe" | "qwen3moe" => Box::new(qwen::load(file, backend)?),
+        "deepseek2" => Box::new(deepseek2::load(file, backend)?),
         "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),
         "bitnet" | "bitnet-b1.58" | "bitnet-25" => Box::new(bitnet::load(file, backend)?),
         _ => return Err(ModelError::UnsupportedArch(arch)),

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, Ffn, GatedMlp, LmHead, RmsNorm};
+use crate::layers::{
+    add_in_place, rope_params, Attention, Ctx, Embedding, Ffn, GatedMlp, LmHead, RmsNorm, SelfAttention,
+};
 use crate::moe::{Gating, MoeConfig, MoeFfn};
 use crate::weights::WeightLoader;
 use crate::{KvStore, Model, ModelConfig, ModelError};
@@ -20,7 +22,7 @@ use crate::{KvStore, Model, ModelConfig, ModelError};
 /// One pre-norm block (shared with `bitnet.rs`, whose blocks add sub-norms).
 pub(crate) struct Block {
     pub(crate) attn_norm: RmsNorm,
-    pub(crate) attn: Attention,
+    pub(crate) attn: SelfAttention,
     pub(crate) ffn_norm: RmsNorm,
     pub(crate) ffn: Ffn,
 }
@@ -56,7 +58,7 @@ impl Llama {
             };
             Ok(Block {
                 attn_norm: RmsNorm::load(w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
-                attn: Attention::load(w, cfg, il)?,
+                attn: SelfAttention::Gqa(Attention::load(w, cfg, il)?),
                 ffn_norm: RmsNorm::load(w, &format!("blk.{il}.ffn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
                 ffn,
             })

@@ -19,6 +19,8 @@
 //! runs on the host: it is tiny next to the matmuls, and the expert choice
 //! decides which weights to read at all.
 
+use std::borrow::Cow;
+
 use hearth_core::Activation;
 use hearth_gguf::GgufFile;
 
@@ -172,10 +174,9 @@ impl SharedExpert {
         }))
     }
 
-    /// Adds the shared experts' output for `x` (`n × n_embd`) to `out`.
-    fn add_to(&self, ctx: &Ctx<'_>, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), ModelError> {
-        let y = self.mlp.forward_rows(ctx, x, n)?;
-        let n_embd = x.len() / n;
+    /// Adds the shared experts' output `y` for input `x` (both `n × n_embd`) to `out`.
+    fn add_to(&self, x: &[f32], y: &[f32], out: &mut [f32]) {
+        let n_embd = self.mlp.n_embd();
         for ((o, y), x) in out.chunks_exact_mut(n_embd).zip(y.chunks_exact(n_embd)).zip(x.chunks_exact(n_embd)) {
             let g = self.gate.as_ref().map_or(1.0, |g| {
                 let logit: f32 = g.iter().zip(x).map(|(a, b)| a * b).sum();
@@ -183,7 +184,6 @@ impl SharedExpert {
             });
             o.iter_mut().zip(y).for_each(|(o, y)| *o += y * g);
         }
-        Ok(())
     }
 }
 
@@ -244,14 +244,31 @@ impl MoeFfn {
                 chosen_by[e].push((t, slot));
             }
         }
-        // Each used expert once, over all its tokens; results by (token, slot).
+        // Each used expert once, over all its tokens, and the shared experts
+        // over every token: one backend step for all gate/up products, one
+        // for all down products.
+        let used: Vec<(&GatedMlp, &Vec<(usize, usize)>)> =
+            self.experts.iter().zip(&chosen_by).filter(|(_, u)| !u.is_empty()).collect();
+        let inputs: Vec<Cow<'_, [f32]>> = used
+            .iter()
+            .map(|(_, users)| {
+                if users.len() == n && users.iter().enumerate().all(|(i, &(t, _))| i == t) {
+                    // Every token, in order (always so at single-token decode).
+                    Cow::Borrowed(x)
+                } else {
+                    Cow::Owned(users.iter().flat_map(|&(t, _)| &x[t * n_embd..(t + 1) * n_embd]).copied().collect())
+                }
+            })
+            .collect();
+        let mut mlps: Vec<(&GatedMlp, &[f32], usize)> =
+            used.iter().zip(&inputs).map(|((mlp, users), xe)| (*mlp, &xe[..], users.len())).collect();
+        if let Some(shared) = &self.shared {
+            mlps.push((&shared.mlp, x, n));
+        }
+        let mut outputs = GatedMlp::forward_many(ctx, &mlps)?;
+        let shared_out = if self.shared.is_some() { outputs.pop() } else { None };
         let mut by_slot = vec![0.0; n * k * n_embd];
-        for (expert, users) in self.experts.iter().zip(&chosen_by).filter(|(_, u)| !u.is_empty()) {
-            let mut xe = Vec::with_capacity(users.len() * n_embd);
-            for &(t, _) in users {
-                xe.extend_from_slice(&x[t * n_embd..(t + 1) * n_embd]);
-            }
-            let y = expert.forward_rows(ctx, &xe, users.len())?;
+        for ((_, users), y) in used.iter().zip(&outputs) {
             for (&(t, slot), row) in users.iter().zip(y.chunks_exact(n_embd)) {
                 let at = (t * k + slot) * n_embd;
                 by_slot[at..at + n_embd].copy_from_slice(row);
@@ -271,8 +288,8 @@ impl MoeFfn {
                 }
             }
         }
-        if let Some(shared) = &self.shared {
-            shared.add_to(ctx, x, n, &mut out)?;
+        if let (Some(shared), Some(y)) = (&self.shared, shared_out) {
+            shared.add_to(x, &y, &mut out);
         }
         Ok(out)
     }

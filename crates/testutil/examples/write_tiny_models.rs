@@ -21,5 +21,10 @@ fn main() -> std::io::Result<()> {
     for arch in ["llama", "qwen2moe", "qwen3moe"] {
         write(&format!("moe-{arch}"), hearth_testutil::tiny_moe(arch, 42))?;
     }
+    for (name, variant) in
+        [("lite", hearth_testutil::DeepSeekVariant::Lite), ("v3", hearth_testutil::DeepSeekVariant::V3)]
+    {
+        write(&format!("moe-deepseek2-{name}"), hearth_testutil::tiny_deepseek2(variant, 42))?;
+    }
     Ok(())
 }

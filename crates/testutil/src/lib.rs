@@ -413,6 +413,102 @@ fn moe_model(arch: &str, m: MoeShape, seed: u64, types: [GgmlType; 4]) -> Vec<u8
     g.w.to_bytes()
 }
 
+/// Which DeepSeek-2 layout [`tiny_deepseek2`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeepSeekVariant {
+    /// V2-Lite: queries projected directly, softmax routing, raw weights.
+    Lite,
+    /// V3: low-rank queries, sigmoid routing with a selection bias,
+    /// normalized and scaled weights.
+    V3,
+}
+
+/// Latent-attention sizes of the tiny `deepseek2` models (DeepSeek-V2's
+/// proportions scaled down: latent 64, 32 rotary and 32 position-free
+/// query/key dims, 32 value dims per head).
+pub const TINY_MLA: [usize; 5] = [
+    64, // q_lora_rank (V3 only)
+    64, // kv_lora_rank
+    32, // qk_nope
+    32, // qk_rope
+    32, // v_head
+];
+
+/// A tiny random `deepseek2` model in llama.cpp's MLA layout (split
+/// `attn_k_b` / `attn_v_b`): one leading dense block, then MoE blocks of
+/// [`TINY_MOE`]'s expert counts with one shared expert. Attention matrices
+/// in Q8_0 (`k_b`/`v_b` F16), gate experts Q4_K, up Q8_0, down F16.
+#[must_use]
+pub fn tiny_deepseek2(variant: DeepSeekVariant, seed: u64) -> Vec<u8> {
+    let [q_lora, kv_lora, nope, rope, v_head] = TINY_MLA;
+    let (m, arch) = (TINY_MOE, "deepseek2");
+    let s = TinyShape { n_layer: 3, n_kv_head: 1, head_dim: kv_lora + rope, ..m.base };
+    let mut g = Gen::with_metadata(arch, s, seed);
+    let k = |name: &str| format!("{arch}.{name}");
+    let u32_keys = [
+        ("attention.value_length", kv_lora),
+        ("attention.key_length_mla", nope + rope),
+        ("attention.value_length_mla", v_head),
+        ("attention.kv_lora_rank", kv_lora),
+        ("attention.q_lora_rank", if variant == DeepSeekVariant::V3 { q_lora } else { 0 }),
+        ("rope.dimension_count", rope),
+        ("leading_dense_block_count", 1),
+        ("expert_count", m.n_expert),
+        ("expert_used_count", m.n_expert_used),
+        ("expert_feed_forward_length", m.n_ff_exp),
+        ("expert_shared_count", 1),
+        ("expert_gating_func", if variant == DeepSeekVariant::V3 { 2 } else { 1 }),
+    ];
+    for (name, v) in u32_keys {
+        g.set(&k(name), MetaValue::U32(v as u32));
+    }
+    if variant == DeepSeekVariant::V3 {
+        g.set(&k("expert_weights_norm"), MetaValue::Bool(true));
+        g.set(&k("expert_weights_scale"), MetaValue::F32(2.5));
+    }
+    let w = 2.0 / (s.n_embd as f32).sqrt();
+    let (q_head, att) = (nope + rope, GgmlType::Q8_0);
+    g.tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::F32, 1.0);
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        if variant == DeepSeekVariant::V3 {
+            g.matrix(&p("attn_q_a.weight"), q_lora, s.n_embd, att, w);
+            g.norm(&p("attn_q_a_norm.weight"), q_lora);
+            g.matrix(&p("attn_q_b.weight"), s.n_head * q_head, q_lora, att, 2.0 / (q_lora as f32).sqrt());
+        } else {
+            g.matrix(&p("attn_q.weight"), s.n_head * q_head, s.n_embd, att, w);
+        }
+        g.matrix(&p("attn_kv_a_mqa.weight"), kv_lora + rope, s.n_embd, att, w);
+        g.norm(&p("attn_kv_a_norm.weight"), kv_lora);
+        let lw = 2.0 / (kv_lora as f32).sqrt();
+        g.experts(&p("attn_k_b.weight"), s.n_head, kv_lora, nope, GgmlType::F16, 2.0 / (nope as f32).sqrt());
+        g.experts(&p("attn_v_b.weight"), s.n_head, v_head, kv_lora, GgmlType::F16, lw);
+        g.matrix(&p("attn_output.weight"), s.n_embd, s.n_head * v_head, att, 2.0 / ((s.n_head * v_head) as f32).sqrt());
+        g.norm(&p("ffn_norm.weight"), s.n_embd);
+        if il == 0 {
+            g.matrix(&p("ffn_gate.weight"), s.n_ff, s.n_embd, att, w);
+            g.matrix(&p("ffn_up.weight"), s.n_ff, s.n_embd, att, w);
+            g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, att, w);
+            continue;
+        }
+        g.matrix(&p("ffn_gate_inp.weight"), m.n_expert, s.n_embd, GgmlType::F32, w);
+        if variant == DeepSeekVariant::V3 {
+            let bias = g.values(m.n_expert, 0.05);
+            g.f32_tensor(&p("exp_probs_b.bias"), &[m.n_expert as u64], &bias);
+        }
+        g.experts(&p("ffn_gate_exps.weight"), m.n_expert, m.n_ff_exp, s.n_embd, GgmlType::Q4_K, w);
+        g.experts(&p("ffn_up_exps.weight"), m.n_expert, m.n_ff_exp, s.n_embd, GgmlType::Q8_0, w);
+        g.experts(&p("ffn_down_exps.weight"), m.n_expert, s.n_embd, m.n_ff_exp, GgmlType::F16, w);
+        g.matrix(&p("ffn_gate_shexp.weight"), m.n_ff_exp, s.n_embd, att, w);
+        g.matrix(&p("ffn_up_shexp.weight"), m.n_ff_exp, s.n_embd, att, w);
+        g.matrix(&p("ffn_down_shexp.weight"), s.n_embd, m.n_ff_exp, GgmlType::F16, w);
+    }
+    g.norm("output_norm.weight", s.n_embd);
+    g.matrix("output.weight", s.n_vocab, s.n_embd, att, 0.5);
+    g.w.to_bytes()
+}
+
 /// The token ids fed to tiny models in the architecture tests.
 #[must_use]
 pub fn tiny_prompt() -> Vec<u32> {

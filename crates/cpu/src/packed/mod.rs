@@ -193,6 +193,19 @@ impl Scales {
         }
     }
 
+    /// Appends `other`'s values (the next rows of the same matrix).
+    fn append(&mut self, other: &Self) {
+        match (self, other) {
+            (Self::F16(a), Self::F16(b)) => a.extend_from_slice(b),
+            (Self::F32(a), Self::F32(b)) => a.extend_from_slice(b),
+            (Self::Super { d, q, .. }, Self::Super { d: d2, q: q2, .. }) => {
+                d.extend_from_slice(d2);
+                q.extend_from_slice(q2);
+            }
+            _ => unreachable!("parts of one matrix share their layout"),
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Self::F16(v) => v.len() * 2,
@@ -270,6 +283,33 @@ impl PackedMatrix {
         if !cols.is_multiple_of(BLOCK) {
             return None;
         }
+        // Every array is group-major, so row ranges of whole groups pack
+        // independently and concatenate: packing runs on the pool (a 4 GB
+        // model packs in seconds rather than tens of seconds).
+        let groups = rows.div_ceil(GROUP);
+        let chunks = (crate::pool::global().threads() * 4).min(groups).max(1);
+        let per_chunk = groups.div_ceil(chunks) * GROUP;
+        let parts: Vec<std::sync::Mutex<Option<Self>>> =
+            (0..rows.div_ceil(per_chunk)).map(|_| std::sync::Mutex::new(None)).collect();
+        crate::pool::parallel_for(parts.len(), &|c| {
+            let (r0, r1) = (c * per_chunk, ((c + 1) * per_chunk).min(rows));
+            let part = Self::pack_rows(ty, layout, &data[r0 * row_bytes..r1 * row_bytes], row_bytes, r1 - r0, cols);
+            *parts[c].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(part);
+        });
+        let mut parts =
+            parts.into_iter().filter_map(|p| p.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut m = parts.next()?;
+        for part in parts {
+            m.codes.extend_from_slice(&part.codes);
+            m.scales.append(&part.scales);
+            m.mins.append(&part.mins);
+            m.rows += part.rows;
+        }
+        Some(m)
+    }
+
+    /// [`PackedMatrix::pack`] of one row range, on the calling thread.
+    fn pack_rows(ty: GgmlType, layout: Layout, data: &[u8], row_bytes: usize, rows: usize, cols: usize) -> Self {
         let groups = rows.div_ceil(GROUP);
         let (blocks, subs) = (cols / BLOCK, cols / layout.sub);
         let mut m = Self {
@@ -299,15 +339,18 @@ impl PackedMatrix {
                 );
             }
         }
-        Some(m)
+        m
     }
 
     fn store_row(&mut self, r: usize, u: &Unpacked) {
         let l = self.layout;
-        for (c, &code) in u.codes.iter().enumerate() {
-            let (i, shift) = self.code_slot(r, c);
-            // Nibble layouts share bytes between two codes: OR into the zeroed buffer.
-            self.codes[i] |= code << shift;
+        for (b, block) in u.codes.chunks_exact(BLOCK).enumerate() {
+            let (base, _) = self.code_slot(r, b * BLOCK);
+            for (e, &code) in block.iter().enumerate() {
+                let (i, shift) = Self::slot_in_block(l, e);
+                // Nibble layouts share bytes between two codes: OR into the zeroed buffer.
+                self.codes[base + i] |= code << shift;
+            }
         }
         if l.super_scales {
             // Padding rows have no factors: their zero-filled d keeps them zero.
@@ -333,12 +376,18 @@ impl PackedMatrix {
     fn code_slot(&self, r: usize, c: usize) -> (usize, u32) {
         let l = self.layout;
         let (g, lane, b, e) = (r / GROUP, r % GROUP, c / BLOCK, c % BLOCK);
-        let base = (g * (self.cols / BLOCK) + b) * l.block_bytes();
+        let base = (g * (self.cols / BLOCK) + b) * l.block_bytes() + lane * 4;
+        let (i, shift) = Self::slot_in_block(l, e);
+        (base + i, shift)
+    }
+
+    /// Offset of element `e` of a block from its lane's first byte, and its shift.
+    fn slot_in_block(l: Layout, e: usize) -> (usize, u32) {
         let (run, j) = (e / 4, e % 4);
         if l.eight_bit {
-            (base + run * 32 + lane * 4 + j, 0)
+            (run * 32 + j, 0)
         } else {
-            (base + (run % 4) * 32 + lane * 4 + j, if run < 4 { 0 } else { 4 })
+            ((run % 4) * 32 + j, if run < 4 { 0 } else { 4 })
         }
     }
 
