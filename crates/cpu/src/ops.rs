@@ -186,12 +186,24 @@ pub fn softmax(x: &mut [f32]) {
 /// `q·k` accumulates in f32, and the softmax runs online with the weighted
 /// sum of values kept in an f16 accumulator, rescaled whenever a new
 /// maximum appears. Matching it keeps greedy output identical to llama.cpp's.
+///
+/// With fewer (tile, KV head) pairs than threads — one user decoding with
+/// few KV heads, as Gemma 3 (1 KV head) or DeepSeek's latent attention do —
+/// the query heads of a KV head are split over tasks too, each re-reading
+/// the K/V rows; results do not depend on the split.
 pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
     let tiles = query_tiles(spans);
     let out = SharedOut::new(out);
-    parallel_for(tiles.len() * s.n_kv_head, &|task| {
-        let (rows, kvh) = (tiles[task / s.n_kv_head].clone(), task % s.n_kv_head);
-        SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, kv, spans, rows, kvh, &out, scratch));
+    let group = s.n_head / s.n_kv_head;
+    let pairs = tiles.len() * s.n_kv_head;
+    let splits = crate::pool::global().threads().div_ceil(pairs.max(1)).clamp(1, group);
+    let per_split = group.div_ceil(splits);
+    let splits = group.div_ceil(per_split);
+    parallel_for(pairs * splits, &|task| {
+        let (pair, split) = (task / splits, task % splits);
+        let (rows, kvh) = (tiles[pair / s.n_kv_head].clone(), pair % s.n_kv_head);
+        let heads = split * per_split..((split + 1) * per_split).min(group);
+        SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, kv, spans, rows, kvh, heads, &out, scratch));
     });
 }
 
@@ -227,8 +239,8 @@ struct AttentionScratch {
     half: Vec<f16>,
 }
 
-/// The query heads sharing KV head `kvh` in batch rows `rows`, each over its
-/// own span; writes their outputs.
+/// Query heads `head_range` (of those sharing KV head `kvh`, numbered from 0) in
+/// batch rows `rows`, each over its own span; writes their outputs.
 fn attend_tile(
     q: &[f32],
     s: &AttentionShape,
@@ -236,11 +248,14 @@ fn attend_tile(
     spans: &[AttentionSpan<'_>],
     rows: Range<usize>,
     kvh: usize,
+    head_range: Range<usize>,
     out: &SharedOut,
     w: &mut AttentionScratch,
 ) {
     let (hd, vhd) = (s.head_dim, s.v_head_dim);
-    let group = s.n_head / s.n_kv_head;
+    // Heads of the KV group handled here; the first is `first_head` of the row.
+    let first_head = kvh * (s.n_head / s.n_kv_head) + head_range.start;
+    let group = head_range.len();
     let (q_stride, out_stride) = (s.n_head * hd, s.n_head * vhd);
     let heads = rows.len() * group;
     let k = kernels();
@@ -255,7 +270,7 @@ fn attend_tile(
     w.sum.clear();
     w.sum.resize(heads, 0.0);
     for (i, row) in rows.clone().enumerate() {
-        let first = row * q_stride + kvh * group * hd;
+        let first = row * q_stride + first_head * hd;
         for (qh, src) in w.q[i * group * hd..(i + 1) * group * hd].chunks_exact_mut(hd).zip(q[first..].chunks_exact(hd))
         {
             w.half.convert_from_f32_slice(src);
@@ -296,7 +311,7 @@ fn attend_tile(
     for (i, row) in rows.enumerate() {
         // SAFETY: these heads of this row are written by this task only.
         #[allow(unsafe_code)]
-        let o = unsafe { out.slice(row * out_stride + kvh * group * vhd, group * vhd) };
+        let o = unsafe { out.slice(row * out_stride + first_head * vhd, group * vhd) };
         for (j, o) in o.chunks_exact_mut(vhd).enumerate() {
             let h = i * group + j;
             let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
@@ -343,5 +358,36 @@ mod hadamard_tests {
         assert!((dot(&ra, &rb) - dot(&a, &b)).abs() < 1e-3);
         hadamard(&mut ra);
         assert!(ra.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+}
+
+#[cfg(test)]
+mod attention_tests {
+    use half::f16;
+    use hearth_core::{AttentionShape, AttentionSpan, BlockId, KvData, KvLayer};
+
+    use super::{attend_tile, attention, AttentionScratch};
+    use crate::pool::SharedOut;
+
+    /// One decoding row with one KV head (Gemma 3, MLA): the query heads are
+    /// split over tasks; every head's output must equal the unsplit tile's.
+    #[test]
+    fn head_split_single_row_equals_whole_group() {
+        let s = AttentionShape { n_head: 4, n_kv_head: 1, head_dim: 96, v_head_dim: 64, scale: 0.125 };
+        let val = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 40.0;
+        let (rows, dim) = (16, 96);
+        let keys: Vec<f16> = (0..rows * dim).map(|i| f16::from_f32(val(i))).collect();
+        // Latent attention: the values are the first 64 elements of each key row.
+        let kv = KvLayer { block_size: 16, dim, v_dim: dim, keys: KvData::F16(&keys), values: KvData::F16(&keys) };
+        let blocks = [BlockId(0)];
+        let spans = [AttentionSpan { blocks: &blocks, start: 0, end: 11 }];
+        let q: Vec<f32> = (0..4 * 96).map(|i| val(i + 7) * 0.3).collect();
+        let mut split = vec![0.0; 4 * 64];
+        attention(&q, &s, &kv, &spans, &mut split);
+        let mut whole = vec![0.0; 4 * 64];
+        let out = SharedOut::new(&mut whole);
+        attend_tile(&q, &s, &kv, &spans, 0..1, 0, 0..4, &out, &mut AttentionScratch::default());
+        assert!(split.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(whole.iter().any(|&v| v != 0.0));
     }
 }

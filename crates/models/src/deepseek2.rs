@@ -221,14 +221,24 @@ fn join_rows(x: &[f32], a: usize, y: &[f32], b: usize) -> Vec<f32> {
 
 /// `n × heads × dim` (token-major) into one `n × dim` matrix per head.
 fn gather_heads(x: &[f32], n: usize, heads: usize, dim: usize) -> Vec<Vec<f32>> {
-    (0..heads)
-        .map(|h| (0..n).flat_map(|t| &x[(t * heads + h) * dim..(t * heads + h + 1) * dim]).copied().collect())
-        .collect()
+    let mut by_head: Vec<Vec<f32>> = (0..heads).map(|_| Vec::with_capacity(n * dim)).collect();
+    for row in x.chunks_exact(heads * dim) {
+        for (h, head) in by_head.iter_mut().zip(row.chunks_exact(dim)) {
+            h.extend_from_slice(head);
+        }
+    }
+    by_head
 }
 
 /// One `n × dim` matrix per head back to `n × heads × dim`.
 fn scatter_heads(by_head: &[Vec<f32>], n: usize, dim: usize) -> Vec<f32> {
-    (0..n).flat_map(|t| by_head.iter().flat_map(move |h| &h[t * dim..(t + 1) * dim])).copied().collect()
+    let mut x = Vec::with_capacity(n * by_head.len() * dim);
+    for t in 0..n {
+        for h in by_head {
+            x.extend_from_slice(&h[t * dim..(t + 1) * dim]);
+        }
+    }
+    x
 }
 
 /// Loads a `deepseek2` GGUF (MLA layout).

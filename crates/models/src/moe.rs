@@ -256,7 +256,11 @@ impl MoeFfn {
                     // Every token, in order (always so at single-token decode).
                     Cow::Borrowed(x)
                 } else {
-                    Cow::Owned(users.iter().flat_map(|&(t, _)| &x[t * n_embd..(t + 1) * n_embd]).copied().collect())
+                    let mut xe = Vec::with_capacity(users.len() * n_embd);
+                    for &(t, _) in *users {
+                        xe.extend_from_slice(&x[t * n_embd..(t + 1) * n_embd]);
+                    }
+                    Cow::Owned(xe)
                 }
             })
             .collect();
