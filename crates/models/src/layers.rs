@@ -118,6 +118,12 @@ impl Attention {
     /// Loads `blk.{il}.attn_*` for `cfg`.
     pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, il: usize) -> Result<Self, ModelError> {
         let p = |s: &str| format!("blk.{il}.{s}");
+        if cfg.values_in_keys {
+            return Err(ModelError::BadMetadata(format!(
+                "{}.attention.key_length_mla is set, but this architecture has no latent attention",
+                cfg.arch
+            )));
+        }
         let (q_dim, kv_dim) = (cfg.n_head * cfg.head_dim, cfg.kv_dim());
         let bias = match (
             w.optional_vector(&p("attn_q.bias"), q_dim)?,
