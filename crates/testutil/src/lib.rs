@@ -344,23 +344,27 @@ pub const OLMOE_LIKE: MoeShape = MoeShape {
 pub fn tiny_moe(arch: &str, seed: u64) -> Vec<u8> {
     assert!(["llama", "qwen2moe", "qwen3moe"].contains(&arch), "tiny_moe: {arch}");
     let types = [GgmlType::TQ2_0, GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16];
-    moe_model(arch, TINY_MOE, seed, types)
+    moe_model(arch, TINY_MOE, seed, types, None)
 }
 
 /// A random `qwen3moe` model of [`OLMOE_LIKE`]'s shape with every matrix in
 /// `ty` (`Q4_K` or `Q4_0`; embedding and output too, router F32): about
-/// 3.9 GB; seconds to make.
+/// 3.9 GB; seconds to make. Its context length is OLMoE's 4096 (the tiny
+/// models' 256 would make llama-server refuse serving-sized prompts).
 #[must_use]
 pub fn olmoe_like(ty: GgmlType, seed: u64) -> Vec<u8> {
-    moe_model("qwen3moe", OLMOE_LIKE, seed, [ty; 4])
+    moe_model("qwen3moe", OLMOE_LIKE, seed, [ty; 4], Some(4096))
 }
 
 /// An MoE model with attention matrices in `types[0]` and the gate, up and
-/// down experts in `types[1..4]`.
-fn moe_model(arch: &str, m: MoeShape, seed: u64, types: [GgmlType; 4]) -> Vec<u8> {
+/// down experts in `types[1..4]`; `n_ctx` overrides the tiny models' context length.
+fn moe_model(arch: &str, m: MoeShape, seed: u64, types: [GgmlType; 4], n_ctx: Option<u32>) -> Vec<u8> {
     let s = m.base;
     let mut g = Gen::with_metadata(arch, s, seed);
     let k = |name: &str| format!("{arch}.{name}");
+    if let Some(n_ctx) = n_ctx {
+        g.set(&k("context_length"), MetaValue::U32(n_ctx));
+    }
     g.set(&k("expert_count"), MetaValue::U32(m.n_expert as u32));
     g.set(&k("expert_used_count"), MetaValue::U32(m.n_expert_used as u32));
     g.set(&k("expert_feed_forward_length"), MetaValue::U32(m.n_ff_exp as u32));
