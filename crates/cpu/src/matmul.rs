@@ -101,31 +101,12 @@ impl CpuWeight {
 /// # Panics
 /// When `x` or `out` is too short.
 pub fn matmul(w: &CpuWeight, x: &[f32], n: usize, out: &mut [f32]) {
-    let (rows, cols) = (w.rows(), w.cols());
-    assert!(x.len() >= n * cols && out.len() >= n * rows, "matmul buffers too short");
-    if n == 0 {
-        return;
-    }
-    match w {
-        CpuWeight::Packed(p) => {
-            integer_matmul(ActRule::for_weights(p.ty), p.cols, p.rows, p.groups(), x, n, out, &|g, acts, out| {
-                (kernels().packed_group)(p, g, acts, out);
-            });
-        }
-        CpuWeight::Ternary(t) => {
-            integer_matmul(ActRule::for_weights(t.ty), t.cols, t.rows, t.groups(), x, n, out, &|g, acts, out| {
-                (kernels().ternary_group)(t, g, acts, out);
-            });
-        }
-        CpuWeight::Float { data, act_ty, .. } => float_matmul(data, rows, cols, *act_ty, x, n, out),
-    }
+    matmul_many(&mut [(w, x, n, out)]);
 }
 
 thread_local! {
-    /// Quantized activations of the current call, reused across calls.
-    static ACTS: RefCell<QuantizedActs> = RefCell::new(QuantizedActs::default());
-    /// Quantized activations of the jobs of a [`matmul_many`] call.
-    static MANY_ACTS: RefCell<Vec<QuantizedActs>> = const { RefCell::new(Vec::new()) };
+    /// Quantized activations of the jobs of the current call, reused across calls.
+    static ACTS: RefCell<Vec<QuantizedActs>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Independent products `out = x · wᵀ` (`(w, x, n, out)`, each as
@@ -133,30 +114,33 @@ thread_local! {
 /// jobs form one task list, so a MoE layer's experts or attention's Q/K/V
 /// cost one synchronization, and threads balance across the jobs. Jobs
 /// reading the same activations with the same rounding share one
-/// quantization. Results are bit-identical to separate [`matmul`] calls.
+/// quantization. Each result is the same, bit for bit, however the jobs are
+/// batched.
 ///
 /// # Panics
 /// When a job's `x` or `out` is too short.
 pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
+    // (job, activation rule, row groups) of the integer-kernel jobs.
     let mut integer = Vec::new();
     for (j, (w, x, n, out)) in jobs.iter_mut().enumerate() {
-        assert!(x.len() >= *n * w.cols() && out.len() >= *n * w.rows(), "matmul buffers too short");
+        let (rows, cols) = (w.rows(), w.cols());
+        assert!(x.len() >= *n * cols && out.len() >= *n * rows, "matmul buffers too short");
         match w {
-            CpuWeight::Float { .. } => matmul(w, x, *n, out),
-            _ if *n > 0 => integer.push(j),
-            _ => {}
+            _ if *n == 0 => {}
+            CpuWeight::Float { data, act_ty, .. } => float_matmul(data, rows, cols, *act_ty, x, *n, out),
+            CpuWeight::Packed(p) => integer.push((j, ActRule::for_weights(p.ty), p.groups())),
+            CpuWeight::Ternary(t) => integer.push((j, ActRule::for_weights(t.ty), t.groups())),
         }
     }
     if integer.is_empty() {
         return;
     }
-    MANY_ACTS.with_borrow_mut(|acts| {
+    ACTS.with_borrow_mut(|acts| {
         // `source[i]`: index into `acts` of job `integer[i]`'s activations.
         let mut source: Vec<usize> = Vec::with_capacity(integer.len());
         let mut keys: Vec<(*const f32, usize, usize, ActRule)> = Vec::new();
-        for &j in &integer {
+        for &(j, rule, _) in &integer {
             let (w, x, n, _) = &jobs[j];
-            let rule = integer_rule(w);
             let key = (x.as_ptr(), *n, w.cols(), rule);
             let at = if let Some(at) = keys.iter().position(|k| *k == key) {
                 at
@@ -171,16 +155,15 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
             source.push(at);
         }
         // One task list over every job's row groups.
-        let total: usize = integer.iter().map(|&j| groups_of(jobs[j].0)).sum();
+        let total: usize = integer.iter().map(|&(_, _, g)| g).sum();
         let per_task = total.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
         let mut tasks = Vec::new();
-        for (i, &j) in integer.iter().enumerate() {
-            let g = groups_of(jobs[j].0);
+        for (i, &(_, _, g)) in integer.iter().enumerate() {
             tasks.extend((0..g).step_by(per_task).map(|g0| (i, g0, (g0 + per_task).min(g))));
         }
         let outs: Vec<SharedOut> = integer
             .iter()
-            .map(|&j| {
+            .map(|&(j, _, _)| {
                 let (w, _, n, out) = &mut jobs[j];
                 SharedOut::new(&mut out[..*n * w.rows()])
             })
@@ -188,57 +171,13 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
         let (acts, jobs, integer) = (&*acts, &*jobs, &integer);
         pool::parallel_for(tasks.len(), &|task| {
             let (i, g0, g1) = tasks[task];
-            let (w, a, out) = (jobs[integer[i]].0, &acts[source[i]], &outs[i]);
+            let (w, a, out) = (jobs[integer[i].0].0, &acts[source[i]], &outs[i]);
             for g in g0..g1 {
                 match w {
                     CpuWeight::Packed(p) => (kernels().packed_group)(p, g, a, out),
                     CpuWeight::Ternary(t) => (kernels().ternary_group)(t, g, a, out),
                     CpuWeight::Float { .. } => unreachable!("float jobs ran above"),
                 }
-            }
-        });
-    });
-}
-
-/// Activation rounding of an integer-kernel weight.
-fn integer_rule(w: &CpuWeight) -> ActRule {
-    match w {
-        CpuWeight::Packed(p) => ActRule::for_weights(p.ty),
-        CpuWeight::Ternary(t) => ActRule::for_weights(t.ty),
-        CpuWeight::Float { act_ty, .. } => ActRule::for_weights(*act_ty),
-    }
-}
-
-/// Row groups of an integer-kernel weight.
-fn groups_of(w: &CpuWeight) -> usize {
-    match w {
-        CpuWeight::Packed(p) => p.groups(),
-        CpuWeight::Ternary(t) => t.groups(),
-        CpuWeight::Float { rows, .. } => rows.div_ceil(crate::packed::GROUP),
-    }
-}
-
-/// Quantizes `x` by `rule` once, then runs `group(g, acts, out)` for every
-/// row group of a `rows × cols` integer-kernel matrix, spread over the pool.
-#[allow(clippy::too_many_arguments)]
-fn integer_matmul(
-    rule: ActRule,
-    cols: usize,
-    rows: usize,
-    groups: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    group: &(dyn Fn(usize, &QuantizedActs, &SharedOut) + Sync),
-) {
-    ACTS.with_borrow_mut(|acts| {
-        acts.quantize_with(rule, x, n, cols);
-        let per_task = groups.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
-        let out = SharedOut::new(&mut out[..n * rows]);
-        let acts = &*acts;
-        pool::parallel_for(groups.div_ceil(per_task), &|task| {
-            for g in task * per_task..((task + 1) * per_task).min(groups) {
-                group(g, acts, &out);
             }
         });
     });

@@ -29,11 +29,7 @@ impl Ctx<'_> {
     /// batch (the LM head sees only the rows that want logits). Applies the
     /// matrix's per-tensor scale, if any.
     pub fn matmul_rows(&self, w: &Matrix, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        let mut out = vec![0.0; n * w.rows()];
-        self.backend.matmul(w.weight(), x, n, &mut out)?;
-        if let Some(s) = w.scale() {
-            out.iter_mut().for_each(|v| *v *= s);
-        }
+        let [out] = self.matmul_array([(w, x, n)])?;
         Ok(out)
     }
 
