@@ -89,6 +89,9 @@ pub struct QuantizedActs {
     pub d: Vec<f32>,
     /// `n × cols/16` sums of 16 consecutive values.
     pub sums: Vec<i32>,
+    /// `n × cols/4` sums of 4 consecutive values (code offsets of the
+    /// lane-wise kernels, see `Layout::lanes`).
+    pub sums4: Vec<i32>,
     /// `n × cols/32`: `f16(d · Σ block)` with the unrounded `d`, ggml's
     /// `block_q8_1.s`, the minimum term of types with f16 minimums.
     pub min_terms: Vec<f32>,
@@ -115,20 +118,31 @@ impl QuantizedActs {
         self.qs.resize(n * cols, 0);
         self.d.resize(n * cols / BLOCK, 0.0);
         self.sums.resize(n * cols / 16, 0);
+        self.sums4.resize(n * cols / 4, 0);
         self.min_terms.resize(n * cols / BLOCK, 0.0);
         let quantize_block = kernels().quantize_block_q8;
         let blocks = cols / BLOCK;
         // Large batches (prefill) are quantized in parallel.
         let rows = ROWS_PER_TASK;
-        let (d, min_terms, sums) =
-            (SharedOut::new(&mut self.d), SharedOut::new(&mut self.min_terms), SharedOut::new(&mut self.sums));
+        let (d, min_terms, sums, sums4) = (
+            SharedOut::new(&mut self.d),
+            SharedOut::new(&mut self.min_terms),
+            SharedOut::new(&mut self.sums),
+            SharedOut::new(&mut self.sums4),
+        );
         for_each_chunk_mut(&mut self.qs[..n * cols], rows * cols, &|task, qs| {
             let first = task * rows * blocks;
             let nb = qs.len() / BLOCK;
             // SAFETY: blocks first..first+nb belong to this task's rows only.
             #[allow(unsafe_code)]
-            let (d, min_terms, sums) =
-                unsafe { (d.slice(first, nb), min_terms.slice(first, nb), sums.slice(2 * first, 2 * nb)) };
+            let (d, min_terms, sums, sums4) = unsafe {
+                (
+                    d.slice(first, nb),
+                    min_terms.slice(first, nb),
+                    sums.slice(2 * first, 2 * nb),
+                    sums4.slice(8 * first, 8 * nb),
+                )
+            };
             let xs = &x[first * BLOCK..first * BLOCK + qs.len()];
             // Q8_K: quantize whole super-blocks first; their scale is every block's.
             let super_scales: Vec<f32> = match rule {
@@ -150,8 +164,11 @@ impl QuantizedActs {
                         (scale, scale)
                     }
                 };
-                for (h, q) in qb.chunks_exact(16).enumerate() {
-                    sums[2 * b + h] = q.iter().map(|&v| i32::from(v)).sum();
+                for (j, q) in qb.chunks_exact(4).enumerate() {
+                    sums4[8 * b + j] = q.iter().map(|&v| i32::from(v)).sum();
+                }
+                for h in 0..2 {
+                    sums[2 * b + h] = sums4[8 * b + 4 * h..8 * b + 4 * h + 4].iter().sum();
                 }
                 d[b] = stored;
                 min_terms[b] = f16::from_f32(scale * (sums[2 * b] + sums[2 * b + 1]) as f32).to_f32();
@@ -184,6 +201,13 @@ impl QuantizedActs {
         } else {
             da * sum as f32
         }
+    }
+
+    /// Sum of the 4 values `4j..4j+4` of block `b` in row `t`.
+    #[inline(always)]
+    #[must_use]
+    pub fn sum4(&self, t: usize, b: usize, j: usize) -> i32 {
+        self.sums4[(t * (self.cols / BLOCK) + b) * 8 + j]
     }
 
     /// Sum of the `len` (16 or 32) values starting at sub-block `s` of `len` elements in row `t`.

@@ -62,6 +62,12 @@ pub struct Layout {
     pub f16_scales: bool,
     /// Scales and mins are stored as ggml's factors ([`Scales::Super`]).
     pub super_scales: bool,
+    /// Float sums follow ggml's *lanes*: per block, eight partial sums of
+    /// four consecutive elements each get their own `fma`, and the eight
+    /// are added at the end in `hsum_float_8` order (llama.cpp's x86
+    /// `vec_dot` and tinyBLAS kernels for these types; see
+    /// `reference::lane_row_dot`). Otherwise one `fma` per sub-block.
+    pub lanes: bool,
 }
 
 impl Layout {
@@ -70,7 +76,11 @@ impl Layout {
     pub fn for_type(ty: GgmlType) -> Option<Self> {
         use GgmlType as T;
         let l = |eight_bit, sub, offset, has_min, f16_scales| {
-            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales: ty == T::Q4_K })
+            // Q4_0 and Q4_K are repacked by llama.cpp on x86 (`q4_0_8x8`, `q4_K_8x8`),
+            // whose kernels sum whole blocks per row; the other 32-element types
+            // go through lane-wise `vec_dot` / tinyBLAS.
+            let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0);
+            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales: ty == T::Q4_K, lanes })
         };
         match ty {
             T::Q4_0 => l(false, 32, 8, false, true),

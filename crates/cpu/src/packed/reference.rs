@@ -13,9 +13,13 @@
 //!
 //! ```text
 //! isum = Σ_sub sc·(Σ code·a)      msum = Σ_sub m·(Σa)      (exact integers)
-//! acc  = fma(isum, d·d_a, acc)
-//! acc  = fma(msum, −(dmin·d_a), acc)
+//! acc  = fma(isum, d·d_a, acc)      acc_min = fma(msum, dmin·d_a, acc_min)
+//! result = acc − acc_min
 //! ```
+//!
+//! (llama.cpp's x86 `q4_K_8x8` repacked kernels.) Lane-wise layouts
+//! ([`super::Layout::lanes`]) keep eight partial sums per row instead, as
+//! llama.cpp's `vec_dot` kernels do; see [`lane_row_dot`].
 //!
 //! The SIMD kernels compute the same operations lane by lane (one lane per
 //! weight row), so their results are bit-identical to this function.
@@ -43,6 +47,9 @@ pub fn row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     if l.super_scales {
         return super_row_dot(m, r, a, t);
     }
+    if l.lanes {
+        return lane_row_dot(m, r, a, t);
+    }
     let x = a.row(t);
     let mut acc = 0f32;
     for s in 0..m.cols / l.sub {
@@ -60,6 +67,40 @@ pub fn row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     acc
 }
 
+/// [`row_dot`] for lane-wise layouts ([`super::Layout::lanes`]): llama.cpp's
+/// x86 `vec_dot_q4_1_q8_1` / tinyBLAS order. Lane `j` of a block holds its
+/// elements `4j..4j+4`; each block adds `fma(d_w·d_a, lane sum, L_j)` per lane;
+/// minimums gather separately (`summs = fma(m, s, summs)`); the result is
+/// `hsum_float_8(L) + summs`.
+fn lane_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
+    let l = m.layout;
+    let x = a.row(t);
+    let mut lanes = [0f32; 8];
+    let mut summs = 0f32;
+    for b in 0..m.cols / BLOCK {
+        let i = m.scale_index(r, b);
+        let da = a.scale(t, b);
+        let dd = m.scales.get(i) * da;
+        for (j, lane) in lanes.iter_mut().enumerate() {
+            let e = b * BLOCK + 4 * j;
+            let dot: i32 = (e..e + 4).map(|c| i32::from(m.code(r, c)) * i32::from(x[c])).sum();
+            let isum = dot - l.offset * a.sum4(t, b, j);
+            *lane = dd.mul_add(isum as f32, *lane);
+        }
+        if l.has_min {
+            let term = a.min_term(l.f16_scales, t, b, BLOCK, da, a.sub_sum(t, b, BLOCK));
+            summs = m.mins.get(i).mul_add(term, summs);
+        }
+    }
+    hsum8(&lanes) + summs
+}
+
+/// ggml's `hsum_float_8`: high half plus low half, then pairs.
+#[must_use]
+pub fn hsum8(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
 /// [`row_dot`] for super-block layouts.
 fn super_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
@@ -67,7 +108,7 @@ fn super_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32
     };
     let sub = m.layout.sub;
     let x = a.row(t);
-    let mut acc = 0f32;
+    let (mut acc, mut acc_min) = (0f32, 0f32);
     for first in (0..m.cols).step_by(SUPER) {
         let (mut isum, mut msum) = (0i32, 0i32);
         for s in first / sub..(first + SUPER) / sub {
@@ -79,7 +120,7 @@ fn super_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32
         let si = m.scales.super_index(m.scale_index(r, first / sub));
         let da = a.scale(t, first / BLOCK);
         acc = (isum as f32).mul_add(d[si].to_f32() * da, acc);
-        acc = (msum as f32).mul_add(-(dmin[si].to_f32() * da), acc);
+        acc_min = (msum as f32).mul_add(dmin[si].to_f32() * da, acc_min);
     }
-    acc
+    acc - acc_min
 }

@@ -6,11 +6,11 @@
 #![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32, _mm256_cvtph_ps,
-    _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32,
-    _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_srli_epi16, _mm256_storeu_ps,
-    _mm256_sub_epi32, _mm256_xor_ps, _mm_loadl_epi64, _mm_loadu_si128,
+    __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32,
+    _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16,
+    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_srli_epi16,
+    _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm_loadl_epi64, _mm_loadu_si128,
 };
 
 use super::acts::QuantizedActs;
@@ -164,6 +164,62 @@ unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, co
     store_tile(m, g, t0, &acc, out);
 }
 
+/// [`tile`] for lane-wise layouts (`Layout::lanes`, sub-blocks of 32 with
+/// f16 scales): per block, each of the eight `vpdpbusd` results (elements
+/// `4k..4k+4` of the 8 rows) is its own lane and gets its own FMA, the
+/// minimums their own accumulator; lanes are added in `hsum_float_8` order
+/// at the end (see `reference::lane_row_dot`).
+#[inline(always)]
+unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize>(
+    m: &PackedMatrix,
+    g: usize,
+    a: &QuantizedActs,
+    t0: usize,
+    out: &SharedOut,
+) {
+    let cols = m.cols;
+    let blocks = cols / BLOCK;
+    let bb = m.layout.block_bytes();
+    let offset = m.layout.offset;
+    let codes = m.codes.as_ptr().add(g * blocks * bb);
+    debug_assert!(matches!(m.scales, Scales::F16(_)));
+    let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
+    let mut lanes = [[_mm256_setzero_ps(); 8]; C];
+    let mut summs = [_mm256_setzero_ps(); C];
+    for b in 0..blocks {
+        if C == 1 {
+            prefetch_block(codes.add(b * bb), bb);
+        }
+        let w = load_codes::<EIGHT>(codes.add(b * bb));
+        let dw = load_scales::<true>(scales, (g * blocks + b) * GROUP);
+        for (c, lanes) in lanes.iter_mut().enumerate() {
+            let t = t0 + c;
+            let x = a.qs.as_ptr().add(t * cols + b * BLOCK);
+            let da = a.scale(t, b);
+            let dd = _mm256_mul_ps(dw, _mm256_set1_ps(da));
+            for (k, lane) in lanes.iter_mut().enumerate() {
+                let start =
+                    if offset == 0 { _mm256_setzero_si256() } else { _mm256_set1_epi32(-offset * a.sum4(t, b, k)) };
+                let xk = _mm256_set1_epi32(x.add(4 * k).cast::<i32>().read_unaligned());
+                let isum = D::dot4::<EIGHT>(start, w[k], xk);
+                *lane = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum), *lane);
+            }
+            if MIN {
+                let mw = load_scales::<true>(mins, (g * blocks + b) * GROUP);
+                let term = a.min_term(true, t, b, BLOCK, da, a.sub_sum(t, b, BLOCK));
+                summs[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(term), summs[c]);
+            }
+        }
+    }
+    let acc: [__m256; C] = std::array::from_fn(|c| {
+        let l = &lanes[c];
+        let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
+        let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
+        _mm256_add_ps(_mm256_add_ps(even, odd), summs[c])
+    });
+    store_tile(m, g, t0, &acc, out);
+}
+
 /// Writes the accumulators of group `g` for activation rows `t0..t0 + C`
 /// (a partial last group writes only its real rows).
 #[inline(always)]
@@ -183,7 +239,8 @@ unsafe fn store_tile<const C: usize>(m: &PackedMatrix, g: usize, t0: usize, acc:
 
 /// [`tile`] for super-block layouts (`Q4_K`: nibble codes, sub-blocks of
 /// 32): integer sums over each super-block, scaled by the integer sub-block
-/// factors, then two FMAs per super-block (see `reference::super_row_dot`).
+/// factors, then an FMA into each of two accumulators per super-block (see
+/// `reference::super_row_dot`).
 #[inline(always)]
 unsafe fn tile_super<D: Dot4, const C: usize>(
     m: &PackedMatrix,
@@ -200,8 +257,8 @@ unsafe fn tile_super<D: Dot4, const C: usize>(
     let subs_per_super = SUPER / BLOCK;
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
-    let sign = _mm256_set1_ps(-0.0);
     let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc_min = [_mm256_setzero_ps(); C];
     for sup in 0..cols / SUPER {
         let mut isum = [_mm256_setzero_si256(); C];
         let mut msum = [_mm256_setzero_si256(); C];
@@ -228,11 +285,10 @@ unsafe fn tile_super<D: Dot4, const C: usize>(
         for c in 0..C {
             let da = _mm256_set1_ps(a.scale(t0 + c, sup * subs_per_super));
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dw, da), acc[c]);
-            // −(dmin·d_a): negating the rounded product is exact.
-            let neg = _mm256_xor_ps(_mm256_mul_ps(dminw, da), sign);
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[c]), neg, acc[c]);
+            acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[c]), _mm256_mul_ps(dminw, da), acc_min[c]);
         }
     }
+    let acc: [__m256; C] = std::array::from_fn(|c| _mm256_sub_ps(acc[c], acc_min[c]));
     store_tile(m, g, t0, &acc, out);
 }
 
@@ -276,6 +332,29 @@ unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, c
     }
 }
 
+/// Activation rows per register tile of the lane-wise kernel (8 lane
+/// accumulators each).
+const TILE_LANES: usize = 2;
+
+/// [`group`] for lane-wise layouts.
+#[inline(always)]
+unsafe fn group_lanes<D: Dot4, const EIGHT: bool, const MIN: bool>(
+    m: &PackedMatrix,
+    g: usize,
+    a: &QuantizedActs,
+    out: &SharedOut,
+) {
+    let mut t = 0;
+    while t + TILE_LANES <= a.n {
+        tile_lanes::<D, EIGHT, MIN, TILE_LANES>(m, g, a, t, out);
+        t += TILE_LANES;
+    }
+    while t < a.n {
+        tile_lanes::<D, EIGHT, MIN, 1>(m, g, a, t, out);
+        t += 1;
+    }
+}
+
 /// [`group`] for super-block layouts.
 #[inline(always)]
 unsafe fn group_super<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
@@ -298,6 +377,15 @@ macro_rules! by_layout {
         if l.super_scales {
             debug_assert!(!l.eight_bit && l.sub == BLOCK && l.has_min);
             return group_super::<$d>($m, $g, $a, $out);
+        }
+        if l.lanes {
+            debug_assert!(l.sub == BLOCK && l.f16_scales);
+            return match (l.eight_bit, l.has_min) {
+                (false, true) => group_lanes::<$d, false, true>($m, $g, $a, $out),
+                (true, false) => group_lanes::<$d, true, false>($m, $g, $a, $out),
+                (true, true) => group_lanes::<$d, true, true>($m, $g, $a, $out),
+                (false, false) => group_lanes::<$d, false, false>($m, $g, $a, $out),
+            };
         }
         match (l.eight_bit, l.sub, l.has_min, l.f16_scales) {
             (false, 32, false, true) => group::<$d, false, 32, false, true>($m, $g, $a, $out),
