@@ -62,7 +62,7 @@ impl Gemma3 {
                 let is_global = (il + 1) % SWA_PERIOD == 0;
                 Ok(Block {
                     attn_norm: norm(il, "attn_norm")?,
-                    attn: Attention::load(&w, &cfg, il)?,
+                    attn: Attention::load(&w, &cfg, il)?.with_prescaled_queries(),
                     post_attn_norm: norm(il, "post_attention_norm")?,
                     ffn_norm: norm(il, "ffn_norm")?,
                     mlp: GatedMlp::load(&w, &cfg, il, Activation::GeluTanh)?,

@@ -107,6 +107,10 @@ pub struct Attention {
     k_norm: Option<RmsNorm>,
     /// Norm of the attention output before `wo` (BitNet's `attn_sub_norm`).
     sub_norm: Option<RmsNorm>,
+    /// Queries are multiplied by the score scale in f32 before attention
+    /// (which then scales by 1), as llama.cpp's Gemma 3 graph does: the
+    /// f16 rounding of queries inside attention then sees the scaled values.
+    prescale_queries: bool,
     shape: AttentionShape,
 }
 
@@ -138,6 +142,7 @@ impl Attention {
             q_norm: RmsNorm::load_optional(w, &p("attn_q_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
             k_norm: RmsNorm::load_optional(w, &p("attn_k_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
             sub_norm: None,
+            prescale_queries: false,
             shape: AttentionShape {
                 n_head: cfg.n_head,
                 n_kv_head: cfg.n_kv_head,
@@ -175,6 +180,11 @@ impl Attention {
         let hd = self.shape.head_dim;
         ctx.backend.rope(&mut q, hd, &ctx.batch.positions, rope);
         ctx.backend.rope(&mut k, hd, &ctx.batch.positions, rope);
+        let mut shape = self.shape;
+        if self.prescale_queries {
+            q.iter_mut().for_each(|v| *v *= shape.scale);
+            shape.scale = 1.0;
+        }
         // Quantized caches store rotated heads (llama.cpp does the same):
         // scores and outputs are unchanged, quantization error is not.
         let rotate = kv.kv_type() != KvType::F16 && hd.is_power_of_two() && hd >= 32;
@@ -186,7 +196,7 @@ impl Attention {
         kv.write(ctx.backend, il, ctx.kv_rows, &k, &v);
         let spans = KvStore::spans(ctx.batch, window);
         let mut attn = vec![0.0; q.len()];
-        ctx.backend.attention(&q, &self.shape, &kv.layer(il), &spans, &mut attn);
+        ctx.backend.attention(&q, &shape, &kv.layer(il), &spans, &mut attn);
         if rotate {
             ctx.backend.rotate_heads(&mut attn, hd);
         }
@@ -194,6 +204,14 @@ impl Attention {
             norm.apply(ctx, &mut attn);
         }
         ctx.matmul(&self.wo, &attn)
+    }
+
+    /// Scales queries before attention instead of scores inside it (see
+    /// `prescale_queries`).
+    #[must_use]
+    pub fn with_prescaled_queries(mut self) -> Self {
+        self.prescale_queries = true;
+        self
     }
 
     /// Adds a norm of the attention output before the output projection.

@@ -79,8 +79,10 @@ impl Layout {
             // Q4_0 and Q4_K are repacked by llama.cpp on x86 (`q4_0_8x8`, `q4_K_8x8`),
             // whose kernels sum whole blocks per row; the other 32-element types
             // go through lane-wise `vec_dot` / tinyBLAS.
-            let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0);
-            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales: ty == T::Q4_K, lanes })
+            // Q6_K's `vec_dot` keeps eight lanes per super-block.
+            let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q6_K);
+            let super_scales = matches!(ty, T::Q4_K | T::Q6_K);
+            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes })
         };
         match ty {
             T::Q4_0 => l(false, 32, 8, false, true),
@@ -127,8 +129,9 @@ pub enum Scales {
     Super {
         /// `[group][super-block][8]`.
         d: Vec<f16>,
-        /// `[group][sub-block][8]`.
-        q: Vec<u8>,
+        /// `[group][sub-block][8]`: `Q4_K`'s 6-bit factors (0..63) or
+        /// `Q6_K`'s signed 8-bit scales.
+        q: Vec<i8>,
         /// Sub-blocks per super-block.
         subs_per_super: usize,
         /// The value is `−d·q` (ggml subtracts `dmin·m`).
@@ -195,7 +198,7 @@ impl Scales {
 
     /// Stores value `i` as its factors (`d_super`, an f16 value, is shared
     /// by the sub-blocks of its super-block).
-    fn set_factors(&mut self, i: usize, d_super: f32, q_sub: u8) {
+    fn set_factors(&mut self, i: usize, d_super: f32, q_sub: i8) {
         let si = self.super_index(i);
         if let Self::Super { d, q, .. } = self {
             q[i] = q_sub;
@@ -276,7 +279,7 @@ struct Unpacked {
     scales: Vec<f32>,
     mins: Vec<f32>,
     super_d: Vec<(f32, f32)>,
-    sub_q: Vec<(u8, u8)>,
+    sub_q: Vec<(i8, i8)>,
 }
 
 impl PackedMatrix {
@@ -368,7 +371,9 @@ impl PackedMatrix {
                 let i = self.scale_index(r, s);
                 let (d, dmin) = u.super_d[s * l.sub / SUPER];
                 self.scales.set_factors(i, d, sc);
-                self.mins.set_factors(i, dmin, m);
+                if l.has_min {
+                    self.mins.set_factors(i, dmin, m);
+                }
             }
             return;
         }
@@ -553,7 +558,8 @@ fn unpack_q4_5_k(b: &[u8], qh: Option<&[u8]>, u: &mut Unpacked) {
         let q = &b[16 + 32 * chunk..48 + 32 * chunk];
         for (k, shift) in [(0, 0u32), (1, 4)] {
             let (s, m) = scale_min_k4(2 * chunk + k, scales);
-            u.sub_q.push((s, m));
+            // 6-bit factors: exact as i8.
+            u.sub_q.push((s as i8, m as i8));
             u.scales.push(d * f32::from(s));
             u.mins.push(-(dmin * f32::from(m)));
             let bit = 1u8 << (2 * chunk + k);
@@ -567,6 +573,7 @@ fn unpack_q4_5_k(b: &[u8], qh: Option<&[u8]>, u: &mut Unpacked) {
 
 fn unpack_q6_k(b: &[u8], u: &mut Unpacked) {
     let d = f16_at(b, 208);
+    u.super_d.push((d, 0.0));
     for half in 0..2 {
         let ql = &b[64 * half..64 * half + 64];
         let qh = &b[128 + 32 * half..160 + 32 * half];
@@ -584,6 +591,6 @@ fn unpack_q6_k(b: &[u8], u: &mut Unpacked) {
             }
         }
         u.codes.extend_from_slice(&vals);
-        u.scales.extend(sc.iter().map(|&s| d * f32::from(s as i8)));
+        u.sub_q.extend(sc.iter().map(|&s| (s as i8, 0)));
     }
 }

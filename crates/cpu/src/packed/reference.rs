@@ -45,7 +45,7 @@ pub fn gemm(m: &PackedMatrix, a: &QuantizedActs, out: &mut [f32]) {
 pub fn row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let l = m.layout;
     if l.super_scales {
-        return super_row_dot(m, r, a, t);
+        return if l.lanes { q6k_row_dot(m, r, a, t) } else { super_row_dot(m, r, a, t) };
     }
     if l.lanes {
         return lane_row_dot(m, r, a, t);
@@ -95,23 +95,66 @@ fn lane_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 
     hsum8(&lanes) + summs
 }
 
+/// Whether activation row `t` of `n` falls in llama.cpp's 4-row `gemm` part
+/// of a repacked matmul (the rest go through `gemv`).
+#[must_use]
+pub fn in_gemm_rows(t: usize, n: usize) -> bool {
+    t < n - n % 4
+}
+
 /// ggml's `hsum_float_8`: high half plus low half, then pairs.
 #[must_use]
 pub fn hsum8(l: &[f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
-/// [`row_dot`] for super-block layouts.
+/// `Q6_K` ([`row_dot`] for lane-wise super-block layouts), in llama.cpp's
+/// AVX2 `vec_dot_q6_K_q8_K` order: lane `k` of a super-block gathers, in
+/// exact integers, `sc·Σ code·a` over elements `32c+4k..32c+4k+4` of its
+/// eight 32-element chunks `c`, minus `32·Σ sc·Σa` over the two 16-element
+/// sub-blocks `2k`, `2k+1`; then `L_k = fma(d_w·d_a, lane, L_k)` per
+/// super-block, and `hsum_float_8(L)` at the end.
+fn q6k_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
+    let Scales::Super { d, q: sc, .. } = &m.scales else { unreachable!("super-block layouts store factors") };
+    let l = m.layout;
+    let x = a.row(t);
+    let sub_scale = |s: usize| i32::from(sc[m.scale_index(r, s)]);
+    let mut lanes = [0f32; 8];
+    for first in (0..m.cols).step_by(SUPER) {
+        let s0 = first / l.sub;
+        let mut isum = [0i32; 8];
+        for (k, lane) in isum.iter_mut().enumerate() {
+            for c in 0..SUPER / BLOCK {
+                let e = first + BLOCK * c + 4 * k;
+                let dot: i32 = (e..e + 4).map(|i| i32::from(m.code(r, i)) * i32::from(x[i])).sum();
+                *lane += sub_scale(e / l.sub) * dot;
+            }
+            let (s_a, s_b) = (s0 + 2 * k, s0 + 2 * k + 1);
+            *lane -= l.offset * (sub_scale(s_a) * a.sub_sum(t, s_a, l.sub) + sub_scale(s_b) * a.sub_sum(t, s_b, l.sub));
+        }
+        let dd = d[m.scales.super_index(m.scale_index(r, s0))].to_f32() * a.scale(t, first / BLOCK);
+        for (lane, &isum) in lanes.iter_mut().zip(&isum) {
+            *lane = dd.mul_add(isum as f32, *lane);
+        }
+    }
+    hsum8(&lanes)
+}
+
+/// [`row_dot`] for super-block layouts (`Q4_K`), as llama.cpp's x86
+/// `q4_K_8x8` kernels sum: its `gemm` (whole groups of 4 activation rows,
+/// the first `n − n % 4` rows of a batch) applies the float steps per pair of
+/// sub-blocks (64 elements), its `gemv` (the remaining rows) per super-block.
 fn super_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
         unreachable!("super-block layouts store factors")
     };
     let sub = m.layout.sub;
+    let step = if in_gemm_rows(t, a.n) { 2 * sub } else { SUPER };
     let x = a.row(t);
     let (mut acc, mut acc_min) = (0f32, 0f32);
-    for first in (0..m.cols).step_by(SUPER) {
+    for first in (0..m.cols).step_by(step) {
         let (mut isum, mut msum) = (0i32, 0i32);
-        for s in first / sub..(first + SUPER) / sub {
+        for s in first / sub..(first + step) / sub {
             let dot: i32 = (s * sub..(s + 1) * sub).map(|c| i32::from(m.code(r, c)) * i32::from(x[c])).sum();
             let i = m.scale_index(r, s);
             isum += i32::from(sc[i]) * dot;

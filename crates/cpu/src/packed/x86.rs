@@ -6,11 +6,12 @@
 #![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32,
-    _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_fmadd_ps, _mm256_loadu_ps,
-    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16,
-    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_srli_epi16,
-    _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm_loadl_epi64, _mm_loadu_si128,
+    __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32,
+    _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_dpwssd_avx_epi32, _mm256_dpwssd_epi32,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
+    _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm256_setzero_si256, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps,
+    _mm_loadl_epi64, _mm_loadu_si128,
 };
 
 use super::acts::QuantizedActs;
@@ -21,6 +22,12 @@ use crate::pool::SharedOut;
 pub(crate) trait Dot4 {
     /// `wide`: codes may exceed 127 (would saturate `vpmaddubsw`).
     unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+
+    /// `acc + a.lo·b.lo + a.hi·b.hi` over the i16 halves of each i32 lane.
+    #[inline(always)]
+    unsafe fn mad16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
 }
 
 pub(crate) struct Avx512Vnni;
@@ -32,12 +39,22 @@ impl Dot4 for Avx512Vnni {
     unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, s)
     }
+
+    #[inline(always)]
+    unsafe fn mad16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
+    }
 }
 
 impl Dot4 for AvxVnni {
     #[inline(always)]
     unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_avx_epi32(acc, u, s)
+    }
+
+    #[inline(always)]
+    unsafe fn mad16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_avx_epi32(acc, a, b)
     }
 }
 
@@ -211,12 +228,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
             }
         }
     }
-    let acc: [__m256; C] = std::array::from_fn(|c| {
-        let l = &lanes[c];
-        let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
-        let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
-        _mm256_add_ps(_mm256_add_ps(even, odd), summs[c])
-    });
+    let acc: [__m256; C] = std::array::from_fn(|c| _mm256_add_ps(hsum8_lanes(&lanes[c]), summs[c]));
     store_tile(m, g, t0, &acc, out);
 }
 
@@ -242,7 +254,7 @@ unsafe fn store_tile<const C: usize>(m: &PackedMatrix, g: usize, t0: usize, acc:
 /// factors, then an FMA into each of two accumulators per super-block (see
 /// `reference::super_row_dot`).
 #[inline(always)]
-unsafe fn tile_super<D: Dot4, const C: usize>(
+unsafe fn tile_super<D: Dot4, const C: usize, const GEMM: bool>(
     m: &PackedMatrix,
     g: usize,
     a: &QuantizedActs,
@@ -255,21 +267,23 @@ unsafe fn tile_super<D: Dot4, const C: usize>(
     let cols = m.cols;
     let blocks = cols / BLOCK;
     let subs_per_super = SUPER / BLOCK;
+    // Blocks per float step: a pair in llama.cpp's gemm, a super-block in its gemv.
+    let step = if GEMM { 2 } else { subs_per_super };
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let mut acc = [_mm256_setzero_ps(); C];
     let mut acc_min = [_mm256_setzero_ps(); C];
-    for sup in 0..cols / SUPER {
+    for first in (0..blocks).step_by(step) {
         let mut isum = [_mm256_setzero_si256(); C];
         let mut msum = [_mm256_setzero_si256(); C];
-        for b in sup * subs_per_super..(sup + 1) * subs_per_super {
+        for b in first..first + step {
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
             let w = load_codes::<false>(codes.add(b * bb));
             let qi = (g * blocks + b) * GROUP;
-            let scv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().add(qi).cast()));
-            let mnv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().add(qi).cast()));
+            let scv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.as_ptr().add(qi).cast()));
+            let mnv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(mn.as_ptr().add(qi).cast()));
             for c in 0..C {
                 let t = t0 + c;
                 let x = a.qs.as_ptr().add(t * cols + b * BLOCK);
@@ -279,17 +293,84 @@ unsafe fn tile_super<D: Dot4, const C: usize>(
                 msum[c] = _mm256_add_epi32(msum[c], _mm256_mullo_epi32(mnv, sum));
             }
         }
+        let sup = first / subs_per_super;
         let di = (g * (cols / SUPER) + sup) * GROUP;
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(di).cast()));
         let dminw = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr().add(di).cast()));
         for c in 0..C {
-            let da = _mm256_set1_ps(a.scale(t0 + c, sup * subs_per_super));
+            let da = _mm256_set1_ps(a.scale(t0 + c, first));
             acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dw, da), acc[c]);
             acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[c]), _mm256_mul_ps(dminw, da), acc_min[c]);
         }
     }
     let acc: [__m256; C] = std::array::from_fn(|c| _mm256_sub_ps(acc[c], acc_min[c]));
     store_tile(m, g, t0, &acc, out);
+}
+
+/// `Q6_K` (lane-wise super-block layout) in llama.cpp's `vec_dot_q6_K_q8_K`
+/// order (see `reference::q6k_row_dot`): per super-block, eight integer
+/// lanes per row — each `vpdpbusd` result (|Σ| ≤ 4·63·127 fits in i16) times
+/// its sub-block's signed scale by `vpdpwssd`/`vpmaddwd` — less the offset
+/// term, then one FMA per lane; `hsum_float_8` order at the end.
+#[inline(always)]
+unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &QuantizedActs, t0: usize, out: &SharedOut) {
+    let Scales::Super { d, q: sc, .. } = &m.scales else { unreachable!("super-block layouts store factors") };
+    let cols = m.cols;
+    let blocks = cols / BLOCK;
+    let sub = m.layout.sub;
+    let subs = cols / sub;
+    let bb = m.layout.block_bytes();
+    let codes = m.codes.as_ptr().add(g * blocks * bb);
+    let low16 = _mm256_set1_epi32(0xFFFF);
+    // Scales of sub-block `s` for the 8 rows as i32 lanes (`low`: only the low i16 set, for `mad16`).
+    let scales_of = |s: usize| _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.as_ptr().add((g * subs + s) * GROUP).cast()));
+    let mut lanes = [[_mm256_setzero_ps(); 8]; C];
+    for sup in 0..cols / SUPER {
+        let mut isum = [[_mm256_setzero_si256(); 8]; C];
+        for b in sup * (SUPER / BLOCK)..(sup + 1) * (SUPER / BLOCK) {
+            if C == 1 {
+                prefetch_block(codes.add(b * bb), bb);
+            }
+            let w = load_codes::<true>(codes.add(b * bb));
+            let s_lo = _mm256_and_si256(scales_of(2 * b), low16);
+            let s_hi = _mm256_and_si256(scales_of(2 * b + 1), low16);
+            for (c, isum) in isum.iter_mut().enumerate() {
+                let x = a.qs.as_ptr().add((t0 + c) * cols + b * BLOCK);
+                for (k, lane) in isum.iter_mut().enumerate() {
+                    let xk = _mm256_set1_epi32(x.add(4 * k).cast::<i32>().read_unaligned());
+                    // Codes are 6-bit: `vpmaddubsw` cannot saturate.
+                    let dot = D::dot4::<false>(_mm256_setzero_si256(), w[k], xk);
+                    *lane = D::mad16(*lane, dot, if k < 4 { s_lo } else { s_hi });
+                }
+            }
+        }
+        let s0 = sup * (SUPER / sub);
+        let di = (g * (cols / SUPER) + sup) * GROUP;
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(di).cast()));
+        for c in 0..C {
+            let t = t0 + c;
+            let dd = _mm256_mul_ps(dw, _mm256_set1_ps(a.scale(t, sup * (SUPER / BLOCK))));
+            for k in 0..8 {
+                let (sa, sb) = (s0 + 2 * k, s0 + 2 * k + 1);
+                let off = _mm256_add_epi32(
+                    _mm256_mullo_epi32(scales_of(sa), _mm256_set1_epi32(a.sub_sum(t, sa, sub))),
+                    _mm256_mullo_epi32(scales_of(sb), _mm256_set1_epi32(a.sub_sum(t, sb, sub))),
+                );
+                let lane = _mm256_sub_epi32(isum[c][k], _mm256_slli_epi32::<5>(off));
+                lanes[c][k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), lanes[c][k]);
+            }
+        }
+    }
+    let acc: [__m256; C] = std::array::from_fn(|c| hsum8_lanes(&lanes[c]));
+    store_tile(m, g, t0, &acc, out);
+}
+
+/// ggml's `hsum_float_8` of eight lane vectors, one row per element.
+#[inline(always)]
+unsafe fn hsum8_lanes(l: &[__m256; 8]) -> __m256 {
+    let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
+    let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
+    _mm256_add_ps(even, odd)
 }
 
 /// How far ahead of the codes in use a single-row tile prefetches. A lone
@@ -355,16 +436,32 @@ unsafe fn group_lanes<D: Dot4, const EIGHT: bool, const MIN: bool>(
     }
 }
 
-/// [`group`] for super-block layouts.
+/// [`group`] for `Q6_K`.
+#[inline(always)]
+unsafe fn group_q6k<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    let mut t = 0;
+    while t + TILE_LANES <= a.n {
+        tile_q6k::<D, TILE_LANES>(m, g, a, t, out);
+        t += TILE_LANES;
+    }
+    while t < a.n {
+        tile_q6k::<D, 1>(m, g, a, t, out);
+        t += 1;
+    }
+}
+
+/// [`group`] for super-block layouts: whole tiles of 4 rows are llama.cpp's
+/// `gemm` rows, the remaining rows its `gemv` rows (`reference::in_gemm_rows`).
 #[inline(always)]
 unsafe fn group_super<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    const { assert!(TILE == 4, "tiles of 4 are llama.cpp's gemm rows") };
     let mut t = 0;
     while t + TILE <= a.n {
-        tile_super::<D, TILE>(m, g, a, t, out);
+        tile_super::<D, TILE, true>(m, g, a, t, out);
         t += TILE;
     }
     while t < a.n {
-        tile_super::<D, 1>(m, g, a, t, out);
+        tile_super::<D, 1, false>(m, g, a, t, out);
         t += 1;
     }
 }
@@ -375,6 +472,10 @@ macro_rules! by_layout {
     ($d:ty, $m:expr, $g:expr, $a:expr, $out:expr) => {{
         let l = $m.layout;
         if l.super_scales {
+            if l.lanes {
+                debug_assert!(l.eight_bit && l.sub == 16 && !l.has_min);
+                return group_q6k::<$d>($m, $g, $a, $out);
+            }
             debug_assert!(!l.eight_bit && l.sub == BLOCK && l.has_min);
             return group_super::<$d>($m, $g, $a, $out);
         }
