@@ -11,6 +11,9 @@ use crate::pool::SharedOut;
 /// `gemm_tile(w, rows, x, n, k, out)`: see `x86::gemm_tile`.
 pub type GemmTileFn = fn(&[f32], usize, &[f32], usize, usize, &mut [f32]);
 
+/// `gemm_acc(c, a, b, m, k, n)`: see `reference::gemm_acc`.
+pub type GemmAccFn = fn(&mut [f32], &[f32], &[f32], usize, usize, usize);
+
 /// `packed_group(m, g, acts, out)`: rows `8g..8g+8` of `m` against every row
 /// of `acts`, written to `out[t * m.rows + r]`.
 pub type PackedGroupFn = fn(&PackedMatrix, usize, &QuantizedActs, &SharedOut);
@@ -27,6 +30,8 @@ pub struct Kernels {
     pub dot: fn(&[f32], &[f32]) -> f32,
     /// Tile GEMM on f32 weights: `out[r*n+t] = w[r]·x[t]`.
     pub gemm_tile: GemmTileFn,
+    /// `c += a·b` in ggml's `simd_gemm` order (`reference::gemm_acc`).
+    pub gemm_acc: GemmAccFn,
     /// Packed quantized matmul of one row group.
     pub packed_group: PackedGroupFn,
     /// Ternary matmul of one row group.
@@ -80,6 +85,7 @@ pub fn reference_kernels() -> Kernels {
         isa: "scalar",
         dot: reference::dot,
         gemm_tile: gemm_tile_reference,
+        gemm_acc: reference::gemm_acc,
         packed_group: packed_group_reference,
         ternary_group: ternary_group_reference,
         mad_round_f16: reference::mad_round_f16,
@@ -99,6 +105,9 @@ fn detect() -> Kernels {
     }
     fn gemm(w: &[f32], rows: usize, x: &[f32], n: usize, k: usize, out: &mut [f32]) {
         unsafe { crate::kernels::x86::gemm_tile(w, rows, x, n, k, out) }
+    }
+    fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+        unsafe { crate::kernels::x86::gemm_acc(c, a, b, m, k, n) }
     }
     fn mad(acc: &mut [f32], v: &[f32], s: f32) {
         unsafe { crate::kernels::x86::mad_round_f16(acc, v, s) }
@@ -131,6 +140,7 @@ fn detect() -> Kernels {
         isa,
         dot,
         gemm_tile: gemm,
+        gemm_acc,
         packed_group,
         ternary_group,
         mad_round_f16: mad,

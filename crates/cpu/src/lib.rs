@@ -12,6 +12,7 @@ mod matmul;
 pub mod ops;
 pub mod packed;
 pub mod pool;
+mod tiled_attention;
 
 use hearth_core::{
     Activation, AttentionShape, AttentionSpan, Backend, BackendError, KvDataMut, KvLayer, MatmulJob, PreparedWeight,

@@ -7,12 +7,13 @@ use std::sync::OnceLock;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use hearth_core::{Activation, AttentionShape, AttentionSpan, KvLayer, RopeParams, RopeStyle};
+use hearth_core::{Activation, AttentionShape, AttentionSpan, KvData, KvLayer, RopeParams, RopeStyle};
 
 use crate::dispatch::kernels;
 use crate::kernels::reference::dot_f16_ggml;
 use crate::kv::read_row;
 use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
+use crate::tiled_attention::{attend_tiled, TiledScratch, TILE};
 
 /// In-place RMS norm of each `dim`-sized row, scaled by `weight`.
 ///
@@ -192,7 +193,7 @@ pub fn softmax(x: &mut [f32]) {
 /// the query heads of a KV head are split over tasks too, each re-reading
 /// the K/V rows; results do not depend on the split.
 pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
-    let tiles = query_tiles(spans);
+    let tiles = query_tiles(spans, matches!(kv.keys, KvData::F16(_)));
     let out = SharedOut::new(out);
     let group = s.n_head / s.n_kv_head;
     let pairs = tiles.len() * s.n_kv_head;
@@ -201,9 +202,13 @@ pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[Atten
     let splits = group.div_ceil(per_split);
     parallel_for(pairs * splits, &|task| {
         let (pair, split) = (task / splits, task % splits);
-        let (rows, kvh) = (tiles[pair / s.n_kv_head].clone(), pair % s.n_kv_head);
+        let ((rows, tiled), kvh) = (tiles[pair / s.n_kv_head].clone(), pair % s.n_kv_head);
         let heads = split * per_split..((split + 1) * per_split).min(group);
-        SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, kv, spans, rows, kvh, heads, &out, scratch));
+        if tiled {
+            TILED_SCRATCH.with_borrow_mut(|w| attend_tiled(q, s, kv, spans, rows, kvh, heads, &out, w));
+        } else {
+            SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, kv, spans, rows, kvh, heads, &out, scratch));
+        }
     });
 }
 
@@ -211,21 +216,25 @@ pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[Atten
 /// consecutive batch rows of the same sequence (same block table), at most this many.
 const QUERY_TILE: usize = 8;
 
-fn query_tiles(spans: &[AttentionSpan<'_>]) -> Vec<Range<usize>> {
-    let mut tiles: Vec<Range<usize>> = Vec::new();
-    for (row, span) in spans.iter().enumerate() {
-        match tiles.last_mut() {
-            Some(t) if t.len() < QUERY_TILE && std::ptr::eq(spans[t.start].blocks, span.blocks) => {
-                t.end = row + 1;
-            }
-            _ => tiles.push(row..row + 1),
-        }
+/// Rows attended together, and whether in the tiled order: a sequence with
+/// at least [`TILE`] rows in the batch over an f16 cache goes in tiles of
+/// [`TILE`] through `tiled_attention` (as ggml picks its tiled kernel for
+/// such batches), others in tiles of [`QUERY_TILE`] through `attend_tile`.
+fn query_tiles(spans: &[AttentionSpan<'_>], f16_cache: bool) -> Vec<(Range<usize>, bool)> {
+    let mut tiles = Vec::new();
+    let mut row = 0;
+    while row < spans.len() {
+        let run = spans[row..].iter().take_while(|t| std::ptr::eq(t.blocks, spans[row].blocks)).count();
+        let (size, tiled) = if f16_cache && run >= TILE { (TILE, true) } else { (QUERY_TILE, false) };
+        tiles.extend((row..row + run).step_by(size).map(|t| (t..(t + size).min(row + run), tiled)));
+        row += run;
     }
     tiles
 }
 
 thread_local! {
     static SCRATCH: RefCell<AttentionScratch> = RefCell::new(AttentionScratch::default());
+    static TILED_SCRATCH: RefCell<TiledScratch> = RefCell::new(TiledScratch::default());
 }
 
 #[derive(Default)]
@@ -389,5 +398,50 @@ mod attention_tests {
         attend_tile(&q, &s, &kv, &spans, 0..1, 0, 0..4, &out, &mut AttentionScratch::default());
         assert!(split.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(whole.iter().any(|&v| v != 0.0));
+    }
+
+    /// A 150-row causal prefill (tiled order: rows in tiles of 64, keys in
+    /// tiles of 64, a sliding window on some rows) against softmax in f64.
+    #[test]
+    fn tiled_prefill_equals_exact_softmax() {
+        let (n, hd, vhd) = (150usize, 32, 16);
+        let s = AttentionShape { n_head: 2, n_kv_head: 1, head_dim: hd, v_head_dim: vhd, scale: 0.25 };
+        let val = |i: usize| ((i * 7919 % 211) as f32 - 105.0) / 60.0;
+        let dim = hd + vhd;
+        let keys: Vec<f16> = (0..160 * dim).map(|i| f16::from_f32(val(i))).collect();
+        let kv = KvLayer { block_size: 16, dim, v_dim: dim, keys: KvData::F16(&keys), values: KvData::F16(&keys) };
+        // Blocks in scrambled order: positions map through the table.
+        let blocks: Vec<BlockId> = (0..10u32).map(|b| BlockId((b * 3) % 10)).collect();
+        let spans: Vec<AttentionSpan<'_>> = (0..n)
+            .map(|p| AttentionSpan {
+                blocks: &blocks,
+                start: if p % 3 == 0 { p.saturating_sub(70) } else { 0 },
+                end: p + 1,
+            })
+            .collect();
+        let q: Vec<f32> = (0..n * 2 * hd).map(|i| val(i + 3)).collect();
+        let mut out = vec![0.0; n * 2 * vhd];
+        attention(&q, &s, &kv, &spans, &mut out);
+        let (k_at, v_at) = (
+            |p: usize, d: usize| f64::from(keys[kv.row(&blocks, p) * dim + d].to_f32()),
+            |p: usize, d: usize| f64::from(keys[kv.row(&blocks, p) * dim + d].to_f32()),
+        );
+        for (row, span) in spans.iter().enumerate() {
+            for h in 0..2 {
+                let qh = &q[(row * 2 + h) * hd..(row * 2 + h + 1) * hd];
+                let scores: Vec<f64> = (span.start..span.end)
+                    .map(|p| 0.25 * qh.iter().enumerate().map(|(d, &x)| f64::from(x) * k_at(p, d)).sum::<f64>())
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for d in 0..vhd {
+                    let want: f64 =
+                        (span.start..span.end).zip(&weights).map(|(p, w)| w * v_at(p, d)).sum::<f64>() / total;
+                    let got = out[(row * 2 + h) * vhd + d];
+                    assert!((f64::from(got) - want).abs() < 1e-5, "row {row} head {h} dim {d}: {got} vs {want}");
+                }
+            }
+        }
     }
 }

@@ -249,7 +249,8 @@ fn packed_matmul_matches_dequantized_math() {
     }
 }
 
-/// Activation quantization, the flash-attention accumulator updates: the
+/// Activation quantization, the flash-attention accumulator updates, the
+/// tiled attention's GEMM: the
 /// dispatched kernels equal the scalar ones bit for bit.
 #[test]
 fn small_dispatched_kernels_are_bit_identical() {
@@ -265,6 +266,15 @@ fn small_dispatched_kernels_are_bit_identical() {
         (fast.scale_round_f16)(&mut a, 0.71);
         (slow.scale_round_f16)(&mut b, 0.71);
         assert_eq!(a, b);
+        for (m, k, n) in [(64, 64, 64), (3, len / 8, 64), (5, 7, len / 4 + 3)] {
+            let av: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let bv: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let c0: Vec<f32> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let (mut ca, mut cb) = (c0.clone(), c0);
+            (fast.gemm_acc)(&mut ca, &av, &bv, m, k, n);
+            (slow.gemm_acc)(&mut cb, &av, &bv, m, k, n);
+            assert_eq!(ca, cb, "gemm_acc {m}×{k}×{n}");
+        }
         let (mut qa, mut qb) = (vec![0i8; 32], vec![0i8; 32]);
         let da = (fast.quantize_block_q8)(&x, &mut qa);
         let db = (slow.quantize_block_q8)(&x, &mut qb);

@@ -511,3 +511,28 @@ pub fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
     }
     amax / 127.0
 }
+
+/// `c[m×n] += a[m×k] · b[k×n]` (row-major), each element one FMA chain over
+/// `k` in order, starting from its value in `c`: the float order of ggml's
+/// `simd_gemm` (its tiled flash attention), whatever the vector width.
+pub fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = c[i * n + j];
+            for kk in 0..k {
+                acc = a[i * k + kk].mul_add(b[kk * n + j], acc);
+            }
+            c[i * n + j] = acc;
+        }
+    }
+}
+
+/// Sum of 16 values in the order GCC's `_mm512_reduce_add_ps` adds them
+/// (halves, then quarters, then pairs).
+#[inline(always)]
+#[must_use]
+pub fn reduce_add_16(v: &[f32]) -> f32 {
+    let h: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
+    let q: [f32; 4] = std::array::from_fn(|i| h[i + 4] + h[i]);
+    (q[0] + q[2]) + (q[1] + q[3])
+}

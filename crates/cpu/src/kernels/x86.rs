@@ -237,3 +237,66 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
     super::reference::silu_mul(&mut gate[i..n], &up[i..n]);
 }
+
+/// [`super::reference::gemm_acc`]: vectorized over `n` (8 columns per
+/// register), each element still one FMA chain over `k` in order.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `c`, `a`, `b` hold `m×n`, `m×k`, `k×n`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    let (rows, cols) = (m - m % GEMM_ROWS, n - n % (8 * GEMM_VECS));
+    for i in (0..rows).step_by(GEMM_ROWS) {
+        for j in (0..cols).step_by(8 * GEMM_VECS) {
+            gemm_acc_tile(c, a, b, i, j, k, n);
+        }
+    }
+    // Ragged edges: the same chains, one element at a time.
+    for i in 0..m {
+        let from = if i < rows { cols } else { 0 };
+        for j in from..n {
+            let mut acc = c[i * n + j];
+            for kk in 0..k {
+                acc = a[i * k + kk].mul_add(b[kk * n + j], acc);
+            }
+            c[i * n + j] = acc;
+        }
+    }
+}
+
+/// Rows and 8-column vectors of one register tile of [`gemm_acc`].
+/// (2 × 4: 8 accumulators and 4 B vectors fit AVX2's 16 registers; 32
+/// columns divide the 64-wide attention tiles.)
+const GEMM_ROWS: usize = 2;
+const GEMM_VECS: usize = 4;
+
+/// One full `GEMM_ROWS × 8·GEMM_VECS` tile of [`gemm_acc`] at `(i, j)`.
+// Index loops over the fixed-size register tile unroll fully.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn gemm_acc_tile(c: &mut [f32], a: &[f32], b: &[f32], i: usize, j: usize, k: usize, n: usize) {
+    use std::arch::x86_64::{_mm256_set1_ps, _mm256_storeu_ps};
+    let mut acc = [[_mm256_setzero_ps(); GEMM_VECS]; GEMM_ROWS];
+    for r in 0..GEMM_ROWS {
+        for v in 0..GEMM_VECS {
+            acc[r][v] = _mm256_loadu_ps(c.as_ptr().add((i + r) * n + j + 8 * v));
+        }
+    }
+    for kk in 0..k {
+        let bp = b.as_ptr().add(kk * n + j);
+        let bv: [__m256; GEMM_VECS] =
+            [_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)), _mm256_loadu_ps(bp.add(16)), _mm256_loadu_ps(bp.add(24))];
+        for r in 0..GEMM_ROWS {
+            let p = _mm256_set1_ps(*a.get_unchecked((i + r) * k + kk));
+            for v in 0..GEMM_VECS {
+                acc[r][v] = _mm256_fmadd_ps(p, bv[v], acc[r][v]);
+            }
+        }
+    }
+    for r in 0..GEMM_ROWS {
+        for v in 0..GEMM_VECS {
+            _mm256_storeu_ps(c.as_mut_ptr().add((i + r) * n + j + 8 * v), acc[r][v]);
+        }
+    }
+}

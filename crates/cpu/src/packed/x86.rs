@@ -228,7 +228,12 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
             }
         }
     }
-    let acc: [__m256; C] = std::array::from_fn(|c| _mm256_add_ps(hsum8_lanes(&lanes[c]), summs[c]));
+    // Loops, not `array::from_fn`: a closure would not inherit the target
+    // features, and the intrinsics inside it would become calls.
+    let mut acc = summs;
+    for (acc, lanes) in acc.iter_mut().zip(&lanes) {
+        *acc = _mm256_add_ps(hsum8_lanes(lanes), *acc);
+    }
     store_tile(m, g, t0, &acc, out);
 }
 
@@ -303,7 +308,9 @@ unsafe fn tile_super<D: Dot4, const C: usize, const GEMM: bool>(
             acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[c]), _mm256_mul_ps(dminw, da), acc_min[c]);
         }
     }
-    let acc: [__m256; C] = std::array::from_fn(|c| _mm256_sub_ps(acc[c], acc_min[c]));
+    for (acc, acc_min) in acc.iter_mut().zip(&acc_min) {
+        *acc = _mm256_sub_ps(*acc, *acc_min);
+    }
     store_tile(m, g, t0, &acc, out);
 }
 
@@ -361,7 +368,10 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
             }
         }
     }
-    let acc: [__m256; C] = std::array::from_fn(|c| hsum8_lanes(&lanes[c]));
+    let mut acc = [_mm256_setzero_ps(); C];
+    for (acc, lanes) in acc.iter_mut().zip(&lanes) {
+        *acc = hsum8_lanes(lanes);
+    }
     store_tile(m, g, t0, &acc, out);
 }
 
