@@ -139,11 +139,13 @@ pub fn gelu_f16_table(x: f32) -> f32 {
     }
 }
 
-/// GELU with the tanh approximation (ggml `ggml_gelu`).
+/// GELU with the tanh approximation (ggml `ggml_gelu_f32`), with the one
+/// FMA GCC contracts its `1.0f + GELU_COEF_A*x*x` into (which flips the f16
+/// table entry of some inputs, e.g. −1.999).
 #[must_use]
 pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (0.044_715 * x).mul_add(x, 1.0)).tanh())
 }
 
 /// In-place orthonormal Walsh–Hadamard transform (Sylvester order, scaled by

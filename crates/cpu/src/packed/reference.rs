@@ -114,6 +114,11 @@ pub fn hsum8(l: &[f32; 8]) -> f32 {
 /// eight 32-element chunks `c`, minus `32·Σ sc·Σa` over the two 16-element
 /// sub-blocks `2k`, `2k+1`; then `L_k = fma(d_w·d_a, lane, L_k)` per
 /// super-block, and `hsum_float_8(L)` at the end.
+///
+/// Batches of at least [`TILED_MM_MIN_ROWS`] rows follow ggml's tiled K-quant
+/// matmul instead (`ggml-cpu/tiled`, which takes such batches for
+/// non-repacked K-quants): the lanes' integer total `s1` per super-block,
+/// then `acc = fma(f32(s1)·d_w, d_a, acc)`.
 fn q6k_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let Scales::Super { d, q: sc, .. } = &m.scales else { unreachable!("super-block layouts store factors") };
     let l = m.layout;
@@ -132,13 +137,26 @@ fn q6k_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
             let (s_a, s_b) = (s0 + 2 * k, s0 + 2 * k + 1);
             *lane -= l.offset * (sub_scale(s_a) * a.sub_sum(t, s_a, l.sub) + sub_scale(s_b) * a.sub_sum(t, s_b, l.sub));
         }
-        let dd = d[m.scales.super_index(m.scale_index(r, s0))].to_f32() * a.scale(t, first / BLOCK);
+        let (dw, da) = (d[m.scales.super_index(m.scale_index(r, s0))].to_f32(), a.scale(t, first / BLOCK));
+        if a.n >= TILED_MM_MIN_ROWS {
+            let s1: i32 = isum.iter().sum();
+            lanes[0] = (s1 as f32 * dw).mul_add(da, lanes[0]);
+            continue;
+        }
+        let dd = dw * da;
         for (lane, &isum) in lanes.iter_mut().zip(&isum) {
             *lane = dd.mul_add(isum as f32, *lane);
         }
     }
-    hsum8(&lanes)
+    if a.n >= TILED_MM_MIN_ROWS {
+        lanes[0]
+    } else {
+        hsum8(&lanes)
+    }
 }
+
+/// Activation rows from which ggml's tiled K-quant matmul takes a product.
+pub const TILED_MM_MIN_ROWS: usize = 8;
 
 /// [`row_dot`] for super-block layouts (`Q4_K`), as llama.cpp's x86
 /// `q4_K_8x8` kernels sum: its `gemm` (whole groups of 4 activation rows,

@@ -331,6 +331,9 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
     let low16 = _mm256_set1_epi32(0xFFFF);
     // Scales of sub-block `s` for the 8 rows as i32 lanes (`low`: only the low i16 set, for `mad16`).
     let scales_of = |s: usize| _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.as_ptr().add((g * subs + s) * GROUP).cast()));
+    // ggml's tiled K-quant matmul (batches of 8 rows or more) keeps one
+    // accumulator, in `lanes[c][0]` here (see `reference::q6k_row_dot`).
+    let tiled = a.n >= super::reference::TILED_MM_MIN_ROWS;
     let mut lanes = [[_mm256_setzero_ps(); 8]; C];
     for sup in 0..cols / SUPER {
         let mut isum = [[_mm256_setzero_si256(); 8]; C];
@@ -356,7 +359,9 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(di).cast()));
         for c in 0..C {
             let t = t0 + c;
-            let dd = _mm256_mul_ps(dw, _mm256_set1_ps(a.scale(t, sup * (SUPER / BLOCK))));
+            let da = _mm256_set1_ps(a.scale(t, sup * (SUPER / BLOCK)));
+            let dd = _mm256_mul_ps(dw, da);
+            let mut total = _mm256_setzero_si256();
             for k in 0..8 {
                 let (sa, sb) = (s0 + 2 * k, s0 + 2 * k + 1);
                 let off = _mm256_add_epi32(
@@ -364,13 +369,21 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
                     _mm256_mullo_epi32(scales_of(sb), _mm256_set1_epi32(a.sub_sum(t, sb, sub))),
                 );
                 let lane = _mm256_sub_epi32(isum[c][k], _mm256_slli_epi32::<5>(off));
-                lanes[c][k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), lanes[c][k]);
+                if tiled {
+                    total = _mm256_add_epi32(total, lane);
+                } else {
+                    lanes[c][k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), lanes[c][k]);
+                }
+            }
+            if tiled {
+                let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(total), dw);
+                lanes[c][0] = _mm256_fmadd_ps(scaled, da, lanes[c][0]);
             }
         }
     }
     let mut acc = [_mm256_setzero_ps(); C];
     for (acc, lanes) in acc.iter_mut().zip(&lanes) {
-        *acc = hsum8_lanes(lanes);
+        *acc = if tiled { lanes[0] } else { hsum8_lanes(lanes) };
     }
     store_tile(m, g, t0, &acc, out);
 }
