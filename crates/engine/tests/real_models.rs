@@ -110,6 +110,13 @@ fn ppl_within_one_percent(alias: &str) {
     );
     assert_eq!(report.chunks, reference("ppl.json")["chunks"].as_u64().unwrap() as usize);
     assert!(rel < 0.01, "{alias}: PPL {} is not within 1% of {expected}", report.ppl);
+    assert_same_printed_ppl(alias, report.ppl, expected);
+}
+
+/// The kernels sum in llama.cpp's order, so perplexity is not merely within
+/// 1%: it equals llama.cpp's figure to the four decimals it prints.
+fn assert_same_printed_ppl(alias: &str, ppl: f64, expected: f64) {
+    assert!((ppl - expected).abs() < 1e-4, "{alias}: PPL {ppl:.6} differs from llama.cpp's {expected}");
 }
 
 #[test]
@@ -139,6 +146,7 @@ fn perplexity_on_another_text_within_one_percent_of_llama_cpp() {
         let report = perplexity::perplexity(&session(alias, 512), &text, 512, |_, _| {}).expect("perplexity");
         let rel = (report.ppl - expected).abs() / expected;
         assert!(rel < 0.01, "{alias}: PPL {} vs llama.cpp {expected}", report.ppl);
+        assert_same_printed_ppl(alias, report.ppl, expected);
     }
 }
 
