@@ -28,6 +28,8 @@ pub struct Kernels {
     pub isa: &'static str,
     /// Dot product of two f32 slices.
     pub dot: fn(&[f32], &[f32]) -> f32,
+    /// Flash attention's `q·k` in ggml's order (`reference::dot_f16_ggml`).
+    pub dot_f16_ggml: fn(&[f32], &[f32]) -> f32,
     /// Tile GEMM on f32 weights: `out[r*n+t] = w[r]·x[t]`.
     pub gemm_tile: GemmTileFn,
     /// `c += a·b` in ggml's `simd_gemm` order (`reference::gemm_acc`).
@@ -84,6 +86,7 @@ pub fn reference_kernels() -> Kernels {
     Kernels {
         isa: "scalar",
         dot: reference::dot,
+        dot_f16_ggml: reference::dot_f16_ggml,
         gemm_tile: gemm_tile_reference,
         gemm_acc: reference::gemm_acc,
         packed_group: packed_group_reference,
@@ -105,6 +108,9 @@ fn detect() -> Kernels {
     }
     fn gemm(w: &[f32], rows: usize, x: &[f32], n: usize, k: usize, out: &mut [f32]) {
         unsafe { crate::kernels::x86::gemm_tile(w, rows, x, n, k, out) }
+    }
+    fn dot_f16(a: &[f32], b: &[f32]) -> f32 {
+        unsafe { crate::kernels::x86::dot_f16_ggml(a, b) }
     }
     fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
         unsafe { crate::kernels::x86::gemm_acc(c, a, b, m, k, n) }
@@ -139,6 +145,7 @@ fn detect() -> Kernels {
     Kernels {
         isa,
         dot,
+        dot_f16_ggml: dot_f16,
         gemm_tile: gemm,
         gemm_acc,
         packed_group,

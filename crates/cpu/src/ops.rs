@@ -10,7 +10,6 @@ use half::slice::HalfFloatSliceExt;
 use hearth_core::{Activation, AttentionShape, AttentionSpan, KvData, KvLayer, RopeParams, RopeStyle};
 
 use crate::dispatch::kernels;
-use crate::kernels::reference::dot_f16_ggml;
 use crate::kv::read_row;
 use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
 use crate::tiled_attention::{attend_tiled, TiledScratch, TILE};
@@ -218,16 +217,18 @@ pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[Atten
 /// consecutive batch rows of the same sequence (same block table), at most this many.
 const QUERY_TILE: usize = 8;
 
-/// Rows attended together, and whether in the tiled order: a sequence with
-/// at least [`TILE`] rows in the batch over an f16 cache goes in tiles of
-/// [`TILE`] through `tiled_attention` (as ggml picks its tiled kernel for
-/// such batches), others in tiles of [`QUERY_TILE`] through `attend_tile`.
+/// Rows attended together, and whether in the tiled order: a batch of at
+/// least [`TILE`] query rows over an f16 cache goes in tiles of up to [`TILE`]
+/// rows of one sequence through `tiled_attention` (ggml picks its tiled kernel
+/// by the rows of the whole batch), smaller ones in tiles of [`QUERY_TILE`]
+/// through `attend_tile`.
 fn query_tiles(spans: &[AttentionSpan<'_>], f16_cache: bool) -> Vec<(Range<usize>, bool)> {
+    let tiled = f16_cache && spans.len() >= TILE;
+    let size = if tiled { TILE } else { QUERY_TILE };
     let mut tiles = Vec::new();
     let mut row = 0;
     while row < spans.len() {
         let run = spans[row..].iter().take_while(|t| std::ptr::eq(t.blocks, spans[row].blocks)).count();
-        let (size, tiled) = if f16_cache && run >= TILE { (TILE, true) } else { (QUERY_TILE, false) };
         tiles.extend((row..row + run).step_by(size).map(|t| (t..(t + size).min(row + run), tiled)));
         row += run;
     }
@@ -301,7 +302,7 @@ fn attend_tile(
                 continue;
             }
             for h in i * group..(i + 1) * group {
-                let score = dot_f16_ggml(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
+                let score = (k.dot_f16_ggml)(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
                 let acc = &mut w.acc[h * vhd..(h + 1) * vhd];
                 // ggml's `S = S*ms + vs` (compiled to an FMA): with a new
                 // maximum vs = 1, otherwise ms = 1 and it is a plain sum.

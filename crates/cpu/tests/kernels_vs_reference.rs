@@ -275,6 +275,8 @@ fn small_dispatched_kernels_are_bit_identical() {
             (slow.gemm_acc)(&mut cb, &av, &bv, m, k, n);
             assert_eq!(ca, cb, "gemm_acc {m}×{k}×{n}");
         }
+        let y: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0..4.0)).collect();
+        assert_eq!((fast.dot_f16_ggml)(&x, &y).to_bits(), (slow.dot_f16_ggml)(&x, &y).to_bits());
         let (mut qa, mut qb) = (vec![0i8; 32], vec![0i8; 32]);
         let da = (fast.quantize_block_q8)(&x, &mut qa);
         let db = (slow.quantize_block_q8)(&x, &mut qb);

@@ -468,6 +468,7 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// f64. Products of f16 values are exact in f32, so no FMA is needed to
 /// reproduce it, and this plain loop vectorizes.
 #[must_use]
+#[inline(always)]
 pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let whole = n & !63;
