@@ -217,18 +217,19 @@ pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[Atten
 /// consecutive batch rows of the same sequence (same block table), at most this many.
 const QUERY_TILE: usize = 8;
 
-/// Rows attended together, and whether in the tiled order: a batch of at
-/// least [`TILE`] query rows over an f16 cache goes in tiles of up to [`TILE`]
-/// rows of one sequence through `tiled_attention` (ggml picks its tiled kernel
-/// by the rows of the whole batch), smaller ones in tiles of [`QUERY_TILE`]
-/// through `attend_tile`.
+/// Rows attended together, and whether in the tiled order: a sequence with
+/// at least [`TILE`] rows in the batch over an f16 cache goes in tiles of
+/// [`TILE`] through `tiled_attention`, others in tiles of [`QUERY_TILE`]
+/// through `attend_tile`. ggml decides by the rows of the whole batch; we
+/// decide per sequence, so that a sequence's result does not depend on who
+/// else is in the batch (the server's greedy replies equal `hearth run`'s).
+/// A single user's batches are the same either way.
 fn query_tiles(spans: &[AttentionSpan<'_>], f16_cache: bool) -> Vec<(Range<usize>, bool)> {
-    let tiled = f16_cache && spans.len() >= TILE;
-    let size = if tiled { TILE } else { QUERY_TILE };
     let mut tiles = Vec::new();
     let mut row = 0;
     while row < spans.len() {
         let run = spans[row..].iter().take_while(|t| std::ptr::eq(t.blocks, spans[row].blocks)).count();
+        let (size, tiled) = if f16_cache && run >= TILE { (TILE, true) } else { (QUERY_TILE, false) };
         tiles.extend((row..row + run).step_by(size).map(|t| (t..(t + size).min(row + run), tiled)));
         row += run;
     }
