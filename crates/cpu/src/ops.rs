@@ -196,6 +196,7 @@ pub fn softmax(x: &mut [f32]) {
 pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
     let tiles = query_tiles(spans, matches!(kv.keys, KvData::F16(_)));
     let out = SharedOut::new(out);
+    let call = AttentionCall { q, s, kv, spans, out: &out };
     let group = s.n_head / s.n_kv_head;
     let pairs = tiles.len() * s.n_kv_head;
     let splits = crate::pool::global().threads().div_ceil(pairs.max(1)).clamp(1, group);
@@ -206,9 +207,9 @@ pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[Atten
         let ((rows, tiled), kvh) = (tiles[pair / s.n_kv_head].clone(), pair % s.n_kv_head);
         let heads = split * per_split..((split + 1) * per_split).min(group);
         if tiled {
-            TILED_SCRATCH.with_borrow_mut(|w| attend_tiled(q, s, kv, spans, rows, kvh, heads, &out, w));
+            TILED_SCRATCH.with_borrow_mut(|w| attend_tiled(&call, AttentionTask { rows, kvh, heads }, w));
         } else {
-            SCRATCH.with_borrow_mut(|scratch| attend_tile(q, s, kv, spans, rows, kvh, heads, &out, scratch));
+            SCRATCH.with_borrow_mut(|w| attend_tile(&call, AttentionTask { rows, kvh, heads }, w));
         }
     });
 }
@@ -252,19 +253,32 @@ struct AttentionScratch {
     half: Vec<f16>,
 }
 
-/// Query heads `head_range` (of those sharing KV head `kvh`, numbered from 0) in
-/// batch rows `rows`, each over its own span; writes their outputs.
-fn attend_tile(
-    q: &[f32],
-    s: &AttentionShape,
-    kv: &KvLayer<'_>,
-    spans: &[AttentionSpan<'_>],
-    rows: Range<usize>,
-    kvh: usize,
-    head_range: Range<usize>,
-    out: &SharedOut,
-    w: &mut AttentionScratch,
-) {
+/// What every task of one attention call reads, and where it writes.
+#[derive(Clone, Copy)]
+pub(crate) struct AttentionCall<'a, 'k> {
+    /// Queries, `rows × n_head × head_dim`.
+    pub q: &'a [f32],
+    pub s: &'a AttentionShape,
+    pub kv: &'a KvLayer<'k>,
+    /// Per batch row: its sequence's blocks and visible positions.
+    pub spans: &'a [AttentionSpan<'k>],
+    /// Outputs, `rows × n_head × v_head_dim`.
+    pub out: &'a SharedOut,
+}
+
+/// One task: query heads `heads` (numbered within KV head `kvh`'s group) of
+/// batch rows `rows` (consecutive rows of one sequence).
+pub(crate) struct AttentionTask {
+    pub rows: Range<usize>,
+    pub kvh: usize,
+    pub heads: Range<usize>,
+}
+
+/// An [`AttentionTask`] key by key (ggml's `one_chunk` order), each row over
+/// its own span; writes its outputs.
+fn attend_tile(call: &AttentionCall<'_, '_>, task: AttentionTask, w: &mut AttentionScratch) {
+    let AttentionCall { q, s, kv, spans, out } = *call;
+    let AttentionTask { rows, kvh, heads: head_range } = task;
     let (hd, vhd) = (s.head_dim, s.v_head_dim);
     // Heads of the KV group handled here; the first is `first_head` of the row.
     let first_head = kvh * (s.n_head / s.n_kv_head) + head_range.start;
@@ -379,7 +393,7 @@ mod attention_tests {
     use half::f16;
     use hearth_core::{AttentionShape, AttentionSpan, BlockId, KvData, KvLayer};
 
-    use super::{attend_tile, attention, AttentionScratch};
+    use super::{attend_tile, attention, AttentionCall, AttentionScratch, AttentionTask};
     use crate::pool::SharedOut;
 
     /// One decoding row with one KV head (Gemma 3, MLA): the query heads are
@@ -399,7 +413,8 @@ mod attention_tests {
         attention(&q, &s, &kv, &spans, &mut split);
         let mut whole = vec![0.0; 4 * 64];
         let out = SharedOut::new(&mut whole);
-        attend_tile(&q, &s, &kv, &spans, 0..1, 0, 0..4, &out, &mut AttentionScratch::default());
+        let call = AttentionCall { q: &q, s: &s, kv: &kv, spans: &spans, out: &out };
+        attend_tile(&call, AttentionTask { rows: 0..1, kvh: 0, heads: 0..4 }, &mut AttentionScratch::default());
         assert!(split.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(whole.iter().any(|&v| v != 0.0));
     }

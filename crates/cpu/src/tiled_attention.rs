@@ -15,14 +15,10 @@
 // `probabilities_portable` must inline into its FMA-enabled twin.
 #![allow(clippy::inline_always)]
 
-use std::ops::Range;
-
-use hearth_core::{AttentionShape, AttentionSpan, KvLayer};
-
 use crate::dispatch::kernels;
 use crate::kernels::reference::{expf_ggml, reduce_add_16};
 use crate::kv::read_row;
-use crate::pool::SharedOut;
+use crate::ops::{AttentionCall, AttentionTask};
 
 /// Query rows per tile and key positions per tile (ggml's `GGML_FA_TILE_Q`
 /// and `GGML_FA_TILE_KV`); also the fewest rows of one sequence for which a
@@ -76,21 +72,11 @@ fn probabilities_portable(row: &mut [f32], m: f32) -> f64 {
     row.chunks_exact(16).map(|c| f64::from(reduce_add_16(c))).sum()
 }
 
-/// Query heads `heads` (numbered within KV head `kvh`'s group) of batch rows
-/// `rows` — consecutive rows of one sequence, at most [`TILE`] — each over
-/// its own span; writes their outputs.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attend_tiled(
-    q: &[f32],
-    s: &AttentionShape,
-    kv: &KvLayer<'_>,
-    spans: &[AttentionSpan<'_>],
-    rows: Range<usize>,
-    kvh: usize,
-    heads: Range<usize>,
-    out: &SharedOut,
-    w: &mut TiledScratch,
-) {
+/// An [`AttentionTask`] (at most [`TILE`] rows) in the tiled order, each
+/// row over its own span; writes its outputs.
+pub(crate) fn attend_tiled(call: &AttentionCall<'_, '_>, task: AttentionTask, w: &mut TiledScratch) {
+    let AttentionCall { q, s, kv, spans, out } = *call;
+    let AttentionTask { rows, kvh, heads } = task;
     let (hd, vhd) = (s.head_dim, s.v_head_dim);
     let first_head = kvh * (s.n_head / s.n_kv_head) + heads.start;
     let (group, nr) = (heads.len(), rows.len());
