@@ -20,6 +20,10 @@ pub struct WeightView<'a> {
     pub cols: usize,
     /// Encoded bytes, exactly `rows * ty.row_bytes(cols)`.
     pub data: &'a [u8],
+    /// One expert of a 3-D MoE tensor. llama.cpp multiplies those one
+    /// activation row at a time (`MUL_MAT_ID`), which for some types fixes a
+    /// float order a backend reproducing llama.cpp's numerics must keep.
+    pub expert: bool,
 }
 
 /// How RoPE pairs up dimensions.

@@ -62,7 +62,11 @@ impl Backend for CpuBackend {
     }
 
     fn prepare(&self, w: &WeightView<'_>) -> Result<Box<dyn PreparedWeight>, BackendError> {
-        let prepared = CpuWeight::new(w.ty, w.data, w.rows, w.cols).map_err(|e| BackendError::UnsupportedType(e.0))?;
+        let mut prepared =
+            CpuWeight::new(w.ty, w.data, w.rows, w.cols).map_err(|e| BackendError::UnsupportedType(e.0))?;
+        if let (true, CpuWeight::Packed(p)) = (w.expert, &mut prepared) {
+            p.row_by_row = true;
+        }
         Ok(Box::new(prepared))
     }
 

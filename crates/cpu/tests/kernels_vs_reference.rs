@@ -214,16 +214,20 @@ fn packed_kernels_are_bit_identical_to_the_reference() {
     for ty in PACKED_TYPES {
         for (rows, cols, n) in [(8, 256, 1), (13, 512, 5), (37, 256, 4), (3, 1024, 9)] {
             let w = random_matrix(ty, rows, cols, &mut rng);
-            let p = PackedMatrix::pack(ty, &w, rows, cols).unwrap();
+            let mut p = PackedMatrix::pack(ty, &w, rows, cols).unwrap();
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
             let mut a = QuantizedActs::default();
             // The rule matmul uses (Q8_K for K-quants, whose super-block kernels rely on it).
             a.quantize_with(hearth_cpu::packed::acts::ActRule::for_weights(ty), &x, n, cols);
-            let want = run_group_kernel(scalar, &p, &a);
-            for &(name, kernel) in &variants[1..] {
-                let got = run_group_kernel(kernel, &p, &a);
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(g.to_bits(), w.to_bits(), "{name} {ty} {rows}x{cols} n={n} at {i}: {g} vs {w}");
+            // Both row orders (MoE experts sum every row in the one-row order).
+            for row_by_row in [false, true] {
+                p.row_by_row = row_by_row;
+                let want = run_group_kernel(scalar, &p, &a);
+                for &(name, kernel) in &variants[1..] {
+                    let got = run_group_kernel(kernel, &p, &a);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(g.to_bits(), w.to_bits(), "{name} {ty} {rows}x{cols} n={n} at {i}: {g} vs {w}");
+                    }
                 }
             }
         }

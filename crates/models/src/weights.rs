@@ -20,7 +20,13 @@ impl TensorRef {
     #[must_use]
     pub fn view<'a>(&self, file: &'a GgufFile) -> WeightView<'a> {
         let start = file.data_start() + self.offset;
-        WeightView { ty: self.ty, rows: self.rows, cols: self.cols, data: &file.bytes()[start..start + self.len] }
+        WeightView {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &file.bytes()[start..start + self.len],
+            expert: false,
+        }
     }
 
     /// Output features.
@@ -119,14 +125,18 @@ impl<'a> WeightLoader<'a> {
         (0..n_expert)
             .map(|e| {
                 let t = TensorRef { rows, offset: all.offset + e * per_expert, len: per_expert, ..all.clone() };
-                self.prepare(&t)
+                self.prepare_view(&WeightView { expert: true, ..t.view(self.file) })
             })
             .collect()
     }
 
     /// Prepares a tensor for matmuls (e.g. an embedding table used as the LM head).
     pub fn prepare(&self, t: &TensorRef) -> Result<Matrix, ModelError> {
-        let weight = self.backend.prepare(&t.view(self.file))?;
+        self.prepare_view(&t.view(self.file))
+    }
+
+    fn prepare_view(&self, view: &WeightView<'_>) -> Result<Matrix, ModelError> {
+        let weight = self.backend.prepare(view)?;
         self.prepared_bytes.set(self.prepared_bytes.get() + weight.bytes() as u64);
         Ok(Matrix { weight, scale: None })
     }

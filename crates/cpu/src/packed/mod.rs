@@ -245,6 +245,10 @@ pub struct PackedMatrix {
     pub scales: Scales,
     /// Like `scales`; empty unless `layout.has_min`.
     pub mins: Scales,
+    /// Sum every activation row in llama.cpp's one-row order (its
+    /// `MUL_MAT_ID` runs repacked Q4_K experts through `gemv` row by row),
+    /// not its 4-row `gemm` order. Set for MoE experts.
+    pub row_by_row: bool,
 }
 
 pub use crate::dispatch::PackedGroupFn as GroupKernel;
@@ -333,6 +337,7 @@ impl PackedMatrix {
             codes: vec![0; groups * blocks * layout.block_bytes()],
             scales: Scales::for_layout(&layout, groups * subs * GROUP, false),
             mins: Scales::for_layout(&layout, if layout.has_min { groups * subs * GROUP } else { 0 }, true),
+            row_by_row: false,
         };
         for r in 0..rows {
             let u = unpack_row(ty, &data[r * row_bytes..(r + 1) * row_bytes], cols);

@@ -161,13 +161,14 @@ pub const TILED_MM_MIN_ROWS: usize = 8;
 /// [`row_dot`] for super-block layouts (`Q4_K`), as llama.cpp's x86
 /// `q4_K_8x8` kernels sum: its `gemm` (whole groups of 4 activation rows,
 /// the first `n − n % 4` rows of a batch) applies the float steps per pair of
-/// sub-blocks (64 elements), its `gemv` (the remaining rows) per super-block.
+/// sub-blocks (64 elements), its `gemv` (the remaining rows, and every row of
+/// a MoE expert: [`PackedMatrix::row_by_row`]) per super-block.
 fn super_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
         unreachable!("super-block layouts store factors")
     };
     let sub = m.layout.sub;
-    let step = if in_gemm_rows(t, a.n) { 2 * sub } else { SUPER };
+    let step = if in_gemm_rows(t, a.n) && !m.row_by_row { 2 * sub } else { SUPER };
     let x = a.row(t);
     let (mut acc, mut acc_min) = (0f32, 0f32);
     for first in (0..m.cols).step_by(step) {

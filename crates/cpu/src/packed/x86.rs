@@ -474,13 +474,18 @@ unsafe fn group_q6k<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out:
 }
 
 /// [`group`] for super-block layouts: whole tiles of 4 rows are llama.cpp's
-/// `gemm` rows, the remaining rows its `gemv` rows (`reference::in_gemm_rows`).
+/// `gemm` rows, the remaining rows its `gemv` rows (`reference::in_gemm_rows`);
+/// for MoE experts (`row_by_row`) all rows take the `gemv` order.
 #[inline(always)]
 unsafe fn group_super<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
     const { assert!(TILE == 4, "tiles of 4 are llama.cpp's gemm rows") };
     let mut t = 0;
     while t + TILE <= a.n {
-        tile_super::<D, TILE, true>(m, g, a, t, out);
+        if m.row_by_row {
+            tile_super::<D, TILE, false>(m, g, a, t, out);
+        } else {
+            tile_super::<D, TILE, true>(m, g, a, t, out);
+        }
         t += TILE;
     }
     while t < a.n {
