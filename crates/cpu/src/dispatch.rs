@@ -30,6 +30,8 @@ pub struct Kernels {
     pub dot: fn(&[f32], &[f32]) -> f32,
     /// Flash attention's `q·k` in ggml's order (`reference::dot_f16_ggml`).
     pub dot_f16_ggml: fn(&[f32], &[f32]) -> f32,
+    /// tinyBLAS's 16-lane dot (`reference::dot_lanes16`).
+    pub dot_lanes16: fn(&[f32], &[f32]) -> f32,
     /// Tile GEMM on f32 weights: `out[r*n+t] = w[r]·x[t]`.
     pub gemm_tile: GemmTileFn,
     /// `c += a·b` in ggml's `simd_gemm` order (`reference::gemm_acc`).
@@ -87,6 +89,7 @@ pub fn reference_kernels() -> Kernels {
         isa: "scalar",
         dot: reference::dot,
         dot_f16_ggml: reference::dot_f16_ggml,
+        dot_lanes16: reference::dot_lanes16,
         gemm_tile: gemm_tile_reference,
         gemm_acc: reference::gemm_acc,
         packed_group: packed_group_reference,
@@ -111,6 +114,9 @@ fn detect() -> Kernels {
     }
     fn dot_f16(a: &[f32], b: &[f32]) -> f32 {
         unsafe { crate::kernels::x86::dot_f16_ggml(a, b) }
+    }
+    fn dot16(a: &[f32], b: &[f32]) -> f32 {
+        unsafe { crate::kernels::x86::dot_lanes16(a, b) }
     }
     fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
         unsafe { crate::kernels::x86::gemm_acc(c, a, b, m, k, n) }
@@ -146,6 +152,7 @@ fn detect() -> Kernels {
         isa,
         dot,
         dot_f16_ggml: dot_f16,
+        dot_lanes16: dot16,
         gemm_tile: gemm,
         gemm_acc,
         packed_group,

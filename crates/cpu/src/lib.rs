@@ -64,8 +64,12 @@ impl Backend for CpuBackend {
     fn prepare(&self, w: &WeightView<'_>) -> Result<Box<dyn PreparedWeight>, BackendError> {
         let mut prepared =
             CpuWeight::new(w.ty, w.data, w.rows, w.cols).map_err(|e| BackendError::UnsupportedType(e.0))?;
-        if let (true, CpuWeight::Packed(p)) = (w.expert, &mut prepared) {
-            p.row_by_row = true;
+        if w.expert {
+            match &mut prepared {
+                CpuWeight::Packed(p) => p.row_by_row = true,
+                CpuWeight::Float { row_by_row, .. } => *row_by_row = true,
+                CpuWeight::Ternary(_) => {}
+            }
         }
         Ok(Box::new(prepared))
     }

@@ -42,6 +42,9 @@ pub enum CpuWeight {
         data: Vec<f32>,
         /// Type activations are rounded through.
         act_ty: GgmlType,
+        /// One row at a time in llama.cpp (MoE experts, `MUL_MAT_ID`): its
+        /// `vec_dot` order rather than tinyBLAS's (see [`FloatOrder`]).
+        row_by_row: bool,
     },
 }
 
@@ -62,7 +65,7 @@ impl CpuWeight {
         for (src, dst) in data.chunks_exact(row_bytes).zip(out.chunks_exact_mut(cols)) {
             reference::dequantize_row(ty, src, dst)?;
         }
-        Ok(Self::Float { rows, cols, data: out, act_ty: reference::vec_dot_type(ty) })
+        Ok(Self::Float { rows, cols, data: out, act_ty: reference::vec_dot_type(ty), row_by_row: false })
     }
 
     /// Output features.
@@ -127,7 +130,10 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
         assert!(x.len() >= *n * cols && out.len() >= *n * rows, "matmul buffers too short");
         match w {
             _ if *n == 0 => {}
-            CpuWeight::Float { data, act_ty, .. } => float_matmul(data, rows, cols, *act_ty, x, *n, out),
+            CpuWeight::Float { data, act_ty, row_by_row, .. } => {
+                let order = FloatOrder::of(*act_ty, rows, cols, *row_by_row);
+                float_matmul(data, rows, cols, *act_ty, order, x, *n, out);
+            }
             CpuWeight::Packed(p) => integer.push((j, ActRule::for_weights(p.ty), p.groups())),
             CpuWeight::Ternary(t) => integer.push((j, ActRule::for_weights(t.ty), t.groups())),
         }
@@ -183,8 +189,45 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
     });
 }
 
-fn float_matmul(w: &[f32], rows: usize, cols: usize, act_ty: GgmlType, x: &[f32], n: usize, out: &mut [f32]) {
-    let gemm_tile = kernels().gemm_tile;
+/// The float order of a float-weight product, as llama.cpp's x86 build runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FloatOrder {
+    /// tinyBLAS (`llamafile_sgemm`, weight rows a multiple of 4 and columns
+    /// of 16): 16 lanes, lane `l` an FMA chain over columns `≡ l (mod 16)`,
+    /// then `_mm512_reduce_add_ps` (`reference::dot_lanes16`).
+    TinyBlas,
+    /// `ggml_vec_dot_f16` / `_f32` (MoE experts, other shapes): 64 lanes,
+    /// folded, then the tail in f64 (`reference::dot_f16_ggml`).
+    VecDot,
+    /// No ggml order mirrored (BF16): a register-tiled GEMM.
+    Free,
+}
+
+impl FloatOrder {
+    fn of(act_ty: GgmlType, rows: usize, cols: usize, row_by_row: bool) -> Self {
+        match act_ty {
+            GgmlType::F32 | GgmlType::F16 if !row_by_row && rows.is_multiple_of(4) && cols.is_multiple_of(16) => {
+                Self::TinyBlas
+            }
+            GgmlType::F32 | GgmlType::F16 => Self::VecDot,
+            _ => Self::Free,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn float_matmul(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    act_ty: GgmlType,
+    order: FloatOrder,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    let k = kernels();
+    let gemm_tile = k.gemm_tile;
     // Only F16/BF16 weights round activations (to their own type); F32 uses them as they are.
     let x: Cow<'_, [f32]> = if act_ty == GgmlType::F32 {
         Cow::Borrowed(&x[..n * cols])
@@ -199,7 +242,18 @@ fn float_matmul(w: &[f32], rows: usize, cols: usize, act_ty: GgmlType, x: &[f32]
         let r0 = tile * FLOAT_TILE_ROWS;
         let nr = FLOAT_TILE_ROWS.min(rows - r0);
         let mut by_row = vec![0f32; nr * n];
-        gemm_tile(&w[r0 * cols..(r0 + nr) * cols], nr, x, n, cols, &mut by_row);
+        let w = &w[r0 * cols..(r0 + nr) * cols];
+        match order {
+            FloatOrder::Free => gemm_tile(w, nr, x, n, cols, &mut by_row),
+            FloatOrder::TinyBlas | FloatOrder::VecDot => {
+                let dot = if order == FloatOrder::TinyBlas { k.dot_lanes16 } else { k.dot_f16_ggml };
+                for (i, wr) in w.chunks_exact(cols).enumerate() {
+                    for (t, xr) in x.chunks_exact(cols).enumerate() {
+                        by_row[i * n + t] = dot(wr, xr);
+                    }
+                }
+            }
+        }
         for t in 0..n {
             // SAFETY: rows r0..r0+nr of every output row belong to this tile only.
             #[allow(unsafe_code)]

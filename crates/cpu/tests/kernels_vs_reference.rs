@@ -281,6 +281,7 @@ fn small_dispatched_kernels_are_bit_identical() {
         }
         let y: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0..4.0)).collect();
         assert_eq!((fast.dot_f16_ggml)(&x, &y).to_bits(), (slow.dot_f16_ggml)(&x, &y).to_bits());
+        assert_eq!((fast.dot_lanes16)(&x, &y).to_bits(), (slow.dot_lanes16)(&x, &y).to_bits());
         let (mut qa, mut qb) = (vec![0i8; 32], vec![0i8; 32]);
         let da = (fast.quantize_block_q8)(&x, &mut qa);
         let db = (slow.quantize_block_q8)(&x, &mut qb);

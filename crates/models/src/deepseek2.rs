@@ -135,8 +135,8 @@ impl LatentAttention {
             q,
             kv_a: w.matrix(&p("attn_kv_a_mqa"), d.kv_lora_rank + d.qk_rope, n_embd)?,
             kv_a_norm: RmsNorm::load(w, &p("attn_kv_a_norm"), d.kv_lora_rank, cfg.norm_eps)?,
-            k_b: w.experts(&p("attn_k_b"), n_head, d.kv_lora_rank, d.qk_nope)?,
-            v_b: w.experts(&p("attn_v_b"), n_head, d.v_head, d.kv_lora_rank)?,
+            k_b: w.matrices(&p("attn_k_b"), n_head, d.kv_lora_rank, d.qk_nope)?,
+            v_b: w.matrices(&p("attn_v_b"), n_head, d.v_head, d.kv_lora_rank)?,
             wo: w.matrix(&p("attn_output"), n_embd, n_head * d.v_head)?,
             dims: *d,
             shape: AttentionShape {

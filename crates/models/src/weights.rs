@@ -112,8 +112,26 @@ impl<'a> WeightLoader<'a> {
     /// The experts of a 3-D expert tensor (ggml dims `[cols, rows, n_expert]`,
     /// e.g. `blk.0.ffn_up_exps.weight`): one prepared `rows × cols` matrix
     /// per expert, each a slice of the file, so a step reads only the experts
-    /// it routes to.
+    /// it routes to. Prepared as experts ([`WeightView::expert`]: llama.cpp
+    /// multiplies them by `MUL_MAT_ID`).
     pub fn experts(&self, name: &str, n_expert: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>, ModelError> {
+        self.slices(name, n_expert, rows, cols, true)
+    }
+
+    /// The matrices of a 3-D tensor multiplied slice by slice as an ordinary
+    /// batched product (DeepSeek's per-head `attn_k_b` / `attn_v_b`).
+    pub fn matrices(&self, name: &str, count: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>, ModelError> {
+        self.slices(name, count, rows, cols, false)
+    }
+
+    fn slices(
+        &self,
+        name: &str,
+        n_expert: usize,
+        rows: usize,
+        cols: usize,
+        expert: bool,
+    ) -> Result<Vec<Matrix>, ModelError> {
         // Saturating: the dims check rejects absurd sizes from metadata before any use.
         let all =
             self.checked(name, vec![cols as u64, rows as u64, n_expert as u64], rows.saturating_mul(n_expert), cols)?;
@@ -125,7 +143,7 @@ impl<'a> WeightLoader<'a> {
         (0..n_expert)
             .map(|e| {
                 let t = TensorRef { rows, offset: all.offset + e * per_expert, len: per_expert, ..all.clone() };
-                self.prepare_view(&WeightView { expert: true, ..t.view(self.file) })
+                self.prepare_view(&WeightView { expert, ..t.view(self.file) })
             })
             .collect()
     }

@@ -465,8 +465,8 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// ggml's `ggml_vec_dot_f16` on AVX-512 (its flash attention's `q·k`):
 /// 64 lane sums over whole chunks of 64, folded as four 16-lane vectors
 /// `(v0+v2) + (v1+v3)`, then `_mm512_reduce_add_ps`; the tail is added in
-/// f64. Products of f16 values are exact in f32, so no FMA is needed to
-/// reproduce it, and this plain loop vectorizes.
+/// f64. Each lane is an FMA chain, which also makes this `ggml_vec_dot_f32`
+/// (for f16 values the products are exact, so FMA or not is the same).
 #[must_use]
 #[inline(always)]
 pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
@@ -475,7 +475,7 @@ pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; 64];
     for (xc, yc) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
         for ((a, &p), &q) in acc.iter_mut().zip(xc).zip(yc) {
-            *a += p * q;
+            *a = p.mul_add(q, *a);
         }
     }
     let v: [f32; 16] = std::array::from_fn(|l| (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]));
@@ -536,4 +536,19 @@ pub fn reduce_add_16(v: &[f32]) -> f32 {
     let h: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
     let q: [f32; 4] = std::array::from_fn(|i| h[i + 4] + h[i]);
     (q[0] + q[2]) + (q[1] + q[3])
+}
+
+/// Dot product in tinyBLAS's AVX-512 order (llama.cpp's float-weight
+/// matmuls): 16 lanes, lane `l` an FMA chain over elements `≡ l (mod 16)`,
+/// then [`reduce_add_16`]. `x.len()` is a multiple of 16.
+#[inline(always)]
+#[must_use]
+pub fn dot_lanes16(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (xc, yc) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
+        for ((a, &p), &q) in acc.iter_mut().zip(xc).zip(yc) {
+            *a = p.mul_add(q, *a);
+        }
+    }
+    reduce_add_16(&acc)
 }

@@ -315,15 +315,24 @@ unsafe fn gemm_acc_tile<const ROWS: usize>(
     }
 }
 
-/// [`super::reference::dot_f16_ggml`] compiled for AVX2: the same loop of 64
-/// independent lane sums (Rust does not contract `a += p * q` into FMAs, and
-/// the products of f16 values are exact), so the same bits, in 8 registers
-/// instead of 16 spilling SSE ones.
+/// [`super::reference::dot_f16_ggml`] compiled for AVX2 + FMA: the same 64
+/// independent FMA chains, so the same bits, in 8 registers instead of 16
+/// spilling SSE ones (and no `fmaf` calls).
 ///
 /// # Safety
 /// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 #[must_use]
 pub unsafe fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     super::reference::dot_f16_ggml(x, y)
+}
+
+/// [`super::reference::dot_lanes16`] compiled for AVX2 + FMA (same bits).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[must_use]
+pub unsafe fn dot_lanes16(x: &[f32], y: &[f32]) -> f32 {
+    super::reference::dot_lanes16(x, y)
 }
