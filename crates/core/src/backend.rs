@@ -138,6 +138,8 @@ pub trait Backend: Send + Sync {
     fn get_rows(&self, w: &WeightView<'_>, ids: &[TokenId], out: &mut [f32]) -> Result<(), BackendError>;
     /// In-place RMS norm of each `dim`-sized row, then multiply by `weight`.
     fn rms_norm(&self, x: &mut [f32], dim: usize, weight: &[f32], eps: f32);
+    /// In-place softmax of each `dim`-sized row (MoE routing).
+    fn softmax_rows(&self, x: &mut [f32], dim: usize);
     /// In-place rotary embedding of every head of every row; row `i` is at `positions[i]`.
     fn rope(&self, x: &mut [f32], head_dim: usize, positions: &[usize], params: &RopeParams);
     /// `gate = act(gate) * up`, element-wise.

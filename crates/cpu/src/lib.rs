@@ -94,6 +94,10 @@ impl Backend for CpuBackend {
         matmul::get_rows(w.ty, w.data, w.cols, ids, out).map_err(|e| BackendError::UnsupportedType(e.0))
     }
 
+    fn softmax_rows(&self, x: &mut [f32], dim: usize) {
+        ops::softmax_rows(x, dim);
+    }
+
     fn rms_norm(&self, x: &mut [f32], dim: usize, weight: &[f32], eps: f32) {
         ops::rms_norm(x, dim, weight, eps);
     }

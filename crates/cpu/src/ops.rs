@@ -10,6 +10,7 @@ use half::slice::HalfFloatSliceExt;
 use hearth_core::{Activation, AttentionShape, AttentionSpan, KvData, KvLayer, RopeParams, RopeStyle};
 
 use crate::dispatch::kernels;
+use crate::kernels::reference::{expf_ggml, reduce_add_16};
 use crate::kv::read_row;
 use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
 use crate::tiled_attention::{attend_tiled, TiledScratch, TILE};
@@ -166,16 +167,26 @@ pub fn hadamard(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= scale);
 }
 
-/// In-place numerically stable softmax.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+/// In-place softmax of each `dim`-sized row in ggml's `soft_max` order
+/// (`ggml_vec_soft_max_f32` on AVX-512): `e = expf(x − max)` with ggml's
+/// vector `expf` 16 at a time (sums in `_mm512_reduce_add_ps` order), libm's
+/// `expf` for the tail, all gathered in f64; then `x · f32(1/Σ)`.
+pub fn softmax_rows(x: &mut [f32], dim: usize) {
+    for row in x.chunks_exact_mut(dim.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let whole = dim - dim % 16;
+        let mut sum = 0f64;
+        for chunk in row[..whole].chunks_exact_mut(16) {
+            chunk.iter_mut().for_each(|v| *v = expf_ggml(*v - max));
+            sum += f64::from(reduce_add_16(chunk));
+        }
+        for v in &mut row[whole..] {
+            *v = (*v - max).exp();
+            sum += f64::from(*v);
+        }
+        let inv = (1.0 / sum) as f32;
+        row.iter_mut().for_each(|v| *v *= inv);
     }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Attention of every query row and head over its span. One task per (tile

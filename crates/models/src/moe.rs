@@ -115,23 +115,19 @@ impl MoeConfig {
         Ok(Some(Self { n_expert, n_expert_used, n_ff_exp, gating, norm_weights, weights_scale, n_ff_shared }))
     }
 
-    /// The experts of one token and their weights, best first, from its
-    /// router logits. `bias` (DeepSeek V3's `exp_probs_b`) shifts only the
-    /// choice, not the weights.
+    /// The experts of one token and their weights, best first, from its gate
+    /// probabilities ([`MoeConfig::gate`] of its router logits). `bias`
+    /// (DeepSeek V3's `exp_probs_b`) shifts only the choice, not the weights.
     #[must_use]
-    pub fn route(&self, logits: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
-        let probs = match self.gating {
-            Gating::Softmax => softmax(logits),
-            Gating::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
-        };
+    pub fn route(&self, probs: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
         let score = |e: usize| probs[e] + bias.map_or(0.0, |b| b[e]);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         // Stable, so ties keep the lower expert id: deterministic choices.
         order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
         let mut chosen: Vec<(usize, f32)> = order[..self.n_expert_used].iter().map(|&e| (e, probs[e])).collect();
         if self.norm_weights {
-            // llama.cpp clamps the sum to f16's smallest normal.
-            let sum = chosen.iter().map(|c| c.1).sum::<f32>().max(6.103_515_6e-5);
+            // ggml's `sum_rows` (in f64, then f32); llama.cpp clamps the sum to f16's smallest normal.
+            let sum = (chosen.iter().map(|c| f64::from(c.1)).sum::<f64>() as f32).max(6.103_515_6e-5);
             chosen.iter_mut().for_each(|c| c.1 /= sum);
         }
         if let Some(scale) = self.weights_scale {
@@ -141,11 +137,15 @@ impl MoeConfig {
     }
 }
 
-fn softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = x.iter().map(|&v| (v - max).exp()).collect();
-    let inv = 1.0 / e.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
-    e.iter().map(|&v| v * inv).collect()
+impl MoeConfig {
+    /// Router logits (`n × n_expert`) to gate probabilities in place:
+    /// softmax (through the backend, in its float order) or sigmoid.
+    pub fn gate(&self, backend: &dyn hearth_core::Backend, logits: &mut [f32]) {
+        match self.gating {
+            Gating::Softmax => backend.softmax_rows(logits, self.n_expert),
+            Gating::Sigmoid => logits.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+        }
+    }
 }
 
 /// Experts that every token runs besides its routed ones.
@@ -233,9 +233,10 @@ impl MoeFfn {
         let n = ctx.batch.len();
         let n_embd = x.len() / n.max(1);
         let k = self.cfg.n_expert_used;
-        let logits = ctx.matmul(&self.router, x)?;
+        let mut probs = ctx.matmul(&self.router, x)?;
+        self.cfg.gate(ctx.backend, &mut probs);
         let routes: Vec<Vec<(usize, f32)>> =
-            logits.chunks_exact(self.cfg.n_expert).map(|l| self.cfg.route(l, self.selection_bias.as_deref())).collect();
+            probs.chunks_exact(self.cfg.n_expert).map(|p| self.cfg.route(p, self.selection_bias.as_deref())).collect();
 
         // Who chose each expert: (token, slot in its top-k).
         let mut chosen_by = vec![Vec::new(); self.cfg.n_expert];
@@ -307,24 +308,33 @@ mod tests {
         MoeConfig { n_expert: 4, n_expert_used: 2, n_ff_exp: 8, gating, norm_weights, weights_scale, n_ff_shared: 0 }
     }
 
+    fn probs(c: &MoeConfig, logits: &[f32]) -> Vec<f32> {
+        let mut p = logits.to_vec();
+        c.gate(&hearth_cpu::CpuBackend::new(), &mut p);
+        p
+    }
+
     #[test]
     fn softmax_routing_picks_the_best_experts_in_order() {
-        let r = cfg(Gating::Softmax, false, None).route(&[0.0, 2.0, 1.0, -1.0], None);
+        let c = cfg(Gating::Softmax, false, None);
+        let p = probs(&c, &[0.0, 2.0, 1.0, -1.0]);
+        let r = c.route(&p, None);
         assert_eq!(r.iter().map(|c| c.0).collect::<Vec<_>>(), [1, 2]);
-        let p = softmax(&[0.0, 2.0, 1.0, -1.0]);
         assert!((r[0].1 - p[1]).abs() < 1e-7 && (r[1].1 - p[2]).abs() < 1e-7);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 
     #[test]
     fn normalized_and_scaled_weights() {
-        let r = cfg(Gating::Softmax, true, Some(2.5)).route(&[0.0, 2.0, 1.0, -1.0], None);
+        let c = cfg(Gating::Softmax, true, Some(2.5));
+        let r = c.route(&probs(&c, &[0.0, 2.0, 1.0, -1.0]), None);
         assert!((r[0].1 + r[1].1 - 2.5).abs() < 1e-6);
     }
 
     #[test]
     fn selection_bias_changes_the_choice_but_not_the_weights() {
         let c = cfg(Gating::Sigmoid, false, None);
-        let logits = [0.0, 2.0, 1.0, -1.0];
+        let logits = probs(&c, &[0.0, 2.0, 1.0, -1.0]);
         let r = c.route(&logits, Some(&[0.0, 0.0, 0.0, 5.0]));
         assert_eq!(r[0].0, 3);
         assert!((r[0].1 - 1.0 / (1.0 + 1f32.exp())).abs() < 1e-7);
