@@ -35,6 +35,29 @@ pub struct ForwardBatch {
 }
 
 impl ForwardBatch {
+    /// The rows whose logits are wanted, as a batch of their own (logits in
+    /// the same order): all a model's last layer needs after attention, as
+    /// llama.cpp's graphs prune there (`inp_out_ids`). `None` when every row
+    /// is wanted.
+    #[must_use]
+    pub fn logit_rows_only(&self) -> Option<Self> {
+        if self.logit_rows.len() == self.tokens.len() {
+            return None;
+        }
+        let rows = &self.logit_rows;
+        Some(Self {
+            tokens: rows.iter().map(|&r| self.tokens[r]).collect(),
+            positions: rows.iter().map(|&r| self.positions[r]).collect(),
+            seq_ids: rows.iter().map(|&r| self.seq_ids[r]).collect(),
+            logit_rows: (0..rows.len()).collect(),
+            block_tables: rows
+                .iter()
+                .map(|&r| self.seq_ids[r])
+                .filter_map(|s| Some((s, self.block_tables.get(&s)?.clone())))
+                .collect(),
+        })
+    }
+
     /// A batch holding `tokens` of one sequence starting at `start_pos`, with
     /// logits for the last row only (the common decode / prompt case).
     #[must_use]

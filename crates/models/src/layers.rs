@@ -8,6 +8,7 @@ use crate::weights::{Matrix, TensorRef, WeightLoader};
 use crate::{KvStore, ModelConfig, ModelError};
 
 /// What every layer needs during one forward pass.
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// Kernels.
     pub backend: &'a dyn Backend,
@@ -439,6 +440,12 @@ impl LmHead {
 #[must_use]
 pub fn rope_params(cfg: &ModelConfig, style: RopeStyle) -> RopeParams {
     RopeParams { style, n_rot: cfg.n_rot, freq_base: cfg.rope_base, freq_scale: cfg.rope_freq_scale }
+}
+
+/// Rows `rows` of `x` (rows of `dim` values), in that order.
+#[must_use]
+pub fn keep_rows(x: &[f32], rows: &[usize], dim: usize) -> Vec<f32> {
+    rows.iter().flat_map(|&r| &x[r * dim..(r + 1) * dim]).copied().collect()
 }
 
 /// `x += y`, element-wise.
