@@ -32,6 +32,8 @@ pub struct Kernels {
     pub dot_f16_ggml: fn(&[f32], &[f32]) -> f32,
     /// tinyBLAS's 16-lane dot (`reference::dot_lanes16`).
     pub dot_lanes16: fn(&[f32], &[f32]) -> f32,
+    /// ggml's `ggml_vec_soft_max_f32` (`reference::soft_max_f32`).
+    pub soft_max: fn(&mut [f32], f32) -> f64,
     /// Tile GEMM on f32 weights: `out[r*n+t] = w[r]·x[t]`.
     pub gemm_tile: GemmTileFn,
     /// `c += a·b` in ggml's `simd_gemm` order (`reference::gemm_acc`).
@@ -90,6 +92,7 @@ pub fn reference_kernels() -> Kernels {
         dot: reference::dot,
         dot_f16_ggml: reference::dot_f16_ggml,
         dot_lanes16: reference::dot_lanes16,
+        soft_max: reference::soft_max_f32,
         gemm_tile: gemm_tile_reference,
         gemm_acc: reference::gemm_acc,
         packed_group: packed_group_reference,
@@ -117,6 +120,9 @@ fn detect() -> Kernels {
     }
     fn dot16(a: &[f32], b: &[f32]) -> f32 {
         unsafe { crate::kernels::x86::dot_lanes16(a, b) }
+    }
+    fn soft_max(x: &mut [f32], max: f32) -> f64 {
+        unsafe { crate::kernels::x86::soft_max_f32(x, max) }
     }
     fn gemm_acc(c: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
         unsafe { crate::kernels::x86::gemm_acc(c, a, b, m, k, n) }
@@ -153,6 +159,7 @@ fn detect() -> Kernels {
         dot,
         dot_f16_ggml: dot_f16,
         dot_lanes16: dot16,
+        soft_max,
         gemm_tile: gemm,
         gemm_acc,
         packed_group,

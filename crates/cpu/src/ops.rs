@@ -10,7 +10,6 @@ use half::slice::HalfFloatSliceExt;
 use hearth_core::{Activation, AttentionShape, AttentionSpan, KvData, KvLayer, RopeParams, RopeStyle};
 
 use crate::dispatch::kernels;
-use crate::kernels::reference::{expf_ggml, reduce_add_16};
 use crate::kv::read_row;
 use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
 use crate::tiled_attention::{attend_tiled, TiledScratch, TILE};
@@ -167,24 +166,13 @@ pub fn hadamard(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= scale);
 }
 
-/// In-place softmax of each `dim`-sized row in ggml's `soft_max` order
-/// (`ggml_vec_soft_max_f32` on AVX-512): `e = expf(x − max)` with ggml's
-/// vector `expf` 16 at a time (sums in `_mm512_reduce_add_ps` order), libm's
-/// `expf` for the tail, all gathered in f64; then `x · f32(1/Σ)`.
+/// In-place softmax of each `dim`-sized row in ggml's `soft_max` order:
+/// `kernels().soft_max` (`reference::soft_max_f32`), then `x · f32(1/Σ)`.
 pub fn softmax_rows(x: &mut [f32], dim: usize) {
+    let soft_max = kernels().soft_max;
     for row in x.chunks_exact_mut(dim.max(1)) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let whole = dim - dim % 16;
-        let mut sum = 0f64;
-        for chunk in row[..whole].chunks_exact_mut(16) {
-            chunk.iter_mut().for_each(|v| *v = expf_ggml(*v - max));
-            sum += f64::from(reduce_add_16(chunk));
-        }
-        for v in &mut row[whole..] {
-            *v = (*v - max).exp();
-            sum += f64::from(*v);
-        }
-        let inv = (1.0 / sum) as f32;
+        let inv = (1.0 / soft_max(row, max)) as f32;
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
@@ -452,10 +440,9 @@ mod attention_tests {
         let q: Vec<f32> = (0..n * 2 * hd).map(|i| val(i + 3)).collect();
         let mut out = vec![0.0; n * 2 * vhd];
         attention(&q, &s, &kv, &spans, &mut out);
-        let (k_at, v_at) = (
-            |p: usize, d: usize| f64::from(keys[kv.row(&blocks, p) * dim + d].to_f32()),
-            |p: usize, d: usize| f64::from(keys[kv.row(&blocks, p) * dim + d].to_f32()),
-        );
+        // Values are the leading part of each key row (`v_dim` = `dim`), as with MLA.
+        let k_at = |p: usize, d: usize| f64::from(keys[kv.row(&blocks, p) * dim + d].to_f32());
+        let v_at = k_at;
         for (row, span) in spans.iter().enumerate() {
             for h in 0..2 {
                 let qh = &q[(row * 2 + h) * hd..(row * 2 + h + 1) * hd];

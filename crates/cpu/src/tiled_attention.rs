@@ -12,11 +12,7 @@
 //! Being GEMMs, both products run at several times the speed of the per-key
 //! path; their results do not depend on how rows or heads are split.
 
-// `probabilities_portable` must inline into its FMA-enabled twin.
-#![allow(clippy::inline_always)]
-
 use crate::dispatch::kernels;
-use crate::kernels::reference::{expf_ggml, reduce_add_16};
 use crate::kv::read_row;
 use crate::ops::{AttentionCall, AttentionTask};
 
@@ -42,34 +38,6 @@ pub(crate) struct TiledScratch {
     acc: Vec<f32>,
     max: Vec<f32>,
     sum: Vec<f32>,
-}
-
-/// `row = expf(row − m)` (masked scores, −∞, to 0) with ggml's vector
-/// `expf`; returns `Σ row`, 16 at a time in `_mm512_reduce_add_ps` order,
-/// gathered in f64 (ggml's `ggml_vec_soft_max_f32`).
-fn probabilities(row: &mut [f32], m: f32) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has FMA; the body is the portable one, compiled with it.
-        #[allow(unsafe_code)]
-        return unsafe { probabilities_fma(row, m) };
-    }
-    probabilities_portable(row, m)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-#[target_feature(enable = "fma")]
-unsafe fn probabilities_fma(row: &mut [f32], m: f32) -> f64 {
-    probabilities_portable(row, m)
-}
-
-#[inline(always)]
-fn probabilities_portable(row: &mut [f32], m: f32) -> f64 {
-    for x in row.iter_mut() {
-        *x = if *x == f32::NEG_INFINITY { 0.0 } else { expf_ggml(*x - m) };
-    }
-    row.chunks_exact(16).map(|c| f64::from(reduce_add_16(c))).sum()
 }
 
 /// An [`AttentionTask`] (at most [`TILE`] rows) in the tiled order, each
@@ -144,7 +112,8 @@ pub(crate) fn attend_tiled(call: &AttentionCall<'_, '_>, task: AttentionTask, w:
                     w.sum[state] *= ms;
                 }
                 w.max[state] = m_new;
-                w.sum[state] = (f64::from(w.sum[state]) + probabilities(row, m_new)) as f32;
+                // Masked scores (−∞) come out as 0.
+                w.sum[state] = (f64::from(w.sum[state]) + (k.soft_max)(row, m_new)) as f32;
             }
             (k.gemm_acc)(&mut w.acc[h * nr * vhd..(h + 1) * nr * vhd], &w.kq, &w.v, nr, TILE, vhd);
         }

@@ -282,6 +282,12 @@ fn small_dispatched_kernels_are_bit_identical() {
         let y: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0..4.0)).collect();
         assert_eq!((fast.dot_f16_ggml)(&x, &y).to_bits(), (slow.dot_f16_ggml)(&x, &y).to_bits());
         assert_eq!((fast.dot_lanes16)(&x, &y).to_bits(), (slow.dot_lanes16)(&x, &y).to_bits());
+        let (mut ea, mut eb) = (x.clone(), x.clone());
+        ea[1] = f32::NEG_INFINITY;
+        eb[1] = f32::NEG_INFINITY;
+        let (sa, sb) = ((fast.soft_max)(&mut ea, 40.0), (slow.soft_max)(&mut eb, 40.0));
+        assert_eq!((sa.to_bits(), ea[1]), (sb.to_bits(), 0.0));
+        assert_eq!(ea, eb);
         let (mut qa, mut qb) = (vec![0i8; 32], vec![0i8; 32]);
         let da = (fast.quantize_block_q8)(&x, &mut qa);
         let db = (slow.quantize_block_q8)(&x, &mut qb);

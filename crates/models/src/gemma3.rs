@@ -17,7 +17,7 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::layers::{add_in_place, keep_rows, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, RmsNorm};
+use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, OutputRows, RmsNorm};
 use crate::weights::WeightLoader;
 use crate::{KvStore, Model, ModelConfig, ModelError};
 
@@ -95,27 +95,17 @@ impl Model for Gemma3 {
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
         let scale = (self.cfg.n_embd as f32).sqrt();
         x.iter_mut().for_each(|v| *v *= scale);
-        // After the last attention only the rows wanted for logits go on.
-        let outputs = batch.logit_rows_only();
-        let out_ctx = outputs.as_ref().map(|b| Ctx { batch: b, ..ctx });
-        let last = self.blocks.len().saturating_sub(1);
+        let outputs = OutputRows::new(batch, self.blocks.len());
         for (il, b) in self.blocks.iter().enumerate() {
             let rope = if b.window.is_some() { &self.local_rope } else { &self.global_rope };
             let mut h = b.attn.forward(&ctx, kv, il, &b.attn_norm.forward(&ctx, &x), rope, b.window)?;
-            let c = match &out_ctx {
-                Some(oc) if il == last => {
-                    x = keep_rows(&x, &batch.logit_rows, self.cfg.n_embd);
-                    h = keep_rows(&h, &batch.logit_rows, self.cfg.n_embd);
-                    oc
-                }
-                _ => &ctx,
-            };
-            b.post_attn_norm.apply(c, &mut h);
+            let c = outputs.after_attention(il, ctx, &mut x, &mut h, self.cfg.n_embd);
+            b.post_attn_norm.apply(&c, &mut h);
             add_in_place(&mut x, &h);
-            let mut h = b.mlp.forward(c, &b.ffn_norm.forward(c, &x))?;
-            b.post_ffn_norm.apply(c, &mut h);
+            let mut h = b.mlp.forward(&c, &b.ffn_norm.forward(&c, &x))?;
+            b.post_ffn_norm.apply(&c, &mut h);
             add_in_place(&mut x, &h);
         }
-        self.head.forward(out_ctx.as_ref().unwrap_or(&ctx), &x, self.cfg.n_embd)
+        self.head.forward(&outputs.head(ctx), &x, self.cfg.n_embd)
     }
 }

@@ -448,6 +448,50 @@ pub fn keep_rows(x: &[f32], rows: &[usize], dim: usize) -> Vec<f32> {
     rows.iter().flat_map(|&r| &x[r * dim..(r + 1) * dim]).copied().collect()
 }
 
+/// llama.cpp's last-layer pruning (`inp_out_ids`): after the last block's
+/// attention only the rows wanted for logits go on, so its FFN and the head
+/// see one row per sampled sequence (and sum in the one-row orders).
+pub struct OutputRows {
+    /// The logit rows as a batch of their own; `None` when every row is wanted.
+    outputs: Option<ForwardBatch>,
+    last: usize,
+}
+
+impl OutputRows {
+    /// For `batch` through a model of `n_layer` blocks.
+    #[must_use]
+    pub fn new(batch: &ForwardBatch, n_layer: usize) -> Self {
+        Self { outputs: batch.logit_rows_only(), last: n_layer.saturating_sub(1) }
+    }
+
+    /// The context for the rest of block `il` once its attention output `h`
+    /// is in: at the last block, the residual `x` and `h` (rows of `dim`)
+    /// are cut to the logit rows and the context covers just those.
+    pub fn after_attention<'a>(
+        &'a self,
+        il: usize,
+        ctx: Ctx<'a>,
+        x: &mut Vec<f32>,
+        h: &mut Vec<f32>,
+        dim: usize,
+    ) -> Ctx<'a> {
+        match &self.outputs {
+            Some(outputs) if il == self.last => {
+                *x = keep_rows(x, &ctx.batch.logit_rows, dim);
+                *h = keep_rows(h, &ctx.batch.logit_rows, dim);
+                Ctx { batch: outputs, ..ctx }
+            }
+            _ => ctx,
+        }
+    }
+
+    /// The context the head runs in (the pruned rows, when pruned).
+    #[must_use]
+    pub fn head<'a>(&'a self, ctx: Ctx<'a>) -> Ctx<'a> {
+        self.outputs.as_ref().map_or(ctx, |outputs| Ctx { batch: outputs, ..ctx })
+    }
+}
+
 /// `x += y`, element-wise.
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);

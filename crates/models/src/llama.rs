@@ -13,7 +13,7 @@ use hearth_core::{Activation, Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
 use crate::layers::{
-    add_in_place, keep_rows, rope_params, Attention, Ctx, Embedding, Ffn, GatedMlp, LmHead, RmsNorm, SelfAttention,
+    add_in_place, rope_params, Attention, Ctx, Embedding, Ffn, GatedMlp, LmHead, OutputRows, RmsNorm, SelfAttention,
 };
 use crate::moe::{Gating, MoeConfig, MoeFfn};
 use crate::weights::WeightLoader;
@@ -101,24 +101,14 @@ impl Model for Llama {
         let kv_rows = kv.rows_of(batch)?;
         let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows };
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
-        // After the last attention only the rows wanted for logits go on.
-        let outputs = batch.logit_rows_only();
-        let out_ctx = outputs.as_ref().map(|b| Ctx { batch: b, ..ctx });
-        let last = self.blocks.len().saturating_sub(1);
+        let outputs = OutputRows::new(batch, self.blocks.len());
         for (il, b) in self.blocks.iter().enumerate() {
             let mut h = b.attn.forward(&ctx, kv, il, &b.attn_norm.forward(&ctx, &x), &self.rope, None)?;
-            let c = match &out_ctx {
-                Some(oc) if il == last => {
-                    x = keep_rows(&x, &batch.logit_rows, self.cfg.n_embd);
-                    h = keep_rows(&h, &batch.logit_rows, self.cfg.n_embd);
-                    oc
-                }
-                _ => &ctx,
-            };
+            let c = outputs.after_attention(il, ctx, &mut x, &mut h, self.cfg.n_embd);
             add_in_place(&mut x, &h);
-            let h = b.ffn.forward(c, &b.ffn_norm.forward(c, &x))?;
+            let h = b.ffn.forward(&c, &b.ffn_norm.forward(&c, &x))?;
             add_in_place(&mut x, &h);
         }
-        self.head.forward(out_ctx.as_ref().unwrap_or(&ctx), &x, self.cfg.n_embd)
+        self.head.forward(&outputs.head(ctx), &x, self.cfg.n_embd)
     }
 }

@@ -127,22 +127,21 @@ impl<'a> WeightLoader<'a> {
     fn slices(
         &self,
         name: &str,
-        n_expert: usize,
+        count: usize,
         rows: usize,
         cols: usize,
         expert: bool,
     ) -> Result<Vec<Matrix>, ModelError> {
         // Saturating: the dims check rejects absurd sizes from metadata before any use.
-        let all =
-            self.checked(name, vec![cols as u64, rows as u64, n_expert as u64], rows.saturating_mul(n_expert), cols)?;
-        // A per-tensor trailer (I2_S) would sit after the last expert only.
-        let per_expert = match all.ty.tensor_bytes(cols, rows as u64) {
-            Some(b) if all.ty.trailer_bytes() == 0 && b as usize * n_expert == all.len => b as usize,
+        let all = self.checked(name, vec![cols as u64, rows as u64, count as u64], rows.saturating_mul(count), cols)?;
+        // A per-tensor trailer (I2_S) would sit after the last slice only.
+        let per_slice = match all.ty.tensor_bytes(cols, rows as u64) {
+            Some(b) if all.ty.trailer_bytes() == 0 && b as usize * count == all.len => b as usize,
             _ => return Err(ModelError::UnsupportedType { name: name.to_owned(), ty: all.ty }),
         };
-        (0..n_expert)
+        (0..count)
             .map(|e| {
-                let t = TensorRef { rows, offset: all.offset + e * per_expert, len: per_expert, ..all.clone() };
+                let t = TensorRef { rows, offset: all.offset + e * per_slice, len: per_slice, ..all.clone() };
                 self.prepare_view(&WeightView { expert, ..t.view(self.file) })
             })
             .collect()

@@ -552,3 +552,22 @@ pub fn dot_lanes16(x: &[f32], y: &[f32]) -> f32 {
     }
     reduce_add_16(&acc)
 }
+
+/// ggml's `ggml_vec_soft_max_f32` on AVX-512: `x = expf(x − max)` with
+/// ggml's vector `expf` ([`expf_ggml`]) 16 at a time, each 16 summed in
+/// [`reduce_add_16`] order, libm's `expf` for a tail under 16; the sums
+/// gathered in f64, which is returned. `−∞` gives 0.
+#[inline(always)]
+pub fn soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    let whole = x.len() - x.len() % 16;
+    let mut sum = 0f64;
+    for chunk in x[..whole].chunks_exact_mut(16) {
+        chunk.iter_mut().for_each(|v| *v = expf_ggml(*v - max));
+        sum += f64::from(reduce_add_16(chunk));
+    }
+    for v in &mut x[whole..] {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    sum
+}

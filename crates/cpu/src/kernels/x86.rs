@@ -320,7 +320,7 @@ unsafe fn gemm_acc_tile<const ROWS: usize>(
 /// spilling SSE ones (and no `fmaf` calls).
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[must_use]
 pub unsafe fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
@@ -335,4 +335,14 @@ pub unsafe fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
 #[must_use]
 pub unsafe fn dot_lanes16(x: &[f32], y: &[f32]) -> f32 {
     super::reference::dot_lanes16(x, y)
+}
+
+/// [`super::reference::soft_max_f32`] compiled with FMA (its `expf` is FMA
+/// chains): the same bits, without `fmaf` calls.
+///
+/// # Safety
+/// The CPU must support FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    super::reference::soft_max_f32(x, max)
 }

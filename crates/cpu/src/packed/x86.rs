@@ -287,8 +287,7 @@ unsafe fn tile_super<D: Dot4, const C: usize, const GEMM: bool>(
             }
             let w = load_codes::<false>(codes.add(b * bb));
             let qi = (g * blocks + b) * GROUP;
-            let scv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.as_ptr().add(qi).cast()));
-            let mnv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(mn.as_ptr().add(qi).cast()));
+            let (scv, mnv) = (sub_scales(sc, qi), sub_scales(mn, qi));
             for c in 0..C {
                 let t = t0 + c;
                 let x = a.qs.as_ptr().add(t * cols + b * BLOCK);
@@ -329,8 +328,6 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let low16 = _mm256_set1_epi32(0xFFFF);
-    // Scales of sub-block `s` for the 8 rows as i32 lanes (`low`: only the low i16 set, for `mad16`).
-    let scales_of = |s: usize| _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.as_ptr().add((g * subs + s) * GROUP).cast()));
     // ggml's tiled K-quant matmul (batches of 8 rows or more) keeps one
     // accumulator, in `lanes[c][0]` here (see `reference::q6k_row_dot`).
     let tiled = a.n >= super::reference::TILED_MM_MIN_ROWS;
@@ -342,8 +339,8 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
                 prefetch_block(codes.add(b * bb), bb);
             }
             let w = load_codes::<true>(codes.add(b * bb));
-            let s_lo = _mm256_and_si256(scales_of(2 * b), low16);
-            let s_hi = _mm256_and_si256(scales_of(2 * b + 1), low16);
+            let s_lo = _mm256_and_si256(sub_scales(sc, (g * subs + 2 * b) * GROUP), low16);
+            let s_hi = _mm256_and_si256(sub_scales(sc, (g * subs + 2 * b + 1) * GROUP), low16);
             for (c, isum) in isum.iter_mut().enumerate() {
                 let x = a.qs.as_ptr().add((t0 + c) * cols + b * BLOCK);
                 for (k, lane) in isum.iter_mut().enumerate() {
@@ -357,6 +354,11 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
         let s0 = sup * (SUPER / sub);
         let di = (g * (cols / SUPER) + sup) * GROUP;
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(di).cast()));
+        // Lane k's offset term covers sub-blocks 2k and 2k+1 of the super-block.
+        let mut offset_scales = [_mm256_setzero_si256(); 16];
+        for (i, v) in offset_scales.iter_mut().enumerate() {
+            *v = sub_scales(sc, (g * subs + s0 + i) * GROUP);
+        }
         for c in 0..C {
             let t = t0 + c;
             let da = _mm256_set1_ps(a.scale(t, sup * (SUPER / BLOCK)));
@@ -365,8 +367,8 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
             for k in 0..8 {
                 let (sa, sb) = (s0 + 2 * k, s0 + 2 * k + 1);
                 let off = _mm256_add_epi32(
-                    _mm256_mullo_epi32(scales_of(sa), _mm256_set1_epi32(a.sub_sum(t, sa, sub))),
-                    _mm256_mullo_epi32(scales_of(sb), _mm256_set1_epi32(a.sub_sum(t, sb, sub))),
+                    _mm256_mullo_epi32(offset_scales[2 * k], _mm256_set1_epi32(a.sub_sum(t, sa, sub))),
+                    _mm256_mullo_epi32(offset_scales[2 * k + 1], _mm256_set1_epi32(a.sub_sum(t, sb, sub))),
                 );
                 let lane = _mm256_sub_epi32(isum[c][k], _mm256_slli_epi32::<5>(off));
                 if tiled {
@@ -386,6 +388,13 @@ unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &Quan
         *acc = if tiled { lanes[0] } else { hsum8_lanes(lanes) };
     }
     store_tile(m, g, t0, &acc, out);
+}
+
+/// The signed integer scales of one sub-block for the 8 rows of a group
+/// (`q[i..i + 8]`), as i32 lanes.
+#[inline(always)]
+unsafe fn sub_scales(q: &[i8], i: usize) -> __m256i {
+    _mm256_cvtepi8_epi32(_mm_loadl_epi64(q.as_ptr().add(i).cast()))
 }
 
 /// ggml's `hsum_float_8` of eight lane vectors, one row per element.
@@ -417,6 +426,28 @@ pub(super) unsafe fn prefetch_block(p: *const u8, len: usize) {
 /// Activation rows per register tile.
 const TILE: usize = 4;
 
+/// Activation rows per register tile of the lane-wise kernels (8 lane
+/// accumulators each).
+const TILE_LANES: usize = 2;
+
+/// Runs a tile kernel over all activation rows of `$a`: whole tiles of
+/// `$size` rows as `$full(t)`, the rest one row at a time as `$single(t)`.
+/// (A macro, not a closure-taking function: closures would not inherit the
+/// kernels' target features.)
+macro_rules! row_tiles {
+    ($a:expr, $size:expr, |$t:ident| $full:expr, $single:expr) => {{
+        let mut $t = 0;
+        while $t + $size <= $a.n {
+            $full;
+            $t += $size;
+        }
+        while $t < $a.n {
+            $single;
+            $t += 1;
+        }
+    }};
+}
+
 /// Group `g` against all activation rows, in tiles of [`TILE`].
 #[inline(always)]
 unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const F16S: bool>(
@@ -425,20 +456,13 @@ unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, c
     a: &QuantizedActs,
     out: &SharedOut,
 ) {
-    let mut t = 0;
-    while t + TILE <= a.n {
-        tile::<D, EIGHT, SUB, MIN, F16S, TILE>(m, g, a, t, out);
-        t += TILE;
-    }
-    while t < a.n {
-        tile::<D, EIGHT, SUB, MIN, F16S, 1>(m, g, a, t, out);
-        t += 1;
-    }
+    row_tiles!(
+        a,
+        TILE,
+        |t| tile::<D, EIGHT, SUB, MIN, F16S, TILE>(m, g, a, t, out),
+        tile::<D, EIGHT, SUB, MIN, F16S, 1>(m, g, a, t, out)
+    );
 }
-
-/// Activation rows per register tile of the lane-wise kernel (8 lane
-/// accumulators each).
-const TILE_LANES: usize = 2;
 
 /// [`group`] for lane-wise layouts.
 #[inline(always)]
@@ -448,29 +472,18 @@ unsafe fn group_lanes<D: Dot4, const EIGHT: bool, const MIN: bool>(
     a: &QuantizedActs,
     out: &SharedOut,
 ) {
-    let mut t = 0;
-    while t + TILE_LANES <= a.n {
-        tile_lanes::<D, EIGHT, MIN, TILE_LANES>(m, g, a, t, out);
-        t += TILE_LANES;
-    }
-    while t < a.n {
-        tile_lanes::<D, EIGHT, MIN, 1>(m, g, a, t, out);
-        t += 1;
-    }
+    row_tiles!(
+        a,
+        TILE_LANES,
+        |t| tile_lanes::<D, EIGHT, MIN, TILE_LANES>(m, g, a, t, out),
+        tile_lanes::<D, EIGHT, MIN, 1>(m, g, a, t, out)
+    );
 }
 
 /// [`group`] for `Q6_K`.
 #[inline(always)]
 unsafe fn group_q6k<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
-    let mut t = 0;
-    while t + TILE_LANES <= a.n {
-        tile_q6k::<D, TILE_LANES>(m, g, a, t, out);
-        t += TILE_LANES;
-    }
-    while t < a.n {
-        tile_q6k::<D, 1>(m, g, a, t, out);
-        t += 1;
-    }
+    row_tiles!(a, TILE_LANES, |t| tile_q6k::<D, TILE_LANES>(m, g, a, t, out), tile_q6k::<D, 1>(m, g, a, t, out));
 }
 
 /// [`group`] for super-block layouts: whole tiles of 4 rows are llama.cpp's
@@ -479,18 +492,20 @@ unsafe fn group_q6k<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out:
 #[inline(always)]
 unsafe fn group_super<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
     const { assert!(TILE == 4, "tiles of 4 are llama.cpp's gemm rows") };
-    let mut t = 0;
-    while t + TILE <= a.n {
-        if m.row_by_row {
-            tile_super::<D, TILE, false>(m, g, a, t, out);
-        } else {
-            tile_super::<D, TILE, true>(m, g, a, t, out);
-        }
-        t += TILE;
-    }
-    while t < a.n {
-        tile_super::<D, 1, false>(m, g, a, t, out);
-        t += 1;
+    if m.row_by_row {
+        row_tiles!(
+            a,
+            TILE,
+            |t| tile_super::<D, TILE, false>(m, g, a, t, out),
+            tile_super::<D, 1, false>(m, g, a, t, out)
+        );
+    } else {
+        row_tiles!(
+            a,
+            TILE,
+            |t| tile_super::<D, TILE, true>(m, g, a, t, out),
+            tile_super::<D, 1, false>(m, g, a, t, out)
+        );
     }
 }
 
