@@ -18,7 +18,8 @@ pub type GemmAccFn = fn(&mut [f32], &[f32], &[f32], usize, usize, usize);
 /// of `acts`, written to `out[t * m.rows + r]`.
 pub type PackedGroupFn = fn(&PackedMatrix, usize, &QuantizedActs, &SharedOut);
 
-/// `ternary_group(m, g, acts, out)`: as [`PackedGroupFn`] for 2-bit ternary matrices.
+/// `ternary_group(m, g, acts, out)`: as [`PackedGroupFn`] for 2-bit ternary
+/// matrices, whose groups are `packed::ternary::ROWS` rows.
 pub type TernaryGroupFn = fn(&TernaryMatrix, usize, &QuantizedActs, &SharedOut);
 
 /// The kernels picked for this CPU.
@@ -73,7 +74,8 @@ fn packed_group_reference(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &S
 }
 
 fn ternary_group_reference(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
-    let rows = (g * GROUP..(g + 1) * GROUP).filter(|&r| r < m.rows);
+    use crate::packed::ternary::ROWS;
+    let rows = (g * ROWS..(g + 1) * ROWS).filter(|&r| r < m.rows);
     for r in rows {
         for t in 0..a.n {
             // SAFETY: one output element, owned by this group's task.

@@ -65,11 +65,18 @@ pub const QK_I2_S: usize = 128;
 /// Codes (0..=3) of one `I2_S` row (whole blocks).
 #[must_use]
 pub fn decode_i2_s_row(src: &[u8]) -> Vec<u8> {
-    let mut codes = Vec::with_capacity(src.len() * 4);
-    for block in src.chunks_exact(QK_I2_S / 4) {
-        codes.extend((0..QK_I2_S).map(|e| (block[e % 32] >> (6 - 2 * (e / 32))) & 3));
-    }
+    let mut codes = vec![0; src.len() * 4];
+    decode_i2_s_into(src, &mut codes);
     codes
+}
+
+/// Codes of whole `I2_S` blocks into `codes` (4 per source byte).
+pub fn decode_i2_s_into(src: &[u8], codes: &mut [u8]) {
+    for (block, out) in src.chunks_exact(QK_I2_S / 4).zip(codes.chunks_exact_mut(QK_I2_S)) {
+        for (e, c) in out.iter_mut().enumerate() {
+            *c = (block[e % 32] >> (6 - 2 * (e / 32))) & 3;
+        }
+    }
 }
 
 /// The per-tensor scale of an `I2_S` tensor of `n` weights (`data` includes the trailer).

@@ -4,14 +4,21 @@
 //! row and super-block so all three share one kernel).
 //!
 //! Weights are `scale · (code − 1)` with codes in {0, 1, 2}. Rows are taken
-//! 8 at a time (a group, one 8-lane vector of outputs, as in [`super`]);
-//! columns 256 at a time (a super-block, ggml's `QK_K`, one scale per row).
-//! Inside a super-block, *lane* `L` (0..8) is the set of elements `e` with
-//! `(e mod 32) div 4 = L`: 8 runs of 4 elements, one in each 32-element
-//! block `b`. The 64 bytes of a (group, super-block, lane) hold those 8 runs
-//! for the 8 rows: byte `32·(b div 4) + 4·row + j`, bits `2·(b mod 4)`, so two
-//! 32-byte loads, shifts and masks give the 8 code vectors of one
-//! `vpdpbusd` each.
+//! [`ROWS`] = 16 at a time (a group: one 512-bit vector of outputs, or two
+//! 256-bit halves); columns 256 at a time (a super-block, ggml's `QK_K`,
+//! one scale per row). Inside a super-block, *lane* `L` (0..8) is the set of
+//! elements `e` with `(e mod 32) div 4 = L`: 8 runs of 4 elements, one in
+//! each 32-element block `b`.
+//!
+//! Byte layout of a (group, super-block), 1024 bytes: the code of element
+//! `32b + 4L + j` of group row `row` sits in byte `64·(2b + L div 4) + 4·row + j`
+//! at bits `2·(L mod 4)`. So one 64-byte load holds block `b`'s runs of four
+//! lanes for all 16 rows, and masking it with `3 << 2k` (no shift) yields
+//! lane `4h + k`'s codes times `4^k`: a `vpdpbusd` per (block, lane) sums
+//! `4^k · Σ code·a` exactly, and one arithmetic shift per lane and
+//! super-block removes the factor. (A layout with a lane's blocks in one
+//! byte needs a shift *and* a mask per code vector, which made the earlier
+//! 8-row kernel compute-bound at decode.)
 //!
 //! Why lanes: llama.cpp's `TQ1_0`/`TQ2_0` dot products (AVX2) keep eight
 //! partial sums per row, exactly these lanes, and add them at the end. The
@@ -25,19 +32,21 @@
 use hearth_core::GgmlType;
 
 use super::acts::QuantizedActs;
-use super::{Scales, GROUP};
+use super::Scales;
 use crate::kernels::ternary;
 
+/// Rows per group.
+pub const ROWS: usize = 16;
 /// Columns per super-block (one scale per row).
 pub const SUPER: usize = 256;
 /// Lanes (partial sums) per row.
 pub const LANES: usize = 8;
-/// Code bytes per (group, super-block, lane): 8 blocks × 8 rows × 4 codes × 2 bits.
-pub const LANE_BYTES: usize = 64;
+/// Bytes of one (group, super-block, block, lane half): 16 rows × 4 codes.
+pub const CHUNK_BYTES: usize = 64;
 /// Code bytes per (group, super-block).
-pub const SUPER_BYTES: usize = LANES * LANE_BYTES;
+pub const SUPER_BYTES: usize = ROWS * SUPER / 4;
 
-/// A ternary weight matrix in 2-bit packed form (rows padded to a multiple of 8).
+/// A ternary weight matrix in 2-bit packed form (rows padded to a multiple of 16).
 #[derive(Debug, Clone)]
 pub struct TernaryMatrix {
     /// The source type.
@@ -46,22 +55,18 @@ pub struct TernaryMatrix {
     pub rows: usize,
     /// Input features (a multiple of 256).
     pub cols: usize,
-    /// `[group][super-block][lane][64]`.
+    /// `[group][super-block][1024]`, see the module docs.
     pub codes: Vec<u8>,
-    /// `[group][super-block][8]`: f16 for `TQ1_0`/`TQ2_0` (exact copies), f32 for `I2_S`.
+    /// `[group][super-block][16]`: f16 for `TQ1_0`/`TQ2_0` (exact copies), f32 for `I2_S`.
     pub scales: Scales,
-}
-
-/// Codes of one source row and its scale per super-block.
-struct Row {
-    codes: Vec<u8>,
-    scales: Vec<f32>,
 }
 
 impl TernaryMatrix {
     /// Repacks `rows × cols` weights of `ty` from their file encoding (for
     /// `I2_S`, `data` includes the trailing scale). `None` when `ty` is not
-    /// ternary or `cols` is not a multiple of 256.
+    /// ternary or `cols` is not a multiple of 256. Groups are packed in
+    /// parallel on the worker pool: a 2B-parameter model repacks in well
+    /// under a second.
     ///
     /// # Panics
     /// When `data` is shorter than the tensor (sizes are validated at load).
@@ -73,58 +78,45 @@ impl TernaryMatrix {
         let size = ty.tensor_bytes(cols, rows as u64)?;
         assert!(data.len() as u64 >= size, "ternary matrix data too short");
         let supers = cols / SUPER;
-        let groups = rows.div_ceil(GROUP);
-        let mut m = Self {
-            ty,
-            rows,
-            cols,
-            codes: vec![0; groups * supers * SUPER_BYTES],
-            scales: Scales::flat(ty != GgmlType::I2_S, groups * supers * GROUP),
-        };
+        let groups = rows.div_ceil(ROWS);
         let row_bytes = ty.row_bytes(cols)?;
-        let i2_scale = (ty == GgmlType::I2_S).then(|| ternary::i2_s_scale(data, rows * cols));
-        for r in 0..rows {
-            let src = &data[r * row_bytes..(r + 1) * row_bytes];
-            let row = match i2_scale {
-                Some(d) => Row { codes: ternary::decode_i2_s_row(src), scales: vec![d; supers] },
-                None => decode_tq_row(ty, src),
-            };
-            m.store_row(r, &row);
-        }
+        let source = Source {
+            ty,
+            data,
+            row_bytes,
+            i2_scale: (ty == GgmlType::I2_S).then(|| ternary::i2_s_scale(data, rows * cols)),
+        };
+        let mut codes = vec![0u8; groups * supers * SUPER_BYTES];
+        crate::pool::for_each_chunk_mut(&mut codes, supers * SUPER_BYTES, &|g, out| {
+            for (s, out) in out.chunks_exact_mut(SUPER_BYTES).enumerate() {
+                for row in 0..ROWS.min(rows - g * ROWS) {
+                    store_super(out, row, &source.super_codes(g * ROWS + row, s).0);
+                }
+            }
+        });
         // Padding rows keep code 0 and scale 0: they add exact zeros to unused lanes.
-        Some(m)
-    }
-
-    fn store_row(&mut self, r: usize, row: &Row) {
-        for (c, &code) in row.codes.iter().enumerate() {
-            let (i, shift) = self.code_slot(r, c);
-            self.codes[i] |= (code & 3) << shift;
+        let mut scales = Scales::flat(ty != GgmlType::I2_S, groups * supers * ROWS);
+        for r in 0..rows {
+            for s in 0..supers {
+                scales.set(scale_index(cols, r, s), source.scale(r, s));
+            }
         }
-        for (s, &d) in row.scales.iter().enumerate() {
-            let i = self.scale_index(r, s);
-            self.scales.set(i, d);
-        }
-    }
-
-    /// Byte index and bit shift of the code of element `(r, c)`.
-    fn code_slot(&self, r: usize, c: usize) -> (usize, u32) {
-        let (g, row, s, e) = (r / GROUP, r % GROUP, c / SUPER, c % SUPER);
-        let (b, lane, j) = (e / 32, (e % 32) / 4, e % 4);
-        let base = ((g * (self.cols / SUPER) + s) * LANES + lane) * LANE_BYTES;
-        (base + 32 * (b / 4) + 4 * row + j, 2 * (b % 4) as u32)
+        Some(Self { ty, rows, cols, codes, scales })
     }
 
     /// Code (0..=3; 3 never occurs in valid files) of element `(r, c)`.
     #[must_use]
     pub fn code(&self, r: usize, c: usize) -> u8 {
-        let (i, shift) = self.code_slot(r, c);
-        (self.codes[i] >> shift) & 3
+        let (s, e) = (c / SUPER, c % SUPER);
+        let base = ((r / ROWS) * (self.cols / SUPER) + s) * SUPER_BYTES;
+        let (i, shift) = code_slot(r % ROWS, e);
+        (self.codes[base + i] >> shift) & 3
     }
 
     /// Index into `scales` of row `r`'s super-block `s`.
     #[must_use]
     pub fn scale_index(&self, r: usize, s: usize) -> usize {
-        ((r / GROUP) * (self.cols / SUPER) + s) * GROUP + r % GROUP
+        scale_index(self.cols, r, s)
     }
 
     /// Row `r` in f32 (equals the source's dequantization).
@@ -135,10 +127,10 @@ impl TernaryMatrix {
             .collect()
     }
 
-    /// Row groups (rows / 8, rounded up).
+    /// Row groups (rows / 16, rounded up).
     #[must_use]
     pub fn groups(&self) -> usize {
-        self.rows.div_ceil(GROUP)
+        self.rows.div_ceil(ROWS)
     }
 
     /// Bytes held (what a decode step reads).
@@ -148,15 +140,61 @@ impl TernaryMatrix {
     }
 }
 
-fn decode_tq_row(ty: GgmlType, src: &[u8]) -> Row {
-    let decode = if ty == GgmlType::TQ1_0 { ternary::decode_tq1_0 } else { ternary::decode_tq2_0 };
-    let mut row = Row { codes: Vec::with_capacity(src.len() * 4), scales: Vec::new() };
-    for block in src.chunks_exact(ty.type_size()) {
-        let (codes, d) = decode(block);
-        row.codes.extend_from_slice(&codes);
-        row.scales.push(d);
+fn scale_index(cols: usize, r: usize, s: usize) -> usize {
+    ((r / ROWS) * (cols / SUPER) + s) * ROWS + r % ROWS
+}
+
+/// Byte (within a group's super-block) and bit shift of element `e` of group row `row`.
+fn code_slot(row: usize, e: usize) -> (usize, u32) {
+    let (b, lane, j) = (e / 32, (e % 32) / 4, e % 4);
+    (CHUNK_BYTES * (2 * b + lane / 4) + 4 * row + j, 2 * (lane % 4) as u32)
+}
+
+/// Writes one row's 256 codes into a zeroed (group, super-block).
+fn store_super(out: &mut [u8], row: usize, codes: &[u8; SUPER]) {
+    for (e, &code) in codes.iter().enumerate() {
+        let (i, shift) = code_slot(row, e);
+        out[i] |= (code & 3) << shift;
     }
-    row
+}
+
+/// A tensor in its file encoding.
+struct Source<'a> {
+    ty: GgmlType,
+    data: &'a [u8],
+    row_bytes: usize,
+    /// `I2_S`'s per-tensor scale.
+    i2_scale: Option<f32>,
+}
+
+impl Source<'_> {
+    /// Codes and scale of super-block `s` of row `r`.
+    fn super_codes(&self, r: usize, s: usize) -> ([u8; SUPER], f32) {
+        let row = &self.data[r * self.row_bytes..(r + 1) * self.row_bytes];
+        match (self.ty, self.i2_scale) {
+            (GgmlType::I2_S, Some(d)) => {
+                let bytes = SUPER / 4;
+                let mut codes = [0u8; SUPER];
+                ternary::decode_i2_s_into(&row[s * bytes..(s + 1) * bytes], &mut codes);
+                (codes, d)
+            }
+            (GgmlType::TQ1_0, _) => ternary::decode_tq1_0(&row[s * self.ty.type_size()..]),
+            _ => ternary::decode_tq2_0(&row[s * self.ty.type_size()..]),
+        }
+    }
+
+    /// Scale of super-block `s` of row `r`: the block's trailing f16, or
+    /// `I2_S`'s one scale.
+    fn scale(&self, r: usize, s: usize) -> f32 {
+        match self.i2_scale {
+            Some(d) => d,
+            None => {
+                let size = self.ty.type_size();
+                let at = r * self.row_bytes + (s + 1) * size - 2;
+                half::f16::from_le_bytes([self.data[at], self.data[at + 1]]).to_f32()
+            }
+        }
+    }
 }
 
 /// ggml's `hsum_float_8`: the order in which llama.cpp adds the lanes.

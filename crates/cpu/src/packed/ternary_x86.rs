@@ -1,140 +1,245 @@
-//! SIMD kernels for [`TernaryMatrix`]: per (row group, activation row) and
-//! per lane, one `i32` vector of partial sums by `vpdpbusd` (or
-//! `vpmaddubsw`+`vpmaddwd`), one f32 accumulator vector per lane, and
-//! ggml's lane sum at the end. They follow `ternary::row_dot` operation for
-//! operation, 8 rows at once.
+//! SIMD kernels for [`TernaryMatrix`]: per (super-block, lane) one `i32`
+//! vector of exact partial sums by `vpdpbusd` (or `vpmaddubsw`+`vpmaddwd`)
+//! over masked code vectors, one arithmetic shift to drop the mask's `4^k`
+//! (see the layout in [`super::ternary`]), one f32 accumulator vector per
+//! lane, and ggml's lane sum at the end. They follow `ternary::row_dot`
+//! operation for operation: the 512-bit kernel 16 rows at once, the 256-bit
+//! ones 8 (each half of a group in turn).
 #![allow(unsafe_code)]
 #![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_fmadd_ps,
-    _mm256_loadu_si256, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32,
+    __m256, __m512, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_fmadd_ps, _mm256_loadu_si256,
+    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_srai_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm512_add_ps, _mm512_and_si512,
+    _mm512_cvtepi32_ps, _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512,
+    _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512,
+    _mm512_sra_epi32, _mm512_storeu_ps, _mm512_sub_epi32, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::acts::QuantizedActs;
-use super::ternary::{TernaryMatrix, LANES, LANE_BYTES, SUPER, SUPER_BYTES};
+use super::ternary::{TernaryMatrix, CHUNK_BYTES, LANES, ROWS, SUPER, SUPER_BYTES};
 use super::x86::{load_scales, scale_ptr, Avx2, Avx512Vnni, AvxVnni, Dot4};
-use super::{Scales, GROUP};
+use super::Scales;
 use crate::pool::SharedOut;
 
-/// The 8 code vectors (one per 32-element block) of one lane.
+/// Activation rows per register tile (the code vectors are masked once per tile).
+const TILE: usize = 2;
+
+/// The broadcast 4 activations of element `e` of row `t`.
 #[inline(always)]
-unsafe fn lane_codes(p: *const u8) -> [__m256i; 8] {
-    let mask = _mm256_set1_epi8(3);
-    let v = [_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())];
-    let shifted = |x: __m256i, k: usize| match k {
-        0 => x,
-        1 => _mm256_srli_epi16::<2>(x),
-        2 => _mm256_srli_epi16::<4>(x),
-        _ => _mm256_srli_epi16::<6>(x),
-    };
-    std::array::from_fn(|b| _mm256_and_si256(shifted(v[b / 4], b % 4), mask))
+unsafe fn act4(a: &QuantizedActs, t: usize, e: usize) -> i32 {
+    a.qs.as_ptr().add(t * a.cols + e).cast::<i32>().read_unaligned()
 }
 
-/// `Σ code·a` of one lane: `x` points at the lane's first activation.
-/// Two chains halve the latency when one activation row leaves nothing
-/// else to overlap; integer sums are exact either way.
+/// `Σ code·a − Σ a[block]` of lane `lane` in super-block `s`, from the masked sum.
 #[inline(always)]
-unsafe fn lane_dot<D: Dot4>(w: &[__m256i; 8], x: *const i8) -> __m256i {
-    let xv = |b: usize| _mm256_set1_epi32(x.add(32 * b).cast::<i32>().read_unaligned());
-    let (mut a, mut c) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-    for b in (0..8).step_by(2) {
-        a = D::dot4::<false>(a, w[b], xv(b));
-        c = D::dot4::<false>(c, w[b + 1], xv(b + 1));
+fn lane_offset(a: &QuantizedActs, t: usize, s: usize, lane: usize) -> i32 {
+    a.sub_sum(t, s * (SUPER / 32) + lane, 32)
+}
+
+/// How far ahead of the super-block in use the codes are prefetched. The
+/// two passes over a super-block's lines (lane halves) defeat the hardware
+/// prefetchers enough that a lone activation row (decode) waited on DRAM
+/// for half its time; 4 KiB ahead covers the latency at full bandwidth.
+const PREFETCH_BYTES: usize = 4096;
+
+/// Prefetches the super-block [`PREFETCH_BYTES`] after `p` (possibly in the
+/// next group, which follows in memory; prefetches never fault).
+#[inline(always)]
+unsafe fn prefetch_ahead(p: *const u8) {
+    let ahead = p.wrapping_add(PREFETCH_BYTES);
+    for line in 0..SUPER_BYTES / 64 {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
     }
-    _mm256_add_epi32(a, c)
 }
 
-/// ggml's `hsum_float_8` order, lane-wise over 8 rows.
+/// Eight rows (`half` of group `g`) against activation rows `t0..t0 + C`, 256-bit.
 #[inline(always)]
-unsafe fn sum_lanes(l: &[__m256; LANES]) -> __m256 {
-    let r: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(l[i], l[i + 4]));
-    _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]))
+unsafe fn tile256<D: Dot4, const F16S: bool, const C: usize>(
+    m: &TernaryMatrix,
+    g: usize,
+    half: usize,
+    a: &QuantizedActs,
+    t0: usize,
+    out: &SharedOut,
+) {
+    const HALF: usize = ROWS / 2;
+    let supers = m.cols / SUPER;
+    let codes = m.codes.as_ptr().add(g * supers * SUPER_BYTES + 32 * half);
+    debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
+    let scales = scale_ptr(&m.scales);
+    let mut acc = [[_mm256_setzero_ps(); LANES]; C];
+    for s in 0..supers {
+        let dw = load_scales::<F16S>(scales, (g * supers + s) * ROWS + HALF * half);
+        let d: [__m256; C] =
+            std::array::from_fn(|c| _mm256_mul_ps(dw, _mm256_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
+        for h in 0..2 {
+            let mut isum = [[_mm256_setzero_si256(); 4]; C];
+            for b in 0..8 {
+                let v = _mm256_loadu_si256(codes.add(s * SUPER_BYTES + CHUNK_BYTES * (2 * b + h)).cast());
+                for k in 0..4 {
+                    // vpmaddubsw saturates i16 pairs: keep its codes below 64.
+                    let w = if D::SATURATES && k == 3 {
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(v), _mm256_set1_epi8(3 << 4))
+                    } else {
+                        _mm256_and_si256(v, _mm256_set1_epi8(3 << (2 * k)))
+                    };
+                    for (c, isum) in isum.iter_mut().enumerate() {
+                        let x = _mm256_set1_epi32(act4(a, t0 + c, s * SUPER + 32 * b + 4 * (4 * h + k)));
+                        isum[k] = D::dot4::<false>(isum[k], w, x);
+                    }
+                }
+            }
+            for (c, (isum, acc)) in isum.iter().zip(acc.iter_mut()).enumerate() {
+                for k in 0..4 {
+                    let lane = 4 * h + k;
+                    let exact = match (k, D::SATURATES) {
+                        (0, _) => isum[0],
+                        (1, _) => _mm256_srai_epi32::<2>(isum[1]),
+                        (2, _) | (3, true) => _mm256_srai_epi32::<4>(isum[k]),
+                        _ => _mm256_srai_epi32::<6>(isum[3]),
+                    };
+                    let i = _mm256_sub_epi32(exact, _mm256_set1_epi32(lane_offset(a, t0 + c, s, lane)));
+                    acc[lane] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d[c], acc[lane]);
+                }
+            }
+        }
+    }
+    let first = g * ROWS + HALF * half;
+    let lanes = m.rows.saturating_sub(first).min(HALF);
+    for (c, acc) in acc.iter().enumerate() {
+        let r: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(acc[i], acc[i + 4]));
+        let sum = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
+        let mut tmp = [0f32; HALF];
+        _mm256_storeu_ps(tmp.as_mut_ptr(), sum);
+        out.slice((t0 + c) * m.rows + first, lanes).copy_from_slice(&tmp[..lanes]);
+    }
 }
 
-/// Rows of group `g` against activation rows `t0..t0 + C`.
+/// Sixteen rows (group `g`) against activation rows `t0..t0 + C`, 512-bit VNNI.
 #[inline(always)]
-unsafe fn tile<D: Dot4, const F16S: bool, const C: usize>(
+unsafe fn tile512<const F16S: bool, const C: usize>(
     m: &TernaryMatrix,
     g: usize,
     a: &QuantizedActs,
     t0: usize,
     out: &SharedOut,
 ) {
-    let cols = m.cols;
-    let supers = cols / SUPER;
+    let supers = m.cols / SUPER;
     let codes = m.codes.as_ptr().add(g * supers * SUPER_BYTES);
-    debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
     let scales = scale_ptr(&m.scales);
-    let mut acc = [[_mm256_setzero_ps(); LANES]; C];
+    let mut acc = [[_mm512_setzero_ps(); LANES]; C];
     for s in 0..supers {
-        let dw = load_scales::<F16S>(scales, (g * supers + s) * GROUP);
-        let d: [__m256; C] =
-            std::array::from_fn(|c| _mm256_mul_ps(dw, _mm256_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
-        for lane in 0..LANES {
-            let w = lane_codes(codes.add(s * SUPER_BYTES + lane * LANE_BYTES));
-            for (c, acc) in acc.iter_mut().enumerate() {
-                let t = t0 + c;
-                let x = a.qs.as_ptr().add(t * cols + s * SUPER + 4 * lane);
-                let isum = _mm256_sub_epi32(
-                    lane_dot::<D>(&w, x),
-                    _mm256_set1_epi32(a.sub_sum(t, s * (SUPER / 32) + lane, 32)),
-                );
-                acc[lane] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d[c], acc[lane]);
+        let at = (g * supers + s) * ROWS;
+        let dw = if F16S {
+            _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(2 * at).cast()))
+        } else {
+            _mm512_loadu_ps(scales.add(4 * at).cast())
+        };
+        let d: [__m512; C] =
+            std::array::from_fn(|c| _mm512_mul_ps(dw, _mm512_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
+        prefetch_ahead(codes.add(s * SUPER_BYTES));
+        for h in 0..2 {
+            let mut isum = [[_mm512_setzero_si512(); 4]; C];
+            for b in 0..8 {
+                let v = _mm512_loadu_si512(codes.add(s * SUPER_BYTES + CHUNK_BYTES * (2 * b + h)).cast());
+                for k in 0..4 {
+                    let w = _mm512_and_si512(v, _mm512_set1_epi8(3 << (2 * k)));
+                    for (c, isum) in isum.iter_mut().enumerate() {
+                        let x = _mm512_set1_epi32(act4(a, t0 + c, s * SUPER + 32 * b + 4 * (4 * h + k)));
+                        isum[k] = _mm512_dpbusd_epi32(isum[k], w, x);
+                    }
+                }
+            }
+            for (c, (isum, acc)) in isum.iter().zip(acc.iter_mut()).enumerate() {
+                for (k, &isum) in isum.iter().enumerate() {
+                    let lane = 4 * h + k;
+                    let exact = _mm512_sra_epi32(isum, _mm_cvtsi32_si128(2 * k as i32));
+                    let i = _mm512_sub_epi32(exact, _mm512_set1_epi32(lane_offset(a, t0 + c, s, lane)));
+                    acc[lane] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), d[c], acc[lane]);
+                }
             }
         }
     }
-    let lanes = (m.rows - g * GROUP).min(GROUP);
+    let first = g * ROWS;
+    let lanes = (m.rows - first).min(ROWS);
     for (c, acc) in acc.iter().enumerate() {
-        let mut tmp = [0f32; GROUP];
-        _mm256_storeu_ps(tmp.as_mut_ptr(), sum_lanes(acc));
-        out.slice((t0 + c) * m.rows + g * GROUP, lanes).copy_from_slice(&tmp[..lanes]);
+        let r: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(acc[i], acc[i + 4]));
+        let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
+        let mut tmp = [0f32; ROWS];
+        _mm512_storeu_ps(tmp.as_mut_ptr(), sum);
+        out.slice((t0 + c) * m.rows + first, lanes).copy_from_slice(&tmp[..lanes]);
     }
 }
 
-/// Activation rows per register tile.
-const TILE: usize = 2;
+/// Runs `tile(t0, C)` over every activation row, [`TILE`] at a time.
+macro_rules! over_rows {
+    ($a:expr, $f16s:expr, |$t:ident, $F:ident, $C:ident| $call:expr) => {{
+        let mut $t = 0;
+        macro_rules! go {
+            ($ff:literal, $cc:expr) => {{
+                const $F: bool = $ff;
+                const $C: usize = $cc;
+                $call
+            }};
+        }
+        while $t + TILE <= $a.n {
+            if $f16s {
+                go!(true, TILE)
+            } else {
+                go!(false, TILE)
+            }
+            $t += TILE;
+        }
+        while $t < $a.n {
+            if $f16s {
+                go!(true, 1)
+            } else {
+                go!(false, 1)
+            }
+            $t += 1;
+        }
+    }};
+}
 
 #[inline(always)]
-unsafe fn group<D: Dot4>(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+unsafe fn group256<D: Dot4>(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
     let f16s = matches!(m.scales, Scales::F16(_));
-    let mut t = 0;
-    while t + TILE <= a.n {
-        if f16s {
-            tile::<D, true, TILE>(m, g, a, t, out);
-        } else {
-            tile::<D, false, TILE>(m, g, a, t, out);
+    for half in 0..2 {
+        if g * ROWS + half * ROWS / 2 < m.rows {
+            over_rows!(a, f16s, |t, F, C| tile256::<D, F, C>(m, g, half, a, t, out));
         }
-        t += TILE;
-    }
-    while t < a.n {
-        if f16s {
-            tile::<D, true, 1>(m, g, a, t, out);
-        } else {
-            tile::<D, false, 1>(m, g, a, t, out);
-        }
-        t += 1;
     }
 }
 
-/// Group `g` of `m` against every row of `a` (AVX-512 VNNI).
+/// Group `g` of `m` against every row of `a` (512-bit AVX-512 VNNI).
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA, F16C, AVX512VNNI and AVX512VL; `a` must
+/// The CPU must support AVX-512 F/BW/VNNI, AVX2, FMA and F16C; `a` must
 /// match `m`'s columns and `out` hold `a.n × m.rows` floats.
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn group_avx512vnni(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
-    group::<Avx512Vnni>(m, g, a, out);
+    let f16s = matches!(m.scales, Scales::F16(_));
+    over_rows!(a, f16s, |t, F, C| tile512::<F, C>(m, g, a, t, out));
 }
 
-/// As [`group_avx512vnni`], with AVX-VNNI.
+/// As [`group_avx512vnni`], 256-bit with AVX-VNNI.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA, F16C and AVXVNNI; shapes as above.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn group_avxvnni(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
-    group::<AvxVnni>(m, g, a, out);
+    group256::<AvxVnni>(m, g, a, out);
+}
+
+/// As [`group_avx512vnni`], 256-bit with AVX-512 VNNI's VL forms.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX512VNNI and AVX512VL; shapes as above.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn group_avx512vl(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+    group256::<Avx512Vnni>(m, g, a, out);
 }
 
 /// As [`group_avx512vnni`], with plain AVX2.
@@ -143,7 +248,7 @@ unsafe fn group_avxvnni(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &Sh
 /// The CPU must support AVX2, FMA and F16C; shapes as above.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn group_avx2(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
-    group::<Avx2>(m, g, a, out);
+    group256::<Avx2>(m, g, a, out);
 }
 
 /// The kernels of this file the running CPU supports, safely wrapped, in
@@ -152,6 +257,9 @@ pub(crate) fn available() -> Vec<(&'static str, crate::dispatch::TernaryGroupFn)
     // SAFETY (all wrappers): listed only when their features are present.
     fn w512(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
         unsafe { group_avx512vnni(m, g, a, out) }
+    }
+    fn w512vl(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+        unsafe { group_avx512vl(m, g, a, out) }
     }
     fn wvnni(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
         unsafe { group_avxvnni(m, g, a, out) }
@@ -167,7 +275,10 @@ pub(crate) fn available() -> Vec<(&'static str, crate::dispatch::TernaryGroupFn)
             v.push(("avx-vnni", wvnni));
         }
         if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
-            v.push(("avx512-vnni", w512));
+            v.push(("avx512-vnni-256", w512vl));
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                v.push(("avx512-vnni", w512));
+            }
         }
     }
     v

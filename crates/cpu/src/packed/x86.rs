@@ -20,6 +20,10 @@ use crate::pool::SharedOut;
 
 /// Σ of 4 adjacent `u8 × i8` products into each i32 lane of `acc`.
 pub(crate) trait Dot4 {
+    /// `dot4` saturates i16 pair sums (`vpmaddubsw`): unsigned codes × i8
+    /// activations must stay below 2¹⁵ / 254 ≈ 129 per pair.
+    const SATURATES: bool = false;
+
     /// `wide`: codes may exceed 127 (would saturate `vpmaddubsw`).
     unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
 
@@ -59,6 +63,8 @@ impl Dot4 for AvxVnni {
 }
 
 impl Dot4 for Avx2 {
+    const SATURATES: bool = true;
+
     #[inline(always)]
     unsafe fn dot4<const WIDE: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         let ones = _mm256_set1_epi16(1);
