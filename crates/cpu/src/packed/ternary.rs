@@ -186,14 +186,11 @@ impl Source<'_> {
     /// Scale of super-block `s` of row `r`: the block's trailing f16, or
     /// `I2_S`'s one scale.
     fn scale(&self, r: usize, s: usize) -> f32 {
-        match self.i2_scale {
-            Some(d) => d,
-            None => {
-                let size = self.ty.type_size();
-                let at = r * self.row_bytes + (s + 1) * size - 2;
-                half::f16::from_le_bytes([self.data[at], self.data[at + 1]]).to_f32()
-            }
+        if let Some(d) = self.i2_scale {
+            return d;
         }
+        let at = r * self.row_bytes + (s + 1) * self.ty.type_size() - 2;
+        half::f16::from_le_bytes([self.data[at], self.data[at + 1]]).to_f32()
     }
 }
 
