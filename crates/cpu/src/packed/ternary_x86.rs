@@ -14,12 +14,12 @@ use std::arch::x86_64::{
     _mm256_srai_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm512_add_ps, _mm512_and_si512,
     _mm512_cvtepi32_ps, _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512,
     _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512,
-    _mm512_sra_epi32, _mm512_storeu_ps, _mm512_sub_epi32, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm512_sra_epi32, _mm512_storeu_ps, _mm512_sub_epi32, _mm_cvtsi32_si128,
 };
 
 use super::acts::QuantizedActs;
 use super::ternary::{TernaryMatrix, CHUNK_BYTES, LANES, ROWS, SUPER, SUPER_BYTES};
-use super::x86::{load_scales, scale_ptr, Avx2, Avx512Vnni, AvxVnni, Dot4};
+use super::x86::{load_scales, prefetch_block, scale_ptr, Avx2, Avx512Vnni, AvxVnni, Dot4};
 use super::Scales;
 use crate::pool::SharedOut;
 
@@ -36,22 +36,6 @@ unsafe fn act4(a: &QuantizedActs, t: usize, e: usize) -> i32 {
 #[inline(always)]
 fn lane_offset(a: &QuantizedActs, t: usize, s: usize, lane: usize) -> i32 {
     a.sub_sum(t, s * (SUPER / 32) + lane, 32)
-}
-
-/// How far ahead of the super-block in use the codes are prefetched. The
-/// two passes over a super-block's lines (lane halves) defeat the hardware
-/// prefetchers enough that a lone activation row (decode) waited on DRAM
-/// for half its time; 4 KiB ahead covers the latency at full bandwidth.
-const PREFETCH_BYTES: usize = 4096;
-
-/// Prefetches the super-block [`PREFETCH_BYTES`] after `p` (possibly in the
-/// next group, which follows in memory; prefetches never fault).
-#[inline(always)]
-unsafe fn prefetch_ahead(p: *const u8) {
-    let ahead = p.wrapping_add(PREFETCH_BYTES);
-    for line in 0..SUPER_BYTES / 64 {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-    }
 }
 
 /// Eight rows (`half` of group `g`) against activation rows `t0..t0 + C`, 256-bit.
@@ -74,6 +58,10 @@ unsafe fn tile256<D: Dot4, const F16S: bool, const C: usize>(
         let dw = load_scales::<F16S>(scales, (g * supers + s) * ROWS + HALF * half);
         let d: [__m256; C] =
             std::array::from_fn(|c| _mm256_mul_ps(dw, _mm256_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
+        if C == 1 && half == 0 {
+            // As in `tile512`; the second half finds the lines in cache.
+            prefetch_block(codes.add(s * SUPER_BYTES), SUPER_BYTES);
+        }
         for h in 0..2 {
             let mut isum = [[_mm256_setzero_si256(); 4]; C];
             for b in 0..8 {
@@ -139,7 +127,11 @@ unsafe fn tile512<const F16S: bool, const C: usize>(
         };
         let d: [__m512; C] =
             std::array::from_fn(|c| _mm512_mul_ps(dw, _mm512_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
-        prefetch_ahead(codes.add(s * SUPER_BYTES));
+        if C == 1 {
+            // One activation row leaves too little work to hide DRAM
+            // latency: without this, decode waited on memory half its time.
+            prefetch_block(codes.add(s * SUPER_BYTES), SUPER_BYTES);
+        }
         for h in 0..2 {
             let mut isum = [[_mm512_setzero_si512(); 4]; C];
             for b in 0..8 {
