@@ -18,6 +18,12 @@ fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) ->
     if ty == GgmlType::Q8_0 {
         return q8;
     }
+    if ty == GgmlType::TQ2_0 {
+        // Valid codes only (0..=2), so the lookup layout accepts them too.
+        use hearth_cpu::kernels::ternary::{encode_tq2_0, QK};
+        let codes: Vec<u8> = (0..rows * cols).map(|_| rng.gen_range(0..3)).collect();
+        return codes.chunks_exact(QK).flat_map(|c| encode_tq2_0(c, 0.01)).collect();
+    }
     // Other types: random bytes with sane f16 scales where each type keeps them.
     let mut bytes: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap_or(0)).map(|_| rng.gen()).collect();
     let scale = half::f16::from_f32(0.01).to_le_bytes();
@@ -42,6 +48,15 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
+/// One JSON line: the shape, the kernel set, and the throughput.
+fn report(ty: &str, isa: &str, (rows, cols, n, threads): (usize, usize, usize, usize), bytes: usize, secs: f64) {
+    println!(
+        "{{\"type\":\"{ty}\",\"n\":{n},\"rows\":{rows},\"cols\":{cols},\"threads\":{threads},\"isa\":\"{isa}\",\"secs\":{secs:.6},\"weight_gbs\":{:.2},\"gmacs\":{:.2}}}",
+        bytes as f64 / secs / 1e9,
+        (rows * cols * n) as f64 / secs / 1e9
+    );
+}
+
 fn main() {
     use GgmlType as T;
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -64,12 +79,16 @@ fn main() {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut out = vec![0f32; n * rows];
             let secs = median_secs(reps, || hearth_cpu::matmul(&w, &x, n, &mut out));
-            println!(
-                "{{\"type\":\"{ty}\",\"n\":{n},\"rows\":{rows},\"cols\":{cols},\"threads\":{threads},\"isa\":\"{}\",\"secs\":{secs:.6},\"weight_gbs\":{:.2},\"gmacs\":{:.2}}}",
-                hearth_cpu::selected_kernels().isa,
-                w.bytes() as f64 / secs / 1e9,
-                (rows * cols * n) as f64 / secs / 1e9
-            );
+            let isa = hearth_cpu::selected_kernels().isa;
+            report(&ty.to_string(), isa, (rows, cols, n, threads), w.bytes(), secs);
+            // The lookup-table family on the same ternary weights (tables built per call).
+            if let (T::TQ2_0, CpuWeight::Ternary(t)) = (ty, &w) {
+                use hearth_cpu::packed::ternary_lut::{self, LutMatrix};
+                let lut = LutMatrix::from_ternary(t).expect("valid codes");
+                let isa = ternary_lut::kernel_variants().last().map_or("scalar", |v| v.0);
+                let secs = median_secs(reps, || ternary_lut::matmul(&lut, &x, n, &mut out));
+                report("TQ2_0-lut", isa, (rows, cols, n, threads), lut.bytes(), secs);
+            }
         }
     }
 }

@@ -68,7 +68,7 @@ impl Backend for CpuBackend {
             match &mut prepared {
                 CpuWeight::Packed(p) => p.row_by_row = true,
                 CpuWeight::Float { row_by_row, .. } => *row_by_row = true,
-                CpuWeight::Ternary(_) => {}
+                CpuWeight::Ternary(_) | CpuWeight::TernaryLut(_) => {}
             }
         }
         Ok(Box::new(prepared))

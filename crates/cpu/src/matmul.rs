@@ -14,6 +14,7 @@ use crate::dispatch::kernels;
 use crate::kernels::reference::{self, Unsupported};
 use crate::packed::acts::{ActRule, QuantizedActs};
 use crate::packed::ternary::TernaryMatrix;
+use crate::packed::ternary_lut::{LutMatrix, LutTables};
 use crate::packed::PackedMatrix;
 use crate::pool::{self, SharedOut};
 
@@ -31,6 +32,9 @@ pub enum CpuWeight {
     Packed(PackedMatrix),
     /// Ternary, repacked as 2-bit codes.
     Ternary(TernaryMatrix),
+    /// Ternary in the lookup-table layout (opt-in, `HEARTH_TERNARY_LUT`;
+    /// measured against [`Self::Ternary`] in `docs/ARCHITECTURE.md`).
+    TernaryLut(LutMatrix),
     /// Float weights widened to f32; activations are rounded to `act_ty`
     /// first, as ggml does (its F16 dot products convert activations to f16).
     Float {
@@ -55,6 +59,11 @@ impl CpuWeight {
             return Ok(Self::Packed(p));
         }
         if let Some(t) = TernaryMatrix::pack(ty, data, rows, cols) {
+            if std::env::var_os("HEARTH_TERNARY_LUT").is_some() {
+                if let Some(lut) = LutMatrix::from_ternary(&t) {
+                    return Ok(Self::TernaryLut(lut));
+                }
+            }
             return Ok(Self::Ternary(t));
         }
         if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
@@ -74,6 +83,7 @@ impl CpuWeight {
         match self {
             Self::Packed(p) => p.rows,
             Self::Ternary(t) => t.rows,
+            Self::TernaryLut(t) => t.rows,
             Self::Float { rows, .. } => *rows,
         }
     }
@@ -84,6 +94,7 @@ impl CpuWeight {
         match self {
             Self::Packed(p) => p.cols,
             Self::Ternary(t) => t.cols,
+            Self::TernaryLut(t) => t.cols,
             Self::Float { cols, .. } => *cols,
         }
     }
@@ -94,6 +105,7 @@ impl CpuWeight {
         match self {
             Self::Packed(p) => p.bytes(),
             Self::Ternary(t) => t.bytes(),
+            Self::TernaryLut(t) => t.bytes(),
             Self::Float { data, .. } => data.len() * 4,
         }
     }
@@ -136,6 +148,7 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
             }
             CpuWeight::Packed(p) => integer.push((j, ActRule::for_weights(p.ty), p.groups())),
             CpuWeight::Ternary(t) => integer.push((j, ActRule::for_weights(t.ty), t.groups())),
+            CpuWeight::TernaryLut(t) => integer.push((j, ActRule::Q8K, t.groups())),
         }
     }
     if integer.is_empty() {
@@ -160,6 +173,16 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
             };
             source.push(at);
         }
+        // Lookup tables of the activations a lookup-layout job reads.
+        let tables: Vec<Option<LutTables>> = (0..keys.len())
+            .map(|k| {
+                let wants = integer
+                    .iter()
+                    .zip(&source)
+                    .any(|(&(j, _, _), &at)| at == k && matches!(jobs[j].0, CpuWeight::TernaryLut(_)));
+                wants.then(|| LutTables::build(&acts[k]))
+            })
+            .collect();
         // One task list over every job's row groups.
         let total: usize = integer.iter().map(|&(_, _, g)| g).sum();
         let per_task = total.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
@@ -182,6 +205,10 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
                 match w {
                     CpuWeight::Packed(p) => (kernels().packed_group)(p, g, a, out),
                     CpuWeight::Ternary(t) => (kernels().ternary_group)(t, g, a, out),
+                    CpuWeight::TernaryLut(t) => {
+                        let tables = tables[source[i]].as_ref().expect("built above for every lookup job");
+                        crate::packed::ternary_lut::kernel(t, g, tables, a, out);
+                    }
                     CpuWeight::Float { .. } => unreachable!("float jobs ran above"),
                 }
             }

@@ -349,3 +349,44 @@ fn batched_matmul_equals_row_by_row() {
         assert_eq!(&all[t * rows..(t + 1) * rows], &one[..]);
     }
 }
+
+/// The lookup-table family equals the masked family's specification bit
+/// for bit, on every kernel, including partial groups and f32 (`I2_S`) scales.
+#[test]
+fn ternary_lut_kernels_are_bit_identical_to_the_masked_specification() {
+    use hearth_cpu::packed::ternary_lut::{kernel_variants, LutMatrix, LutTables};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    for ty in TERNARY_TYPES {
+        for (rows, cols, n) in [(8, 256, 1), (45, 512, 3), (64, 256, 2), (3, 1024, 1)] {
+            let t = TernaryMatrix::pack(ty, &random_ternary(ty, rows, cols, &mut rng), rows, cols).unwrap();
+            let lut = LutMatrix::from_ternary(&t).expect("valid codes");
+            let a = q8k_acts(n, cols, &mut rng);
+            let mut want = vec![0.0; n * rows];
+            hearth_cpu::packed::ternary::gemm(&t, &a, &mut want);
+            let tables = LutTables::build(&a);
+            for (name, kernel) in kernel_variants() {
+                let mut got = vec![0.0; n * rows];
+                let shared = SharedOut::new(&mut got);
+                (0..lut.groups()).for_each(|g| kernel(&lut, g, &tables, &a, &shared));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "lut {name} {ty} {rows}x{cols} n={n} at {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+/// A super-block's codes read at once equal the codes read one at a time.
+#[test]
+fn ternary_super_codes_equal_single_codes() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(24);
+    let (rows, cols) = (21, 512);
+    let t = TernaryMatrix::pack(GgmlType::TQ2_0, &random_ternary(GgmlType::TQ2_0, rows, cols, &mut rng), rows, cols)
+        .expect("ternary");
+    for r in 0..rows {
+        for s in 0..cols / 256 {
+            let want: Vec<u8> = (0..256).map(|e| t.code(r, 256 * s + e)).collect();
+            assert_eq!(t.super_codes(r, s).to_vec(), want, "row {r} super {s}");
+        }
+    }
+}

@@ -30,6 +30,9 @@
 pub mod acts;
 pub mod reference;
 pub mod ternary;
+pub mod ternary_lut;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod ternary_lut_x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod ternary_x86;
 #[cfg(target_arch = "x86_64")]

@@ -113,6 +113,25 @@ impl TernaryMatrix {
         (self.codes[base + i] >> shift) & 3
     }
 
+    /// The 256 codes of row `r` in super-block `s` (what [`Self::code`]
+    /// reads one at a time, a whole block's bytes at once).
+    #[must_use]
+    pub fn super_codes(&self, r: usize, s: usize) -> [u8; SUPER] {
+        let base = ((r / ROWS) * (self.cols / SUPER) + s) * SUPER_BYTES + 4 * (r % ROWS);
+        let mut codes = [0u8; SUPER];
+        for b in 0..8 {
+            for h in 0..2 {
+                let bytes = &self.codes[base + CHUNK_BYTES * (2 * b + h)..][..4];
+                for (j, &byte) in bytes.iter().enumerate() {
+                    for k in 0..4 {
+                        codes[32 * b + 4 * (4 * h + k) + j] = (byte >> (2 * k)) & 3;
+                    }
+                }
+            }
+        }
+        codes
+    }
+
     /// Index into `scales` of row `r`'s super-block `s`.
     #[must_use]
     pub fn scale_index(&self, r: usize, s: usize) -> usize {
@@ -150,11 +169,16 @@ fn code_slot(row: usize, e: usize) -> (usize, u32) {
     (CHUNK_BYTES * (2 * b + lane / 4) + 4 * row + j, 2 * (lane % 4) as u32)
 }
 
-/// Writes one row's 256 codes into a zeroed (group, super-block).
+/// Writes one row's 256 codes into its bytes of a (group, super-block):
+/// each byte gathers four lanes' codes of one element (see the module docs).
 fn store_super(out: &mut [u8], row: usize, codes: &[u8; SUPER]) {
-    for (e, &code) in codes.iter().enumerate() {
-        let (i, shift) = code_slot(row, e);
-        out[i] |= (code & 3) << shift;
+    for b in 0..8 {
+        for h in 0..2 {
+            for j in 0..4 {
+                let code = |k: usize| (codes[32 * b + 4 * (4 * h + k) + j] & 3) << (2 * k);
+                out[CHUNK_BYTES * (2 * b + h) + 4 * row + j] = code(0) | code(1) | code(2) | code(3);
+            }
+        }
     }
 }
 
