@@ -132,24 +132,33 @@ unsafe fn tile512<const F16S: bool, const C: usize>(
             // latency: without this, decode waited on memory half its time.
             prefetch_block(codes.add(s * SUPER_BYTES), SUPER_BYTES);
         }
-        for h in 0..2 {
-            let mut isum = [[_mm512_setzero_si512(); 4]; C];
+        // Lane halves summed in one pass: both for a lone activation row (so
+        // the lines are read in order and the hardware prefetchers follow),
+        // one at a time for a tile (registers).
+        let together = if C == 1 { 2 } else { 1 };
+        for h0 in (0..2).step_by(together) {
+            let mut isum = [[[_mm512_setzero_si512(); 4]; 2]; C];
             for b in 0..8 {
-                let v = _mm512_loadu_si512(codes.add(s * SUPER_BYTES + CHUNK_BYTES * (2 * b + h)).cast());
-                for k in 0..4 {
-                    let w = _mm512_and_si512(v, _mm512_set1_epi8(3 << (2 * k)));
-                    for (c, isum) in isum.iter_mut().enumerate() {
-                        let x = _mm512_set1_epi32(act4(a, t0 + c, s * SUPER + 32 * b + 4 * (4 * h + k)));
-                        isum[k] = _mm512_dpbusd_epi32(isum[k], w, x);
+                for dh in 0..together {
+                    let h = h0 + dh;
+                    let v = _mm512_loadu_si512(codes.add(s * SUPER_BYTES + CHUNK_BYTES * (2 * b + h)).cast());
+                    for k in 0..4 {
+                        let w = _mm512_and_si512(v, _mm512_set1_epi8(3 << (2 * k)));
+                        for (c, isum) in isum.iter_mut().enumerate() {
+                            let x = _mm512_set1_epi32(act4(a, t0 + c, s * SUPER + 32 * b + 4 * (4 * h + k)));
+                            isum[dh][k] = _mm512_dpbusd_epi32(isum[dh][k], w, x);
+                        }
                     }
                 }
             }
             for (c, (isum, acc)) in isum.iter().zip(acc.iter_mut()).enumerate() {
-                for (k, &isum) in isum.iter().enumerate() {
-                    let lane = 4 * h + k;
-                    let exact = _mm512_sra_epi32(isum, _mm_cvtsi32_si128(2 * k as i32));
-                    let i = _mm512_sub_epi32(exact, _mm512_set1_epi32(lane_offset(a, t0 + c, s, lane)));
-                    acc[lane] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), d[c], acc[lane]);
+                for (dh, isum) in isum.iter().enumerate().take(together) {
+                    for (k, &isum) in isum.iter().enumerate() {
+                        let lane = 4 * (h0 + dh) + k;
+                        let exact = _mm512_sra_epi32(isum, _mm_cvtsi32_si128(2 * k as i32));
+                        let i = _mm512_sub_epi32(exact, _mm512_set1_epi32(lane_offset(a, t0 + c, s, lane)));
+                        acc[lane] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), d[c], acc[lane]);
+                    }
                 }
             }
         }
