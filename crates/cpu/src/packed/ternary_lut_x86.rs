@@ -8,16 +8,16 @@
 #![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
-    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi16, _mm512_add_epi32, _mm512_add_ps, _mm512_castsi512_si256,
+    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi16, _mm512_add_epi32, _mm512_castsi512_si256,
     _mm512_cvtepi16_epi32, _mm512_cvtepi32_ps, _mm512_cvtph_ps, _mm512_extracti64x4_epi64, _mm512_fmadd_ps,
     _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_add_epi16, _mm512_mul_ps, _mm512_permutexvar_epi16,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_srli_epi16, _mm512_storeu_ps,
-    _mm512_sub_epi16,
+    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_srli_epi16, _mm512_sub_epi16,
 };
 
 use super::acts::QuantizedActs;
 use super::ternary::{LANES, SUPER};
 use super::ternary_lut::{LutMatrix, LutTables, LOOKUPS, ROWS, TABLE, TRIPLES, WORDS};
+use super::ternary_x86::store_lane_sums512;
 use super::x86::{prefetch_block, scale_ptr};
 use super::Scales;
 use crate::pool::SharedOut;
@@ -31,13 +31,6 @@ unsafe fn nibble(w: __m512i, n: usize) -> __m512i {
         2 => _mm512_srli_epi16::<8>(w),
         _ => _mm512_srli_epi16::<12>(w),
     }
-}
-
-/// ggml's lane sum, 16 rows at once.
-#[inline(always)]
-unsafe fn sum_lanes(acc: &[__m512; LANES]) -> __m512 {
-    let r: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(acc[i], acc[i + 4]));
-    _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]))
 }
 
 // `lane` indexes the records, the tables and both accumulator halves.
@@ -102,9 +95,7 @@ unsafe fn row<const F16S: bool>(
         let first = g * ROWS + 16 * h;
         let lanes = m.rows.saturating_sub(first).min(16);
         if lanes > 0 {
-            let mut tmp = [0f32; 16];
-            _mm512_storeu_ps(tmp.as_mut_ptr(), sum_lanes(acc));
-            out.slice(t * m.rows + first, lanes).copy_from_slice(&tmp[..lanes]);
+            store_lane_sums512(acc, out, t * m.rows + first, lanes);
         }
     }
 }

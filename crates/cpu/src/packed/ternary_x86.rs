@@ -166,12 +166,22 @@ unsafe fn tile512<const F16S: bool, const C: usize>(
     let first = g * ROWS;
     let lanes = (m.rows - first).min(ROWS);
     for (c, acc) in acc.iter().enumerate() {
-        let r: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(acc[i], acc[i + 4]));
-        let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
-        let mut tmp = [0f32; ROWS];
-        _mm512_storeu_ps(tmp.as_mut_ptr(), sum);
-        out.slice((t0 + c) * m.rows + first, lanes).copy_from_slice(&tmp[..lanes]);
+        store_lane_sums512(acc, out, (t0 + c) * m.rows + first, lanes);
     }
+}
+
+/// Adds 16 rows' lane accumulators in ggml's `hsum_float_8` order and
+/// stores the first `len` sums at `out[at..]`.
+///
+/// # Safety
+/// AVX-512F; `out[at..at + len]` must belong to the calling task.
+#[inline(always)]
+pub(super) unsafe fn store_lane_sums512(acc: &[__m512; LANES], out: &SharedOut, at: usize, len: usize) {
+    let r: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(acc[i], acc[i + 4]));
+    let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
+    let mut tmp = [0f32; 16];
+    _mm512_storeu_ps(tmp.as_mut_ptr(), sum);
+    out.slice(at, len).copy_from_slice(&tmp[..len]);
 }
 
 /// Runs `tile(t0, C)` over every activation row, [`TILE`] at a time.
