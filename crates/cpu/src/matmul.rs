@@ -206,7 +206,7 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
                     CpuWeight::Packed(p) => (kernels().packed_group)(p, g, a, out),
                     CpuWeight::Ternary(t) => (kernels().ternary_group)(t, g, a, out),
                     CpuWeight::TernaryLut(t) => {
-                        let tables = tables[source[i]].as_ref().expect("built above for every lookup job");
+                        let tables = tables[source[i]].as_ref().expect("lookup tables"); // ok: built above for every lookup job's key
                         crate::packed::ternary_lut::kernel(t, g, tables, a, out);
                     }
                     CpuWeight::Float { .. } => unreachable!("float jobs ran above"),
