@@ -84,9 +84,9 @@ fn main() {
             // The lookup-table family on the same ternary weights (tables built per call).
             if let (T::TQ2_0, CpuWeight::Ternary(t)) = (ty, &w) {
                 use hearth_cpu::packed::ternary_lut::{self, LutMatrix};
-                let lut = LutMatrix::from_ternary(t).expect("valid codes");
+                let lut = CpuWeight::TernaryLut(LutMatrix::from_ternary(t).expect("valid codes"));
                 let isa = ternary_lut::kernel_variants().last().map_or("scalar", |v| v.0);
-                let secs = median_secs(reps, || ternary_lut::matmul(&lut, &x, n, &mut out));
+                let secs = median_secs(reps, || hearth_cpu::matmul(&lut, &x, n, &mut out));
                 report("TQ2_0-lut", isa, (rows, cols, n, threads), lut.bytes(), secs);
             }
         }

@@ -173,8 +173,10 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
             };
             source.push(at);
         }
-        // Lookup tables of the activations a lookup-layout job reads.
-        let tables: Vec<Option<LutTables>> = (0..keys.len())
+        // Lookup tables of the activations a lookup-layout job reads (none,
+        // and no allocation, in the default layout).
+        let any_lut = integer.iter().any(|&(j, _, _)| matches!(jobs[j].0, CpuWeight::TernaryLut(_)));
+        let tables: Vec<Option<LutTables>> = (0..if any_lut { keys.len() } else { 0 })
             .map(|k| {
                 let wants = integer
                     .iter()

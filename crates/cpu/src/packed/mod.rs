@@ -27,6 +27,24 @@
 //! the specification ([`reference::gemm`]); the SIMD kernels reproduce it
 //! exactly, and tests check the two are bit-identical.
 
+/// Runs a tile kernel over all activation rows of `$a`: whole tiles of
+/// `$size` rows as `$full(t)`, the rest one row at a time as `$single(t)`.
+/// (A macro, not a closure-taking function: closures would not inherit the
+/// kernels' target features.)
+macro_rules! row_tiles {
+    ($a:expr, $size:expr, |$t:ident| $full:expr, $single:expr) => {{
+        let mut $t = 0;
+        while $t + $size <= $a.n {
+            $full;
+            $t += $size;
+        }
+        while $t < $a.n {
+            $single;
+            $t += 1;
+        }
+    }};
+}
+
 pub mod acts;
 pub mod reference;
 pub mod ternary;

@@ -328,20 +328,6 @@ pub fn kernel_variants() -> Vec<(&'static str, LutGroupFn)> {
     v
 }
 
-/// `out[t * m.rows + r] = W[r] · x[t]` for `t < n` with the fastest kernel
-/// of the family: activations quantized by ggml's `Q8_K` rule, tables
-/// built, groups spread over the worker pool.
-///
-/// # Panics
-/// When `x` or `out` is too short.
-pub fn matmul(m: &LutMatrix, x: &[f32], n: usize, out: &mut [f32]) {
-    let mut a = QuantizedActs::default();
-    a.quantize_with(super::acts::ActRule::Q8K, x, n, m.cols);
-    let tables = LutTables::build(&a);
-    let shared = crate::pool::SharedOut::new(&mut out[..n * m.rows]);
-    crate::pool::parallel_for(m.groups(), &|g| kernel(m, g, &tables, &a, &shared));
-}
-
 /// Group `g` of `m` against every row of `a` with the fastest kernel of the family.
 pub fn kernel(m: &LutMatrix, g: usize, tables: &LutTables, a: &QuantizedActs, out: &crate::pool::SharedOut) {
     static BEST: std::sync::OnceLock<LutGroupFn> = std::sync::OnceLock::new();

@@ -8,16 +8,16 @@
 #![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
-    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi16, _mm512_add_epi32, _mm512_castsi512_si256,
-    _mm512_cvtepi16_epi32, _mm512_cvtepi32_ps, _mm512_cvtph_ps, _mm512_extracti64x4_epi64, _mm512_fmadd_ps,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_add_epi16, _mm512_mul_ps, _mm512_permutexvar_epi16,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_srli_epi16, _mm512_sub_epi16,
+    __m512, __m512i, _mm512_add_epi16, _mm512_add_epi32, _mm512_castsi512_si256, _mm512_cvtepi16_epi32,
+    _mm512_cvtepi32_ps, _mm512_extracti64x4_epi64, _mm512_fmadd_ps, _mm512_loadu_si512, _mm512_mask_add_epi16,
+    _mm512_mul_ps, _mm512_permutexvar_epi16, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_setzero_si512, _mm512_srli_epi16, _mm512_sub_epi16,
 };
 
 use super::acts::QuantizedActs;
 use super::ternary::{LANES, SUPER};
 use super::ternary_lut::{LutMatrix, LutTables, LOOKUPS, ROWS, TABLE, TRIPLES, WORDS};
-use super::ternary_x86::store_lane_sums512;
+use super::ternary_x86::{load_scales16, store_lane_sums512};
 use super::x86::{prefetch_block, scale_ptr};
 use super::Scales;
 use crate::pool::SharedOut;
@@ -49,13 +49,7 @@ unsafe fn row<const F16S: bool>(
     let mut acc = [[_mm512_setzero_ps(); LANES]; 2];
     for s in 0..supers {
         let at = (g * supers + s) * ROWS;
-        let dw: [__m512; 2] = std::array::from_fn(|h| {
-            if F16S {
-                _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(2 * (at + 16 * h)).cast()))
-            } else {
-                _mm512_loadu_ps(scales.add(4 * (at + 16 * h)).cast())
-            }
-        });
+        let dw: [__m512; 2] = std::array::from_fn(|h| load_scales16::<F16S>(scales, at + 16 * h));
         let da = _mm512_set1_ps(a.scale(t, s * SUPER / 32));
         let d = [_mm512_mul_ps(dw[0], da), _mm512_mul_ps(dw[1], da)];
         let rec0 = (g * supers + s) * LANES;

@@ -119,12 +119,7 @@ unsafe fn tile512<const F16S: bool, const C: usize>(
     let scales = scale_ptr(&m.scales);
     let mut acc = [[_mm512_setzero_ps(); LANES]; C];
     for s in 0..supers {
-        let at = (g * supers + s) * ROWS;
-        let dw = if F16S {
-            _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(2 * at).cast()))
-        } else {
-            _mm512_loadu_ps(scales.add(4 * at).cast())
-        };
+        let dw = load_scales16::<F16S>(scales, (g * supers + s) * ROWS);
         let d: [__m512; C] =
             std::array::from_fn(|c| _mm512_mul_ps(dw, _mm512_set1_ps(a.scale(t0 + c, s * SUPER / 32))));
         if C == 1 {
@@ -170,6 +165,19 @@ unsafe fn tile512<const F16S: bool, const C: usize>(
     }
 }
 
+/// 16 scales (f16 or f32, as the layout says) starting at element `i`.
+///
+/// # Safety
+/// AVX-512F and F16C; `p` must hold 16 scales from `i`.
+#[inline(always)]
+pub(super) unsafe fn load_scales16<const F16S: bool>(p: *const u8, i: usize) -> __m512 {
+    if F16S {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * i).cast()))
+    } else {
+        _mm512_loadu_ps(p.add(4 * i).cast())
+    }
+}
+
 /// Adds 16 rows' lane accumulators in ggml's `hsum_float_8` order and
 /// stores the first `len` sums at `out[at..]`.
 ///
@@ -184,42 +192,26 @@ pub(super) unsafe fn store_lane_sums512(acc: &[__m512; LANES], out: &SharedOut, 
     out.slice(at, len).copy_from_slice(&tmp[..len]);
 }
 
-/// Runs `tile(t0, C)` over every activation row, [`TILE`] at a time.
-macro_rules! over_rows {
-    ($a:expr, $f16s:expr, |$t:ident, $F:ident, $C:ident| $call:expr) => {{
-        let mut $t = 0;
-        macro_rules! go {
-            ($ff:literal, $cc:expr) => {{
-                const $F: bool = $ff;
-                const $C: usize = $cc;
-                $call
-            }};
-        }
-        while $t + TILE <= $a.n {
-            if $f16s {
-                go!(true, TILE)
-            } else {
-                go!(false, TILE)
-            }
-            $t += TILE;
-        }
-        while $t < $a.n {
-            if $f16s {
-                go!(true, 1)
-            } else {
-                go!(false, 1)
-            }
-            $t += 1;
-        }
-    }};
-}
-
 #[inline(always)]
 unsafe fn group256<D: Dot4>(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
     let f16s = matches!(m.scales, Scales::F16(_));
     for half in 0..2 {
         if g * ROWS + half * ROWS / 2 < m.rows {
-            over_rows!(a, f16s, |t, F, C| tile256::<D, F, C>(m, g, half, a, t, out));
+            if f16s {
+                row_tiles!(
+                    a,
+                    TILE,
+                    |t| tile256::<D, true, TILE>(m, g, half, a, t, out),
+                    tile256::<D, true, 1>(m, g, half, a, t, out)
+                );
+            } else {
+                row_tiles!(
+                    a,
+                    TILE,
+                    |t| tile256::<D, false, TILE>(m, g, half, a, t, out),
+                    tile256::<D, false, 1>(m, g, half, a, t, out)
+                );
+            }
         }
     }
 }
@@ -232,7 +224,11 @@ unsafe fn group256<D: Dot4>(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out:
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn group_avx512vnni(m: &TernaryMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
     let f16s = matches!(m.scales, Scales::F16(_));
-    over_rows!(a, f16s, |t, F, C| tile512::<F, C>(m, g, a, t, out));
+    if f16s {
+        row_tiles!(a, TILE, |t| tile512::<true, TILE>(m, g, a, t, out), tile512::<true, 1>(m, g, a, t, out));
+    } else {
+        row_tiles!(a, TILE, |t| tile512::<false, TILE>(m, g, a, t, out), tile512::<false, 1>(m, g, a, t, out));
+    }
 }
 
 /// As [`group_avx512vnni`], 256-bit with AVX-VNNI.

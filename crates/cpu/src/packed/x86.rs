@@ -436,24 +436,6 @@ const TILE: usize = 4;
 /// accumulators each).
 const TILE_LANES: usize = 2;
 
-/// Runs a tile kernel over all activation rows of `$a`: whole tiles of
-/// `$size` rows as `$full(t)`, the rest one row at a time as `$single(t)`.
-/// (A macro, not a closure-taking function: closures would not inherit the
-/// kernels' target features.)
-macro_rules! row_tiles {
-    ($a:expr, $size:expr, |$t:ident| $full:expr, $single:expr) => {{
-        let mut $t = 0;
-        while $t + $size <= $a.n {
-            $full;
-            $t += $size;
-        }
-        while $t < $a.n {
-            $single;
-            $t += 1;
-        }
-    }};
-}
-
 /// Group `g` against all activation rows, in tiles of [`TILE`].
 #[inline(always)]
 unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const F16S: bool>(
