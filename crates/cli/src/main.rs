@@ -78,31 +78,31 @@ struct RunArgs {
     /// The prompt; omit on a terminal for an interactive chat.
     prompt: Option<String>,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = SamplingParams::default().temperature)]
     temp: f32,
     /// RNG seed for reproducible sampling.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingParams::default().seed)]
     seed: u64,
     /// Maximum new tokens.
-    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+    #[arg(short = 'n', long = "max-tokens", default_value_t = SamplingParams::default().max_tokens)]
     n: usize,
     /// Top-k truncation (0 = off).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = SamplingParams::default().top_k)]
     top_k: usize,
     /// Top-p (nucleus) truncation (1 = off).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = SamplingParams::default().top_p)]
     top_p: f32,
     /// Min-p truncation (0 = off).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = SamplingParams::default().min_p)]
     min_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplingParams::default().repeat_penalty)]
     repeat_penalty: f32,
     /// Presence penalty.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = SamplingParams::default().presence_penalty)]
     presence_penalty: f32,
     /// Frequency penalty.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = SamplingParams::default().frequency_penalty)]
     frequency_penalty: f32,
     /// Stop before this string (repeatable).
     #[arg(long)]
@@ -220,8 +220,10 @@ fn load(model: &str, ctx: usize) -> Result<Session> {
     Ok(Session::load(&path, ctx)?)
 }
 
-fn sampling_params(a: &RunArgs) -> SamplingParams {
-    SamplingParams {
+/// The sampling flags as parameters, checked by the rule every entry point
+/// shares; a bad value names its flag.
+fn sampling_params(a: &RunArgs, n_vocab: usize) -> Result<SamplingParams> {
+    let params = SamplingParams {
         temperature: a.temp,
         top_k: a.top_k,
         top_p: a.top_p,
@@ -233,14 +235,24 @@ fn sampling_params(a: &RunArgs) -> SamplingParams {
         max_tokens: a.n,
         stop: a.stop.clone(),
         ..SamplingParams::default()
+    };
+    if let Err(e) = params.validate(n_vocab) {
+        let flag = match e.field {
+            "temperature" => "--temp".to_owned(),
+            field => format!("--{}", field.replace('_', "-")),
+        };
+        bail!("invalid {flag}: {e}");
     }
+    Ok(params)
 }
 
 fn cmd_run(a: &RunArgs) -> Result<()> {
     set_threads(a.common.threads)?;
+    // Ranges first, before the model loads; the vocabulary bound after.
+    sampling_params(a, usize::MAX)?;
     let mut session = load(&a.model, a.common.context.unwrap_or(4096))?;
     serve::fit_single_user(&mut session, &a.mem)?;
-    let params = sampling_params(a);
+    let params = sampling_params(a, session.model.config().n_vocab)?;
     let Some(prompt) = a.prompt.clone() else {
         if std::io::stdin().is_terminal() {
             return chat::interactive(&session, &params, a.system.as_deref());

@@ -11,7 +11,7 @@ use hearth_engine::batching::EngineConfig;
 use hearth_engine::handle::EngineHandle;
 use hearth_engine::plan::{available_memory, Footprint, MemoryPriority, Plan};
 use hearth_engine::Session;
-use hearth_server::AppState;
+use hearth_server::{AppState, HttpLimits};
 
 use crate::size::{human_bytes, parse_bytes, parse_tokens};
 
@@ -62,9 +62,21 @@ pub struct ServeArgs {
     /// Context per user in tokens: 4096, 32k (default 4096).
     #[arg(long = "ctx-size", alias = "context", value_parser = parse_tokens, default_value = "4096")]
     pub ctx: usize,
-    /// Require `Authorization: Bearer KEY` on /v1 endpoints.
-    #[arg(long = "api-key")]
+    /// Require `Authorization: Bearer KEY` on /v1 endpoints. Visible to
+    /// other users in the process list: prefer --api-key-file or HEARTH_API_KEY.
+    #[arg(long = "api-key", conflicts_with = "api_key_file")]
     pub api_key: Option<String>,
+    /// Read the API key from this file (its first line).
+    #[arg(long = "api-key-file")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Connections open at once (more wait their turn); capped below the
+    /// process's open-file limit.
+    #[arg(long = "max-connections", default_value_t = HttpLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers, or sit
+    /// idle between requests, before it is closed.
+    #[arg(long = "header-timeout", default_value_t = HttpLimits::default().header_timeout.as_secs())]
+    pub header_timeout: u64,
     /// Requests allowed to wait for a slot; more get 429.
     #[arg(long = "max-queue", default_value_t = 256)]
     pub max_queue: usize,
@@ -196,15 +208,61 @@ pub fn cmd_serve(a: &ServeArgs, session: Session) -> Result<()> {
         kv_blocks,
         n_ctx: a.ctx,
     };
+    let api_key = api_key(a)?;
+    let limits = HttpLimits {
+        max_connections: a.max_connections.min(connection_ceiling()),
+        header_timeout: std::time::Duration::from_secs(a.header_timeout.max(1)),
+        ..HttpLimits::default()
+    };
     let engine = EngineHandle::spawn(Arc::new(session), config)?;
-    let state = AppState { engine, model_name: name, api_key: a.api_key.clone() };
+    let state = AppState::new(engine, name, api_key.clone());
     let addr = SocketAddr::new(a.host, a.port);
     if !a.host.is_loopback() {
-        eprintln!("warning: listening on {addr}, reachable from other machines");
+        if api_key.is_some() {
+            eprintln!("warning: listening on {addr}, reachable from other machines");
+        } else {
+            eprintln!(
+                "warning: listening on {addr} WITHOUT an API key: anyone who can reach this machine can use \
+                 the model (set --api-key-file or HEARTH_API_KEY)"
+            );
+        }
     }
     let rt = http_runtime()?;
-    rt.block_on(hearth_server::serve(addr, state)).with_context(|| format!("serving on {addr}"))?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        hearth_server::serve(listener, state, limits, shutdown).await
+    })
+    .with_context(|| format!("serving on {addr}"))?;
     Ok(())
+}
+
+/// The API key: `--api-key`, else the first line of `--api-key-file`, else
+/// the `HEARTH_API_KEY` environment variable.
+fn api_key(a: &ServeArgs) -> Result<Option<String>> {
+    let key = if let Some(path) = &a.api_key_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Some(text.lines().next().unwrap_or("").trim().to_owned())
+    } else {
+        a.api_key.clone().or_else(|| std::env::var("HEARTH_API_KEY").ok())
+    };
+    match key {
+        Some(k) if k.is_empty() => bail!("the API key is empty"),
+        k => Ok(k),
+    }
+}
+
+/// Most connections the process can hold open: its open-file limit (raised
+/// to the hard limit where allowed) less room for model files, the engine
+/// and logs.
+fn connection_ceiling() -> usize {
+    const RESERVED: u64 = 64;
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+        .unwrap_or(1024);
+    usize::try_from(limit.saturating_sub(RESERVED).max(16)).unwrap_or(usize::MAX)
 }
 
 /// The async runtime for HTTP: one worker is plenty for the I/O, and leaves

@@ -7,6 +7,7 @@
 //! reports its receiver gone ends the request at once and frees its blocks.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use hearth_core::{ForwardBatch, KvType, SeqId, TokenId};
 use hearth_kv::KvCacheManager;
 use hearth_models::KvStore;
 use hearth_sampling::{Sampler, SamplingParams, StopMatcher};
-pub use hearth_sched::AddError;
+pub use hearth_sched::{AddError, SeqLimits};
 use hearth_sched::{Request, Scheduler, SchedulerConfig, StepPlan};
 use hearth_text::IncrementalDecoder;
 
@@ -41,13 +42,6 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Positions one sequence may reach: the context, or the whole KV pool
-    /// if that is smaller (so a sequence alone always fits).
-    #[must_use]
-    pub fn max_seq_len(&self) -> usize {
-        self.n_ctx.min(self.kv_blocks * self.block_size)
-    }
-
     /// One sequence of `n_ctx` positions (what `hearth run` needs).
     #[must_use]
     pub fn single(n_ctx: usize) -> Self {
@@ -165,13 +159,22 @@ impl<'s> Engine<'s> {
             KvCacheManager::new(config.kv_blocks, config.block_size),
         );
         metrics.kv_blocks_total.set(config.kv_blocks as i64);
-        Ok(Self { session, store, sched, active: HashMap::new(), next_id: 0, metrics })
+        let engine = Self { session, store, sched, active: HashMap::new(), next_id: 0, metrics };
+        // Gauges are true from the first scrape, before any request.
+        engine.update_gauges();
+        Ok(engine)
     }
 
     /// The loaded model.
     #[must_use]
     pub fn session(&self) -> &'s Session {
         self.session
+    }
+
+    /// How long a sequence may grow, and which prompts fit (the scheduler's rule).
+    #[must_use]
+    pub fn limits(&self) -> SeqLimits {
+        self.sched.limits()
     }
 
     /// The scheduler (queue and pool figures).
@@ -195,6 +198,7 @@ impl<'s> Engine<'s> {
         if let Some(bad) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
             return Err(EngineError::Invalid(format!("token id {bad} is outside the vocabulary ({vocab})")));
         }
+        req.params.validate(vocab)?;
         let id = SeqId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         let prompt_len = req.prompt.len();
@@ -243,15 +247,25 @@ impl<'s> Engine<'s> {
             return 0;
         }
         let batch = self.batch_of(&plan);
-        match self.session.model.forward(&batch, &mut self.store) {
-            Ok(mut logits) => {
+        let (model, store) = (&self.session.model, &mut self.store);
+        // A failing or panicking forward pass ends the sequences of this step
+        // (one of them caused it; which one cannot be known) and nobody else:
+        // their blocks were never published, so the prefix cache stays whole.
+        match catch_unwind(AssertUnwindSafe(|| model.forward(&batch, store))) {
+            Ok(Ok(mut logits)) => {
                 self.sched.complete(&plan);
                 self.sample_all(&plan, &mut logits);
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::error!("forward pass failed: {e}");
                 for s in &plan.scheduled {
                     self.fail(s.id, &format!("forward pass failed: {e}"));
+                }
+            }
+            Err(_) => {
+                tracing::error!("forward pass panicked; failing the {} sequences of this step", plan.scheduled.len());
+                for s in &plan.scheduled {
+                    self.fail(s.id, "internal error in the forward pass");
                 }
             }
         }
@@ -283,7 +297,11 @@ impl<'s> Engine<'s> {
         let mut rows = logits.chunks_exact_mut(n_vocab);
         for s in plan.scheduled.iter().filter(|s| s.sample) {
             let Some(row) = rows.next() else { break };
-            self.on_logits(s.id, row);
+            // One sequence's sampling failure ends that sequence only.
+            if catch_unwind(AssertUnwindSafe(|| self.on_logits(s.id, row))).is_err() {
+                tracing::error!("sampling panicked for sequence {}; ending it", s.id.0);
+                self.fail(s.id, "internal error while sampling");
+            }
         }
     }
 

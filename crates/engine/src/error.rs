@@ -17,10 +17,11 @@ pub enum EngineError {
     Fetch { what: String, why: String },
     #[error("checksum mismatch for {path}: expected {expected}, got {actual}")]
     Checksum { path: String, expected: String, actual: String },
-    #[error("prompt of {prompt} tokens does not fit the context of {context} tokens")]
-    PromptTooLong { prompt: usize, context: usize },
     #[error("{0}")]
     Invalid(String),
+    /// A sampling parameter outside its range (the field is named).
+    #[error(transparent)]
+    InvalidParam(#[from] hearth_sampling::InvalidParam),
     #[error(transparent)]
     Rejected(#[from] hearth_sched::AddError),
     #[error("the engine has stopped")]
@@ -36,10 +37,8 @@ impl EngineError {
         use hearth_sched::AddError as A;
         match self {
             Self::Rejected(A::QueueFull { .. }) => "queue_full",
-            Self::Rejected(A::PromptTooLong { .. } | A::ExceedsKvPool { .. }) | Self::PromptTooLong { .. } => {
-                "too_long"
-            }
-            Self::Invalid(_) | Self::Rejected(_) => "invalid",
+            Self::Rejected(A::PromptTooLong { .. } | A::ExceedsKvPool { .. }) => "too_long",
+            Self::Invalid(_) | Self::InvalidParam(_) | Self::Rejected(_) => "invalid",
             Self::Stopped => "stopped",
             _ => "other",
         }

@@ -82,9 +82,6 @@ impl Session {
         params: &SamplingParams,
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerateOutput, EngineError> {
-        if prompt.len() >= self.n_ctx {
-            return Err(EngineError::PromptTooLong { prompt: prompt.len(), context: self.n_ctx });
-        }
         let config = EngineConfig { kv_type: self.kv_type, ..EngineConfig::single(self.n_ctx) };
         let mut engine = Engine::new(self, config, Arc::new(Metrics::new()))?;
         let (tx, rx) = mpsc::channel();

@@ -9,7 +9,7 @@ use std::thread;
 use hearth_core::SeqId;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::batching::{Engine, EngineConfig, Event, GenRequest};
+use crate::batching::{Engine, EngineConfig, Event, GenRequest, SeqLimits};
 use crate::metrics::Metrics;
 use crate::{EngineError, Session};
 
@@ -28,7 +28,7 @@ pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     session: Arc<Session>,
     metrics: Arc<Metrics>,
-    max_seq_len: usize,
+    limits: SeqLimits,
 }
 
 /// A submitted request: its id and its stream of events.
@@ -43,16 +43,17 @@ impl EngineHandle {
     /// Starts the engine thread over `session`.
     pub fn spawn(session: Arc<Session>, config: EngineConfig) -> Result<Self, EngineError> {
         let metrics = Arc::new(Metrics::new());
-        // Configuration errors surface here, before the thread starts.
-        hearth_models::KvStore::row_bytes(session.model.config(), config.kv_type)?;
-        let max_seq_len = config.max_seq_len();
         let (commands, rx) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
         let (s, m) = (Arc::clone(&session), Arc::clone(&metrics));
         thread::Builder::new()
             .name("hearth-engine".into())
-            .spawn(move || run(&s, config, &m, &rx))
+            .spawn(move || run(&s, config, &m, &rx, &ready_tx))
             .map_err(EngineError::Io)?;
-        Ok(Self { commands, session, metrics, max_seq_len })
+        // The engine is built on its thread (it borrows the session there);
+        // its configuration errors and its limits come back before serving.
+        let limits = ready.recv().map_err(|_| EngineError::Stopped)??;
+        Ok(Self { commands, session, metrics, limits })
     }
 
     /// The model being served.
@@ -67,10 +68,11 @@ impl EngineHandle {
         &self.metrics
     }
 
-    /// Positions one sequence may reach (context, or the KV pool if smaller).
+    /// How long a sequence may grow and which prompts fit: the scheduler's
+    /// own rule, for checks before a request is queued.
     #[must_use]
-    pub fn max_seq_len(&self) -> usize {
-        self.max_seq_len
+    pub fn limits(&self) -> SeqLimits {
+        self.limits
     }
 
     /// Queues `req`; fails at once when it is refused (queue full, too long).
@@ -89,8 +91,23 @@ impl EngineHandle {
 }
 
 /// The engine thread: sleep while idle, else take commands and step.
-fn run(session: &Session, config: EngineConfig, metrics: &Arc<Metrics>, rx: &mpsc::Receiver<Command>) {
-    let Ok(mut engine) = Engine::new(session, config, Arc::clone(metrics)) else { return };
+fn run(
+    session: &Session,
+    config: EngineConfig,
+    metrics: &Arc<Metrics>,
+    rx: &mpsc::Receiver<Command>,
+    ready: &mpsc::Sender<Result<SeqLimits, EngineError>>,
+) {
+    let mut engine = match Engine::new(session, config, Arc::clone(metrics)) {
+        Ok(engine) => {
+            let _ = ready.send(Ok(engine.limits()));
+            engine
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     loop {
         if engine.is_idle() {
             match rx.recv() {

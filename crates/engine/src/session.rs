@@ -52,9 +52,22 @@ impl Session {
     /// Tokens of a chat: the messages through the chat template, ending with
     /// the assistant's turn. `hearth run` and the server both use this, so
     /// the same conversation is the same prompt everywhere.
+    ///
+    /// Only the template's markup yields control tokens: a message's text is
+    /// tokenized as text, so typing `<|im_start|>system` forges no turn. When
+    /// the template rewrites message text so its place cannot be found, a
+    /// message holding a control token's text is refused rather than trusted.
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<TokenId>, EngineError> {
-        let text = self.template.render(messages, true)?;
-        self.raw_prompt(&text)
+        let chat = self.template.render_marked(messages, true)?;
+        if !chat.located {
+            if let Some(i) = messages.iter().position(|m| self.tokenizer.contains_control_text(&m.content)) {
+                return Err(EngineError::Invalid(format!(
+                    "messages[{i}] contains the text of a control token, and this model's chat template \
+                     rewrites message text, so it cannot be kept as plain text; remove it"
+                )));
+            }
+        }
+        Ok(self.tokenizer.encode_marked(&chat.text, &chat.plain, true)?)
     }
 
     /// Tokens of `text` as-is (with BOS when the model wants one).

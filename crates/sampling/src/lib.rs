@@ -1,10 +1,15 @@
 //! Turning logits into the next token.
 //!
-//! A [`Sampler`] applies a chain of [`LogitsProcessor`]s (repetition /
-//! presence / frequency penalties), then truncation (top-k, top-p, min-p),
-//! temperature and a draw from a seeded ChaCha RNG — the order llama.cpp's
-//! default chain uses. Temperature ≤ 0 means greedy (arg-max). Pure logic:
-//! no model, no tensors.
+//! A [`Sampler`] applies a chain of [`LogitsProcessor`]s (logit bias, then
+//! repetition / presence / frequency penalties), then truncation (top-k,
+//! top-p, min-p), temperature and a draw from a seeded ChaCha RNG — the order
+//! llama.cpp's default chain uses. Temperature 0 means greedy (arg-max).
+//! Pure logic: no model, no tensors.
+//!
+//! The sampler is total: whatever the logits and parameters (even ones
+//! [`SamplingParams::validate`] would refuse), it returns a token id inside
+//! the row and never panics — one request's odd values must not end a step
+//! that other users share.
 
 mod params;
 mod penalties;
@@ -14,7 +19,7 @@ use hearth_core::TokenId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use params::SamplingParams;
+pub use params::{limits, InvalidParam, SamplingParams};
 pub use penalties::Penalties;
 pub use stop::StopMatcher;
 
@@ -39,6 +44,9 @@ impl Sampler {
     #[must_use]
     pub fn new(params: SamplingParams, history: &[TokenId]) -> Self {
         let mut processors: Vec<Box<dyn LogitsProcessor>> = Vec::new();
+        if !params.logit_bias.is_empty() {
+            processors.push(Box::new(LogitBias(params.logit_bias.clone())));
+        }
         if params.has_penalties() {
             let mut p = Penalties::new(&params);
             history.iter().for_each(|&t| p.accept(t));
@@ -68,7 +76,10 @@ impl Sampler {
         if c.is_empty() {
             return argmax(logits);
         }
+        // Every truncation below keeps at least the most likely candidate,
+        // so the list is never empty.
         if p.top_k > 0 && p.top_k < c.len() {
+            // `top_k - 1` is in range: 0 < top_k < len.
             c.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
             c.truncate(p.top_k);
         }
@@ -90,10 +101,16 @@ impl Sampler {
             c.truncate(keep.map_or(c.len(), |k| k + 1));
         }
         if p.min_p > 0.0 {
+            // Sorted best first: keep the prefix above the floor, and the best one always.
             let floor = c[0].1 * p.min_p;
-            c.retain(|&(_, q)| q >= floor);
+            let keep = c.iter().position(|&(_, q)| q < floor).unwrap_or(c.len()).max(1);
+            c.truncate(keep);
         }
+        let best = c[0].0;
         let total: f32 = c.iter().map(|&(_, q)| q).sum();
+        if !(total.is_finite() && total > 0.0) {
+            return best;
+        }
         let mut x = self.rng.gen::<f32>() * total;
         for &(t, q) in c.iter() {
             if x < q {
@@ -101,8 +118,24 @@ impl Sampler {
             }
             x -= q;
         }
-        c[c.len() - 1].0
+        c.last().map_or(best, |&(t, _)| t)
     }
+}
+
+/// Adds fixed biases to chosen tokens' logits (OpenAI's `logit_bias`);
+/// ids outside the row are skipped.
+struct LogitBias(Vec<(TokenId, f32)>);
+
+impl LogitsProcessor for LogitBias {
+    fn apply(&mut self, logits: &mut [f32]) {
+        for &(t, b) in &self.0 {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
+            }
+        }
+    }
+
+    fn accept(&mut self, _token: TokenId) {}
 }
 
 /// Index of the largest logit (first on ties).
@@ -145,6 +178,53 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(s.sample(&mut [0.0, 1.0, 0.5]), 1);
         }
+    }
+
+    #[test]
+    fn logit_bias_steers_the_choice() {
+        let params = SamplingParams { logit_bias: vec![(2, 100.0), (99, 5.0)], ..SamplingParams::greedy() };
+        let mut s = Sampler::new(params, &[]);
+        assert_eq!(s.sample(&mut [0.1, 3.0, 2.0]), 2);
+    }
+
+    /// Values `validate` refuses still give a token: the sampler never
+    /// panics, whatever a caller passes.
+    #[test]
+    fn the_sampler_is_total() {
+        let rows: [&[f32]; 5] = [
+            &[0.0, 1.0, 0.5],
+            &[f32::NAN, f32::NAN],
+            &[f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0],
+            &[f32::INFINITY, 0.0],
+            &[1e38, -1e38, 3e38],
+        ];
+        let params = [
+            SamplingParams { min_p: 2.0, temperature: 1.0, ..SamplingParams::default() },
+            SamplingParams { min_p: f32::NAN, temperature: 1.0, ..SamplingParams::default() },
+            SamplingParams { top_p: 0.0, temperature: 1.0, ..SamplingParams::default() },
+            SamplingParams { top_p: -1.0, temperature: f32::NAN, ..SamplingParams::default() },
+            SamplingParams { temperature: 1e-30, top_k: usize::MAX, ..SamplingParams::default() },
+            SamplingParams { temperature: 1e30, ..SamplingParams::default() },
+            SamplingParams { repeat_penalty: 0.0, frequency_penalty: f32::INFINITY, ..SamplingParams::default() },
+            SamplingParams { repeat_penalty: -1.0, presence_penalty: f32::NAN, ..SamplingParams::default() },
+            SamplingParams { logit_bias: vec![(u32::MAX, 1.0), (0, f32::NAN)], ..SamplingParams::default() },
+        ];
+        for p in params {
+            for row in rows {
+                let mut s = Sampler::new(p.clone(), &[0, 1, 1]);
+                for _ in 0..3 {
+                    let t = s.sample(&mut row.to_vec());
+                    assert!((t as usize) < row.len(), "{p:?} on {row:?} gave {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_p_above_one_keeps_the_best_token() {
+        let params = SamplingParams { temperature: 1.0, min_p: 2.0, seed: 3, ..SamplingParams::default() };
+        let mut s = Sampler::new(params, &[]);
+        assert_eq!(s.sample(&mut [5.0, 4.9, -5.0]), 0);
     }
 
     #[test]

@@ -35,6 +35,38 @@ pub struct SchedulerConfig {
     pub max_seq_len: usize,
 }
 
+/// How long a sequence may grow: the one rule for "does this prompt fit?",
+/// which the scheduler applies when a request arrives and callers may ask
+/// before they queue one (to truncate a chat, or to refuse early).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqLimits {
+    /// Positions one sequence may reach by configuration (the context size).
+    pub context: usize,
+    /// Tokens the whole KV pool holds.
+    pub pool_tokens: usize,
+}
+
+impl SeqLimits {
+    /// Positions a sequence can reach: the context, or the pool if smaller
+    /// (so one sequence alone always fits).
+    #[must_use]
+    pub fn max_seq_len(&self) -> usize {
+        self.context.min(self.pool_tokens)
+    }
+
+    /// Whether a prompt of `prompt` tokens can ever run: it must leave at
+    /// least one position to generate into, in the context and in the pool.
+    pub fn check_prompt(&self, prompt: usize) -> Result<(), AddError> {
+        if prompt >= self.context {
+            return Err(AddError::PromptTooLong { prompt, limit: self.context });
+        }
+        if prompt >= self.pool_tokens {
+            return Err(AddError::ExceedsKvPool { prompt, capacity: self.pool_tokens });
+        }
+        Ok(())
+    }
+}
+
 /// Why a request was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddError {
@@ -146,16 +178,16 @@ impl Scheduler {
         &self.kv
     }
 
-    /// Tokens the whole pool holds.
+    /// How long a sequence may grow, and which prompts fit.
     #[must_use]
-    pub fn pool_tokens(&self) -> usize {
-        self.kv.pool().len() * self.kv.block_size()
+    pub fn limits(&self) -> SeqLimits {
+        SeqLimits { context: self.config.max_seq_len, pool_tokens: self.kv.pool().len() * self.kv.block_size() }
     }
 
     /// Positions a sequence can reach: the context, or the pool if smaller.
     #[must_use]
     pub fn max_seq_len(&self) -> usize {
-        self.config.max_seq_len.min(self.pool_tokens())
+        self.limits().max_seq_len()
     }
 
     /// Sequences waiting.
@@ -179,13 +211,7 @@ impl Scheduler {
     /// Queues a request. Refuses prompts that can never run and, when the
     /// queue is full, new work.
     pub fn add(&mut self, req: Request) -> Result<(), AddError> {
-        let prompt = req.prompt.len();
-        if prompt >= self.config.max_seq_len {
-            return Err(AddError::PromptTooLong { prompt, limit: self.config.max_seq_len });
-        }
-        if prompt >= self.pool_tokens() {
-            return Err(AddError::ExceedsKvPool { prompt, capacity: self.pool_tokens() });
-        }
+        self.limits().check_prompt(req.prompt.len())?;
         if self.find(req.id).is_some() {
             return Err(AddError::Duplicate(req.id.0));
         }

@@ -1,6 +1,8 @@
 //! OpenAI request bodies (the fields Hearth honours; unknown fields are
 //! ignored, as OpenAI clients send many) and the shared sampling fields.
 
+use std::collections::HashMap;
+
 use hearth_sampling::SamplingParams;
 use hearth_text::Message;
 use serde::Deserialize;
@@ -98,8 +100,8 @@ pub struct Sampling {
     pub temperature: Option<f32>,
     /// Nucleus sampling.
     pub top_p: Option<f32>,
-    /// Top-k (extension).
-    pub top_k: Option<usize>,
+    /// Top-k (extension). Signed so a negative value is refused by name.
+    pub top_k: Option<i64>,
     /// Min-p (extension).
     pub min_p: Option<f32>,
     /// Presence penalty.
@@ -108,6 +110,8 @@ pub struct Sampling {
     pub frequency_penalty: Option<f32>,
     /// Repetition penalty (extension).
     pub repeat_penalty: Option<f32>,
+    /// Token id (as a string) → bias added to its logit, −100…100.
+    pub logit_bias: Option<HashMap<String, f32>>,
     /// Keep generating past end-of-text tokens (extension, for benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
@@ -118,47 +122,56 @@ pub struct Sampling {
 
 /// Most choices one request may ask for.
 pub const MAX_N: usize = 16;
+/// Most messages in one chat (OpenAI's bound is 2,048; truncation still
+/// renders the template over them, so they are bounded).
+pub const MAX_MESSAGES: usize = 8192;
+/// Roles a chat message may have.
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 /// Most alternatives per token in logprobs (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
 impl Sampling {
-    /// Checked sampling parameters; `max_tokens` defaults to `default_max`.
-    pub fn params(&self, default_max: usize) -> Result<SamplingParams, ApiError> {
-        let d = SamplingParams::default();
-        let max_tokens = self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max);
-        if max_tokens == 0 {
-            return Err(ApiError::invalid("max_tokens", "max_tokens must be at least 1"));
-        }
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::invalid("temperature", "temperature must be between 0 and 2"));
-        }
-        let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::invalid("top_p", "top_p must be in (0, 1]"));
-        }
-        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
-            if v.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
-                return Err(ApiError::invalid(name, format!("{name} must be between -2 and 2")));
+    /// Sampling parameters for a model of `n_vocab` tokens, checked by
+    /// [`SamplingParams::validate`] (the rule every entry point shares);
+    /// fields left out take OpenAI's defaults, `max_tokens` `default_max`.
+    pub fn params(&self, default_max: usize, n_vocab: usize) -> Result<SamplingParams, ApiError> {
+        let d = SamplingParams::openai_defaults();
+        let top_k = match self.top_k {
+            None => d.top_k,
+            Some(k) => {
+                usize::try_from(k).map_err(|_| ApiError::invalid("top_k", "top_k must be at least 0 (0 = off)"))?
             }
+        };
+        let mut logit_bias = Vec::new();
+        for (key, &bias) in self.logit_bias.iter().flatten() {
+            let token = key.trim().parse().map_err(|_| {
+                ApiError::invalid("logit_bias", format!("logit_bias keys are token ids; {key:?} is not one"))
+            })?;
+            logit_bias.push((token, bias));
         }
-        let stop = self.stop.clone().map(OneOrMany::into_vec).unwrap_or_default();
-        if stop.len() > 4 || stop.iter().any(String::is_empty) {
-            return Err(ApiError::invalid("stop", "stop takes up to 4 non-empty strings"));
-        }
-        Ok(SamplingParams {
-            temperature,
-            top_k: self.top_k.unwrap_or(0),
-            top_p,
-            min_p: self.min_p.unwrap_or(0.0),
-            repeat_penalty: self.repeat_penalty.unwrap_or(1.0),
-            presence_penalty: self.presence_penalty.unwrap_or(0.0),
-            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+        logit_bias.sort_unstable_by_key(|&(t, _)| t);
+        let params = SamplingParams {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k,
+            top_p: self.top_p.unwrap_or(d.top_p),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
+            logit_bias,
             seed: self.seed.unwrap_or_else(rand_seed),
-            max_tokens,
-            stop,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max),
+            stop: self.stop.clone().map(OneOrMany::into_vec).unwrap_or_default(),
             ..d
-        })
+        };
+        params.validate(n_vocab).map_err(|e| ApiError::invalid(e.field, e.message))?;
+        Ok(params)
+    }
+
+    /// Whether the request sets its own token limit.
+    #[must_use]
+    pub fn sets_max_tokens(&self) -> bool {
+        self.max_completion_tokens.or(self.max_tokens).is_some()
     }
 
     /// Choices asked for, checked.
@@ -204,10 +217,19 @@ impl ChatRequest {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "messages must not be empty"));
         }
+        if self.messages.len() > MAX_MESSAGES {
+            return Err(ApiError::invalid("messages", format!("at most {MAX_MESSAGES} messages per request")));
+        }
         self.messages
             .iter()
             .enumerate()
             .map(|(i, m)| {
+                if !ROLES.contains(&m.role.as_str()) {
+                    return Err(ApiError::invalid(
+                        &format!("messages[{i}].role"),
+                        format!("role {:?} is not one of {}", m.role, ROLES.join(", ")),
+                    ));
+                }
                 let text = match &m.content {
                     None => String::new(),
                     Some(Content::Text(t)) => t.clone(),

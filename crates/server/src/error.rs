@@ -43,6 +43,31 @@ impl ApiError {
         Self { param: None, ..Self::invalid("", message) }
     }
 
+    /// 400 `context_length_exceeded` for a prompt that cannot fit.
+    pub fn context_length(param: &str, message: impl Into<String>) -> Self {
+        Self { code: Some("context_length_exceeded"), ..Self::invalid(param, message) }
+    }
+
+    /// 413 for a body over the size cap.
+    #[must_use]
+    pub fn body_too_large(max: usize) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: Some("request_too_large"),
+            ..Self::bad_json(format!("request body is larger than {max} bytes"))
+        }
+    }
+
+    /// 408 for a body that did not arrive in time.
+    #[must_use]
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: Some("request_timeout"),
+            ..Self::bad_json(format!("request body did not arrive within {} s", limit.as_secs()))
+        }
+    }
+
     /// 401 for a missing or wrong API key.
     #[must_use]
     pub fn unauthorized() -> Self {
@@ -100,10 +125,10 @@ impl From<EngineError> for ApiError {
                 message,
                 retry_after: Some(1),
             },
-            EngineError::Rejected(AddError::PromptTooLong { .. } | AddError::ExceedsKvPool { .. })
-            | EngineError::PromptTooLong { .. } => {
-                Self { code: Some("context_length_exceeded"), ..Self::invalid("messages", message) }
+            EngineError::Rejected(AddError::PromptTooLong { .. } | AddError::ExceedsKvPool { .. }) => {
+                Self::context_length("messages", message)
             }
+            EngineError::InvalidParam(p) => Self::invalid(p.field, p.message),
             EngineError::Invalid(_) | EngineError::Rejected(_) | EngineError::Text(_) => Self::bad_json(message),
             EngineError::Stopped => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,

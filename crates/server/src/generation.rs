@@ -13,90 +13,74 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, SelectAll, Stream, StreamExt};
 use hearth_core::{SeqId, TokenId};
-use hearth_engine::batching::{AddError, Event, GenRequest, Usage};
+use hearth_engine::batching::{Event, GenRequest, Usage};
 use hearth_engine::handle::{EngineHandle, Submitted};
-use hearth_engine::EngineError;
-use hearth_text::Message;
+use hearth_sampling::SamplingParams;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::dto::{ChatRequest, CompletionRequest, OverflowPolicy, Sampling};
+use crate::dto::{ChatRequest, CompletionRequest, Sampling};
 use crate::error::ApiError;
 use crate::format::{logprobs_json, ChoiceText, Endpoint, Envelope};
-use crate::{parse, AppState};
+use crate::{parse, prompt, AppState};
 
 pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
-    let prompt = fit_chat(&state, &req.messages()?, req.sampling.context_overflow)?;
-    let logprobs = req.logprobs()?;
-    run(&state, Endpoint::Chat, &req.sampling, prompt, logprobs, None).await
+    let messages = req.messages()?;
+    let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
+    let prompt = prompt::chat(&state, messages, req.sampling.context_overflow).await?;
+    run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None).await
 }
 
 pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
-    let text = req.prompt()?;
+    let text = req.prompt()?.to_owned();
     if text.is_empty() {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
     }
-    let prompt = state.engine.session().raw_prompt(text).map_err(ApiError::from)?;
-    check_fits(&state, prompt.len(), "prompt")?;
-    let echo = req.echo.then(|| text.to_owned());
-    run(&state, Endpoint::Text, &req.sampling, prompt, req.logprobs()?, echo).await
+    let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
+    let echo = req.echo.then(|| text.clone());
+    let prompt = prompt::text(&state, text).await?;
+    run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo).await
 }
 
-/// Refuses a prompt that leaves no room to generate, before it is queued,
-/// naming the request field (the scheduler's own refusal, in OpenAI's shape).
-fn check_fits(state: &AppState, prompt: usize, param: &str) -> Result<(), ApiError> {
-    let limit = state.engine.max_seq_len();
-    if prompt >= limit {
-        let refusal = EngineError::Rejected(AddError::PromptTooLong { prompt, limit });
-        return Err(ApiError { param: Some(param.to_owned()), ..ApiError::from(refusal) });
-    }
-    Ok(())
+/// What is known of a request before its prompt is prepared: every cheap
+/// check runs first, so a bad field costs no tokenizing.
+struct Checked {
+    params: SamplingParams,
+    choices: usize,
 }
 
-/// The chat's tokens; with the `truncate` policy the oldest turns (after
-/// the system messages, never the last message) are dropped until it fits.
-fn fit_chat(state: &AppState, messages: &[Message], policy: OverflowPolicy) -> Result<Vec<TokenId>, ApiError> {
-    let session = state.engine.session();
-    let mut msgs = messages.to_vec();
-    loop {
-        let tokens = session.chat_prompt(&msgs).map_err(ApiError::from)?;
-        if tokens.len() < state.engine.max_seq_len() || policy == OverflowPolicy::Error {
-            check_fits(state, tokens.len(), "messages")?;
-            return Ok(tokens);
-        }
-        match msgs.iter().position(|m| m.role != "system") {
-            Some(i) if i + 1 < msgs.len() => {
-                msgs.remove(i);
-            }
-            _ => {
-                check_fits(state, tokens.len(), "messages")?;
-                return Ok(tokens);
-            }
+fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
+    if let Some(name) = &sampling.model {
+        if !name.is_empty() && name != &state.model_name {
+            return Err(ApiError::unknown_model(name, &state.model_name));
         }
     }
+    let choices = sampling.choices()?;
+    let n_vocab = state.engine.session().model.config().n_vocab;
+    let params = sampling.params(state.engine.limits().max_seq_len(), n_vocab)?;
+    Ok(Checked { params, choices })
 }
 
 async fn run(
     state: &AppState,
     endpoint: Endpoint,
     sampling: &Sampling,
+    checked: Checked,
     prompt: Vec<TokenId>,
     logprobs: Option<usize>,
     echo: Option<String>,
 ) -> Result<Response, ApiError> {
-    if let Some(name) = &sampling.model {
-        if !name.is_empty() && name != &state.model_name {
-            return Err(ApiError::unknown_model(name, &state.model_name));
-        }
+    let Checked { mut params, choices: n } = checked;
+    if !sampling.sets_max_tokens() {
+        // The rest of the sequence's room (the prompt fits, so at least 1).
+        params.max_tokens = state.engine.limits().max_seq_len().saturating_sub(prompt.len()).max(1);
     }
-    let n = sampling.choices()?;
-    let params = sampling.params(state.engine.max_seq_len().saturating_sub(prompt.len()).max(1))?;
     let mut subs = Vec::with_capacity(n);
     let mut guard = AbortGuard { engine: state.engine.clone(), ids: Vec::new() };
     for i in 0..n {
         // Each choice samples with its own seed so n > 1 gives different replies.
-        let p = hearth_sampling::SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() };
+        let p = SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() };
         let req = GenRequest { prompt: prompt.clone(), params: p, logprobs, ignore_eos: sampling.ignore_eos };
         let sub = state.engine.submit(req).await.map_err(ApiError::from)?;
         guard.ids.push(sub.id);

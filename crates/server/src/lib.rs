@@ -2,18 +2,22 @@
 //! `POST /v1/completions` (both streamed with server-sent events or whole),
 //! `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus).
 //!
-//! Handlers validate, render the chat template, tokenize and hand requests to
-//! the engine thread ([`EngineHandle`]); every failure is an OpenAI-shaped
-//! error with a precise status. A client that goes away (a dropped stream or
-//! request) aborts its sequences at once, freeing their KV blocks.
+//! Handlers validate, render the chat template, tokenize (on a bounded
+//! blocking pool, never on the HTTP workers) and hand requests to the engine
+//! thread ([`EngineHandle`]); every failure is an OpenAI-shaped error with a
+//! precise status. A client that goes away (a dropped stream or request)
+//! aborts its sequences at once, freeing their KV blocks. Connections are
+//! bounded in number and in time ([`HttpLimits`]), so a silent or slow
+//! client costs one socket for a bounded time and never the others' service.
 
 mod dto;
 mod error;
 mod format;
 mod generation;
+mod http;
 pub mod loadtest;
+mod prompt;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -25,12 +29,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hearth_engine::handle::EngineHandle;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 pub use dto::{ChatRequest, CompletionRequest};
 pub use error::ApiError;
-
-/// Largest request body accepted (413 beyond).
-pub const MAX_BODY_BYTES: usize = 8 << 20;
+pub use http::{serve, HttpLimits};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -41,33 +44,38 @@ pub struct AppState {
     pub model_name: String,
     /// Required bearer token, if any.
     pub api_key: Option<String>,
+    /// Prompt preparations (template + tokenizer) running at once: they use
+    /// the blocking pool, and unbounded they would take the cores from the
+    /// engine under a flood of large prompts.
+    prep_slots: Arc<Semaphore>,
 }
 
-/// The router with every endpoint.
-pub fn router(state: AppState) -> Router {
+impl AppState {
+    /// State for serving `engine` as `model_name`, behind `api_key` if given.
+    #[must_use]
+    pub fn new(engine: EngineHandle, model_name: String, api_key: Option<String>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Self { engine, model_name, api_key, prep_slots: Arc::new(Semaphore::new(cores.max(2))) }
+    }
+}
+
+/// The router with every endpoint; request bodies are read under `limits`.
+pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let v1 = Router::new()
         .route("/chat/completions", post(generation::chat))
         .route("/completions", post(generation::completions))
         .route("/models", get(models))
+        // Outermost first: the key is checked before a body is read.
+        .layer(middleware::from_fn_with_state(limits.clone(), http::read_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .nest("/v1", v1)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(Arc::new(state))
-}
-
-/// Serves `state` on `addr` until Ctrl-C.
-pub async fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
 }
 
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -77,11 +85,18 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), key.as_bytes())) {
             return ApiError::unauthorized().into_response();
         }
     }
     next.run(req).await
+}
+
+/// Compares a given key with the real one in time that does not depend on
+/// where they first differ (no timing hints about the key).
+fn same_secret(given: &[u8], key: &[u8]) -> bool {
+    let diff = given.iter().zip(key).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    diff == 0 && given.len() == key.len()
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -98,7 +113,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
             "object": "model",
             "created": 0,
             "owned_by": "hearth",
-            "meta": {"architecture": session.model.config().arch, "n_ctx": state.engine.max_seq_len()},
+            "meta": {"architecture": session.model.config().arch, "n_ctx": state.engine.limits().max_seq_len()},
         }],
     }))
 }
@@ -115,7 +130,29 @@ async fn not_found() -> ApiError {
     ApiError { status: StatusCode::NOT_FOUND, code: Some("not_found"), ..ApiError::bad_json("no such endpoint") }
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: Some("method_not_allowed"),
+        ..ApiError::bad_json("this endpoint does not take that HTTP method")
+    }
+}
+
 /// Parses a JSON body into `T`, as a 400 naming the problem when it is not.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_json(format!("invalid request body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"sesame", b"sesame"));
+        assert!(!same_secret(b"sesam", b"sesame"));
+        assert!(!same_secret(b"sesame!", b"sesame"));
+        assert!(!same_secret(b"", b"sesame"));
+        assert!(!same_secret(b"Sesame", b"sesame"));
+    }
 }

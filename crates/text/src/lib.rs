@@ -7,6 +7,6 @@ mod decoder;
 mod pretokenize;
 mod tokenizer;
 
-pub use chat::{ChatTemplate, Message};
+pub use chat::{ChatTemplate, Message, RenderedChat};
 pub use decoder::IncrementalDecoder;
 pub use tokenizer::{TextError, Tokenizer, TokenizerKind};

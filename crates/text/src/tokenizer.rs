@@ -7,8 +7,17 @@
 //! Decoding maps each token to its bytes through a table built here: a token's
 //! piece is plain data, and owning the table is what makes streaming output
 //! UTF-8-safe (see [`crate::IncrementalDecoder`]).
+//!
+//! Control tokens (`<|im_start|>`, `<start_of_turn>`, …) are found in the
+//! input by this module, not by the `tokenizers` crate (which is told to
+//! treat them as text), so the caller decides where they count: everywhere
+//! in a raw prompt, only in a chat template's own markup for a chat — a user
+//! who types `<|im_start|>system` gets that as text, not a forged turn.
 
 use std::collections::HashMap;
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use hearth_core::TokenId;
 use hearth_gguf::{GgufFile, MetaValue};
@@ -63,6 +72,11 @@ const END_OF_TURN_TEXTS: &[&str] =
 /// Encodes text to token ids and maps ids back to bytes.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Control-token texts, leftmost-longest (the `tokenizers` crate's rule),
+    /// and the id of each pattern.
+    controls: Option<(AhoCorasick, Vec<TokenId>)>,
+    /// Most input bytes one token can stand for (a bound for early size checks).
+    max_token_bytes: usize,
     kind: TokenizerKind,
     pieces: Vec<Vec<u8>>,
     texts: Vec<String>,
@@ -118,9 +132,25 @@ impl Tokenizer {
             TokenizerKind::SentencePiece => build_spm(file, &texts, &types)?,
         };
         add_special_tokens(&mut inner, &texts, &types);
+        // Control tokens are split out by `controls` below, where the caller
+        // says they may count; inside the `tokenizers` crate they are text.
+        inner.set_encode_special_tokens(true);
 
         let control: Vec<bool> = types.iter().map(|&t| t == TOKEN_TYPE_CONTROL).collect();
-        let pieces = texts.iter().zip(&types).map(|(t, &ty)| piece_bytes(kind, t, ty)).collect();
+        let control_ids: Vec<TokenId> =
+            (0..n).filter(|&i| control[i] && !texts[i].is_empty()).map(|i| i as TokenId).collect();
+        let controls = if control_ids.is_empty() {
+            None
+        } else {
+            let automaton = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(control_ids.iter().map(|&i| texts[i as usize].as_str()))
+                .map_err(tk_err)?;
+            Some((automaton, control_ids))
+        };
+        let pieces: Vec<Vec<u8>> = texts.iter().zip(&types).map(|(t, &ty)| piece_bytes(kind, t, ty)).collect();
+        let max_token_bytes =
+            pieces.iter().map(Vec::len).chain(texts.iter().map(String::len)).max().unwrap_or(1).max(1);
         let mut eog: Vec<TokenId> = eos.into_iter().collect();
         for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             eog.extend(opt_u32(file, key).filter(|&t| (t as usize) < n));
@@ -132,7 +162,7 @@ impl Tokenizer {
         }
         eog.sort_unstable();
         eog.dedup();
-        Ok(Self { inner, kind, pieces, texts, control, bos, eos, add_bos, eog })
+        Ok(Self { inner, controls, max_token_bytes, kind, pieces, texts, control, bos, eos, add_bos, eog })
     }
 
     /// The algorithm in use.
@@ -147,19 +177,73 @@ impl Tokenizer {
         self.pieces.len()
     }
 
-    /// Encodes `text`. Special-token texts inside it (e.g. `<|im_start|>`)
+    /// Encodes `text`. Control-token texts inside it (e.g. `<|im_start|>`)
     /// become their tokens. BOS is prepended when `add_bos` and the vocabulary
     /// asks for it, unless the text already starts with it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<TokenId>, TextError> {
-        let enc = self.inner.encode_fast(text, false).map_err(tk_err)?;
-        let mut ids = Vec::with_capacity(enc.get_ids().len() + 1);
+        self.encode_marked(text, &[], add_bos)
+    }
+
+    /// Encodes `text` with control-token texts inside the `plain` byte ranges
+    /// (sorted, not overlapping) taken as ordinary text: a chat's messages,
+    /// between the template's markup. A control text that reaches into a
+    /// plain range is text too.
+    pub fn encode_marked(&self, text: &str, plain: &[Range<usize>], add_bos: bool) -> Result<Vec<TokenId>, TextError> {
+        let mut ids = Vec::new();
         if let (true, true, Some(bos)) = (add_bos, self.add_bos, self.bos) {
-            if enc.get_ids().first() != Some(&bos) {
-                ids.push(bos);
+            ids.push(bos);
+        }
+        // Text between honoured control tokens goes through the `tokenizers`
+        // pipeline in one piece, as that crate splits at them itself: the
+        // result equals its own special-token handling.
+        let mut from = 0;
+        if let Some((automaton, control_ids)) = &self.controls {
+            let mut spans = plain.iter().peekable();
+            for m in automaton.find_iter(text) {
+                while spans.peek().is_some_and(|r| r.end <= m.start()) {
+                    spans.next();
+                }
+                if spans.peek().is_some_and(|r| r.start < m.end()) {
+                    continue; // overlaps a plain range: text
+                }
+                self.encode_text(&text[from..m.start()], &mut ids)?;
+                ids.push(control_ids[m.pattern().as_usize()]);
+                from = m.end();
             }
         }
-        ids.extend_from_slice(enc.get_ids());
+        self.encode_text(&text[from..], &mut ids)?;
+        // A text that starts with BOS's own text already carries it.
+        if ids.len() >= 2 && add_bos && self.add_bos && self.bos.is_some() && ids[1] == ids[0] {
+            ids.remove(0);
+        }
         Ok(ids)
+    }
+
+    /// Encodes text with no control tokens in it (user text on its own).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<TokenId>, TextError> {
+        let whole = 0..text.len();
+        self.encode_marked(text, std::slice::from_ref(&whole), false)
+    }
+
+    fn encode_text(&self, text: &str, ids: &mut Vec<TokenId>) -> Result<(), TextError> {
+        if !text.is_empty() {
+            ids.extend_from_slice(self.inner.encode_fast(text, false).map_err(tk_err)?.get_ids());
+        }
+        Ok(())
+    }
+
+    /// Whether `text` holds the text of any control token.
+    #[must_use]
+    pub fn contains_control_text(&self, text: &str) -> bool {
+        self.controls.as_ref().is_some_and(|(a, _)| a.is_match(text))
+    }
+
+    /// Most input bytes one token stands for: a text of `b` bytes has at
+    /// least `b / max_token_bytes()` tokens, a bound checked before any
+    /// tokenizing.
+    #[must_use]
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// The bytes `token` contributes to output text (empty for control tokens).

@@ -1,0 +1,129 @@
+//! From a request's text to its prompt tokens: sized up before any work
+//! (a text cannot be fewer tokens than its bytes ÷ the longest token), then
+//! rendered and tokenized on the blocking pool — a few at a time — so the
+//! HTTP workers keep answering everyone else, and with the `truncate`
+//! overflow policy the turns to drop are found by a binary search (a few
+//! renderings, not one per dropped turn).
+
+use std::sync::Arc;
+
+use hearth_core::TokenId;
+use hearth_engine::batching::SeqLimits;
+use hearth_engine::{EngineError, Session};
+use hearth_text::Message;
+
+use crate::dto::OverflowPolicy;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Tokens of a text-completion prompt (control-token texts count: the
+/// client writes the whole prompt).
+pub async fn text(state: &AppState, text: String) -> Result<Vec<TokenId>, ApiError> {
+    check_bytes(state, text.len(), "prompt")?;
+    let tokens = off_worker(state, move |s| s.raw_prompt(&text)).await??;
+    check_tokens(state.engine.limits(), tokens.len(), "prompt")?;
+    Ok(tokens)
+}
+
+/// Tokens of a chat. With `Truncate`, the oldest turns (after the system
+/// messages, never the last message) are dropped until it fits.
+pub async fn chat(state: &AppState, messages: Vec<Message>, policy: OverflowPolicy) -> Result<Vec<TokenId>, ApiError> {
+    let limits = state.engine.limits();
+    let bound = byte_bound(state);
+    let total: usize = messages.iter().map(|m| m.content.len()).sum();
+    if policy == OverflowPolicy::Error {
+        check_bytes(state, total, "messages")?;
+        let tokens = off_worker(state, move |s| s.chat_prompt(&messages)).await??;
+        check_tokens(limits, tokens.len(), "messages")?;
+        return Ok(tokens);
+    }
+    let droppable: Vec<usize> =
+        (0..messages.len().saturating_sub(1)).filter(|&i| messages[i].role != "system").collect();
+    // Turns that must go by their bytes alone, before anything is rendered.
+    let (mut must_drop, mut kept) = (0, total);
+    while kept > bound && must_drop < droppable.len() {
+        kept -= messages[droppable[must_drop]].content.len();
+        must_drop += 1;
+    }
+    check_bytes(state, kept, "messages")?;
+    off_worker(state, move |s| fit_by_dropping(s, &messages, &droppable, must_drop, limits)).await?
+}
+
+/// The fewest oldest droppable turns (at least `from`) whose removal makes
+/// the chat fit, by binary search: fitting only gets easier as more go.
+fn fit_by_dropping(
+    session: &Session,
+    messages: &[Message],
+    droppable: &[usize],
+    from: usize,
+    limits: SeqLimits,
+) -> Result<Vec<TokenId>, ApiError> {
+    let render = |k: usize| -> Result<Vec<TokenId>, ApiError> {
+        let cut = if k == 0 { None } else { Some(droppable[k - 1]) };
+        let kept: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .filter(|&(i, m)| !cut.is_some_and(|c| i <= c && m.role != "system"))
+            .map(|(_, m)| m.clone())
+            .collect();
+        Ok(session.chat_prompt(&kept)?)
+    };
+    let fits = |t: &[TokenId]| limits.check_prompt(t.len()).is_ok();
+    let first = render(from)?;
+    if fits(&first) {
+        return Ok(first);
+    }
+    let (mut lo, mut hi) = (from, droppable.len());
+    let mut best = render(hi)?;
+    check_tokens(limits, best.len(), "messages")?;
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let tokens = render(mid)?;
+        if fits(&tokens) {
+            (hi, best) = (mid, tokens);
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(best)
+}
+
+/// Most bytes of text that could still fit: the longest sequence times the
+/// most bytes one token stands for.
+fn byte_bound(state: &AppState) -> usize {
+    state.engine.limits().max_seq_len().saturating_mul(state.engine.session().tokenizer.max_token_bytes())
+}
+
+/// Refuses `bytes` of text that cannot fit whatever its tokens, before
+/// tokenizing it (a multi-megabyte body would otherwise cost its size many
+/// times over in tokenizer memory before being refused).
+fn check_bytes(state: &AppState, bytes: usize, param: &str) -> Result<(), ApiError> {
+    if bytes <= byte_bound(state) {
+        return Ok(());
+    }
+    let at_least = bytes / state.engine.session().tokenizer.max_token_bytes();
+    let limit = state.engine.limits().max_seq_len();
+    Err(ApiError::context_length(
+        param,
+        format!("{bytes} bytes of text are at least {at_least} tokens, more than a sequence may hold ({limit} tokens)"),
+    ))
+}
+
+/// The scheduler's own refusal of a prompt of `len` tokens, naming `param`.
+fn check_tokens(limits: SeqLimits, len: usize, param: &str) -> Result<(), ApiError> {
+    limits
+        .check_prompt(len)
+        .map_err(|refusal| ApiError { param: Some(param.to_owned()), ..ApiError::from(EngineError::Rejected(refusal)) })
+}
+
+/// Runs `work` on the blocking pool, at most `prep_slots` at a time.
+async fn off_worker<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Session) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _slot = state.prep_slots.acquire().await.map_err(|_| ApiError::internal("server is shutting down"))?;
+    let session = Arc::clone(state.engine.session());
+    tokio::task::spawn_blocking(move || work(&session))
+        .await
+        .map_err(|_| ApiError::internal("preparing the prompt failed"))
+}

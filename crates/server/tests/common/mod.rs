@@ -1,0 +1,92 @@
+//! What the server tests share: the real SmolLM2 model, a server on a
+//! loopback port, and small HTTP helpers.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hearth_core::KvType;
+use hearth_engine::batching::EngineConfig;
+use hearth_engine::handle::EngineHandle;
+use hearth_engine::{catalog, Session};
+use hearth_server::{AppState, HttpLimits};
+use serde_json::{json, Value};
+
+/// One server test at a time: they measure latency and share two cores.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn session() -> Arc<Session> {
+    static S: OnceLock<Arc<Session>> = OnceLock::new();
+    Arc::clone(S.get_or_init(|| {
+        let path = catalog::pull("smollm2", None).expect("pull smollm2");
+        Arc::new(Session::load(&path, 4096).expect("load smollm2"))
+    }))
+}
+
+pub fn config(parallel: usize, kv_tokens: usize, max_waiting: usize, n_ctx: usize) -> EngineConfig {
+    EngineConfig {
+        parallel,
+        token_budget: 512,
+        max_waiting,
+        kv_type: KvType::F16,
+        block_size: 16,
+        kv_blocks: kv_tokens.div_ceil(16),
+        n_ctx,
+    }
+}
+
+pub struct Server {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+}
+
+pub async fn start(cfg: EngineConfig, api_key: Option<&str>) -> Server {
+    start_with(cfg, api_key, HttpLimits::default()).await
+}
+
+pub async fn start_with(cfg: EngineConfig, api_key: Option<&str>, limits: HttpLimits) -> Server {
+    let engine = EngineHandle::spawn(session(), cfg).expect("engine");
+    let state = AppState::new(engine, "smollm2".into(), api_key.map(str::to_owned));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(hearth_server::serve(listener, state, limits, std::future::pending()));
+    Server { url: format!("http://{addr}"), addr, http: reqwest::Client::new() }
+}
+
+impl Server {
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.url)).json(body).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text =
+            self.http.get(format!("{}/metrics", self.url)).send().await.expect("metrics").text().await.expect("text");
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Waits until no sequence runs or waits and no KV block is held.
+    pub async fn assert_drained(&self) {
+        let t0 = Instant::now();
+        loop {
+            let busy = self.metric("hearth_kv_blocks_used").await
+                + self.metric("hearth_running_sequences").await
+                + self.metric("hearth_queue_depth").await;
+            if busy == 0.0 {
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "server did not drain: {busy}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn chat_body(q: &str, max_tokens: usize, stream: bool) -> Value {
+    json!({"messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": max_tokens, "stream": stream})
+}
