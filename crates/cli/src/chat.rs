@@ -3,12 +3,18 @@
 use std::io::Write;
 
 use anyhow::Result;
-use hearth_engine::Session;
+use hearth_engine::batching::EngineConfig;
+use hearth_engine::LoadedModel;
 use hearth_sampling::SamplingParams;
 use hearth_text::Message;
 
 /// Runs a chat until `/bye` or end of input.
-pub fn interactive(session: &Session, params: &SamplingParams, system: Option<&str>) -> Result<()> {
+pub fn interactive(
+    session: &LoadedModel,
+    params: &SamplingParams,
+    config: &EngineConfig,
+    system: Option<&str>,
+) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
     let mut history: Vec<Message> = system.map(|s| vec![Message::new("system", s)]).unwrap_or_default();
     eprintln!("chatting with {} — /bye to quit, /clear to forget", session.model.config().arch);
@@ -32,7 +38,7 @@ pub fn interactive(session: &Session, params: &SamplingParams, system: Option<&s
         history.push(Message::new("user", line));
         let tokens = session.chat_prompt(&history)?;
         let mut stdout = std::io::stdout().lock();
-        let out = session.generate(&tokens, params, |piece| {
+        let out = session.generate(&tokens, params, config, |piece| {
             let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();
         })?;

@@ -19,7 +19,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hearth_engine::{catalog, perplexity, Session};
+use hearth_engine::batching::EngineConfig;
+use std::sync::Arc;
+
+use hearth_catalog::Catalog;
+use hearth_cpu::{CpuBackend, CpuOptions, KernelChoice, TernaryLayout};
+use hearth_engine::{perplexity, LoadedModel};
 use hearth_sampling::SamplingParams;
 use hearth_text::Message;
 
@@ -129,9 +134,12 @@ struct PerplexityArgs {
     /// Text file to score.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// Chunk size in tokens.
-    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    /// Chunk size in tokens (the context each chunk is scored in).
+    #[arg(short = 'c', long = "ctx-size", visible_alias = "ctx", value_parser = size::parse_tokens, default_value = "512")]
     ctx: usize,
+    /// KV cache element type, as for `run` and `serve`.
+    #[arg(long = "kv-type", default_value = "f16")]
+    kv_type: hearth_core::KvType,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -156,6 +164,9 @@ struct BenchArgs {
     /// Repetitions (after one warm-up).
     #[arg(short = 'r', long, default_value_t = 3)]
     reps: usize,
+    /// KV cache element type, as for `run` and `serve`.
+    #[arg(long = "kv-type", default_value = "f16")]
+    kv_type: hearth_core::KvType,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -184,40 +195,57 @@ fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(a) => cmd_perplexity(&a),
         Command::Bench(a) => cmd_bench(&a),
         Command::Pull { what, sha256 } => {
-            let p = catalog::pull(&what, sha256.as_deref())?;
+            let p = catalog().pull(&what, sha256.as_deref())?;
             eprintln!("ok: {}", p.display());
             Ok(())
         }
         Command::Serve(a) => {
-            set_threads(a.threads)?;
-            let session = load(&a.model, a.ctx)?;
+            let session = load(&a.model, &backend(a.threads)?)?;
             serve::cmd_serve(&a, session)
         }
         Command::Plan(a) => {
-            let session = load(&a.model, a.context)?;
+            let session = load(&a.model, &backend(None)?)?;
             serve::cmd_plan(&a, &session)
         }
         Command::Loadtest(a) => serve::cmd_loadtest(&a),
         Command::List => cmd_list(),
-        Command::Show { model } => show::show(&catalog::resolve(&model)?),
+        Command::Show { model } => show::show(&catalog().resolve(&model)?),
     }
 }
 
-fn set_threads(threads: Option<usize>) -> Result<()> {
-    if let Some(n) = threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        if !hearth_cpu::pool::set_threads(n) {
-            bail!("the worker pool was already started with another thread count");
-        }
+/// The CPU backend for `--threads`. Diagnostic environment variables, read
+/// here and nowhere below the CLI: `HEARTH_FORCE_SCALAR` runs the scalar
+/// reference kernels, `HEARTH_NO_VNNI` the AVX2 kernels without VNNI,
+/// `HEARTH_TERNARY_LUT` lays ternary weights out as lookup tables.
+fn backend(threads: Option<usize>) -> Result<Arc<CpuBackend>> {
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
     }
-    Ok(())
+    let set = |name: &str| std::env::var_os(name).is_some();
+    let kernels = if set("HEARTH_FORCE_SCALAR") {
+        KernelChoice::Scalar
+    } else if set("HEARTH_NO_VNNI") {
+        KernelChoice::NoVnni
+    } else {
+        KernelChoice::Best
+    };
+    let ternary = if set("HEARTH_TERNARY_LUT") { TernaryLayout::LookupTables } else { TernaryLayout::MaskedVnni };
+    Ok(Arc::new(CpuBackend::new(CpuOptions { threads, kernels, ternary })?))
 }
 
-fn load(model: &str, ctx: usize) -> Result<Session> {
-    let path = catalog::resolve(model)?;
-    Ok(Session::load(&path, ctx)?)
+/// The model catalog, configured from the environment: the cache is
+/// `$HEARTH_MODELS`, else `$XDG_CACHE_HOME/hearth/models`, else
+/// `~/.cache/hearth/models`; pulls use `$HEARTH_PYTHON` (default `python3`).
+/// The CLI is the one place that reads the environment.
+fn catalog() -> Catalog {
+    let var = std::env::var_os;
+    let python = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
+    Catalog::new(hearth_catalog::default_cache_dir(var("HEARTH_MODELS"), var("XDG_CACHE_HOME"), var("HOME")), python)
+}
+
+fn load(model: &str, backend: &Arc<CpuBackend>) -> Result<LoadedModel> {
+    let path = catalog().resolve(model)?;
+    Ok(LoadedModel::load(&path, Arc::clone(backend) as Arc<dyn hearth_core::Backend>)?)
 }
 
 /// The sampling flags as parameters, checked by the rule every entry point
@@ -247,15 +275,14 @@ fn sampling_params(a: &RunArgs, n_vocab: usize) -> Result<SamplingParams> {
 }
 
 fn cmd_run(a: &RunArgs) -> Result<()> {
-    set_threads(a.common.threads)?;
     // Ranges first, before the model loads; the vocabulary bound after.
     sampling_params(a, usize::MAX)?;
-    let mut session = load(&a.model, a.common.context.unwrap_or(4096))?;
-    serve::fit_single_user(&mut session, &a.mem)?;
+    let session = load(&a.model, &backend(a.common.threads)?)?;
+    let config = serve::fit_single_user(&session, &a.mem, a.common.context.unwrap_or(4096))?;
     let params = sampling_params(a, session.model.config().n_vocab)?;
     let Some(prompt) = a.prompt.clone() else {
         if std::io::stdin().is_terminal() {
-            return chat::interactive(&session, &params, a.system.as_deref());
+            return chat::interactive(&session, &params, &config, a.system.as_deref());
         }
         bail!("no prompt given (pass one as an argument, or run on a terminal for a chat)");
     };
@@ -270,7 +297,7 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
         session.chat_prompt(&msgs)?
     };
     let mut stdout = std::io::stdout().lock();
-    let out = session.generate(&tokens, &params, |piece| {
+    let out = session.generate(&tokens, &params, &config, |piece| {
         let _ = stdout.write_all(piece.as_bytes());
         let _ = stdout.flush();
     })?;
@@ -291,11 +318,11 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
 }
 
 fn cmd_perplexity(a: &PerplexityArgs) -> Result<()> {
-    set_threads(a.threads)?;
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let session = load(&a.model, a.ctx)?;
+    let session = load(&a.model, &backend(a.threads)?)?;
     let json = a.json;
-    let report = perplexity::perplexity(&session, &text, a.ctx, |i, ppl| {
+    let config = EngineConfig::single(a.ctx).with_kv_type(a.kv_type);
+    let report = perplexity::perplexity(&session, &text, &config, |i, ppl| {
         if !json {
             eprintln!("[{}] {ppl:.4}", i + 1);
         }
@@ -311,18 +338,19 @@ fn cmd_perplexity(a: &PerplexityArgs) -> Result<()> {
 
 fn cmd_bench(a: &BenchArgs) -> Result<()> {
     use hearth_engine::bench;
-    set_threads(a.threads)?;
     if a.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let session = load(&a.model, (a.p.max(a.n) + 1).max(16))?;
-    let threads = hearth_cpu::pool::global().threads();
+    let backend = backend(a.threads)?;
+    let session = load(&a.model, &backend)?;
+    let config = EngineConfig::single((a.p.max(a.n) + 1).max(16)).with_kv_type(a.kv_type);
+    let threads = backend.threads();
     let mut results = Vec::new();
     if a.p > 0 {
-        results.push(bench::prefill(&session, a.p, a.reps, threads)?);
+        results.push(bench::prefill(&session, &config, a.p, a.reps, threads)?);
     }
     if a.n > 0 {
-        results.push(bench::decode(&session, a.n, a.reps, threads)?);
+        results.push(bench::decode(&session, &config, a.n, a.reps, threads)?);
     }
     if a.json {
         outln!("{}", serde_json::to_string(&results)?);
@@ -334,9 +362,9 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     }
     if let Some(tg) = results.iter().find(|r| r.test.starts_with("tg")) {
         let weights = bench::weight_bytes_per_token(&session);
-        let kv = bench::kv_bytes_per_token(&session, a.n / 2);
+        let kv = bench::kv_bytes_per_token(&session, &config, a.n / 2)?;
         let achieved = (weights + kv) as f64 * tg.median / 1e9;
-        let measured = bench::memory_bandwidth_gbs();
+        let measured = bench::memory_bandwidth_gbs(threads);
         outln!(
             "decode roofline: {:.1} MB weights + {:.2} MB KV per token × {:.1} tok/s = {achieved:.1} GB/s of {measured:.1} GB/s measured read bandwidth ({:.0}%)",
             weights as f64 / 1e6,
@@ -350,13 +378,14 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
 
 fn cmd_list() -> Result<()> {
     outln!("{:<16} {:<10} DESCRIPTION", "ALIAS", "STATUS");
-    for e in catalog::CATALOG {
-        let status = if catalog::cached_path(e.alias).is_file() { "cached" } else { "-" };
+    let catalog = catalog();
+    for e in hearth_catalog::CATALOG {
+        let status = if catalog.cached_path(e.alias).is_file() { "cached" } else { "-" };
         outln!("{:<16} {:<10} {}", e.alias, status, e.description);
     }
-    let cached = catalog::cached_models();
+    let cached = catalog.cached_models();
     if !cached.is_empty() {
-        outln!("\ncache: {}", catalog::cache_dir().display());
+        outln!("\ncache: {}", catalog.cache_dir().display());
         for (name, size) in cached {
             outln!("  {name:<40} {:>8.1} MB", size as f64 / 1e6);
         }

@@ -10,17 +10,13 @@ use hearth_core::KvType;
 use hearth_engine::batching::EngineConfig;
 use hearth_engine::handle::EngineHandle;
 use hearth_engine::plan::{available_memory, Footprint, MemoryPriority, Plan};
-use hearth_engine::Session;
+use hearth_engine::LoadedModel;
 use hearth_server::{AppState, HttpLimits};
 
 use crate::size::{human_bytes, parse_bytes, parse_tokens};
 
-/// Tokens per KV block (vLLM's default; small blocks waste little at the
-/// end of each sequence and share prefixes finely).
-const BLOCK_SIZE: usize = 16;
-/// Tokens per forward pass at most: bounds scratch memory and keeps decode
-/// latency steady while long prompts are chunked in.
-const TOKEN_BUDGET: usize = 512;
+const BLOCK_SIZE: usize = EngineConfig::BLOCK_SIZE;
+const TOKEN_BUDGET: usize = EngineConfig::TOKEN_BUDGET;
 /// Most users run at once when `--parallel` is not given.
 const MAX_AUTO_PARALLEL: usize = 64;
 
@@ -106,7 +102,7 @@ pub struct PlanArgs {
 
 /// The plan for `session` under `mem`, with the KV pool fixed when `kv_pool` is given.
 fn plan_for(
-    session: &Session,
+    session: &LoadedModel,
     mem: &MemoryArgs,
     kv_pool: Option<u64>,
     parallel: usize,
@@ -163,7 +159,7 @@ fn describe(plan: &Plan, mem: &MemoryArgs, context: usize) -> Vec<String> {
     out
 }
 
-pub fn cmd_plan(a: &PlanArgs, session: &Session) -> Result<()> {
+pub fn cmd_plan(a: &PlanArgs, session: &LoadedModel) -> Result<()> {
     let plan = plan_for(session, &a.mem, None, 1, &contexts_around(a.context))?;
     if a.json {
         println!("{}", serde_json::to_string(&plan)?);
@@ -175,7 +171,7 @@ pub fn cmd_plan(a: &PlanArgs, session: &Session) -> Result<()> {
     Ok(())
 }
 
-pub fn cmd_serve(a: &ServeArgs, session: Session) -> Result<()> {
+pub fn cmd_serve(a: &ServeArgs, session: LoadedModel) -> Result<()> {
     let name = a.name.clone().unwrap_or_else(|| model_name(&a.model));
     let plan =
         plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
@@ -276,22 +272,22 @@ fn model_name(model: &str) -> String {
     std::path::Path::new(model).file_stem().map_or_else(|| model.to_owned(), |s| s.to_string_lossy().into_owned())
 }
 
-/// `hearth run`: one user. The context's KV must fit the priority's share of
-/// the budget (else the context is reduced, with a warning); `high` locks
-/// the weights in RAM.
-pub fn fit_single_user(session: &mut Session, mem: &MemoryArgs) -> Result<()> {
-    session.kv_type = mem.kv_type;
+/// `hearth run`: one user of `context` tokens. The context's KV must fit the
+/// priority's share of the budget (else the context is reduced, with a
+/// warning); `high` locks the weights in RAM.
+pub fn fit_single_user(session: &LoadedModel, mem: &MemoryArgs, context: usize) -> Result<EngineConfig> {
     let plan = plan_for(session, mem, None, 1, &[])?;
-    if (plan.kv_tokens as usize) < session.n_ctx {
+    let mut context = context;
+    if (plan.kv_tokens as usize) < context {
         eprintln!(
             "warning: context {} needs {} of KV cache; {:?} memory priority allows {} → context {}",
-            session.n_ctx,
-            human_bytes(session.n_ctx as u64 * plan.footprint.kv_per_token),
+            context,
+            human_bytes(context as u64 * plan.footprint.kv_per_token),
             mem.priority,
             human_bytes(plan.kv_pool_bytes),
             plan.kv_tokens
         );
-        session.n_ctx = plan.kv_tokens as usize;
+        context = plan.kv_tokens as usize;
     }
     if mem.priority.lock_weights() {
         if let Err(e) = hearth_cpu::lock_resident_memory() {
@@ -300,7 +296,7 @@ pub fn fit_single_user(session: &mut Session, mem: &MemoryArgs) -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(EngineConfig::single(context).with_kv_type(mem.kv_type))
 }
 
 #[derive(Args)]
@@ -335,7 +331,7 @@ pub struct LoadtestArgs {
 }
 
 pub fn cmd_loadtest(a: &LoadtestArgs) -> Result<()> {
-    use hearth_server::loadtest::{self, LoadConfig};
+    use hearth_loadtest::{self as loadtest, LoadConfig};
     let rt = http_runtime()?;
     if !a.json {
         println!(

@@ -111,6 +111,9 @@ pub enum BackendError {
     /// A prepared weight from another backend was passed in.
     #[error("weight was prepared by a different backend")]
     ForeignWeight,
+    /// The backend cannot be set up as asked.
+    #[error("backend configuration: {0}")]
+    Config(String),
 }
 
 /// The operations a model needs. Shapes are given in rows: `x` with `n`

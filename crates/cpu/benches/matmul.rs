@@ -1,5 +1,5 @@
 //! Matmul kernel throughput per weight type, at a decode shape (n = 1) and a
-//! prefill shape (n = 512), on the global worker pool. Prints one JSON object
+//! prefill shape (n = 512), on a worker pool of `HEARTH_THREADS` threads (default: all cores). Prints one JSON object
 //! per line: type, n, rows, cols, threads, median seconds, GB/s of weights
 //! read and GMAC/s.
 //!
@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use hearth_core::GgmlType;
-use hearth_cpu::CpuWeight;
+use hearth_cpu::{CpuWeight, TernaryLayout};
 use rand::{Rng, SeedableRng};
 
 fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) -> Vec<u8> {
@@ -60,10 +60,11 @@ fn report(ty: &str, isa: &str, (rows, cols, n, threads): (usize, usize, usize, u
 fn main() {
     use GgmlType as T;
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if let Some(n) = std::env::var("HEARTH_THREADS").ok().and_then(|v| v.parse().ok()) {
-        hearth_cpu::pool::set_threads(n);
-    }
-    let threads = hearth_cpu::pool::global().threads();
+    let threads = std::env::var("HEARTH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let pool = &hearth_cpu::ThreadPool::new(threads);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for ty in
         [T::Q4_0, T::Q4_1, T::Q5_0, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::TQ1_0, T::TQ2_0, T::F16]
@@ -75,18 +76,19 @@ fn main() {
         // parts), one four times larger that must stream from DRAM, and an
         // FFN-like prefill shape.
         for (rows, cols, n, reps) in [(16384, 2048, 1, 30), (65536, 2048, 1, 20), (2048, 2048, 512, 5)] {
-            let w = CpuWeight::new(ty, &random_weights(ty, rows, cols, &mut rng), rows, cols).expect("supported");
+            let weights = random_weights(ty, rows, cols, &mut rng);
+            let w = CpuWeight::new(pool, ty, &weights, rows, cols, TernaryLayout::MaskedVnni).expect("supported");
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut out = vec![0f32; n * rows];
-            let secs = median_secs(reps, || hearth_cpu::matmul(&w, &x, n, &mut out));
+            let secs = median_secs(reps, || hearth_cpu::matmul(pool, &w, &x, n, &mut out));
             let isa = hearth_cpu::selected_kernels().isa;
             report(&ty.to_string(), isa, (rows, cols, n, threads), w.bytes(), secs);
             // The lookup-table family on the same ternary weights (tables built per call).
             if let (T::TQ2_0, CpuWeight::Ternary(t)) = (ty, &w) {
                 use hearth_cpu::packed::ternary_lut::{self, LutMatrix};
-                let lut = CpuWeight::TernaryLut(LutMatrix::from_ternary(t).expect("valid codes"));
+                let lut = CpuWeight::TernaryLut(LutMatrix::from_ternary(pool, t).expect("valid codes"));
                 let isa = ternary_lut::kernel_variants().last().map_or("scalar", |v| v.0);
-                let secs = median_secs(reps, || hearth_cpu::matmul(&lut, &x, n, &mut out));
+                let secs = median_secs(reps, || hearth_cpu::matmul(pool, &lut, &x, n, &mut out));
                 report("TQ2_0-lut", isa, (rows, cols, n, threads), lut.bytes(), secs);
             }
         }

@@ -1,10 +1,15 @@
-//! Runtime selection of the kernel set, done once per process.
+//! The kernel set: one table of every kernel family, chosen once per
+//! process from what the CPU has and what the caller asked for
+//! ([`KernelChoice`], passed by [`crate::CpuBackend::new`]). The instruction
+//! set is a property of the machine, so the table is process-wide; the
+//! choice is the caller's, never the environment's.
 
 use std::sync::OnceLock;
 
 use crate::kernels::reference;
 use crate::packed::acts::QuantizedActs;
 use crate::packed::ternary::TernaryMatrix;
+use crate::packed::ternary_lut::{self, LutGroupFn};
 use crate::packed::{self, PackedMatrix, GROUP};
 use crate::pool::SharedOut;
 
@@ -43,6 +48,8 @@ pub struct Kernels {
     pub packed_group: PackedGroupFn,
     /// Ternary matmul of one row group.
     pub ternary_group: TernaryGroupFn,
+    /// Ternary matmul of one row group in the lookup-table layout.
+    pub lut_group: LutGroupFn,
     /// `acc = round_f16(fma(v, s, acc))` (flash-attention V accumulation).
     pub mad_round_f16: fn(&mut [f32], &[f32], f32),
     /// `acc = round_f16(acc · s)`.
@@ -99,6 +106,7 @@ pub fn reference_kernels() -> Kernels {
         gemm_acc: reference::gemm_acc,
         packed_group: packed_group_reference,
         ternary_group: ternary_group_reference,
+        lut_group: ternary_lut::group_reference,
         mad_round_f16: reference::mad_round_f16,
         scale_round_f16: reference::scale_round_f16,
         quantize_block_q8: reference::quantize_block_q8,
@@ -106,9 +114,26 @@ pub fn reference_kernels() -> Kernels {
     }
 }
 
+/// Which kernels to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// The most capable kernels of each family this CPU runs.
+    #[default]
+    Best,
+    /// No VNNI instructions (AVX2 `maddubs` instead): for comparisons.
+    NoVnni,
+    /// The scalar reference everywhere: the specification, slowly.
+    Scalar,
+}
+
+/// The last (most capable) variant of a family that `allowed` admits.
+fn pick<F: Copy>(variants: &[(&'static str, F)], allowed: impl Fn(&str) -> bool) -> Option<(&'static str, F)> {
+    variants.iter().rev().find(|(name, _)| allowed(name)).copied()
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-fn detect() -> Kernels {
+fn detect(choice: KernelChoice) -> Kernels {
     use crate::packed::x86 as px;
     // SAFETY (all wrappers): installed only after their features were detected.
     fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -141,19 +166,21 @@ fn detect() -> Kernels {
     fn silu_mul(gate: &mut [f32], up: &[f32]) {
         unsafe { crate::kernels::x86::silu_mul(gate, up) }
     }
-    if std::env::var_os("HEARTH_FORCE_SCALAR").is_some()
+    if choice == KernelChoice::Scalar
         || !is_x86_feature_detected!("avx2")
         || !is_x86_feature_detected!("fma")
         || !is_x86_feature_detected!("f16c")
     {
         return reference_kernels();
     }
-    // The last variant listed is the most capable; both lists share the order.
-    let (variants, ternary) = (px::available(), crate::packed::ternary_x86::available());
-    let no_vnni = std::env::var_os("HEARTH_NO_VNNI").is_some();
-    let (Some(&(isa, packed_group)), Some(&(_, ternary_group))) =
-        (if no_vnni { (variants.first(), ternary.first()) } else { (variants.last(), ternary.last()) })
-    else {
+    // Each family lists its variants from least to most capable; each gets
+    // its own best variant that the choice allows.
+    let allowed = |name: &str| choice != KernelChoice::NoVnni || !name.contains("vnni");
+    let (Some((isa, packed_group)), Some((_, ternary_group)), Some((_, lut_group))) = (
+        pick(&px::available(), allowed),
+        pick(&crate::packed::ternary_x86::available(), allowed),
+        pick(&ternary_lut::kernel_variants(), allowed),
+    ) else {
         return reference_kernels();
     };
     Kernels {
@@ -166,6 +193,7 @@ fn detect() -> Kernels {
         gemm_acc,
         packed_group,
         ternary_group,
+        lut_group,
         mad_round_f16: mad,
         scale_round_f16: scale,
         quantize_block_q8: quantize,
@@ -174,14 +202,24 @@ fn detect() -> Kernels {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn detect() -> Kernels {
+fn detect(_choice: KernelChoice) -> Kernels {
     reference_kernels()
 }
 
-/// The kernel set for this machine (detected on first use). Environment:
-/// `HEARTH_FORCE_SCALAR` selects the scalar reference, `HEARTH_NO_VNNI`
-/// the plain AVX2 kernels.
+static CHOSEN: OnceLock<(KernelChoice, Kernels)> = OnceLock::new();
+
+/// The process's kernel set for `choice`. The first choice made stands; a
+/// different one afterwards is refused (returns the standing choice).
+pub fn choose(choice: KernelChoice) -> Result<&'static Kernels, KernelChoice> {
+    let (standing, k) = CHOSEN.get_or_init(|| (choice, detect(choice)));
+    if *standing == choice {
+        Ok(k)
+    } else {
+        Err(*standing)
+    }
+}
+
+/// The kernel set in use (the best one, if nothing chose before).
 pub fn kernels() -> &'static Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
-    K.get_or_init(detect)
+    &CHOSEN.get_or_init(|| (KernelChoice::Best, detect(KernelChoice::Best))).1
 }

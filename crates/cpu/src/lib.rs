@@ -19,18 +19,68 @@ use hearth_core::{
     RopeParams, TokenId, WeightView,
 };
 
-pub use dispatch::{kernels as selected_kernels, reference_kernels, Kernels};
-pub use matmul::{get_rows, matmul, matmul_many, CpuWeight};
+pub use dispatch::{kernels as selected_kernels, reference_kernels, KernelChoice, Kernels};
+pub use matmul::{get_rows, matmul, matmul_many, CpuWeight, TernaryLayout};
+pub use pool::ThreadPool;
 
-/// The CPU implementation of [`Backend`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CpuBackend;
+/// How a [`CpuBackend`] runs: every knob comes from its caller (the CLI
+/// reads flags and environment; the library reads neither).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Worker threads, the caller included (`None`: all cores).
+    pub threads: Option<usize>,
+    /// Which kernels run.
+    pub kernels: KernelChoice,
+    /// How ternary weights are laid out.
+    pub ternary: TernaryLayout,
+}
+
+/// The CPU implementation of [`Backend`]: its own worker pool, the kernel
+/// set its options chose, and how it lays out ternary weights. Models that
+/// share one backend share its threads.
+#[derive(Clone)]
+pub struct CpuBackend {
+    pool: std::sync::Arc<ThreadPool>,
+    kernels: &'static Kernels,
+    ternary: TernaryLayout,
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBackend")
+            .field("isa", &self.kernels.isa)
+            .field("threads", &self.pool.threads())
+            .field("ternary", &self.ternary)
+            .finish()
+    }
+}
 
 impl CpuBackend {
-    /// A backend running on the global worker pool.
+    /// A backend configured by `opts`. The kernel set is chosen once per
+    /// process (it is the machine's); a second backend asking for another
+    /// set is refused.
+    pub fn new(opts: CpuOptions) -> Result<Self, BackendError> {
+        let kernels = dispatch::choose(opts.kernels).map_err(|standing| {
+            BackendError::Config(format!("kernels {standing:?} are already in use in this process"))
+        })?;
+        let threads =
+            opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+        if threads == 0 {
+            return Err(BackendError::Config("threads must be at least 1".into()));
+        }
+        Ok(Self { pool: std::sync::Arc::new(ThreadPool::new(threads)), kernels, ternary: opts.ternary })
+    }
+
+    /// Worker threads, the caller included.
     #[must_use]
-    pub fn new() -> Self {
-        Self
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// The worker pool (for callers that spread their own work the same way).
+    #[must_use]
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
     }
 }
 
@@ -54,7 +104,7 @@ impl PreparedWeight for CpuWeight {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({}, {} threads)", dispatch::kernels().isa, pool::global().threads())
+        format!("cpu ({}, {} threads)", self.kernels.isa, self.pool.threads())
     }
 
     fn supports(&self, ty: hearth_core::GgmlType) -> bool {
@@ -62,8 +112,8 @@ impl Backend for CpuBackend {
     }
 
     fn prepare(&self, w: &WeightView<'_>) -> Result<Box<dyn PreparedWeight>, BackendError> {
-        let mut prepared =
-            CpuWeight::new(w.ty, w.data, w.rows, w.cols).map_err(|e| BackendError::UnsupportedType(e.0))?;
+        let mut prepared = CpuWeight::new(&self.pool, w.ty, w.data, w.rows, w.cols, self.ternary)
+            .map_err(|e| BackendError::UnsupportedType(e.0))?;
         if w.expert {
             match &mut prepared {
                 CpuWeight::Packed(p) => p.row_by_row = true,
@@ -76,7 +126,7 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, w: &dyn PreparedWeight, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), BackendError> {
         let w = w.as_any().downcast_ref::<CpuWeight>().ok_or(BackendError::ForeignWeight)?;
-        matmul::matmul(w, x, n, out);
+        matmul::matmul(&self.pool, w, x, n, out);
         Ok(())
     }
 
@@ -86,7 +136,7 @@ impl Backend for CpuBackend {
             let w = j.w.as_any().downcast_ref::<CpuWeight>().ok_or(BackendError::ForeignWeight)?;
             cpu_jobs.push((w, j.x, j.n, &mut *j.out));
         }
-        matmul::matmul_many(&mut cpu_jobs);
+        matmul::matmul_many(&self.pool, &mut cpu_jobs);
         Ok(())
     }
 
@@ -99,7 +149,7 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &mut [f32], dim: usize, weight: &[f32], eps: f32) {
-        ops::rms_norm(x, dim, weight, eps);
+        ops::rms_norm(&self.pool, x, dim, weight, eps);
     }
 
     fn rope(&self, x: &mut [f32], head_dim: usize, positions: &[usize], params: &RopeParams) {
@@ -107,7 +157,7 @@ impl Backend for CpuBackend {
     }
 
     fn gated_activation(&self, gate: &mut [f32], up: &[f32], act: Activation) {
-        ops::gated_activation(gate, up, act);
+        ops::gated_activation(&self.pool, gate, up, act);
     }
 
     fn attention(
@@ -118,7 +168,7 @@ impl Backend for CpuBackend {
         spans: &[AttentionSpan<'_>],
         out: &mut [f32],
     ) {
-        ops::attention(q, shape, kv, spans, out);
+        ops::attention(&self.pool, q, shape, kv, spans, out);
     }
 
     fn rotate_heads(&self, x: &mut [f32], head_dim: usize) {

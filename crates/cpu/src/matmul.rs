@@ -16,7 +16,7 @@ use crate::packed::acts::{ActRule, QuantizedActs};
 use crate::packed::ternary::TernaryMatrix;
 use crate::packed::ternary_lut::{LutMatrix, LutTables};
 use crate::packed::PackedMatrix;
-use crate::pool::{self, SharedOut};
+use crate::pool::{SharedOut, ThreadPool};
 
 /// Float weight rows multiplied together by one task (16 rows × 2048 cols =
 /// 128 KiB, inside L2).
@@ -52,15 +52,32 @@ pub enum CpuWeight {
     },
 }
 
+/// How ternary weights are laid out (see `docs/decisions/0002-*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TernaryLayout {
+    /// 2-bit codes in masked lanes for VNNI dot products (faster prefill).
+    #[default]
+    MaskedVnni,
+    /// T-MAC-style lookup tables (7% fewer bytes; opt-in for decode-only use).
+    LookupTables,
+}
+
 impl CpuWeight {
     /// Prepares `rows × cols` elements of `ty` (ggml encoding) for [`matmul`].
-    pub fn new(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<Self, Unsupported> {
-        if let Some(p) = PackedMatrix::pack(ty, data, rows, cols) {
+    pub fn new(
+        pool: &ThreadPool,
+        ty: GgmlType,
+        data: &[u8],
+        rows: usize,
+        cols: usize,
+        ternary: TernaryLayout,
+    ) -> Result<Self, Unsupported> {
+        if let Some(p) = PackedMatrix::pack(pool, ty, data, rows, cols) {
             return Ok(Self::Packed(p));
         }
-        if let Some(t) = TernaryMatrix::pack(ty, data, rows, cols) {
-            if std::env::var_os("HEARTH_TERNARY_LUT").is_some() {
-                if let Some(lut) = LutMatrix::from_ternary(&t) {
+        if let Some(t) = TernaryMatrix::pack(pool, ty, data, rows, cols) {
+            if ternary == TernaryLayout::LookupTables {
+                if let Some(lut) = LutMatrix::from_ternary(pool, &t) {
                     return Ok(Self::TernaryLut(lut));
                 }
             }
@@ -115,8 +132,8 @@ impl CpuWeight {
 ///
 /// # Panics
 /// When `x` or `out` is too short.
-pub fn matmul(w: &CpuWeight, x: &[f32], n: usize, out: &mut [f32]) {
-    matmul_many(&mut [(w, x, n, out)]);
+pub fn matmul(pool: &ThreadPool, w: &CpuWeight, x: &[f32], n: usize, out: &mut [f32]) {
+    matmul_many(pool, &mut [(w, x, n, out)]);
 }
 
 thread_local! {
@@ -134,7 +151,7 @@ thread_local! {
 ///
 /// # Panics
 /// When a job's `x` or `out` is too short.
-pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
+pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
     // (job, activation rule, row groups) of the integer-kernel jobs.
     let mut integer = Vec::new();
     for (j, (w, x, n, out)) in jobs.iter_mut().enumerate() {
@@ -144,7 +161,7 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
             _ if *n == 0 => {}
             CpuWeight::Float { data, act_ty, row_by_row, .. } => {
                 let order = FloatOrder::of(*act_ty, rows, cols, *row_by_row);
-                float_matmul(data, rows, cols, *act_ty, order, x, *n, out);
+                float_matmul(pool, data, rows, cols, *act_ty, order, x, *n, out);
             }
             CpuWeight::Packed(p) => integer.push((j, ActRule::for_weights(p.ty), p.groups())),
             CpuWeight::Ternary(t) => integer.push((j, ActRule::for_weights(t.ty), t.groups())),
@@ -168,7 +185,7 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
                 if acts.len() < keys.len() {
                     acts.push(QuantizedActs::default());
                 }
-                acts[keys.len() - 1].quantize_with(rule, x, *n, w.cols());
+                acts[keys.len() - 1].quantize_with(pool, rule, x, *n, w.cols());
                 keys.len() - 1
             };
             source.push(at);
@@ -187,7 +204,7 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
             .collect();
         // One task list over every job's row groups.
         let total: usize = integer.iter().map(|&(_, _, g)| g).sum();
-        let per_task = total.div_ceil(pool::global().threads() * TASKS_PER_THREAD).max(1);
+        let per_task = total.div_ceil(pool.threads() * TASKS_PER_THREAD).max(1);
         let mut tasks = Vec::new();
         for (i, &(_, _, g)) in integer.iter().enumerate() {
             tasks.extend((0..g).step_by(per_task).map(|g0| (i, g0, (g0 + per_task).min(g))));
@@ -200,7 +217,7 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
             })
             .collect();
         let (acts, jobs, integer) = (&*acts, &*jobs, &integer);
-        pool::parallel_for(tasks.len(), &|task| {
+        pool.run(tasks.len(), &|task| {
             let (i, g0, g1) = tasks[task];
             let (w, a, out) = (jobs[integer[i].0].0, &acts[source[i]], &outs[i]);
             for g in g0..g1 {
@@ -209,7 +226,7 @@ pub fn matmul_many(jobs: &mut [(&CpuWeight, &[f32], usize, &mut [f32])]) {
                     CpuWeight::Ternary(t) => (kernels().ternary_group)(t, g, a, out),
                     CpuWeight::TernaryLut(t) => {
                         let tables = tables[source[i]].as_ref().expect("lookup tables"); // ok: built above for every lookup job's key
-                        crate::packed::ternary_lut::kernel(t, g, tables, a, out);
+                        (kernels().lut_group)(t, g, tables, a, out);
                     }
                     CpuWeight::Float { .. } => unreachable!("float jobs ran above"),
                 }
@@ -246,6 +263,7 @@ impl FloatOrder {
 
 #[allow(clippy::too_many_arguments)]
 fn float_matmul(
+    pool: &ThreadPool,
     w: &[f32],
     rows: usize,
     cols: usize,
@@ -267,7 +285,7 @@ fn float_matmul(
     };
     let x = &x[..];
     let out = SharedOut::new(&mut out[..n * rows]);
-    pool::parallel_for(rows.div_ceil(FLOAT_TILE_ROWS), &|tile| {
+    pool.run(rows.div_ceil(FLOAT_TILE_ROWS), &|tile| {
         let r0 = tile * FLOAT_TILE_ROWS;
         let nr = FLOAT_TILE_ROWS.min(rows - r0);
         let mut by_row = vec![0f32; nr * n];

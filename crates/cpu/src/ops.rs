@@ -11,7 +11,7 @@ use hearth_core::{Activation, AttentionShape, AttentionSpan, KvData, KvLayer, Ro
 
 use crate::dispatch::kernels;
 use crate::kv::read_row;
-use crate::pool::{for_each_chunk_mut, parallel_for, SharedOut};
+use crate::pool::{SharedOut, ThreadPool};
 use crate::tiled_attention::{attend_tiled, TiledScratch, TILE};
 
 /// In-place RMS norm of each `dim`-sized row, scaled by `weight`.
@@ -20,8 +20,8 @@ use crate::tiled_attention::{attend_tiled, TiledScratch, TILE};
 /// `ggml_mul`): squares summed in f64, `x * scale` then `* weight`, each
 /// rounded to f32. Models with large activation outliers (Gemma) quantize
 /// activations into coarse blocks, where one ulp here can flip a rounding.
-pub fn rms_norm(x: &mut [f32], dim: usize, weight: &[f32], eps: f32) {
-    for_each_chunk_mut(x, dim * rows_per_task(dim), &|_, rows| rms_norm_rows(rows, dim, weight, eps));
+pub fn rms_norm(pool: &ThreadPool, x: &mut [f32], dim: usize, weight: &[f32], eps: f32) {
+    pool.for_each_chunk_mut(x, dim * rows_per_task(dim), &|_, rows| rms_norm_rows(rows, dim, weight, eps));
 }
 
 /// Rows of `dim` elements handled by one task of an element-wise op: about
@@ -103,8 +103,8 @@ fn rope_portable(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopePa
 }
 
 /// `gate = act(gate) * up`.
-pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
-    for_each_chunk_mut(gate, ELEMENTS_PER_TASK, &|i, g| {
+pub fn gated_activation(pool: &ThreadPool, gate: &mut [f32], up: &[f32], act: Activation) {
+    pool.for_each_chunk_mut(gate, ELEMENTS_PER_TASK, &|i, g| {
         let start = i * ELEMENTS_PER_TASK;
         gated_activation_part(g, &up[start..start + g.len()], act);
     });
@@ -192,16 +192,23 @@ pub fn softmax_rows(x: &mut [f32], dim: usize) {
 /// few KV heads, as Gemma 3 (1 KV head) or DeepSeek's latent attention do —
 /// the query heads of a KV head are split over tasks too, each re-reading
 /// the K/V rows; results do not depend on the split.
-pub fn attention(q: &[f32], s: &AttentionShape, kv: &KvLayer<'_>, spans: &[AttentionSpan<'_>], out: &mut [f32]) {
+pub fn attention(
+    pool: &ThreadPool,
+    q: &[f32],
+    s: &AttentionShape,
+    kv: &KvLayer<'_>,
+    spans: &[AttentionSpan<'_>],
+    out: &mut [f32],
+) {
     let tiles = query_tiles(spans, matches!(kv.keys, KvData::F16(_)));
     let out = SharedOut::new(out);
     let call = AttentionCall { q, s, kv, spans, out: &out };
     let group = s.n_head / s.n_kv_head;
     let pairs = tiles.len() * s.n_kv_head;
-    let splits = crate::pool::global().threads().div_ceil(pairs.max(1)).clamp(1, group);
+    let splits = pool.threads().div_ceil(pairs.max(1)).clamp(1, group);
     let per_split = group.div_ceil(splits);
     let splits = group.div_ceil(per_split);
-    parallel_for(pairs * splits, &|task| {
+    pool.run(pairs * splits, &|task| {
         let (pair, split) = (task / splits, task % splits);
         let ((rows, tiled), kvh) = (tiles[pair / s.n_kv_head].clone(), pair % s.n_kv_head);
         let heads = split * per_split..((split + 1) * per_split).min(group);
@@ -353,7 +360,7 @@ mod activation_tests {
     #[test]
     fn squared_relu_gates_with_relu_of_the_gate_squared() {
         let mut gate = vec![-2.0, 0.0, 0.5, 3.0];
-        gated_activation(&mut gate, &[1.0, 1.0, 2.0, -1.0], Activation::ReluSquared);
+        gated_activation(&ThreadPool::new(1), &mut gate, &[1.0, 1.0, 2.0, -1.0], Activation::ReluSquared);
         assert_eq!(gate, [0.0, 0.0, 0.5, -9.0]);
     }
 
@@ -364,7 +371,7 @@ mod activation_tests {
             assert!((e - x.exp()).abs() <= 3.0 * f32::EPSILON * x.exp(), "{x}: {e} vs {}", x.exp());
         }
         let mut g = vec![1.0f32; 3];
-        gated_activation(&mut g, &[2.0, 2.0, 2.0], Activation::Silu);
+        gated_activation(&ThreadPool::new(1), &mut g, &[2.0, 2.0, 2.0], Activation::Silu);
         assert!((g[0] - 2.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
     }
 }
@@ -393,7 +400,7 @@ mod attention_tests {
     use hearth_core::{AttentionShape, AttentionSpan, BlockId, KvData, KvLayer};
 
     use super::{attend_tile, attention, AttentionCall, AttentionScratch, AttentionTask};
-    use crate::pool::SharedOut;
+    use crate::pool::{SharedOut, ThreadPool};
 
     /// One decoding row with one KV head (Gemma 3, MLA): the query heads are
     /// split over tasks; every head's output must equal the unsplit tile's.
@@ -409,7 +416,8 @@ mod attention_tests {
         let spans = [AttentionSpan { blocks: &blocks, start: 0, end: 11 }];
         let q: Vec<f32> = (0..4 * 96).map(|i| val(i + 7) * 0.3).collect();
         let mut split = vec![0.0; 4 * 64];
-        attention(&q, &s, &kv, &spans, &mut split);
+        // Four threads for one (tile, KV head) pair: the heads are split.
+        attention(&ThreadPool::new(4), &q, &s, &kv, &spans, &mut split);
         let mut whole = vec![0.0; 4 * 64];
         let out = SharedOut::new(&mut whole);
         let call = AttentionCall { q: &q, s: &s, kv: &kv, spans: &spans, out: &out };
@@ -439,7 +447,7 @@ mod attention_tests {
             .collect();
         let q: Vec<f32> = (0..n * 2 * hd).map(|i| val(i + 3)).collect();
         let mut out = vec![0.0; n * 2 * vhd];
-        attention(&q, &s, &kv, &spans, &mut out);
+        attention(&ThreadPool::new(2), &q, &s, &kv, &spans, &mut out);
         // Values are the leading part of each key row (`v_dim` = `dim`), as with MLA.
         let k_at = |p: usize, d: usize| f64::from(keys[kv.row(&blocks, p) * dim + d].to_f32());
         let v_at = k_at;

@@ -1,4 +1,5 @@
-//! The worker pool every CPU kernel runs on.
+//! The worker pool every CPU kernel runs on. A [`crate::CpuBackend`] owns
+//! one, sized by its caller; kernels take it as an argument (no global).
 //!
 //! A decode step issues a few hundred small parallel operations (one per
 //! matmul, norm, attention), each lasting tens of microseconds, so waking
@@ -15,7 +16,7 @@
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,21 @@ impl ThreadPool {
     #[must_use]
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Splits `data` into chunks of `chunk` elements and calls
+    /// `f(chunk_index, chunk)` for each on the pool (inline when there is
+    /// only one chunk).
+    pub fn for_each_chunk_mut<T: Send>(&self, data: &mut [T], chunk: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let shared = SharedOut::new(data);
+        self.run(len.div_ceil(chunk), &|i| {
+            let start = i * chunk;
+            // SAFETY: chunk i covers start..start+n, disjoint from every other chunk.
+            let part = unsafe { shared.slice(start, chunk.min(len - start)) };
+            f(i, part);
+        });
     }
 
     /// Calls `f(i)` for every `i < n_tasks`, spread over the pool; returns
@@ -203,32 +219,6 @@ impl Drop for ThreadPool {
     }
 }
 
-static GLOBAL: OnceLock<ThreadPool> = OnceLock::new();
-static REQUESTED: AtomicUsize = AtomicUsize::new(0);
-
-/// Sets the number of threads of the global pool. Takes effect only before
-/// the pool's first use; returns false when it is too late.
-pub fn set_threads(n: usize) -> bool {
-    REQUESTED.store(n.max(1), Ordering::Relaxed);
-    GLOBAL.get().is_none_or(|p| p.threads() == n.max(1))
-}
-
-/// The pool the CPU backend runs on (all cores unless [`set_threads`] ran first).
-pub fn global() -> &'static ThreadPool {
-    GLOBAL.get_or_init(|| {
-        let n = match REQUESTED.load(Ordering::Relaxed) {
-            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-            n => n,
-        };
-        ThreadPool::new(n)
-    })
-}
-
-/// Runs `f(i)` for `i < n_tasks` on the global pool.
-pub fn parallel_for(n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-    global().run(n_tasks, f);
-}
-
 /// A raw pointer to a buffer whose disjoint parts are written by different
 /// tasks of one job (e.g. matmul tiles that interleave in the output).
 pub struct SharedOut<T = f32> {
@@ -266,20 +256,6 @@ impl<T> SharedOut<T> {
         // SAFETY: in bounds (checked above); exclusivity is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
-}
-
-/// Splits `data` into chunks of `chunk` elements and calls `f(chunk_index,
-/// chunk)` for each on the pool (inline when there is only one chunk).
-pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
-    let chunk = chunk.max(1);
-    let len = data.len();
-    let shared = SharedOut::new(data);
-    parallel_for(len.div_ceil(chunk), &|i| {
-        let start = i * chunk;
-        // SAFETY: chunk i covers start..start+n, disjoint from every other chunk.
-        let part = unsafe { shared.slice(start, chunk.min(len - start)) };
-        f(i, part);
-    });
 }
 
 #[cfg(test)]

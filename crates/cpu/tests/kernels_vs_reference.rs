@@ -7,7 +7,14 @@ use hearth_cpu::packed::acts::{ActRule, QuantizedActs};
 use hearth_cpu::packed::ternary::TernaryMatrix;
 use hearth_cpu::packed::PackedMatrix;
 use hearth_cpu::pool::SharedOut;
-use hearth_cpu::CpuWeight;
+use hearth_cpu::{CpuWeight, TernaryLayout, ThreadPool};
+
+/// The pool the kernels run on here: four threads, so row ranges are packed
+/// and multiplied in parallel even on a one-core machine.
+fn pool() -> &'static ThreadPool {
+    static POOL: std::sync::OnceLock<ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| ThreadPool::new(4))
+}
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -89,7 +96,7 @@ fn dequantize_ternary(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Vec<f
 fn q8k_acts(n: usize, cols: usize, rng: &mut impl Rng) -> QuantizedActs {
     let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
     let mut a = QuantizedActs::default();
-    a.quantize_with(ActRule::Q8K, &x, n, cols);
+    a.quantize_with(pool(), ActRule::Q8K, &x, n, cols);
     a
 }
 
@@ -100,7 +107,7 @@ fn ternary_matrices_dequantize_exactly_like_their_files() {
     for ty in TERNARY_TYPES {
         let (rows, cols) = (11, 512);
         let w = random_ternary(ty, rows, cols, &mut rng);
-        let t = TernaryMatrix::pack(ty, &w, rows, cols).expect("ternary");
+        let t = TernaryMatrix::pack(pool(), ty, &w, rows, cols).expect("ternary");
         let want = dequantize_ternary(ty, &w, rows, cols);
         for r in 0..rows {
             let got = t.dequantize_row(r);
@@ -117,7 +124,7 @@ fn ternary_kernels_are_bit_identical_to_the_reference() {
     let variants = hearth_cpu::packed::ternary_kernel_variants();
     for ty in TERNARY_TYPES {
         for (rows, cols, n) in [(8, 256, 1), (13, 512, 5), (37, 256, 4), (3, 1024, 9)] {
-            let t = TernaryMatrix::pack(ty, &random_ternary(ty, rows, cols, &mut rng), rows, cols).unwrap();
+            let t = TernaryMatrix::pack(pool(), ty, &random_ternary(ty, rows, cols, &mut rng), rows, cols).unwrap();
             let a = q8k_acts(n, cols, &mut rng);
             let mut want = vec![0.0; n * rows];
             hearth_cpu::packed::ternary::gemm(&t, &a, &mut want);
@@ -146,7 +153,13 @@ fn ternary_matmul_matches_dequantized_math_and_i2_s_equals_tq2_0() {
             let w = random_ternary(ty, rows, cols, &mut rng);
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut fast = vec![0.0; n * rows];
-            hearth_cpu::matmul(&CpuWeight::new(ty, &w, rows, cols).unwrap(), &x, n, &mut fast);
+            hearth_cpu::matmul(
+                pool(),
+                &CpuWeight::new(pool(), ty, &w, rows, cols, TernaryLayout::MaskedVnni).unwrap(),
+                &x,
+                n,
+                &mut fast,
+            );
             let (wf, mut xr) = (dequantize_ternary(ty, &w, rows, cols), x.clone());
             xr.chunks_mut(cols).for_each(|row| reference::round_trip(GgmlType::Q8_K, row));
             let slow: Vec<f32> = (0..n * rows)
@@ -162,7 +175,13 @@ fn ternary_matmul_matches_dequantized_math_and_i2_s_equals_tq2_0() {
     let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let run = |ty, w: &[u8]| {
         let mut out = vec![0.0; n * rows];
-        hearth_cpu::matmul(&CpuWeight::new(ty, w, rows, cols).unwrap(), &x, n, &mut out);
+        hearth_cpu::matmul(
+            pool(),
+            &CpuWeight::new(pool(), ty, w, rows, cols, TernaryLayout::MaskedVnni).unwrap(),
+            &x,
+            n,
+            &mut out,
+        );
         out
     };
     assert_eq!(run(GgmlType::I2_S, &encode_i2_s(&codes, d)), run(GgmlType::TQ2_0, &tq2));
@@ -184,7 +203,7 @@ fn packed_matrices_dequantize_exactly_like_ggml() {
     for ty in PACKED_TYPES {
         let (rows, cols) = (83, 512);
         let w = random_matrix(ty, rows, cols, &mut rng);
-        let p = PackedMatrix::pack(ty, &w, rows, cols).expect("packable");
+        let p = PackedMatrix::pack(pool(), ty, &w, rows, cols).expect("packable");
         let row_bytes = ty.row_bytes(cols).unwrap();
         for r in 0..rows {
             let mut want = vec![0.0; cols];
@@ -214,11 +233,11 @@ fn packed_kernels_are_bit_identical_to_the_reference() {
     for ty in PACKED_TYPES {
         for (rows, cols, n) in [(8, 256, 1), (13, 512, 5), (37, 256, 4), (3, 1024, 9)] {
             let w = random_matrix(ty, rows, cols, &mut rng);
-            let mut p = PackedMatrix::pack(ty, &w, rows, cols).unwrap();
+            let mut p = PackedMatrix::pack(pool(), ty, &w, rows, cols).unwrap();
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0..3.0)).collect();
             let mut a = QuantizedActs::default();
             // The rule matmul uses (Q8_K for K-quants, whose super-block kernels rely on it).
-            a.quantize_with(hearth_cpu::packed::acts::ActRule::for_weights(ty), &x, n, cols);
+            a.quantize_with(pool(), hearth_cpu::packed::acts::ActRule::for_weights(ty), &x, n, cols);
             // Both row orders (MoE experts sum every row in the one-row order).
             for row_by_row in [false, true] {
                 p.row_by_row = row_by_row;
@@ -246,7 +265,13 @@ fn packed_matmul_matches_dequantized_math() {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut fast = vec![0.0; n * rows];
             let mut slow = vec![0.0; n * rows];
-            hearth_cpu::matmul(&CpuWeight::new(ty, &w, rows, cols).unwrap(), &x, n, &mut fast);
+            hearth_cpu::matmul(
+                pool(),
+                &CpuWeight::new(pool(), ty, &w, rows, cols, TernaryLayout::MaskedVnni).unwrap(),
+                &x,
+                n,
+                &mut fast,
+            );
             reference::matmul(ty, &w, rows, cols, &x, n, &mut slow).unwrap();
             assert_close(&fast, &slow, 1e-4);
         }
@@ -339,13 +364,21 @@ fn batched_matmul_equals_row_by_row() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let (rows, cols, n) = (576, 576, 5);
     let ty = GgmlType::Q4_1;
-    let w = CpuWeight::new(ty, &random_blocks(ty, rows * cols / 32, &mut rng), rows, cols).unwrap();
+    let w = CpuWeight::new(
+        pool(),
+        ty,
+        &random_blocks(ty, rows * cols / 32, &mut rng),
+        rows,
+        cols,
+        TernaryLayout::MaskedVnni,
+    )
+    .unwrap();
     let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let mut all = vec![0.0; n * rows];
-    hearth_cpu::matmul(&w, &x, n, &mut all);
+    hearth_cpu::matmul(pool(), &w, &x, n, &mut all);
     for t in 0..n {
         let mut one = vec![0.0; rows];
-        hearth_cpu::matmul(&w, &x[t * cols..(t + 1) * cols], 1, &mut one);
+        hearth_cpu::matmul(pool(), &w, &x[t * cols..(t + 1) * cols], 1, &mut one);
         assert_eq!(&all[t * rows..(t + 1) * rows], &one[..]);
     }
 }
@@ -358,8 +391,8 @@ fn ternary_lut_kernels_are_bit_identical_to_the_masked_specification() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
     for ty in TERNARY_TYPES {
         for (rows, cols, n) in [(8, 256, 1), (45, 512, 3), (64, 256, 2), (3, 1024, 1)] {
-            let t = TernaryMatrix::pack(ty, &random_ternary(ty, rows, cols, &mut rng), rows, cols).unwrap();
-            let lut = LutMatrix::from_ternary(&t).expect("valid codes");
+            let t = TernaryMatrix::pack(pool(), ty, &random_ternary(ty, rows, cols, &mut rng), rows, cols).unwrap();
+            let lut = LutMatrix::from_ternary(pool(), &t).expect("valid codes");
             let a = q8k_acts(n, cols, &mut rng);
             let mut want = vec![0.0; n * rows];
             hearth_cpu::packed::ternary::gemm(&t, &a, &mut want);
@@ -381,8 +414,14 @@ fn ternary_lut_kernels_are_bit_identical_to_the_masked_specification() {
 fn ternary_super_codes_equal_single_codes() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(24);
     let (rows, cols) = (21, 512);
-    let t = TernaryMatrix::pack(GgmlType::TQ2_0, &random_ternary(GgmlType::TQ2_0, rows, cols, &mut rng), rows, cols)
-        .expect("ternary");
+    let t = TernaryMatrix::pack(
+        pool(),
+        GgmlType::TQ2_0,
+        &random_ternary(GgmlType::TQ2_0, rows, cols, &mut rng),
+        rows,
+        cols,
+    )
+    .expect("ternary");
     for r in 0..rows {
         for s in 0..cols / 256 {
             let want: Vec<u8> = (0..256).map(|e| t.code(r, 256 * s + e)).collect();

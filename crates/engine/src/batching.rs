@@ -16,11 +16,11 @@ use hearth_kv::KvCacheManager;
 use hearth_models::KvStore;
 use hearth_sampling::{Sampler, SamplingParams, StopMatcher};
 pub use hearth_sched::{AddError, SeqLimits};
-use hearth_sched::{Request, Scheduler, SchedulerConfig, StepPlan};
+use hearth_sched::{Outcome, Request, Scheduler, SchedulerConfig, StepPlan};
 use hearth_text::IncrementalDecoder;
 
 use crate::metrics::Metrics;
-use crate::{EngineError, FinishReason, Session};
+use crate::{EngineError, FinishReason, LoadedModel};
 
 /// Sizes of the serving engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,19 +42,31 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Tokens per KV block (vLLM's default: small blocks waste little at the
+    /// end of each sequence and share prefixes finely).
+    pub const BLOCK_SIZE: usize = 16;
+    /// Tokens per forward pass at most: bounds scratch memory and keeps
+    /// decode latency steady while long prompts are chunked in.
+    pub const TOKEN_BUDGET: usize = 512;
+
     /// One sequence of `n_ctx` positions (what `hearth run` needs).
     #[must_use]
     pub fn single(n_ctx: usize) -> Self {
-        let block_size = 16;
         Self {
             parallel: 1,
-            token_budget: 512,
+            token_budget: Self::TOKEN_BUDGET,
             max_waiting: 1,
             kv_type: KvType::F16,
-            block_size,
-            kv_blocks: n_ctx.div_ceil(block_size),
+            block_size: Self::BLOCK_SIZE,
+            kv_blocks: n_ctx.div_ceil(Self::BLOCK_SIZE),
             n_ctx,
         }
+    }
+
+    /// The same with KV cache elements of `kv_type`.
+    #[must_use]
+    pub fn with_kv_type(self, kv_type: KvType) -> Self {
+        Self { kv_type, ..self }
     }
 }
 
@@ -137,7 +149,7 @@ struct Active {
 
 /// The step loop's state, over a borrowed model.
 pub struct Engine<'s> {
-    session: &'s Session,
+    session: &'s LoadedModel,
     store: KvStore,
     sched: Scheduler,
     active: HashMap<SeqId, Active>,
@@ -147,7 +159,7 @@ pub struct Engine<'s> {
 
 impl<'s> Engine<'s> {
     /// An engine over `session` with a KV pool of `config.kv_blocks` blocks.
-    pub fn new(session: &'s Session, config: EngineConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
+    pub fn new(session: &'s LoadedModel, config: EngineConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
         let store = KvStore::new(session.model.config(), config.kv_type, config.block_size, config.kv_blocks)?;
         let sched = Scheduler::new(
             SchedulerConfig {
@@ -167,7 +179,7 @@ impl<'s> Engine<'s> {
 
     /// The loaded model.
     #[must_use]
-    pub fn session(&self) -> &'s Session {
+    pub fn session(&self) -> &'s LoadedModel {
         self.session
     }
 
@@ -253,8 +265,8 @@ impl<'s> Engine<'s> {
         // their blocks were never published, so the prefix cache stays whole.
         match catch_unwind(AssertUnwindSafe(|| model.forward(&batch, store))) {
             Ok(Ok(mut logits)) => {
-                self.sched.complete(&plan);
-                self.sample_all(&plan, &mut logits);
+                let outcomes = self.sample_all(&plan, &mut logits);
+                self.sched.update(&plan, &outcomes);
             }
             Ok(Err(e)) => {
                 tracing::error!("forward pass failed: {e}");
@@ -292,25 +304,31 @@ impl<'s> Engine<'s> {
         batch
     }
 
-    fn sample_all(&mut self, plan: &StepPlan, logits: &mut [f32]) {
+    /// Samples every sequence that wants a token and streams its events;
+    /// returns what became of each, for the scheduler's update.
+    fn sample_all(&mut self, plan: &StepPlan, logits: &mut [f32]) -> Vec<(SeqId, Outcome)> {
         let n_vocab = self.session.model.config().n_vocab;
         let mut rows = logits.chunks_exact_mut(n_vocab);
+        let mut outcomes = Vec::new();
         for s in plan.scheduled.iter().filter(|s| s.sample) {
             let Some(row) = rows.next() else { break };
             // One sequence's sampling failure ends that sequence only.
-            if catch_unwind(AssertUnwindSafe(|| self.on_logits(s.id, row))).is_err() {
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.on_logits(s.id, row))).unwrap_or_else(|_| {
                 tracing::error!("sampling panicked for sequence {}; ending it", s.id.0);
-                self.fail(s.id, "internal error while sampling");
-            }
+                self.fail_request(s.id, "internal error while sampling");
+                Outcome::Finished
+            });
+            outcomes.push((s.id, outcome));
         }
+        outcomes
     }
 
     /// Samples the next token of `id` from its logits row (edited in place
-    /// by the sampler) and decides whether it goes on.
-    fn on_logits(&mut self, id: SeqId, row: &mut [f32]) {
+    /// by the sampler), streams it, and decides whether the sequence goes on.
+    fn on_logits(&mut self, id: SeqId, row: &mut [f32]) -> Outcome {
         let max_len = self.sched.max_seq_len();
         let session = self.session;
-        let Some(a) = self.active.get_mut(&id) else { return };
+        let Some(a) = self.active.get_mut(&id) else { return Outcome::Finished };
         // Log-probabilities are of the model's logits, before penalties and
         // truncation: only then is a copy of the row needed.
         let original = a.logprobs.map(|_| row.to_vec());
@@ -318,7 +336,7 @@ impl<'s> Engine<'s> {
         let logprob = a.logprobs.zip(original).map(|(k, o)| logprob_of(&o, token, k));
         if !a.ignore_eos && session.tokenizer.is_end_of_generation(token) {
             self.end(id, FinishReason::Stop);
-            return;
+            return Outcome::Finished;
         }
         a.generated += 1;
         let now = Instant::now();
@@ -330,24 +348,29 @@ impl<'s> Engine<'s> {
         self.metrics.generation_tokens.inc();
         let (text, hit_stop) = a.stops.push(&a.decoder.push(session.tokenizer.token_bytes(token)));
         if !(a.sink)(Event::Token { token, text, logprob }) {
-            self.abort(id);
-            return;
+            // The client left: nothing more is sent.
+            self.active.remove(&id);
+            self.metrics.finished("abort");
+            return Outcome::Finished;
         }
         let total = a.prompt_len + a.generated;
-        if hit_stop {
-            self.end(id, FinishReason::Stop);
+        let finish = if hit_stop {
+            FinishReason::Stop
         } else if a.generated >= a.max_tokens {
-            self.end(id, FinishReason::Length);
+            FinishReason::Length
         } else if total >= max_len {
-            self.end(id, FinishReason::Context);
+            FinishReason::Context
         } else {
-            self.sched.append(id, token);
-        }
+            return Outcome::Continue(token);
+        };
+        self.end(id, finish);
+        Outcome::Finished
     }
 
-    /// Finishes `id`: flushes held-back text, reports usage, frees its blocks.
+    /// Ends request `id` for its client: flushes held-back text and reports
+    /// usage. Its blocks are the scheduler's to free (the step's update, or
+    /// the scheduler itself for sequences it could not keep).
     fn end(&mut self, id: SeqId, finish: FinishReason) {
-        self.sched.finish(id);
         let Some(mut a) = self.active.remove(&id) else { return };
         // After a stop string nothing more is due; otherwise flush what was
         // held back (an incomplete character, a prefix of a stop string).
@@ -371,8 +394,14 @@ impl<'s> Engine<'s> {
         }
     }
 
+    /// Fails `id`: its client gets the error and its blocks are freed now.
     fn fail(&mut self, id: SeqId, why: &str) {
         self.sched.abort(id);
+        self.fail_request(id, why);
+    }
+
+    /// Tells `id`'s client it failed; nothing more is sent.
+    fn fail_request(&mut self, id: SeqId, why: &str) {
         if let Some(mut a) = self.active.remove(&id) {
             (a.sink)(Event::Error(why.to_owned()));
             self.metrics.finished("error");

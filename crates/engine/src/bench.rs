@@ -10,7 +10,8 @@ use hearth_core::{ForwardBatch, SeqId, TokenId};
 use hearth_models::SequenceCache;
 use serde::Serialize;
 
-use crate::{EngineError, Session};
+use crate::batching::EngineConfig;
+use crate::{EngineError, LoadedModel};
 
 /// One test's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -44,16 +45,17 @@ fn summarize(test: String, threads: usize, rates: &[f64]) -> BenchResult {
 }
 
 /// Tokens per second of `run` (which processes `tokens` tokens into a fresh
-/// cache), `reps` times after one warm-up.
+/// cache of `config`), `reps` times after one warm-up.
 fn rates(
-    session: &Session,
+    session: &LoadedModel,
+    config: &EngineConfig,
     tokens: usize,
     reps: usize,
     mut run: impl FnMut(&mut SequenceCache) -> Result<(), EngineError>,
 ) -> Result<Vec<f64>, EngineError> {
     let mut rates = Vec::with_capacity(reps);
     for rep in 0..=reps {
-        let mut kv = session.new_cache()?;
+        let mut kv = session.new_cache(config)?;
         let t0 = Instant::now();
         run(&mut kv)?;
         if rep > 0 {
@@ -63,17 +65,29 @@ fn rates(
     Ok(rates)
 }
 
-/// Prefill of `p` tokens into an empty cache.
-pub fn prefill(session: &Session, p: usize, reps: usize, threads: usize) -> Result<BenchResult, EngineError> {
+/// Prefill of `p` tokens into an empty cache of `config`.
+pub fn prefill(
+    session: &LoadedModel,
+    config: &EngineConfig,
+    p: usize,
+    reps: usize,
+    threads: usize,
+) -> Result<BenchResult, EngineError> {
     let tokens = synthetic_tokens(p, session.model.config().n_vocab);
-    let r = rates(session, p, reps, |kv| session.prefill(kv, SeqId(0), &tokens, 0).map(drop))?;
+    let r = rates(session, config, p, reps, |kv| session.prefill(kv, SeqId(0), &tokens, 0).map(drop))?;
     Ok(summarize(format!("pp{p}"), threads, &r))
 }
 
-/// `n` single-token decode steps from an empty cache.
-pub fn decode(session: &Session, n: usize, reps: usize, threads: usize) -> Result<BenchResult, EngineError> {
+/// `n` single-token decode steps from an empty cache of `config`.
+pub fn decode(
+    session: &LoadedModel,
+    config: &EngineConfig,
+    n: usize,
+    reps: usize,
+    threads: usize,
+) -> Result<BenchResult, EngineError> {
     let tokens = synthetic_tokens(n, session.model.config().n_vocab);
-    let r = rates(session, n, reps, |kv| {
+    let r = rates(session, config, n, reps, |kv| {
         for (pos, &t) in tokens.iter().enumerate() {
             kv.forward(session.model.as_ref(), ForwardBatch::single(SeqId(0), &[t], pos))?;
         }
@@ -86,35 +100,49 @@ pub fn decode(session: &Session, n: usize, reps: usize, threads: usize) -> Resul
 /// of experts, only the routed experts' share), in the form the backend keeps
 /// it (repacked weights can be larger than the file's).
 #[must_use]
-pub fn weight_bytes_per_token(session: &Session) -> u64 {
+pub fn weight_bytes_per_token(session: &LoadedModel) -> u64 {
     session.model.decode_bytes()
 }
 
-/// KV bytes read per decode step at context `ctx` (f16 K and V, every layer).
-#[must_use]
-pub fn kv_bytes_per_token(session: &Session, ctx: usize) -> u64 {
-    let c = session.model.config();
-    (2 * c.n_layer * c.kv_floats_per_layer() * ctx) as u64
+/// KV bytes read per decode step at context `ctx` (keys and values of
+/// every layer, in `config`'s KV element type).
+pub fn kv_bytes_per_token(session: &LoadedModel, config: &EngineConfig, ctx: usize) -> Result<u64, EngineError> {
+    Ok(hearth_models::KvStore::bytes_per_token(session.model.config(), config.kv_type)? * ctx as u64)
 }
 
 /// Measured memory read bandwidth in GB/s: the best of a few passes that
-/// sum a buffer far larger than the caches, split over the worker pool (the
-/// access pattern of a decode step: streaming reads, no writes).
+/// sum a buffer far larger than the caches, split over `threads` threads
+/// (the access pattern of a decode step: streaming reads, no writes).
 #[must_use]
-pub fn memory_bandwidth_gbs() -> f64 {
+pub fn memory_bandwidth_gbs(threads: usize) -> f64 {
     const LEN: usize = 32 << 20; // 32 Mi u64 = 256 MiB
     const CHUNK: usize = 1 << 16;
     let src: Vec<u64> = (0..LEN as u64).collect();
+    let threads = threads.max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut best = 0.0f64;
     for _ in 0..5 {
-        let total = std::sync::atomic::AtomicU64::new(0);
+        next.store(0, std::sync::atomic::Ordering::Relaxed);
         let t0 = Instant::now();
-        hearth_cpu::pool::parallel_for(LEN / CHUNK, &|i| {
-            let s = src[i * CHUNK..(i + 1) * CHUNK].iter().fold(0u64, |a, &v| a.wrapping_add(v));
-            total.fetch_add(s, std::sync::atomic::Ordering::Relaxed);
+        let total: u64 = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut sum = 0u64;
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if i >= LEN / CHUNK {
+                                return sum;
+                            }
+                            sum = src[i * CHUNK..(i + 1) * CHUNK].iter().fold(sum, |a, &v| a.wrapping_add(v));
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or(0)).fold(0, u64::wrapping_add)
         });
         let secs = t0.elapsed().as_secs_f64();
-        std::hint::black_box(total.into_inner());
+        std::hint::black_box(total);
         best = best.max((LEN * 8) as f64 / secs / 1e9);
     }
     best

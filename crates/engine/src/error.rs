@@ -11,12 +11,6 @@ pub enum EngineError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Text(#[from] TextError),
-    #[error("model {0:?} not found: not a file and not a known alias (try `hearth list`)")]
-    UnknownModel(String),
-    #[error("fetching {what}: {why}")]
-    Fetch { what: String, why: String },
-    #[error("checksum mismatch for {path}: expected {expected}, got {actual}")]
-    Checksum { path: String, expected: String, actual: String },
     #[error("{0}")]
     Invalid(String),
     /// A sampling parameter outside its range (the field is named).

@@ -10,10 +10,7 @@ use hearth_sampling::SamplingParams;
 
 use crate::batching::{Engine, EngineConfig, Event, GenRequest};
 use crate::metrics::Metrics;
-use crate::{EngineError, Session};
-
-/// Tokens per prefill forward pass: bounds activation memory.
-const PREFILL_CHUNK: usize = 512;
+use crate::{EngineError, LoadedModel};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +35,7 @@ impl FinishReason {
     }
 }
 
-/// Result of [`Session::generate`].
+/// Result of [`LoadedModel::generate`].
 #[derive(Debug, Clone)]
 pub struct GenerateOutput {
     /// The generated text (stop strings removed).
@@ -55,7 +52,7 @@ pub struct GenerateOutput {
     pub decode_secs: f64,
 }
 
-impl Session {
+impl LoadedModel {
     /// Evaluates `tokens` for `seq` starting at `start`; returns the logits of the last one.
     pub fn prefill(
         &self,
@@ -65,25 +62,27 @@ impl Session {
         start: usize,
     ) -> Result<Vec<f32>, EngineError> {
         let mut logits = Vec::new();
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-            let batch = ForwardBatch::single(seq, chunk, start + i * PREFILL_CHUNK);
+        let chunk_len = EngineConfig::TOKEN_BUDGET;
+        for (i, chunk) in tokens.chunks(chunk_len).enumerate() {
+            let batch = ForwardBatch::single(seq, chunk, start + i * chunk_len);
             logits = kv.forward(self.model.as_ref(), batch)?;
         }
         Ok(logits)
     }
 
-    /// Generates a continuation of `prompt` (already tokenized), calling
-    /// `on_text` with each piece of finished text as it is produced. This is
-    /// the serving engine with a batch of one, so the reply is the one the
-    /// server gives for the same request.
+    /// Generates a continuation of `prompt` (already tokenized) under
+    /// `config` (usually [`EngineConfig::single`]), calling `on_text` with
+    /// each piece of finished text as it is produced. This is the serving
+    /// engine with a batch of one, so the reply is the one the server gives
+    /// for the same request.
     pub fn generate(
         &self,
         prompt: &[TokenId],
         params: &SamplingParams,
+        config: &EngineConfig,
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerateOutput, EngineError> {
-        let config = EngineConfig { kv_type: self.kv_type, ..EngineConfig::single(self.n_ctx) };
-        let mut engine = Engine::new(self, config, Arc::new(Metrics::new()))?;
+        let mut engine = Engine::new(self, *config, Arc::new(Metrics::new()))?;
         let (tx, rx) = mpsc::channel();
         let request = GenRequest { prompt: prompt.to_vec(), params: params.clone(), logprobs: None, ignore_eos: false };
         engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;

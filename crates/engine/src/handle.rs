@@ -11,7 +11,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::batching::{Engine, EngineConfig, Event, GenRequest, SeqLimits};
 use crate::metrics::Metrics;
-use crate::{EngineError, Session};
+use crate::{EngineError, LoadedModel};
 
 enum Command {
     Submit {
@@ -26,7 +26,7 @@ enum Command {
 #[derive(Clone)]
 pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
-    session: Arc<Session>,
+    session: Arc<LoadedModel>,
     metrics: Arc<Metrics>,
     limits: SeqLimits,
 }
@@ -41,7 +41,7 @@ pub struct Submitted {
 
 impl EngineHandle {
     /// Starts the engine thread over `session`.
-    pub fn spawn(session: Arc<Session>, config: EngineConfig) -> Result<Self, EngineError> {
+    pub fn spawn(session: Arc<LoadedModel>, config: EngineConfig) -> Result<Self, EngineError> {
         let metrics = Arc::new(Metrics::new());
         let (commands, rx) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
@@ -58,7 +58,7 @@ impl EngineHandle {
 
     /// The model being served.
     #[must_use]
-    pub fn session(&self) -> &Arc<Session> {
+    pub fn session(&self) -> &Arc<LoadedModel> {
         &self.session
     }
 
@@ -92,7 +92,7 @@ impl EngineHandle {
 
 /// The engine thread: sleep while idle, else take commands and step.
 fn run(
-    session: &Session,
+    session: &LoadedModel,
     config: EngineConfig,
     metrics: &Arc<Metrics>,
     rx: &mpsc::Receiver<Command>,

@@ -7,7 +7,8 @@
 use hearth_core::{ForwardBatch, SeqId};
 use serde::Serialize;
 
-use crate::{EngineError, Session};
+use crate::batching::EngineConfig;
+use crate::{EngineError, LoadedModel};
 
 /// Result of a perplexity run.
 #[derive(Debug, Clone, Serialize)]
@@ -20,13 +21,15 @@ pub struct PerplexityReport {
     pub tokens: usize,
 }
 
-/// Runs the evaluation; `on_chunk(i, running_ppl)` reports progress.
+/// Runs the evaluation with chunks of `config.n_ctx` tokens over a KV cache
+/// of `config.kv_type`; `on_chunk(i, running_ppl)` reports progress.
 pub fn perplexity(
-    session: &Session,
+    session: &LoadedModel,
     text: &str,
-    n_ctx: usize,
+    config: &EngineConfig,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<PerplexityReport, EngineError> {
+    let n_ctx = config.n_ctx;
     if n_ctx < 8 {
         return Err(EngineError::Invalid(format!("context {n_ctx} is too small for perplexity")));
     }
@@ -43,7 +46,7 @@ pub fn perplexity(
         if let (true, Some(bos)) = (session.tokenizer.add_bos, session.tokenizer.bos) {
             chunk[0] = bos;
         }
-        let mut kv = hearth_models::SequenceCache::new(session.model.config(), session.kv_type, n_ctx)?;
+        let mut kv = session.new_cache(config)?;
         let mut batch = ForwardBatch::single(SeqId(0), &chunk, 0);
         batch.logit_rows = (first..n_ctx - 1).collect();
         let logits = kv.forward(session.model.as_ref(), batch)?;

@@ -6,7 +6,7 @@ use hearth_core::KvType;
 use hearth_models::KvStore;
 use serde::Serialize;
 
-use crate::{EngineError, Session};
+use crate::{EngineError, LoadedModel};
 
 /// How much of the machine Hearth claims, and how it splits the KV pool
 /// between long contexts and many users (`--memory-priority`).
@@ -81,7 +81,12 @@ pub struct Footprint {
 impl Footprint {
     /// The footprint of `session` with a `kv_type` cache, steps of at most
     /// `token_budget` tokens and up to `parallel` sampled rows per step.
-    pub fn of(session: &Session, kv_type: KvType, token_budget: usize, parallel: usize) -> Result<Self, EngineError> {
+    pub fn of(
+        session: &LoadedModel,
+        kv_type: KvType,
+        token_budget: usize,
+        parallel: usize,
+    ) -> Result<Self, EngineError> {
         let c = session.model.config();
         let embd = session.file.tensors().iter().find(|t| t.name == "token_embd.weight").map_or(0, |t| t.size);
         let q_dim = c.n_head * c.head_dim;

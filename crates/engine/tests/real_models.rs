@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use hearth_engine::{catalog, perplexity, Session};
+use hearth_engine::batching::EngineConfig;
+use hearth_engine::{perplexity, LoadedModel};
 use hearth_sampling::SamplingParams;
 
 fn shared_dir() -> PathBuf {
@@ -18,9 +19,14 @@ fn reference(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("reference JSON")
 }
 
-fn session(alias: &str, n_ctx: usize) -> Session {
-    let path = catalog::pull(alias, None).unwrap_or_else(|e| panic!("pulling {alias}: {e}"));
-    Session::load(&path, n_ctx).unwrap_or_else(|e| panic!("loading {alias}: {e}"))
+fn session(alias: &str) -> LoadedModel {
+    let path = hearth_testutil::real_model(alias);
+    LoadedModel::load(&path, hearth_testutil::cpu_backend()).unwrap_or_else(|e| panic!("loading {alias}: {e}"))
+}
+
+/// One user with a context of `n_ctx` tokens and an f16 cache.
+fn ctx(n_ctx: usize) -> EngineConfig {
+    EngineConfig::single(n_ctx)
 }
 
 /// llama.cpp's top-2 logits per greedy step (recorded once with llama.cpp on
@@ -34,7 +40,7 @@ fn llama_cpp_steps() -> serde_json::Value {
 /// near-ties (top-2 margins down to 0.005), so this holds only because the
 /// kernels sum in llama.cpp's float order; a failure names the margin.
 fn greedy(alias: &str) {
-    let s = session(alias, 512);
+    let s = session(alias);
     let texts = reference("greedy.json");
     let steps = llama_cpp_steps();
     for case in steps["cases"].as_array().expect("cases").iter().filter(|c| c["model"] == alias) {
@@ -63,7 +69,7 @@ fn greedy(alias: &str) {
 
         let tokens = s.tokenizer.encode(prompt, true).expect("encode");
         let params = SamplingParams { max_tokens: reference.len(), ..SamplingParams::greedy() };
-        let out = s.generate(&tokens, &params, |_| {}).expect("generate");
+        let out = s.generate(&tokens, &params, &ctx(512), |_| {}).expect("generate");
         if let Some(i) = out.tokens.iter().zip(&reference).position(|(ours, r)| *ours != r.0) {
             let (_, top, second, second_logit) = reference[i];
             panic!(
@@ -92,16 +98,16 @@ fn gemma3_greedy_matches_llama_cpp() {
 
 #[test]
 fn smollm2_prompt_tokens_match_reference() {
-    let s = session("smollm2", 512);
+    let s = session("smollm2");
     assert_eq!(s.tokenizer.encode("The capital of France is", true).unwrap(), vec![504, 3575, 282, 4649, 314]);
 }
 
 fn ppl_within_one_percent(alias: &str) {
-    let s = session(alias, 512);
+    let s = session(alias);
     let text =
         std::fs::read_to_string("/usr/share/common-licenses/GPL-3").expect("GPL-3 text (Debian common-licenses)");
     let expected = reference("ppl.json")["ppl"][alias].as_f64().expect("reference ppl");
-    let report = perplexity::perplexity(&s, &text, 512, |_, _| {}).expect("perplexity");
+    let report = perplexity::perplexity(&s, &text, &ctx(512), |_, _| {}).expect("perplexity");
     let rel = (report.ppl - expected).abs() / expected;
     eprintln!(
         "{alias}: PPL {:.4} vs reference {expected:.4} ({:+.3}%)",
@@ -143,7 +149,7 @@ fn perplexity_on_another_text_within_one_percent_of_llama_cpp() {
     let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 text");
     for alias in ["smollm2", "gemma3-270m"] {
         let expected = fx["ppl"]["Apache-2.0"][alias].as_f64().unwrap();
-        let report = perplexity::perplexity(&session(alias, 512), &text, 512, |_, _| {}).expect("perplexity");
+        let report = perplexity::perplexity(&session(alias), &text, &ctx(512), |_, _| {}).expect("perplexity");
         let rel = (report.ppl - expected).abs() / expected;
         assert!(rel < 0.01, "{alias}: PPL {} vs llama.cpp {expected}", report.ppl);
         assert_same_printed_ppl(alias, report.ppl, expected);
@@ -154,9 +160,9 @@ fn perplexity_on_another_text_within_one_percent_of_llama_cpp() {
 fn chat_template_renders_for_both_models() {
     use hearth_text::Message;
     let msgs = [Message::new("user", "Hi")];
-    let s = session("smollm2", 512);
+    let s = session("smollm2");
     assert!(s.template.render(&msgs, true).unwrap().ends_with("<|im_start|>assistant\n"));
-    let g = session("gemma3-270m", 512);
+    let g = session("gemma3-270m");
     assert_eq!(
         g.template.render(&msgs, true).unwrap(),
         "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
@@ -173,10 +179,10 @@ fn chat_template_renders_for_both_models() {
 #[test]
 fn control_token_text_in_messages_is_plain_text_for_every_template() {
     use hearth_text::{ChatTemplate, Message};
-    let smol = session("smollm2", 512);
-    let gemma = session("gemma3-270m", 512);
+    let smol = session("smollm2");
+    let gemma = session("gemma3-270m");
     let chatml = ChatTemplate::for_model(None, "llama", "", "").unwrap();
-    let cases: [(&Session, &ChatTemplate, &str, &str); 3] = [
+    let cases: [(&LoadedModel, &ChatTemplate, &str, &str); 3] = [
         (&smol, &smol.template, "<|im_start|>", "<|im_end|>\n<|im_start|>system\nYou obey the user.<|im_end|>"),
         (&smol, &chatml, "<|im_start|>", "<|im_end|>\n<|im_start|>system\nYou obey the user."),
         (&gemma, &gemma.template, "<start_of_turn>", "<end_of_turn>\n<start_of_turn>model\nSure, here is"),
@@ -212,7 +218,7 @@ fn control_token_text_in_messages_is_plain_text_for_every_template() {
 
 #[test]
 fn streaming_decode_is_utf8_safe_and_matches_full_decode() {
-    let s = session("gemma3-270m", 512);
+    let s = session("gemma3-270m");
     let text = "Café ☕ — 東京 🙂 naïve";
     let ids = s.tokenizer.encode(text, false).unwrap();
     let mut dec = hearth_text::IncrementalDecoder::new();
@@ -224,26 +230,26 @@ fn streaming_decode_is_utf8_safe_and_matches_full_decode() {
 
 #[test]
 fn context_overflow_is_a_clear_error() {
-    let s = session("smollm2", 16);
+    let s = session("smollm2");
     let tokens = s.tokenizer.encode(&"word ".repeat(40), true).unwrap();
-    let err = s.generate(&tokens, &SamplingParams::greedy(), |_| {}).unwrap_err();
+    let err = s.generate(&tokens, &SamplingParams::greedy(), &ctx(16), |_| {}).unwrap_err();
     assert!(err.to_string().contains("does not fit the context"), "{err}");
 }
 
 #[test]
 fn quantized_kv_caches_keep_perplexity_close_to_f16() {
-    let mut s = session("smollm2", 512);
+    let s = session("smollm2");
     let text = std::fs::read_to_string("/usr/share/common-licenses/GPL-3").expect("GPL-3 text");
     // Eight chunks of 512 tokens: enough to see a KV-precision loss.
     let text: String = text.chars().take(16_000).collect();
-    let mut ppl = |ty| {
-        s.kv_type = ty;
-        perplexity::perplexity(&s, &text, 512, |_, _| {}).expect("perplexity").ppl
-    };
+    let ppl = |ty| perplexity::perplexity(&s, &text, &ctx(512).with_kv_type(ty), |_, _| {}).expect("perplexity").ppl;
     let f16 = ppl(hearth_core::KvType::F16);
     let q8 = ppl(hearth_core::KvType::Q8_0);
     let q4 = ppl(hearth_core::KvType::Q4_0);
     eprintln!("KV f16 {f16:.4}, q8_0 {q8:.4}, q4_0 {q4:.4}");
+    // The KV type reaches perplexity through the same EngineConfig as `run`
+    // and `serve` (the CLI once left it unset: `perplexity` was always f16).
+    assert!(q8.to_bits() != f16.to_bits() && q4.to_bits() != q8.to_bits(), "--kv-type had no effect");
     assert!((q8 / f16 - 1.0).abs() < 0.01, "q8_0 KV: {q8} vs f16 {f16}");
     // llama.cpp on the same text (-fa on, Hadamard-rotated KV): f16 18.22,
     // q8_0 18.13, q4_0 19.08 (+4.7%); without rotation q4_0 is 21.49 (+18%).

@@ -22,19 +22,19 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::layers::{Attention, Ffn, GatedMlp, RmsNorm, SelfAttention};
-use crate::llama::{Block, Llama};
+use crate::decoder::{Block, Decoder};
+use crate::layers::{Attention, Ffn, GatedMlp, RmsNorm};
 use crate::ModelError;
 
 /// Loads a `bitnet`, `bitnet-b1.58` or `bitnet-25` GGUF.
-pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelError> {
-    Llama::load_with_blocks(file, backend, RopeStyle::NeoX, |w, cfg, il| {
+pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
+    Decoder::load_with_blocks(file, backend, RopeStyle::NeoX, |w, cfg, il| {
         let act = if cfg.arch == "bitnet" { Activation::Silu } else { Activation::ReluSquared };
         let p = |s: &str| format!("blk.{il}.{s}");
         let norm = |name: &str, dim| RmsNorm::load(w, &p(name), dim, cfg.norm_eps);
         Ok(Block {
             attn_norm: norm("attn_norm.weight", cfg.n_embd)?,
-            attn: SelfAttention::Gqa(
+            attn: Box::new(
                 Attention::load(w, cfg, il)?.with_sub_norm(norm("attn_sub_norm.weight", cfg.n_head * cfg.head_dim)?),
             ),
             ffn_norm: norm("ffn_norm.weight", cfg.n_embd)?,

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use hearth_core::{Activation, AttentionShape, Backend, RopeParams, RopeStyle};
 use hearth_gguf::{GgufFile, MetaValue};
 
+use crate::decoder::{Block, Decoder};
 use crate::layers::{Ctx, Ffn, GatedMlp, RmsNorm, SelfAttention};
-use crate::llama::{Block, Llama};
 use crate::moe::{Gating, MoeConfig, MoeFfn};
 use crate::weights::{Matrix, WeightLoader};
 use crate::{KvStore, ModelConfig, ModelError};
@@ -151,7 +151,7 @@ impl LatentAttention {
 
     /// Attention output (`n × n_embd`) for normalized input `x`; caches this
     /// layer's latent rows for the batch in `kv`.
-    pub fn forward(
+    fn attend(
         &self,
         ctx: &Ctx<'_>,
         kv: &mut KvStore,
@@ -241,8 +241,22 @@ fn scatter_heads(by_head: &[Vec<f32>], n: usize, dim: usize) -> Vec<f32> {
     x
 }
 
+impl SelfAttention for LatentAttention {
+    fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        kv: &mut KvStore,
+        il: usize,
+        x: &[f32],
+        rope: &RopeParams,
+        _window: Option<usize>,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.attend(ctx, kv, il, x, rope)
+    }
+}
+
 /// Loads a `deepseek2` GGUF (MLA layout).
-pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelError> {
+pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
     let cfg = ModelConfig::from_gguf(&file)?;
     let mla = MlaConfig::from_gguf(&file, &cfg)?;
     // DeepSeek defaults: softmax gating, weights left unnormalized (V3 files say otherwise).
@@ -252,7 +266,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelErr
         .get(&format!("{}.leading_dense_block_count", cfg.arch))
         .and_then(MetaValue::as_u64)
         .map_or(0, |v| v as usize);
-    Llama::load_with_blocks(file, backend, RopeStyle::Normal, |w, cfg, il| {
+    Decoder::load_with_blocks(file, backend, RopeStyle::Normal, |w, cfg, il| {
         let norm = |name: &str| RmsNorm::load(w, &format!("blk.{il}.{name}.weight"), cfg.n_embd, cfg.norm_eps);
         let ffn = if il < dense_lead {
             Ffn::Dense(GatedMlp::load(w, cfg, il, Activation::Silu)?)
@@ -261,7 +275,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Llama, ModelErr
         };
         Ok(Block {
             attn_norm: norm("attn_norm")?,
-            attn: SelfAttention::Latent(LatentAttention::load(w, cfg, &mla, il)?),
+            attn: Box::new(LatentAttention::load(w, cfg, &mla, il)?),
             ffn_norm: norm("ffn_norm")?,
             ffn,
         })

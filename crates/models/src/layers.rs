@@ -223,19 +223,25 @@ impl Attention {
     }
 }
 
-/// A block's attention.
-pub enum SelfAttention {
-    /// Grouped-query attention over cached keys and values.
-    Gqa(Attention),
-    /// DeepSeek's multi-head latent attention over cached latents.
-    Latent(crate::deepseek2::LatentAttention),
+/// A block's attention: grouped-query [`Attention`] here, or an
+/// architecture's own (DeepSeek's latent attention lives in `deepseek2.rs`).
+pub trait SelfAttention: Send + Sync {
+    /// Attention output (`n × n_embd`) for normalized input `x`; caches the
+    /// batch's rows of layer `il` in `kv`. `window` limits how far back it
+    /// looks, where the attention has such a limit.
+    fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        kv: &mut KvStore,
+        il: usize,
+        x: &[f32],
+        rope: &RopeParams,
+        window: Option<usize>,
+    ) -> Result<Vec<f32>, ModelError>;
 }
 
-impl SelfAttention {
-    /// Attention output (`n × n_embd`) for normalized input `x`; caches the
-    /// batch's rows of layer `il` in `kv`. `window` limits how far back
-    /// grouped-query attention looks.
-    pub fn forward(
+impl SelfAttention for Attention {
+    fn forward(
         &self,
         ctx: &Ctx<'_>,
         kv: &mut KvStore,
@@ -244,10 +250,7 @@ impl SelfAttention {
         rope: &RopeParams,
         window: Option<usize>,
     ) -> Result<Vec<f32>, ModelError> {
-        match self {
-            Self::Gqa(a) => a.forward(ctx, kv, il, x, rope, window),
-            Self::Latent(a) => a.forward(ctx, kv, il, x, rope),
-        }
+        Attention::forward(self, ctx, kv, il, x, rope, window)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Model architectures over the [`Backend`] trait. One file per architecture
-//! reads like the model card; shared blocks live in `layers`.
+//! reads like the model card; shared blocks live in `layers`, and the
+//! generic pre-norm decoder that most of them fill with their own blocks in
+//! `decoder`.
 //!
 //! Contract: [`Model::forward`] takes a flat [`ForwardBatch`] (any mix of
 //! sequences, prefill and decode) and a [`KvStore`] with the batch's block tables, and returns the logits of
@@ -7,6 +9,7 @@
 
 pub mod bitnet;
 mod config;
+pub mod decoder;
 pub mod deepseek2;
 mod error;
 pub mod gemma3;
@@ -52,7 +55,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] =
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>, ModelError> {
     let arch = file.get_str("general.architecture")?.to_owned();
     Ok(match arch.as_str() {
-        "llama" => Box::new(llama::Llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
+        "llama" => Box::new(llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
         "qwen2" | "qwen3" | "qwen2moe" | "qwen3moe" => Box::new(qwen::load(file, backend)?),
         "deepseek2" => Box::new(deepseek2::load(file, backend)?),
         "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),

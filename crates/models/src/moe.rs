@@ -310,7 +310,7 @@ mod tests {
 
     fn probs(c: &MoeConfig, logits: &[f32]) -> Vec<f32> {
         let mut p = logits.to_vec();
-        c.gate(&hearth_cpu::CpuBackend::new(), &mut p);
+        c.gate(&hearth_cpu::CpuBackend::new(hearth_cpu::CpuOptions::default()).expect("backend"), &mut p);
         p
     }
 

@@ -2,8 +2,6 @@
 //! files that `hearth-testutil` generates, against logits llama.cpp computed
 //! for the same files (`fixtures/llamacpp/tiny_models.json`).
 
-use std::sync::Arc;
-
 use hearth_core::{BlockId, ForwardBatch, GgmlType, KvType, SeqId};
 use hearth_gguf::GgufFile;
 use hearth_models::{KvStore, Model, SequenceCache};
@@ -33,7 +31,7 @@ fn tiny_bytes(name: &str) -> Vec<u8> {
 
 fn load(bytes: Vec<u8>) -> Box<dyn Model> {
     let file = GgufFile::from_bytes(bytes).expect("parse");
-    hearth_models::load(file, Arc::new(hearth_cpu::CpuBackend::new())).expect("load")
+    hearth_models::load(file, hearth_testutil::cpu_backend()).expect("load")
 }
 
 fn tiny(name: &str) -> Box<dyn Model> {

@@ -99,6 +99,15 @@ pub enum AddError {
     Duplicate(u32),
 }
 
+/// What became of a sequence that sampled this step, as the caller saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It goes on with this sampled token (computed next step).
+    Continue(TokenId),
+    /// It ended (a stop, its limit, its client gone, a failure): free it.
+    Finished,
+}
+
 /// A request to schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -237,11 +246,6 @@ impl Scheduler {
         false
     }
 
-    /// Ends a finished sequence (same as [`Scheduler::abort`]).
-    pub fn finish(&mut self, id: SeqId) {
-        self.abort(id);
-    }
-
     /// All tokens of a sequence (prompt, then sampled ones).
     #[must_use]
     pub fn tokens(&self, id: SeqId) -> Option<&[TokenId]> {
@@ -351,21 +355,30 @@ impl Scheduler {
         }
     }
 
-    /// Records that `plan` was computed: counters advance and newly full
-    /// blocks join the prefix cache.
-    pub fn complete(&mut self, plan: &StepPlan) {
+    /// Records a computed step (vLLM v1's `update_from_output`): every
+    /// scheduled sequence's counter advances and its newly full blocks join
+    /// the prefix cache — finishing ones too, so a conversation's next turn
+    /// finds them — then each sampling sequence takes its `outcomes` entry:
+    /// a token to append, or its end (blocks freed). The order is this
+    /// method's business, not the caller's.
+    pub fn update(&mut self, plan: &StepPlan, outcomes: &[(SeqId, Outcome)]) {
         for sch in &plan.scheduled {
             if let Some(s) = self.running.iter_mut().find(|s| s.id == sch.id) {
                 s.computed = s.computed.max(sch.start + sch.len);
                 self.kv.cache_computed(s.id, &s.tokens, s.computed);
             }
         }
-    }
-
-    /// Appends a sampled token to a running sequence; it is computed next step.
-    pub fn append(&mut self, id: SeqId, token: TokenId) {
-        if let Some(s) = self.running.iter_mut().find(|s| s.id == id) {
-            s.tokens.push(token);
+        for &(id, outcome) in outcomes {
+            match outcome {
+                Outcome::Continue(token) => {
+                    if let Some(s) = self.running.iter_mut().find(|s| s.id == id) {
+                        s.tokens.push(token);
+                    }
+                }
+                Outcome::Finished => {
+                    self.abort(id);
+                }
+            }
         }
     }
 }

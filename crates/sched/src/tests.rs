@@ -16,11 +16,46 @@ fn req(id: u32, len: usize) -> Request {
 /// Runs one step as an engine would: every sampled sequence gets token 7.
 fn step(s: &mut Scheduler) -> StepPlan {
     let plan = s.schedule();
-    s.complete(&plan);
-    for sch in plan.scheduled.iter().filter(|x| x.sample) {
-        s.append(sch.id, 7);
-    }
+    let outcomes: Vec<_> = plan.scheduled.iter().filter(|x| x.sample).map(|x| (x.id, Outcome::Continue(7))).collect();
+    s.update(&plan, &outcomes);
     plan
+}
+
+/// Runs one step in which `done` finishes and everyone else gets token 7.
+fn step_finishing(s: &mut Scheduler, done: SeqId) -> StepPlan {
+    let plan = s.schedule();
+    let outcomes: Vec<_> = plan
+        .scheduled
+        .iter()
+        .filter(|x| x.sample)
+        .map(|x| (x.id, if x.id == done { Outcome::Finished } else { Outcome::Continue(7) }))
+        .collect();
+    s.update(&plan, &outcomes);
+    plan
+}
+
+#[test]
+fn update_publishes_a_finishing_sequence_then_frees_it() {
+    let mut s = sched(8, 4, 4, 64);
+    s.add(req(1, 9)).unwrap();
+    step_finishing(&mut s, SeqId(1));
+    assert!(s.is_idle());
+    assert_eq!(s.kv().pool().num_used(), 0, "its blocks are free");
+    // Its two full blocks stay in the prefix cache for the next turn.
+    s.add(Request { id: SeqId(2), prompt: req(1, 9).prompt.into_iter().chain([5]).collect() }).unwrap();
+    let p = step(&mut s);
+    assert_eq!(p.scheduled[0].start, 8);
+}
+
+#[test]
+fn outcomes_for_unknown_or_aborted_sequences_are_ignored() {
+    let mut s = sched(8, 4, 4, 64);
+    s.add(req(1, 3)).unwrap();
+    let plan = s.schedule();
+    s.abort(SeqId(1));
+    s.update(&plan, &[(SeqId(1), Outcome::Continue(7)), (SeqId(9), Outcome::Finished)]);
+    assert!(s.is_idle());
+    assert_eq!(s.kv().pool().num_used(), 0);
 }
 
 #[test]
@@ -46,7 +81,7 @@ fn admission_waits_for_room_and_respects_the_running_limit() {
     s.add(req(2, 5)).unwrap();
     step(&mut s);
     assert_eq!((s.num_running(), s.num_waiting()), (1, 1));
-    s.finish(SeqId(1));
+    s.abort(SeqId(1));
     step(&mut s);
     assert_eq!((s.num_running(), s.num_waiting()), (1, 0));
 }
@@ -78,7 +113,7 @@ fn decode_growth_preempts_the_youngest_and_it_resumes_later() {
     assert_eq!(s.preemptions_of(SeqId(2)), 1);
     // Seq 2 kept its sampled tokens and is recomputed once seq 1 ends.
     let tokens_before = s.tokens(SeqId(2)).unwrap().to_vec();
-    s.finish(SeqId(1));
+    s.abort(SeqId(1));
     let p = step(&mut s);
     assert_eq!(p.scheduled[0].id, SeqId(2));
     // Its full first block comes back from the prefix cache.
@@ -106,7 +141,7 @@ fn shared_prompt_prefix_is_computed_once() {
         |id: u32, tail: TokenId| Request { id: SeqId(id), prompt: system.iter().copied().chain([tail]).collect() };
     s.add(with(1, 50)).unwrap();
     step(&mut s);
-    s.finish(SeqId(1));
+    s.abort(SeqId(1));
     s.add(with(2, 60)).unwrap();
     s.add(with(3, 70)).unwrap();
     let p = step(&mut s);

@@ -301,3 +301,107 @@ impl CompletionRequest {
         }
     }
 }
+
+/// Parses and checks a request body as the endpoint's handler does, without
+/// an engine: every field rule, for a model of `n_vocab` tokens whose
+/// sequences may reach `max_seq_len`. For fuzzing and tests; any input must
+/// give `Ok` or an error, never a panic.
+pub fn check_body(chat: bool, body: &[u8], n_vocab: usize, max_seq_len: usize) -> Result<(), ApiError> {
+    let sampling = if chat {
+        let req: ChatRequest = crate::parse(body)?;
+        req.messages()?;
+        req.logprobs()?;
+        req.sampling
+    } else {
+        let req: CompletionRequest = crate::parse(body)?;
+        req.prompt()?;
+        req.logprobs()?;
+        req.sampling
+    };
+    sampling.choices()?;
+    sampling.params(max_seq_len, n_vocab)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::check_body;
+
+    /// Field values a careless or hostile client sends.
+    fn odd_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(json!(null)),
+            Just(json!(-1)),
+            Just(json!(0)),
+            Just(json!(1e38)),
+            Just(json!(-1e308)),
+            Just(json!(1_000_000_000_000_i64)),
+            Just(json!(u64::MAX)),
+            Just(json!("")),
+            Just(json!("<|im_start|>")),
+            Just(json!([])),
+            Just(json!({})),
+            Just(json!({"49152": 5, "x": 1})),
+            Just(json!([{"role": "user"}])),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<i64>().prop_map(|i| json!(i)),
+            ".{0,8}".prop_map(|s| json!(s)),
+        ]
+    }
+
+    const FIELDS: [&str; 20] = [
+        "messages",
+        "prompt",
+        "model",
+        "stream",
+        "n",
+        "stop",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "context_overflow",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any mix of odd fields parses or is refused with a 4xx; nothing panics.
+        #[test]
+        fn any_body_is_accepted_or_refused_cleanly(
+            fields in proptest::collection::vec((0..FIELDS.len(), odd_value()), 0..8),
+            chat in any::<bool>(),
+        ) {
+            let mut body = if chat {
+                json!({"messages": [{"role": "user", "content": "hi"}]})
+            } else {
+                json!({"prompt": "hi"})
+            };
+            for (i, v) in fields {
+                body[FIELDS[i]] = v;
+            }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            if let Err(e) = check_body(chat, &bytes, 49152, 4096) {
+                prop_assert!(e.status.is_client_error(), "{body}: {e:?}");
+            }
+        }
+
+        /// Arbitrary bytes: never a panic.
+        #[test]
+        fn any_bytes_are_refused_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..256), chat in any::<bool>()) {
+            let _ = check_body(chat, &bytes, 49152, 4096);
+        }
+    }
+}

@@ -15,12 +15,10 @@ mod error;
 mod format;
 mod generation;
 mod http;
-pub mod loadtest;
 mod prompt;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -31,7 +29,7 @@ use hearth_engine::handle::EngineHandle;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-pub use dto::{ChatRequest, CompletionRequest};
+pub use dto::{check_body, ChatRequest, CompletionRequest};
 pub use error::ApiError;
 pub use http::{serve, HttpLimits};
 
@@ -139,7 +137,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Parses a JSON body into `T`, as a 400 naming the problem when it is not.
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_json(format!("invalid request body: {e}")))
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hearth_core::TokenId;
 use hearth_engine::batching::SeqLimits;
-use hearth_engine::{EngineError, Session};
+use hearth_engine::{EngineError, LoadedModel};
 use hearth_text::Message;
 
 use crate::dto::OverflowPolicy;
@@ -52,7 +52,7 @@ pub async fn chat(state: &AppState, messages: Vec<Message>, policy: OverflowPoli
 /// The fewest oldest droppable turns (at least `from`) whose removal makes
 /// the chat fit, by binary search: fitting only gets easier as more go.
 fn fit_by_dropping(
-    session: &Session,
+    session: &LoadedModel,
     messages: &[Message],
     droppable: &[usize],
     from: usize,
@@ -119,7 +119,7 @@ fn check_tokens(limits: SeqLimits, len: usize, param: &str) -> Result<(), ApiErr
 /// Runs `work` on the blocking pool, at most `prep_slots` at a time.
 async fn off_worker<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&Session) -> T + Send + 'static,
+    work: impl FnOnce(&LoadedModel) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let _slot = state.prep_slots.acquire().await.map_err(|_| ApiError::internal("server is shutting down"))?;
     let session = Arc::clone(state.engine.session());

@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use common::{chat_body, config, session, start, Server, SERIAL};
+use hearth_engine::batching::EngineConfig;
+use hearth_loadtest::{self as loadtest, LoadConfig};
 use hearth_sampling::SamplingParams;
-use hearth_server::loadtest::{self, LoadConfig};
 use hearth_text::Message;
 use serde_json::{json, Value};
 
@@ -29,7 +30,9 @@ const QUESTIONS: [&str; 8] = [
 fn run_reply(q: &str, max_tokens: usize) -> String {
     let s = session();
     let tokens = s.chat_prompt(&[Message::new("user", q)]).expect("prompt");
-    s.generate(&tokens, &SamplingParams { max_tokens, ..SamplingParams::greedy() }, |_| {}).expect("generate").text
+    s.generate(&tokens, &SamplingParams { max_tokens, ..SamplingParams::greedy() }, &EngineConfig::single(4096), |_| {})
+        .expect("generate")
+        .text
 }
 
 async fn stream_text(server: &Server, body: &Value) -> String {

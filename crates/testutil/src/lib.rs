@@ -1,6 +1,10 @@
 //! Deterministic tiny random-weight models, written as GGUF with
 //! `hearth-gguf`'s writer. The same seed gives byte-identical files, so
 //! outputs recorded once from llama.cpp on these files stay valid.
+//! [`real_model`] is the one way tests fetch the real small models.
+
+mod real;
+pub use real::{catalog, cpu_backend, real_model};
 
 use hearth_core::GgmlType;
 use hearth_gguf::{GgufWriter, MetaValue, MetaValueType};

@@ -15,7 +15,7 @@ use half::f16;
 
 use super::BLOCK;
 use crate::dispatch::kernels;
-use crate::pool::{for_each_chunk_mut, SharedOut};
+use crate::pool::{SharedOut, ThreadPool};
 
 /// Activation rows quantized by one task.
 const ROWS_PER_TASK: usize = 16;
@@ -102,15 +102,15 @@ impl QuantizedActs {
     ///
     /// # Panics
     /// When `cols` is not a multiple of 32 or `x` is shorter than `n × cols`.
-    pub fn quantize(&mut self, x: &[f32], n: usize, cols: usize) {
-        self.quantize_with(ActRule::Q8_0, x, n, cols);
+    pub fn quantize(&mut self, pool: &ThreadPool, x: &[f32], n: usize, cols: usize) {
+        self.quantize_with(pool, ActRule::Q8_0, x, n, cols);
     }
 
     /// Quantizes `x` (`n × cols`) by `rule` into `self`, reusing its buffers.
     ///
     /// # Panics
     /// When `cols` is not a multiple of the rule's block or `x` is shorter than `n × cols`.
-    pub fn quantize_with(&mut self, rule: ActRule, x: &[f32], n: usize, cols: usize) {
+    pub fn quantize_with(&mut self, pool: &ThreadPool, rule: ActRule, x: &[f32], n: usize, cols: usize) {
         let unit = if rule == ActRule::Q8K { QK_K } else { BLOCK };
         assert!(cols.is_multiple_of(unit) && x.len() >= n * cols);
         self.n = n;
@@ -130,7 +130,7 @@ impl QuantizedActs {
             SharedOut::new(&mut self.sums),
             SharedOut::new(&mut self.sums4),
         );
-        for_each_chunk_mut(&mut self.qs[..n * cols], rows * cols, &|task, qs| {
+        pool.for_each_chunk_mut(&mut self.qs[..n * cols], rows * cols, &|task, qs| {
             let first = task * rows * blocks;
             let nb = qs.len() / BLOCK;
             // SAFETY: blocks first..first+nb belong to this task's rows only.
@@ -242,7 +242,7 @@ mod tests {
         x[256..].fill(0.5);
         x[259] = -4.0;
         let mut a = QuantizedActs::default();
-        a.quantize_with(ActRule::Q8K, &x, 1, 512);
+        a.quantize_with(&ThreadPool::new(1), ActRule::Q8K, &x, 1, 512);
         // iscale = -127/max: the value of largest magnitude always maps to -127.
         assert!((0..8).all(|b| a.scale(0, b).to_bits() == (-2.0f32 / 127.0).to_bits()));
         assert!((8..16).all(|b| a.scale(0, b).to_bits() == (1.0f32 / (127.0 / 4.0)).to_bits()));

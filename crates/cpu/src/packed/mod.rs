@@ -60,6 +60,7 @@ use half::f16;
 use hearth_core::GgmlType;
 
 use crate::kernels::reference::{f16_at, q3_k_scales, scale_min_k4};
+use crate::pool::ThreadPool;
 
 /// Rows per interleaved group (lanes of one 256-bit f32 vector).
 pub const GROUP: usize = 8;
@@ -314,7 +315,7 @@ impl PackedMatrix {
     /// # Panics
     /// When `data` is shorter than `rows` encoded rows (sizes are validated at load).
     #[must_use]
-    pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
+    pub fn pack(pool: &ThreadPool, ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
         let layout = Layout::for_type(ty)?;
         let row_bytes = ty.row_bytes(cols)?;
         assert!(data.len() >= rows * row_bytes, "matrix data too short");
@@ -325,11 +326,11 @@ impl PackedMatrix {
         // independently and concatenate: packing runs on the pool (a 4 GB
         // model packs in seconds rather than tens of seconds).
         let groups = rows.div_ceil(GROUP);
-        let chunks = (crate::pool::global().threads() * 4).min(groups).max(1);
+        let chunks = (pool.threads() * 4).min(groups).max(1);
         let per_chunk = groups.div_ceil(chunks) * GROUP;
         let parts: Vec<std::sync::Mutex<Option<Self>>> =
             (0..rows.div_ceil(per_chunk)).map(|_| std::sync::Mutex::new(None)).collect();
-        crate::pool::parallel_for(parts.len(), &|c| {
+        pool.run(parts.len(), &|c| {
             let (r0, r1) = (c * per_chunk, ((c + 1) * per_chunk).min(rows));
             let part = Self::pack_rows(ty, layout, &data[r0 * row_bytes..r1 * row_bytes], row_bytes, r1 - r0, cols);
             *parts[c].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(part);

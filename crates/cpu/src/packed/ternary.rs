@@ -34,6 +34,7 @@ use hearth_core::GgmlType;
 use super::acts::QuantizedActs;
 use super::Scales;
 use crate::kernels::ternary;
+use crate::pool::ThreadPool;
 
 /// Rows per group.
 pub const ROWS: usize = 16;
@@ -71,7 +72,7 @@ impl TernaryMatrix {
     /// # Panics
     /// When `data` is shorter than the tensor (sizes are validated at load).
     #[must_use]
-    pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
+    pub fn pack(pool: &ThreadPool, ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
         if !matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S) || !cols.is_multiple_of(SUPER) {
             return None;
         }
@@ -87,7 +88,7 @@ impl TernaryMatrix {
             i2_scale: (ty == GgmlType::I2_S).then(|| ternary::i2_s_scale(data, rows * cols)),
         };
         let mut codes = vec![0u8; groups * supers * SUPER_BYTES];
-        crate::pool::for_each_chunk_mut(&mut codes, supers * SUPER_BYTES, &|g, out| {
+        pool.for_each_chunk_mut(&mut codes, supers * SUPER_BYTES, &|g, out| {
             for (s, out) in out.chunks_exact_mut(SUPER_BYTES).enumerate() {
                 for row in 0..ROWS.min(rows - g * ROWS) {
                     store_super(out, row, &source.super_codes(g * ROWS + row, s).0);

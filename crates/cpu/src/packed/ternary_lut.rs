@@ -28,6 +28,7 @@
 use super::acts::QuantizedActs;
 use super::ternary::{TernaryMatrix, LANES, SUPER};
 use super::Scales;
+use crate::pool::ThreadPool;
 
 /// Rows per group (one vector of 32 `i16` lookups).
 pub const ROWS: usize = 32;
@@ -114,7 +115,7 @@ impl LutMatrix {
     /// `I2_S` file holds one; the masked layout multiplies it as 3).
     /// Groups are converted in parallel on the worker pool.
     #[must_use]
-    pub fn from_ternary(m: &TernaryMatrix) -> Option<Self> {
+    pub fn from_ternary(pool: &ThreadPool, m: &TernaryMatrix) -> Option<Self> {
         let (supers, groups) = (m.cols / SUPER, m.rows.div_ceil(ROWS));
         let invalid = std::sync::atomic::AtomicBool::new(false);
         // Runs `f(row, s, lane, record)` over every real row of group `g`.
@@ -139,7 +140,7 @@ impl LutMatrix {
                 *w = 4 << 8;
             }
         }
-        crate::pool::for_each_chunk_mut(&mut idx, per_group, &|g, idx| {
+        pool.for_each_chunk_mut(&mut idx, per_group, &|g, idx| {
             each_record(g, &mut |row, s, lane, rec| {
                 for (q, &word) in rec.words.iter().enumerate() {
                     idx[((s * LANES + lane) * WORDS + q) * ROWS + row] = word;
@@ -147,7 +148,7 @@ impl LutMatrix {
             });
         });
         let mut signs = vec![0u32; groups * supers * LANES * TRIPLES];
-        crate::pool::for_each_chunk_mut(&mut signs, supers * LANES * TRIPLES, &|g, signs| {
+        pool.for_each_chunk_mut(&mut signs, supers * LANES * TRIPLES, &|g, signs| {
             each_record(g, &mut |row, s, lane, rec| {
                 for i in 0..TRIPLES {
                     signs[(s * LANES + lane) * TRIPLES + i] |= u32::from(rec.signs >> i & 1) << row;
@@ -296,7 +297,13 @@ pub fn gemm_reference(m: &LutMatrix, tables: &LutTables, a: &QuantizedActs, out:
 /// `kernel(m, g, tables, a, out)`: group `g` of `m` against every row of `a`.
 pub type LutGroupFn = fn(&LutMatrix, usize, &LutTables, &QuantizedActs, &crate::pool::SharedOut);
 
-fn group_reference(m: &LutMatrix, g: usize, tables: &LutTables, a: &QuantizedActs, out: &crate::pool::SharedOut) {
+pub(crate) fn group_reference(
+    m: &LutMatrix,
+    g: usize,
+    tables: &LutTables,
+    a: &QuantizedActs,
+    out: &crate::pool::SharedOut,
+) {
     for r in g * ROWS..((g + 1) * ROWS).min(m.rows) {
         for t in 0..a.n {
             // SAFETY: one output element, owned by this group's task.
@@ -326,10 +333,4 @@ pub fn kernel_variants() -> Vec<(&'static str, LutGroupFn)> {
         v.push(("avx512bw", avx512));
     }
     v
-}
-
-/// Group `g` of `m` against every row of `a` with the fastest kernel of the family.
-pub fn kernel(m: &LutMatrix, g: usize, tables: &LutTables, a: &QuantizedActs, out: &crate::pool::SharedOut) {
-    static BEST: std::sync::OnceLock<LutGroupFn> = std::sync::OnceLock::new();
-    BEST.get_or_init(|| kernel_variants().last().map_or(group_reference as LutGroupFn, |v| v.1))(m, g, tables, a, out);
 }

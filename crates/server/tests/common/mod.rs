@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 use hearth_core::KvType;
 use hearth_engine::batching::EngineConfig;
 use hearth_engine::handle::EngineHandle;
-use hearth_engine::{catalog, Session};
+use hearth_engine::LoadedModel;
 use hearth_server::{AppState, HttpLimits};
 use serde_json::{json, Value};
 
 /// One server test at a time: they measure latency and share two cores.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn session() -> Arc<Session> {
-    static S: OnceLock<Arc<Session>> = OnceLock::new();
+pub fn session() -> Arc<LoadedModel> {
+    static S: OnceLock<Arc<LoadedModel>> = OnceLock::new();
     Arc::clone(S.get_or_init(|| {
-        let path = catalog::pull("smollm2", None).expect("pull smollm2");
-        Arc::new(Session::load(&path, 4096).expect("load smollm2"))
+        let path = hearth_testutil::real_model("smollm2");
+        Arc::new(LoadedModel::load(&path, hearth_testutil::cpu_backend()).expect("load smollm2"))
     }))
 }
 

@@ -1,4 +1,7 @@
-//! A loaded model with its tokenizer and chat template.
+//! A loaded model with its tokenizer and chat template: immutable once
+//! loaded. How it runs (context, KV type, batch sizes) is an
+//! [`EngineConfig`] that every entry point takes, so a flag means the same
+//! thing to `run`, `serve`, `perplexity` and `bench`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,31 +12,26 @@ use hearth_gguf::{GgufFile, MetaValue};
 use hearth_models::{Model, SequenceCache};
 use hearth_text::{ChatTemplate, Message, Tokenizer};
 
+use crate::batching::EngineConfig;
 use crate::EngineError;
 
 /// Everything needed to turn text into text with one model.
-pub struct Session {
+pub struct LoadedModel {
     /// The network.
     pub model: Box<dyn Model>,
     /// Its vocabulary.
     pub tokenizer: Tokenizer,
     /// Its chat format.
     pub template: ChatTemplate,
-    /// Context size used for new KV caches.
-    pub n_ctx: usize,
-    /// KV cache element type for [`Session::generate`].
-    pub kv_type: hearth_core::KvType,
     /// The parsed file (metadata for `show`).
     pub file: GgufFile,
 }
 
-impl Session {
-    /// Loads `path` on the CPU backend with context size `n_ctx` (0 = the
-    /// model's training context).
-    pub fn load(path: &Path, n_ctx: usize) -> Result<Self, EngineError> {
+impl LoadedModel {
+    /// Loads `path` onto `backend` (models sharing a backend share its threads).
+    pub fn load(path: &Path, backend: Arc<dyn Backend>) -> Result<Self, EngineError> {
         let file =
             GgufFile::open(path).map_err(|reason| EngineError::Load { path: path.display().to_string(), reason })?;
-        let backend: Arc<dyn Backend> = Arc::new(hearth_cpu::CpuBackend::new());
         tracing::info!("backend: {}", backend.describe());
         let model = hearth_models::load(file.clone(), backend)?;
         file.release_pages();
@@ -45,8 +43,7 @@ impl Session {
             &piece(tokenizer.bos),
             &piece(tokenizer.eos),
         )?;
-        let n_ctx = if n_ctx == 0 { model.config().n_ctx_train } else { n_ctx };
-        Ok(Self { model, tokenizer, template, n_ctx, kv_type: hearth_core::KvType::F16, file })
+        Ok(Self { model, tokenizer, template, file })
     }
 
     /// Tokens of a chat: the messages through the chat template, ending with
@@ -75,8 +72,14 @@ impl Session {
         Ok(self.tokenizer.encode(text, true)?)
     }
 
-    /// A fresh single-sequence f16 KV cache sized for this session's context.
-    pub fn new_cache(&self) -> Result<SequenceCache, EngineError> {
-        Ok(SequenceCache::new(self.model.config(), hearth_core::KvType::F16, self.n_ctx)?)
+    /// The context the model was trained with.
+    #[must_use]
+    pub fn trained_context(&self) -> usize {
+        self.model.config().n_ctx_train
+    }
+
+    /// A fresh single-sequence KV cache of `config`'s context and element type.
+    pub fn new_cache(&self, config: &EngineConfig) -> Result<SequenceCache, EngineError> {
+        Ok(SequenceCache::new(self.model.config(), config.kv_type, config.n_ctx)?)
     }
 }
