@@ -148,16 +148,57 @@ impl LatentAttention {
             },
         })
     }
+}
 
+/// Splits every `a + b`-element row of `x` into its first `a` and last `b` elements.
+fn split_rows(x: &[f32], a: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+    let rows = x.len() / (a + b);
+    let (mut first, mut second) = (Vec::with_capacity(rows * a), Vec::with_capacity(rows * b));
+    for row in x.chunks_exact(a + b) {
+        first.extend_from_slice(&row[..a]);
+        second.extend_from_slice(&row[a..]);
+    }
+    (first, second)
+}
+
+/// Rows `[x_i ; y_i]` from rows of `a` and `b` elements.
+fn join_rows(x: &[f32], a: usize, y: &[f32], b: usize) -> Vec<f32> {
+    x.chunks_exact(a).zip(y.chunks_exact(b)).flat_map(|(x, y)| x.iter().chain(y)).copied().collect()
+}
+
+/// `n × heads × dim` (token-major) into one `n × dim` matrix per head.
+fn gather_heads(x: &[f32], n: usize, heads: usize, dim: usize) -> Vec<Vec<f32>> {
+    let mut by_head: Vec<Vec<f32>> = (0..heads).map(|_| Vec::with_capacity(n * dim)).collect();
+    for row in x.chunks_exact(heads * dim) {
+        for (h, head) in by_head.iter_mut().zip(row.chunks_exact(dim)) {
+            h.extend_from_slice(head);
+        }
+    }
+    by_head
+}
+
+/// One `n × dim` matrix per head back to `n × heads × dim`.
+fn scatter_heads(by_head: &[Vec<f32>], n: usize, dim: usize) -> Vec<f32> {
+    let mut x = Vec::with_capacity(n * by_head.len() * dim);
+    for t in 0..n {
+        for h in by_head {
+            x.extend_from_slice(&h[t * dim..(t + 1) * dim]);
+        }
+    }
+    x
+}
+
+impl SelfAttention for LatentAttention {
     /// Attention output (`n × n_embd`) for normalized input `x`; caches this
     /// layer's latent rows for the batch in `kv`.
-    fn attend(
+    fn forward(
         &self,
         ctx: &Ctx<'_>,
         kv: &mut KvStore,
         il: usize,
         x: &[f32],
         rope: &RopeParams,
+        _window: Option<usize>,
     ) -> Result<Vec<f32>, ModelError> {
         let d = &self.dims;
         let (n, n_head, lora, r) = (ctx.batch.len(), self.shape.n_head, d.kv_lora_rank, d.qk_rope);
@@ -200,58 +241,6 @@ impl LatentAttention {
         let values =
             ctx.matmul_many(&self.v_b.iter().zip(&by_head).map(|(v_b, o)| (v_b, o.as_slice(), n)).collect::<Vec<_>>())?;
         ctx.matmul(&self.wo, &scatter_heads(&values, n, d.v_head))
-    }
-}
-
-/// Splits every `a + b`-element row of `x` into its first `a` and last `b` elements.
-fn split_rows(x: &[f32], a: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
-    let rows = x.len() / (a + b);
-    let (mut first, mut second) = (Vec::with_capacity(rows * a), Vec::with_capacity(rows * b));
-    for row in x.chunks_exact(a + b) {
-        first.extend_from_slice(&row[..a]);
-        second.extend_from_slice(&row[a..]);
-    }
-    (first, second)
-}
-
-/// Rows `[x_i ; y_i]` from rows of `a` and `b` elements.
-fn join_rows(x: &[f32], a: usize, y: &[f32], b: usize) -> Vec<f32> {
-    x.chunks_exact(a).zip(y.chunks_exact(b)).flat_map(|(x, y)| x.iter().chain(y)).copied().collect()
-}
-
-/// `n × heads × dim` (token-major) into one `n × dim` matrix per head.
-fn gather_heads(x: &[f32], n: usize, heads: usize, dim: usize) -> Vec<Vec<f32>> {
-    let mut by_head: Vec<Vec<f32>> = (0..heads).map(|_| Vec::with_capacity(n * dim)).collect();
-    for row in x.chunks_exact(heads * dim) {
-        for (h, head) in by_head.iter_mut().zip(row.chunks_exact(dim)) {
-            h.extend_from_slice(head);
-        }
-    }
-    by_head
-}
-
-/// One `n × dim` matrix per head back to `n × heads × dim`.
-fn scatter_heads(by_head: &[Vec<f32>], n: usize, dim: usize) -> Vec<f32> {
-    let mut x = Vec::with_capacity(n * by_head.len() * dim);
-    for t in 0..n {
-        for h in by_head {
-            x.extend_from_slice(&h[t * dim..(t + 1) * dim]);
-        }
-    }
-    x
-}
-
-impl SelfAttention for LatentAttention {
-    fn forward(
-        &self,
-        ctx: &Ctx<'_>,
-        kv: &mut KvStore,
-        il: usize,
-        x: &[f32],
-        rope: &RopeParams,
-        _window: Option<usize>,
-    ) -> Result<Vec<f32>, ModelError> {
-        self.attend(ctx, kv, il, x, rope)
     }
 }
 

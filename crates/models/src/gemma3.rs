@@ -17,7 +17,9 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::layers::{add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, OutputRows, RmsNorm};
+use crate::layers::{
+    add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, OutputRows, RmsNorm, SelfAttention,
+};
 use crate::weights::WeightLoader;
 use crate::{KvStore, Model, ModelConfig, ModelError};
 

@@ -154,9 +154,43 @@ impl Attention {
         })
     }
 
+    /// Scales queries before attention instead of scores inside it (see
+    /// `prescale_queries`).
+    #[must_use]
+    pub fn with_prescaled_queries(mut self) -> Self {
+        self.prescale_queries = true;
+        self
+    }
+
+    /// Adds a norm of the attention output before the output projection.
+    #[must_use]
+    pub fn with_sub_norm(mut self, norm: RmsNorm) -> Self {
+        self.sub_norm = Some(norm);
+        self
+    }
+}
+
+/// A block's attention: grouped-query [`Attention`] here, or an
+/// architecture's own (DeepSeek's latent attention lives in `deepseek2.rs`).
+pub trait SelfAttention: Send + Sync {
+    /// Attention output (`n × n_embd`) for normalized input `x`; caches the
+    /// batch's rows of layer `il` in `kv`. `window` limits how far back it
+    /// looks, where the attention has such a limit.
+    fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        kv: &mut KvStore,
+        il: usize,
+        x: &[f32],
+        rope: &RopeParams,
+        window: Option<usize>,
+    ) -> Result<Vec<f32>, ModelError>;
+}
+
+impl SelfAttention for Attention {
     /// Attention output (`n × n_embd`) for normalized input `x`; stores this
     /// layer's K/V for the batch in `kv`.
-    pub fn forward(
+    fn forward(
         &self,
         ctx: &Ctx<'_>,
         kv: &mut KvStore,
@@ -205,52 +239,6 @@ impl Attention {
             norm.apply(ctx, &mut attn);
         }
         ctx.matmul(&self.wo, &attn)
-    }
-
-    /// Scales queries before attention instead of scores inside it (see
-    /// `prescale_queries`).
-    #[must_use]
-    pub fn with_prescaled_queries(mut self) -> Self {
-        self.prescale_queries = true;
-        self
-    }
-
-    /// Adds a norm of the attention output before the output projection.
-    #[must_use]
-    pub fn with_sub_norm(mut self, norm: RmsNorm) -> Self {
-        self.sub_norm = Some(norm);
-        self
-    }
-}
-
-/// A block's attention: grouped-query [`Attention`] here, or an
-/// architecture's own (DeepSeek's latent attention lives in `deepseek2.rs`).
-pub trait SelfAttention: Send + Sync {
-    /// Attention output (`n × n_embd`) for normalized input `x`; caches the
-    /// batch's rows of layer `il` in `kv`. `window` limits how far back it
-    /// looks, where the attention has such a limit.
-    fn forward(
-        &self,
-        ctx: &Ctx<'_>,
-        kv: &mut KvStore,
-        il: usize,
-        x: &[f32],
-        rope: &RopeParams,
-        window: Option<usize>,
-    ) -> Result<Vec<f32>, ModelError>;
-}
-
-impl SelfAttention for Attention {
-    fn forward(
-        &self,
-        ctx: &Ctx<'_>,
-        kv: &mut KvStore,
-        il: usize,
-        x: &[f32],
-        rope: &RopeParams,
-        window: Option<usize>,
-    ) -> Result<Vec<f32>, ModelError> {
-        Attention::forward(self, ctx, kv, il, x, rope, window)
     }
 }
 

@@ -14,31 +14,6 @@ use common::{chat_body, config, start, start_with, Server, SERIAL};
 use hearth_server::HttpLimits;
 use serde_json::{json, Value};
 
-/// Streams `body` and returns (text, finish reason, whether an error chunk came).
-async fn stream_reply(server: &Server, body: &Value) -> (String, Option<String>, bool) {
-    let text = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .json(body)
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
-    let (mut out, mut finish, mut error) = (String::new(), None, false);
-    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") {
-        let v: Value = serde_json::from_str(line).expect("chunk JSON");
-        error |= v.get("error").is_some();
-        let c = &v["choices"][0];
-        out.push_str(c["delta"]["content"].as_str().unwrap_or(""));
-        if let Some(f) = c["finish_reason"].as_str() {
-            finish = Some(f.to_owned());
-        }
-    }
-    (out, finish, error)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sampling_values_get_a_400_naming_the_field_and_the_others_finish() {
     let _serial = SERIAL.lock().await;
@@ -49,7 +24,7 @@ async fn bad_sampling_values_get_a_400_naming_the_field_and_the_others_finish() 
                "temperature": 0.7, "seed": 5, "max_tokens": 48, "ignore_eos": true, "stream": true})
     };
     // Warm the prefix cache with the shared system prompt.
-    let (_, finish, _) = stream_reply(&server, &user_body("Why is grass green?")).await;
+    let (_, finish, _) = common::stream_chat(&server, &user_body("Why is grass green?")).await;
     assert_eq!(finish.as_deref(), Some("length"));
     let hits_before = server.metric("hearth_prefix_cache_hit_tokens_total").await;
 
@@ -58,7 +33,7 @@ async fn bad_sampling_values_get_a_400_naming_the_field_and_the_others_finish() 
         .map(|q| {
             let (server, body) =
                 (Server { url: server.url.clone(), addr: server.addr, http: server.http.clone() }, user_body(q));
-            tokio::spawn(async move { stream_reply(&server, &body).await })
+            tokio::spawn(async move { common::stream_chat(&server, &body).await })
         })
         .collect();
     let msgs = json!([{"role": "user", "content": "hi"}]);

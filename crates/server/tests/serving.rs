@@ -36,22 +36,7 @@ fn run_reply(q: &str, max_tokens: usize) -> String {
 }
 
 async fn stream_text(server: &Server, body: &Value) -> String {
-    let text = server
-        .http
-        .post(format!("{}/v1/chat/completions", server.url))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut out = String::new();
-    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") {
-        let v: Value = serde_json::from_str(line).expect("chunk JSON");
-        out.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
-    }
-    out
+    common::stream_chat(server, body).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,3 +90,28 @@ impl Server {
 pub fn chat_body(q: &str, max_tokens: usize, stream: bool) -> Value {
     json!({"messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": max_tokens, "stream": stream})
 }
+
+/// Streams `body` and returns (text, finish reason, whether an error chunk came).
+pub async fn stream_chat(server: &Server, body: &Value) -> (String, Option<String>, bool) {
+    let text = server
+        .http
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(body)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let (mut out, mut finish, mut error) = (String::new(), None, false);
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") {
+        let v: Value = serde_json::from_str(line).expect("chunk JSON");
+        error |= v.get("error").is_some();
+        let c = &v["choices"][0];
+        out.push_str(c["delta"]["content"].as_str().unwrap_or(""));
+        if let Some(f) = c["finish_reason"].as_str() {
+            finish = Some(f.to_owned());
+        }
+    }
+    (out, finish, error)
+}
