@@ -118,6 +118,12 @@ pub struct Sampling {
     /// Context overflow policy (extension).
     #[serde(default)]
     pub context_overflow: OverflowPolicy,
+    /// Structured output (`{"type": "text"}` only, for now).
+    pub response_format: Option<serde_json::Value>,
+    /// Function tools (not supported yet: refused, never ignored).
+    pub tools: Option<serde_json::Value>,
+    /// Legacy function calling (not supported yet: refused).
+    pub functions: Option<serde_json::Value>,
 }
 
 /// Most choices one request may ask for.
@@ -166,6 +172,33 @@ impl Sampling {
         };
         params.validate(n_vocab).map_err(|e| ApiError::invalid(e.field, e.message))?;
         Ok(params)
+    }
+
+    /// Refuses fields whose meaning Hearth cannot honour yet: a client that
+    /// asks for JSON output or tool calls must not get free text and a 200.
+    pub fn check_supported(&self) -> Result<(), ApiError> {
+        if let Some(rf) = &self.response_format {
+            let kind = rf.get("type").and_then(serde_json::Value::as_str);
+            if kind != Some("text") {
+                return Err(ApiError::invalid(
+                    "response_format",
+                    format!(
+                        "response_format {} is not supported yet (only {{\"type\": \"text\"}})",
+                        kind.unwrap_or("without a type")
+                    ),
+                ));
+            }
+        }
+        let present = |v: &Option<serde_json::Value>| {
+            v.as_ref().is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+        };
+        if present(&self.tools) {
+            return Err(ApiError::invalid("tools", "tool calling is not supported yet"));
+        }
+        if present(&self.functions) {
+            return Err(ApiError::invalid("functions", "function calling is not supported yet"));
+        }
+        Ok(())
     }
 
     /// Whether the request sets its own token limit.
@@ -318,6 +351,7 @@ pub fn check_body(chat: bool, body: &[u8], n_vocab: usize, max_seq_len: usize) -
         req.logprobs()?;
         req.sampling
     };
+    sampling.check_supported()?;
     sampling.choices()?;
     sampling.params(max_seq_len, n_vocab)?;
     Ok(())

@@ -51,6 +51,8 @@ async fn bad_sampling_values_get_a_400_naming_the_field_and_the_others_finish() 
         (json!({"messages": msgs, "logit_bias": {"abc": 5}}), "logit_bias"),
         (json!({"messages": [{"role": "hacker", "content": "hi"}]}), "messages[0].role"),
         (json!({"messages": [{"role": "", "content": "hi"}]}), "messages[0].role"),
+        (json!({"messages": msgs, "response_format": {"type": "json_object"}}), "response_format"),
+        (json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools"),
     ];
     for (body, field) in &bad {
         for path in ["/v1/chat/completions", "/v1/completions"] {
