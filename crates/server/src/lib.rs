@@ -1,6 +1,8 @@
 //! Hearth's HTTP API, OpenAI-compatible: `POST /v1/chat/completions`,
 //! `POST /v1/completions` (both streamed with server-sent events or whole),
-//! `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus).
+//! `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus); the same
+//! without the `/v1` prefix and llama-server's `/tokenize` and
+//! `/detokenize`, so Hearth drops in where llama-server runs.
 //!
 //! Handlers validate, render the chat template, tokenize (on a bounded
 //! blocking pool, never on the HTTP workers) and hand requests to the engine
@@ -16,6 +18,7 @@ mod format;
 mod generation;
 mod http;
 mod prompt;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -59,15 +62,23 @@ impl AppState {
 
 /// The router with every endpoint; request bodies are read under `limits`.
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
-    let v1 = Router::new()
+    let api = Router::new()
         .route("/chat/completions", post(generation::chat))
         .route("/completions", post(generation::completions))
-        .route("/models", get(models))
+        .route("/models", get(models));
+    // llama-server's own endpoints, where Hearth drops in for it.
+    let llama_server =
+        Router::new().route("/tokenize", post(tokens::tokenize)).route("/detokenize", post(tokens::detokenize));
+    // The same API without the `/v1` prefix, as llama-server serves it.
+    let keyed = Router::new()
+        .nest("/v1", api.clone())
+        .merge(api)
+        .merge(llama_server)
         // Outermost first: the key is checked before a body is read.
         .layer(middleware::from_fn_with_state(limits.clone(), http::read_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
-        .nest("/v1", v1)
+        .merge(keyed)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -25,6 +25,13 @@ pub async fn text(state: &AppState, text: String) -> Result<Vec<TokenId>, ApiErr
     Ok(tokens)
 }
 
+/// Tokens of `text` for `/tokenize`: sized and prepared like a prompt, but
+/// not held to the context (only to the bytes a sequence could ever hold).
+pub async fn tokenize(state: &AppState, text: String, add_bos: bool) -> Result<Vec<TokenId>, ApiError> {
+    check_bytes(state, text.len(), "content")?;
+    Ok(off_worker(state, move |s| s.tokenizer.encode(&text, add_bos)).await?.map_err(EngineError::from)?)
+}
+
 /// Tokens of a chat. With `Truncate`, the oldest turns (after the system
 /// messages, never the last message) are dropped until it fits.
 pub async fn chat(state: &AppState, messages: Vec<Message>, policy: OverflowPolicy) -> Result<Vec<TokenId>, ApiError> {

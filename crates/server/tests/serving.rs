@@ -261,3 +261,28 @@ async fn the_official_openai_python_client_works_unmodified() {
         .expect("python3 runs");
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_endpoints_and_unprefixed_aliases_work() {
+    let _serial = SERIAL.lock().await;
+    let server = start(config(2, 1024, 4, 512), None).await;
+    let (status, v) = server.post("/chat/completions", &chat_body("Name a color.", 4, false)).await;
+    assert_eq!(status, 200, "{v}");
+    let r = server.http.get(format!("{}/models", server.url)).send().await.expect("models");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["data"][0]["id"].as_str(), Some("smollm2"), "{v}");
+    let text = "Hello world, <|im_start|> here";
+    let want = session().tokenizer.encode(text, false).expect("encode");
+    let (status, v) = server.post("/tokenize", &json!({"content": text})).await;
+    assert_eq!(status, 200, "{v}");
+    let got: Vec<u32> = v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    assert_eq!(got, want);
+    let (_, v) = server.post("/tokenize", &json!({"content": "Hello world", "with_pieces": true})).await;
+    let pieces: String =
+        v["tokens"].as_array().unwrap().iter().map(|t| t["piece"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(pieces, "Hello world");
+    let (status, v) = server.post("/detokenize", &json!({"tokens": want})).await;
+    assert_eq!((status, v["content"].as_str()), (200, Some(text)), "{v}");
+    let (status, v) = server.post("/detokenize", &json!({"tokens": [99_999_999]})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("tokens")), "{v}");
+}

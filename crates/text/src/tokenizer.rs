@@ -268,6 +268,20 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Decodes a sequence with control tokens written as their texts
+    /// (`<|im_start|>`), as llama.cpp's `/detokenize` shows them.
+    #[must_use]
+    pub fn decode_with_control(&self, tokens: &[TokenId]) -> String {
+        let mut bytes = Vec::new();
+        for &t in tokens {
+            match self.control.get(t as usize) {
+                Some(true) => bytes.extend_from_slice(self.texts[t as usize].as_bytes()),
+                _ => bytes.extend_from_slice(self.token_bytes(t)),
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Whether `token` ends generation (EOS, end-of-turn, ...).
     #[must_use]
     pub fn is_end_of_generation(&self, token: TokenId) -> bool {
