@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// other users in the process list: prefer --api-key-file or HEARTH_API_KEY.
     #[arg(long = "api-key", conflicts_with = "api_key_file")]
     pub api_key: Option<String>,
+    /// Let browser pages from this origin call the API (repeatable; `*` for any). Off by default.
+    #[arg(long = "cors-origin")]
+    pub cors_origin: Vec<String>,
     /// Read the API key from this file (its first line).
     #[arg(long = "api-key-file")]
     pub api_key_file: Option<std::path::PathBuf>,
@@ -211,7 +214,7 @@ pub fn cmd_serve(a: &ServeArgs, session: LoadedModel) -> Result<()> {
         ..HttpLimits::default()
     };
     let engine = EngineHandle::spawn(Arc::new(session), config)?;
-    let state = AppState::new(engine, name, api_key.clone());
+    let state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone());
     let addr = SocketAddr::new(a.host, a.port);
     if !a.host.is_loopback() {
         if api_key.is_some() {

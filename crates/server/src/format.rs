@@ -6,6 +6,9 @@ use hearth_engine::FinishReason;
 use hearth_text::Tokenizer;
 use serde_json::{json, Value};
 
+/// OpenAI's `system_fingerprint`: which backend configuration answered.
+pub const SYSTEM_FINGERPRINT: &str = concat!("hearth-", env!("CARGO_PKG_VERSION"));
+
 /// Which endpoint's shapes to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -104,7 +107,14 @@ pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[(u32, TokenL
 impl Envelope {
     #[allow(clippy::needless_pass_by_value)] // callers build the value for this call
     fn wrap(&self, object: &str, choices: Value) -> Value {
-        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+        })
     }
 
     /// The whole non-streamed reply.

@@ -45,6 +45,8 @@ pub struct AppState {
     pub model_name: String,
     /// Required bearer token, if any.
     pub api_key: Option<String>,
+    /// Browser origins allowed to call the API (CORS); none by default.
+    pub cors_origins: Vec<String>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -56,7 +58,20 @@ impl AppState {
     #[must_use]
     pub fn new(engine: EngineHandle, model_name: String, api_key: Option<String>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        Self { engine, model_name, api_key, prep_slots: Arc::new(Semaphore::new(cores.max(2))) }
+        Self {
+            engine,
+            model_name,
+            api_key,
+            cors_origins: Vec::new(),
+            prep_slots: Arc::new(Semaphore::new(cores.max(2))),
+        }
+    }
+
+    /// The same, answering browsers from `origins` (`*` for any) with CORS
+    /// headers and preflight responses.
+    #[must_use]
+    pub fn with_cors(self, origins: Vec<String>) -> Self {
+        Self { cors_origins: origins, ..self }
     }
 }
 
@@ -77,14 +92,40 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         // Outermost first: the key is checked before a body is read.
         .layer(middleware::from_fn_with_state(limits.clone(), http::read_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_key));
-    Router::new()
+    let cors = cors_layer(&state.cors_origins);
+    let app = Router::new()
         .merge(keyed)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(state));
+    // Outside the key check: a browser's preflight carries no key.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// CORS for `origins` (`*`: any origin), or none when the list is empty.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any)
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -286,3 +286,47 @@ async fn llama_server_endpoints_and_unprefixed_aliases_work() {
     let (status, v) = server.post("/detokenize", &json!({"tokens": [99_999_999]})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("tokens")), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_by_default_and_answers_preflights_when_on() {
+    let _serial = SERIAL.lock().await;
+    let preflight = |server: &Server| {
+        server
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/chat/completions", server.url))
+            .header("Origin", "http://localhost:3000")
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type, authorization")
+            .send()
+    };
+    let plain = start(config(1, 256, 1, 256), Some("sesame")).await;
+    let r = preflight(&plain).await.expect("preflight");
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "CORS must be off by default");
+    let cors = common::start_full(
+        config(1, 256, 1, 256),
+        Some("sesame"),
+        hearth_server::HttpLimits::default(),
+        vec!["http://localhost:3000".into()],
+    )
+    .await;
+    let r = preflight(&cors).await.expect("preflight");
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some("http://localhost:3000")
+    );
+    // The real request still needs the key, and carries the header.
+    let r = cors
+        .http
+        .post(format!("{}/v1/chat/completions", cors.url))
+        .header("Origin", "http://localhost:3000")
+        .bearer_auth("sesame")
+        .json(&chat_body("Hi", 2, false))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().contains_key("access-control-allow-origin"));
+    let v: Value = r.json().await.expect("json");
+    assert!(v["system_fingerprint"].as_str().is_some_and(|f| f.starts_with("hearth-")), "{v}");
+}

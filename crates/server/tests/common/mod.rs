@@ -46,8 +46,12 @@ pub async fn start(cfg: EngineConfig, api_key: Option<&str>) -> Server {
 }
 
 pub async fn start_with(cfg: EngineConfig, api_key: Option<&str>, limits: HttpLimits) -> Server {
+    start_full(cfg, api_key, limits, Vec::new()).await
+}
+
+pub async fn start_full(cfg: EngineConfig, api_key: Option<&str>, limits: HttpLimits, cors: Vec<String>) -> Server {
     let engine = EngineHandle::spawn(session(), cfg).expect("engine");
-    let state = AppState::new(engine, "smollm2".into(), api_key.map(str::to_owned));
+    let state = AppState::new(engine, "smollm2".into(), api_key.map(str::to_owned)).with_cors(cors);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(hearth_server::serve(listener, state, limits, std::future::pending()));
