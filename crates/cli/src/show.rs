@@ -1,9 +1,11 @@
-//! `hearth show`: what is inside a model file.
+//! `hearth show`: what is inside a model file, and whether this build can
+//! run it — said from the metadata and the tensor table, before any weight
+//! is read.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use hearth_gguf::{GgufFile, MetaValue};
 
 /// Prints a summary of the model at `path`.
@@ -38,7 +40,39 @@ pub fn show(path: &Path) -> Result<()> {
     let template = template
         .map_or_else(|| "none in file (built-in used)".to_owned(), |t| format!("from file ({} chars)", t.len()));
     outln!("template      {template}");
-    Ok(())
+    let missing = unsupported(&f, &arch, &types);
+    if missing.is_empty() {
+        outln!("supported     yes");
+        return Ok(());
+    }
+    outln!("supported     no: {}", missing.join("; "));
+    bail!("{} cannot be run by this build: {}", path.display(), missing.join("; "))
+}
+
+/// What in `f` this build cannot run: the architecture, tensor types, the
+/// tokenizer model. Empty when everything is supported.
+fn unsupported(f: &GgufFile, arch: &str, types: &BTreeMap<String, (usize, usize)>) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !hearth_models::SUPPORTED_ARCHITECTURES.contains(&arch) {
+        missing
+            .push(format!("architecture {arch:?} (supported: {})", hearth_models::SUPPORTED_ARCHITECTURES.join(", ")));
+    }
+    let mut bad_types: Vec<String> = Vec::new();
+    for t in f.tensors() {
+        if !hearth_cpu::kernels::reference::is_supported(t.ty) && !bad_types.iter().any(|b| b == t.ty.name()) {
+            bad_types.push(t.ty.name().to_owned());
+        }
+    }
+    if !bad_types.is_empty() {
+        let described: Vec<String> =
+            bad_types.iter().map(|n| format!("{n} (×{})", types.get(n).map_or(0, |(count, _)| *count))).collect();
+        missing.push(format!("tensor types {}", described.join(", ")));
+    }
+    let tokenizer = f.get("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("none");
+    if !matches!(tokenizer, "gpt2" | "llama") {
+        missing.push(format!("tokenizer model {tokenizer:?} (supported: gpt2, llama)"));
+    }
+    missing
 }
 
 fn display(v: &MetaValue) -> String {

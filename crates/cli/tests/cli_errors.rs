@@ -34,3 +34,29 @@ fn an_unknown_model_is_named() {
     assert_eq!(code, 1);
     assert!(err.contains("no-such-model") && err.contains("hearth list"), "{err}");
 }
+
+/// `hearth show` names what this build cannot run, from the metadata and
+/// the tensor table alone, and exits non-zero.
+#[test]
+fn show_names_unsupported_architecture_types_and_tokenizer() {
+    use hearth_core::GgmlType;
+    use hearth_gguf::{GgufWriter, MetaValue};
+    let dir = std::env::temp_dir().join(format!("hearth-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("strange.gguf");
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", MetaValue::String("mamba".into()));
+    w.set("tokenizer.ggml.model", MetaValue::String("bert".into()));
+    let iq2_bytes = GgmlType::IQ2_XXS.row_bytes(256).unwrap();
+    w.add_tensor("blk.0.ssm_in.weight", &[256, 2], GgmlType::IQ2_XXS, vec![0; 2 * iq2_bytes]);
+    w.add_tensor("output_norm.weight", &[256], GgmlType::F32, vec![0; 256 * 4]);
+    w.write_to(&path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).arg("show").arg(&path).output().expect("hearth runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    for needle in ["architecture \"mamba\"", "IQ2_XXS (×1)", "tokenizer model \"bert\""] {
+        assert!(stdout.contains(needle) && stderr.contains(needle), "{needle}:\n{stdout}\n{stderr}");
+    }
+    assert!(!stdout.contains("F32 (×"), "F32 is supported: {stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
