@@ -118,6 +118,9 @@ struct RunArgs {
     /// System prompt for chat mode.
     #[arg(long)]
     system: Option<String>,
+    /// Chat template (Jinja) to use instead of the model file's.
+    #[arg(long = "chat-template-file")]
+    chat_template_file: Option<PathBuf>,
     /// Print timing figures to stderr.
     #[arg(long)]
     verbose: bool,
@@ -200,7 +203,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(a) => {
-            let session = load(&a.model, &backend(a.threads)?)?;
+            let session = load_with_template(&a.model, &backend(a.threads)?, a.chat_template_file.as_deref())?;
             serve::cmd_serve(&a, session)
         }
         Command::Plan(a) => {
@@ -244,8 +247,21 @@ fn catalog() -> Catalog {
 }
 
 fn load(model: &str, backend: &Arc<CpuBackend>) -> Result<LoadedModel> {
+    load_with_template(model, backend, None)
+}
+
+/// Loads `model`, with the chat template read from `template` when given.
+fn load_with_template(
+    model: &str,
+    backend: &Arc<CpuBackend>,
+    template: Option<&std::path::Path>,
+) -> Result<LoadedModel> {
+    let template = template
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading the chat template {}", p.display())))
+        .transpose()?;
     let path = catalog().resolve(model)?;
-    Ok(LoadedModel::load(&path, Arc::clone(backend) as Arc<dyn hearth_core::Backend>)?)
+    let backend = Arc::clone(backend) as Arc<dyn hearth_core::Backend>;
+    Ok(LoadedModel::load_with_template(&path, backend, template.as_deref())?)
 }
 
 /// The sampling flags as parameters, checked by the rule every entry point
@@ -277,7 +293,7 @@ fn sampling_params(a: &RunArgs, n_vocab: usize) -> Result<SamplingParams> {
 fn cmd_run(a: &RunArgs) -> Result<()> {
     // Ranges first, before the model loads; the vocabulary bound after.
     sampling_params(a, usize::MAX)?;
-    let session = load(&a.model, &backend(a.common.threads)?)?;
+    let session = load_with_template(&a.model, &backend(a.common.threads)?, a.chat_template_file.as_deref())?;
     let config = serve::fit_single_user(&session, &a.mem, a.common.context.unwrap_or(4096))?;
     let params = sampling_params(a, session.model.config().n_vocab)?;
     let Some(prompt) = a.prompt.clone() else {

@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Let browser pages from this origin call the API (repeatable; `*` for any). Off by default.
     #[arg(long = "cors-origin")]
     pub cors_origin: Vec<String>,
+    /// Chat template (Jinja) to use instead of the model file's.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<std::path::PathBuf>,
     /// Read the API key from this file (its first line).
     #[arg(long = "api-key-file")]
     pub api_key_file: Option<std::path::PathBuf>,

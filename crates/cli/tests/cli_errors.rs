@@ -60,3 +60,26 @@ fn show_names_unsupported_architecture_types_and_tokenizer() {
     assert!(!stdout.contains("F32 (×"), "F32 is supported: {stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A chat template that cannot render is refused when the model loads,
+/// naming the problem, not at the first request.
+#[test]
+fn a_broken_chat_template_file_is_refused_at_start() {
+    let model = hearth_testutil::real_model("smollm2");
+    let dir = std::env::temp_dir().join(format!("hearth-cli-template-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.j2");
+    std::fs::write(&bad, "{% for m in messages %}{{ m.content | nosuchfilter }}{% endfor %}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["run"])
+        .arg(&model)
+        .arg("hi")
+        .arg("--chat-template-file")
+        .arg(&bad)
+        .output()
+        .expect("hearth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("chat template") && stderr.contains("nosuchfilter"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,6 +30,19 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Loads `path` onto `backend` (models sharing a backend share its threads).
     pub fn load(path: &Path, backend: Arc<dyn Backend>) -> Result<Self, EngineError> {
+        Self::load_with_template(path, backend, None)
+    }
+
+    /// As [`LoadedModel::load`], with the chat template's Jinja source given
+    /// by the caller (`--chat-template-file`) instead of the file's. A
+    /// template that cannot render a plain user/assistant/user conversation
+    /// is refused here, at load, rather than at the first request; the
+    /// file's own template only earns a warning (raw prompts still work).
+    pub fn load_with_template(
+        path: &Path,
+        backend: Arc<dyn Backend>,
+        template: Option<&str>,
+    ) -> Result<Self, EngineError> {
         let file =
             GgufFile::open(path).map_err(|reason| EngineError::Load { path: path.display().to_string(), reason })?;
         tracing::info!("backend: {}", backend.describe());
@@ -37,12 +50,19 @@ impl LoadedModel {
         file.release_pages();
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let piece = |id: Option<u32>| id.and_then(|t| tokenizer.token_text(t)).unwrap_or("").to_owned();
-        let template = ChatTemplate::for_model(
-            file.get("tokenizer.chat_template").and_then(MetaValue::as_str),
-            &model.config().arch,
-            &piece(tokenizer.bos),
-            &piece(tokenizer.eos),
-        )?;
+        let given = template.is_some();
+        let source = template.or_else(|| file.get("tokenizer.chat_template").and_then(MetaValue::as_str));
+        let template =
+            ChatTemplate::for_model(source, &model.config().arch, &piece(tokenizer.bos), &piece(tokenizer.eos))?;
+        let probe = [Message::new("user", "Hi"), Message::new("assistant", "Hello."), Message::new("user", "Bye")];
+        if let Err(e) = template.render(&probe, true) {
+            if given {
+                return Err(EngineError::Invalid(format!(
+                    "the chat template does not render a user/assistant/user conversation: {e}"
+                )));
+            }
+            tracing::warn!("{}: the file's chat template does not render a simple conversation: {e}", path.display());
+        }
         Ok(Self { model, tokenizer, template, file })
     }
 
