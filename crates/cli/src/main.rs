@@ -221,9 +221,6 @@ fn run(cli: Cli) -> Result<()> {
 /// reference kernels, `HEARTH_NO_VNNI` the AVX2 kernels without VNNI,
 /// `HEARTH_TERNARY_LUT` lays ternary weights out as lookup tables.
 fn backend(threads: Option<usize>) -> Result<Arc<CpuBackend>> {
-    if threads == Some(0) {
-        bail!("--threads must be at least 1");
-    }
     let set = |name: &str| std::env::var_os(name).is_some();
     let kernels = if set("HEARTH_FORCE_SCALAR") {
         KernelChoice::Scalar

@@ -35,20 +35,20 @@ pub struct CpuOptions {
     pub ternary: TernaryLayout,
 }
 
-/// The CPU implementation of [`Backend`]: its own worker pool, the kernel
-/// set its options chose, and how it lays out ternary weights. Models that
+/// The CPU implementation of [`Backend`]: its own worker pool and how it
+/// lays out ternary weights; the kernel set its options chose is the
+/// process's (`dispatch`). Models that
 /// share one backend share its threads.
 #[derive(Clone)]
 pub struct CpuBackend {
     pool: std::sync::Arc<ThreadPool>,
-    kernels: &'static Kernels,
     ternary: TernaryLayout,
 }
 
 impl std::fmt::Debug for CpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CpuBackend")
-            .field("isa", &self.kernels.isa)
+            .field("isa", &dispatch::kernels().isa)
             .field("threads", &self.pool.threads())
             .field("ternary", &self.ternary)
             .finish()
@@ -60,7 +60,7 @@ impl CpuBackend {
     /// process (it is the machine's); a second backend asking for another
     /// set is refused.
     pub fn new(opts: CpuOptions) -> Result<Self, BackendError> {
-        let kernels = dispatch::choose(opts.kernels).map_err(|standing| {
+        dispatch::choose(opts.kernels).map_err(|standing| {
             BackendError::Config(format!("kernels {standing:?} are already in use in this process"))
         })?;
         let threads =
@@ -68,7 +68,7 @@ impl CpuBackend {
         if threads == 0 {
             return Err(BackendError::Config("threads must be at least 1".into()));
         }
-        Ok(Self { pool: std::sync::Arc::new(ThreadPool::new(threads)), kernels, ternary: opts.ternary })
+        Ok(Self { pool: std::sync::Arc::new(ThreadPool::new(threads)), ternary: opts.ternary })
     }
 
     /// Worker threads, the caller included.
@@ -104,7 +104,7 @@ impl PreparedWeight for CpuWeight {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({}, {} threads)", self.kernels.isa, self.pool.threads())
+        format!("cpu ({}, {} threads)", dispatch::kernels().isa, self.pool.threads())
     }
 
     fn supports(&self, ty: hearth_core::GgmlType) -> bool {

@@ -45,15 +45,14 @@ impl LoadedModel {
     ) -> Result<Self, EngineError> {
         let file =
             GgufFile::open(path).map_err(|reason| EngineError::Load { path: path.display().to_string(), reason })?;
-        tracing::info!("backend: {}", backend.describe());
-        let model = hearth_models::load(file.clone(), backend)?;
-        file.release_pages();
+        // Tokenizer and template come from the metadata alone: a bad one is
+        // refused before seconds of weight loading.
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let piece = |id: Option<u32>| id.and_then(|t| tokenizer.token_text(t)).unwrap_or("").to_owned();
         let given = template.is_some();
         let source = template.or_else(|| file.get("tokenizer.chat_template").and_then(MetaValue::as_str));
-        let template =
-            ChatTemplate::for_model(source, &model.config().arch, &piece(tokenizer.bos), &piece(tokenizer.eos))?;
+        let arch = file.get_str("general.architecture").map_err(hearth_models::ModelError::from)?;
+        let template = ChatTemplate::for_model(source, arch, &piece(tokenizer.bos), &piece(tokenizer.eos))?;
         let probe = [Message::new("user", "Hi"), Message::new("assistant", "Hello."), Message::new("user", "Bye")];
         if let Err(e) = template.render(&probe, true) {
             if given {
@@ -63,6 +62,9 @@ impl LoadedModel {
             }
             tracing::warn!("{}: the file's chat template does not render a simple conversation: {e}", path.display());
         }
+        tracing::info!("backend: {}", backend.describe());
+        let model = hearth_models::load(file.clone(), backend)?;
+        file.release_pages();
         Ok(Self { model, tokenizer, template, file })
     }
 

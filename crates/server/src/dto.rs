@@ -201,6 +201,15 @@ impl Sampling {
         Ok(())
     }
 
+    /// Every check of these fields, in the order the handlers run them:
+    /// the sampling parameters (`max_tokens` defaulting to `default_max`)
+    /// and the number of choices.
+    pub fn check(&self, default_max: usize, n_vocab: usize) -> Result<(SamplingParams, usize), ApiError> {
+        self.check_supported()?;
+        let choices = self.choices()?;
+        Ok((self.params(default_max, n_vocab)?, choices))
+    }
+
     /// Whether the request sets its own token limit.
     #[must_use]
     pub fn sets_max_tokens(&self) -> bool {
@@ -351,9 +360,7 @@ pub fn check_body(chat: bool, body: &[u8], n_vocab: usize, max_seq_len: usize) -
         req.logprobs()?;
         req.sampling
     };
-    sampling.check_supported()?;
-    sampling.choices()?;
-    sampling.params(max_seq_len, n_vocab)?;
+    sampling.check(max_seq_len, n_vocab)?;
     Ok(())
 }
 

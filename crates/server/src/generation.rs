@@ -56,10 +56,8 @@ fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
             return Err(ApiError::unknown_model(name, &state.model_name));
         }
     }
-    sampling.check_supported()?;
-    let choices = sampling.choices()?;
     let n_vocab = state.engine.session().model.config().n_vocab;
-    let params = sampling.params(state.engine.limits().max_seq_len(), n_vocab)?;
+    let (params, choices) = sampling.check(state.engine.limits().max_seq_len(), n_vocab)?;
     Ok(Checked { params, choices })
 }
 

@@ -190,9 +190,6 @@ impl Tokenizer {
     /// plain range is text too.
     pub fn encode_marked(&self, text: &str, plain: &[Range<usize>], add_bos: bool) -> Result<Vec<TokenId>, TextError> {
         let mut ids = Vec::new();
-        if let (true, true, Some(bos)) = (add_bos, self.add_bos, self.bos) {
-            ids.push(bos);
-        }
         // Text between honoured control tokens goes through the `tokenizers`
         // pipeline in one piece, as that crate splits at them itself: the
         // result equals its own special-token handling.
@@ -212,9 +209,11 @@ impl Tokenizer {
             }
         }
         self.encode_text(&text[from..], &mut ids)?;
-        // A text that starts with BOS's own text already carries it.
-        if ids.len() >= 2 && add_bos && self.add_bos && self.bos.is_some() && ids[1] == ids[0] {
-            ids.remove(0);
+        // BOS first, unless the text starts with BOS's own text already.
+        if let (true, true, Some(bos)) = (add_bos, self.add_bos, self.bos) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
         }
         Ok(ids)
     }
@@ -264,18 +263,21 @@ impl Tokenizer {
     /// Decodes a whole sequence (lossy on invalid UTF-8).
     #[must_use]
     pub fn decode(&self, tokens: &[TokenId]) -> String {
-        let bytes: Vec<u8> = tokens.iter().flat_map(|&t| self.token_bytes(t).iter().copied()).collect();
-        String::from_utf8_lossy(&bytes).into_owned()
+        self.decode_bytes(tokens, false)
     }
 
     /// Decodes a sequence with control tokens written as their texts
     /// (`<|im_start|>`), as llama.cpp's `/detokenize` shows them.
     #[must_use]
     pub fn decode_with_control(&self, tokens: &[TokenId]) -> String {
+        self.decode_bytes(tokens, true)
+    }
+
+    fn decode_bytes(&self, tokens: &[TokenId], with_control: bool) -> String {
         let mut bytes = Vec::new();
         for &t in tokens {
             match self.control.get(t as usize) {
-                Some(true) => bytes.extend_from_slice(self.texts[t as usize].as_bytes()),
+                Some(true) if with_control => bytes.extend_from_slice(self.texts[t as usize].as_bytes()),
                 _ => bytes.extend_from_slice(self.token_bytes(t)),
             }
         }
