@@ -203,8 +203,11 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
         server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "n": 0})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("n")));
 
-    // One running, one waiting, the third is refused with 429 + Retry-After.
-    let long_reply = json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 200, "ignore_eos": true, "stream": true});
+    // One running, one waiting, the third is refused with 429 + Retry-After. The running reply is
+    // long enough (3,000 tokens, far more than any machine decodes in the few seconds this takes)
+    // that it cannot finish and let the waiting one in before the third arrives.
+    let server = start(config(1, 4096, 1, 4096), None).await;
+    let long_reply = json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 3000, "ignore_eos": true, "stream": true});
     let mut running =
         server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
     let _ = running.chunk().await;
@@ -212,12 +215,15 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
     // Keep reading: dropping the response would be a client leaving.
     let waiting = tokio::spawn(async move { waiting.await.unwrap().text().await });
     // Wait until the second request is queued (a fixed sleep races on a busy machine).
-    for _ in 0..200 {
+    let mut queued = false;
+    for _ in 0..400 {
         if server.metric("hearth_queue_depth").await >= 1.0 {
+            queued = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert!(queued, "the second request never reached the queue");
     let refused =
         server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 429);
