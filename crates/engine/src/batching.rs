@@ -11,6 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
+use hearth_constrain::{Guide, Progress};
 use hearth_core::{ForwardBatch, KvType, SeqId, TokenId};
 use hearth_kv::KvCacheManager;
 use hearth_models::KvStore;
@@ -79,8 +80,19 @@ pub struct GenRequest {
     pub params: SamplingParams,
     /// Report log-probabilities with this many alternatives (`None`: no logprobs).
     pub logprobs: Option<usize>,
-    /// Keep going past end-of-generation tokens (benchmarks).
+    /// Keep going past end-of-generation tokens (benchmarks). A constrained
+    /// request still ends where its grammar is complete.
     pub ignore_eos: bool,
+    /// What the output must match (from [`LoadedModel::guide`]), if anything.
+    pub guide: Option<Guide>,
+}
+
+impl GenRequest {
+    /// A request for `prompt` sampled with `params`: no logprobs, no constraint.
+    #[must_use]
+    pub fn new(prompt: Vec<TokenId>, params: SamplingParams) -> Self {
+        Self { prompt, params, logprobs: None, ignore_eos: false, guide: None }
+    }
 }
 
 /// Log-probability of a sampled token and its best alternatives.
@@ -134,6 +146,7 @@ pub type EventSink = Box<dyn FnMut(Event) -> bool + Send>;
 
 struct Active {
     sampler: Sampler,
+    guide: Option<Guide>,
     decoder: IncrementalDecoder,
     stops: StopMatcher,
     max_tokens: usize,
@@ -211,6 +224,14 @@ impl<'s> Engine<'s> {
             return Err(EngineError::Invalid(format!("token id {bad} is outside the vocabulary ({vocab})")));
         }
         req.params.validate(vocab)?;
+        if req.guide.is_some() && !req.params.stop.is_empty() {
+            // A stop string could cut the output where the grammar does not
+            // allow an end: the grammar alone decides where it ends.
+            return Err(EngineError::Invalid(
+                "stop strings cannot be combined with a response format or grammar (it decides where the output ends)"
+                    .into(),
+            ));
+        }
         let id = SeqId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         let prompt_len = req.prompt.len();
@@ -220,6 +241,7 @@ impl<'s> Engine<'s> {
             id,
             Active {
                 sampler,
+                guide: req.guide,
                 decoder: IncrementalDecoder::new(),
                 stops: StopMatcher::new(&req.params.stop),
                 max_tokens: req.params.max_tokens,
@@ -259,11 +281,40 @@ impl<'s> Engine<'s> {
             return 0;
         }
         let batch = self.batch_of(&plan);
+        // Constrained sequences that sample this step get their token masks
+        // computed on a second thread while the forward pass runs, so a
+        // grammar costs the step (almost) nothing.
+        let mut guides: Vec<(SeqId, Guide)> = plan
+            .scheduled
+            .iter()
+            .filter(|s| s.sample)
+            .filter_map(|s| Some((s.id, self.active.get_mut(&s.id)?.guide.take()?)))
+            .collect();
         let (model, store) = (&self.session.model, &mut self.store);
-        // A failing or panicking forward pass ends the sequences of this step
-        // (one of them caused it; which one cannot be known) and nobody else:
-        // their blocks were never published, so the prefix cache stays whole.
-        match catch_unwind(AssertUnwindSafe(|| model.forward(&batch, store))) {
+        let forward = std::thread::scope(|scope| {
+            let masks = (!guides.is_empty()).then(|| {
+                scope.spawn(|| {
+                    for (_, g) in &mut guides {
+                        g.prepare();
+                    }
+                })
+            });
+            // A failing or panicking forward pass ends the sequences of this
+            // step (one of them caused it; which one cannot be known) and
+            // nobody else: their blocks were never published, so the prefix
+            // cache stays whole.
+            let forward = catch_unwind(AssertUnwindSafe(|| model.forward(&batch, store)));
+            // A panic while masking leaves the masks to be computed (or
+            // fail) again at sampling time, per sequence.
+            let _ = masks.map(std::thread::ScopedJoinHandle::join);
+            forward
+        });
+        for (id, g) in guides {
+            if let Some(a) = self.active.get_mut(&id) {
+                a.guide = Some(g);
+            }
+        }
+        match forward {
             Ok(Ok(mut logits)) => {
                 let outcomes = self.sample_all(&plan, &mut logits);
                 self.sched.update(&plan, &outcomes);
@@ -332,9 +383,27 @@ impl<'s> Engine<'s> {
         // Log-probabilities are of the model's logits, before penalties and
         // truncation: only then is a copy of the row needed.
         let original = a.logprobs.map(|_| row.to_vec());
+        if let Some(guide) = &mut a.guide {
+            if let Err(e) = guide.apply(row) {
+                self.fail_request(id, &format!("constraint failed: {e}"));
+                return Outcome::Finished;
+            }
+        }
         let token = a.sampler.sample(row);
         let logprob = a.logprobs.zip(original).map(|(k, o)| logprob_of(&o, token, k));
-        if !a.ignore_eos && session.tokenizer.is_end_of_generation(token) {
+        // The grammar is followed before the token is streamed: a token it
+        // refuses (only possible when every allowed logit was NaN) fails the
+        // request rather than sending text that does not parse.
+        let progress = match a.guide.as_mut().map(|g| g.accept(token)) {
+            None => Progress::More,
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                self.fail_request(id, &format!("constraint failed: {e}"));
+                return Outcome::Finished;
+            }
+        };
+        let ends_generation = session.tokenizer.is_end_of_generation(token);
+        if ends_generation && (!a.ignore_eos || a.guide.is_some()) {
             self.end(id, FinishReason::Stop);
             return Outcome::Finished;
         }
@@ -354,7 +423,7 @@ impl<'s> Engine<'s> {
             return Outcome::Finished;
         }
         let total = a.prompt_len + a.generated;
-        let finish = if hit_stop {
+        let finish = if hit_stop || progress == Progress::Complete {
             FinishReason::Stop
         } else if a.generated >= a.max_tokens {
             FinishReason::Length

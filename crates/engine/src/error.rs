@@ -18,6 +18,9 @@ pub enum EngineError {
     InvalidParam(#[from] hearth_sampling::InvalidParam),
     #[error(transparent)]
     Rejected(#[from] hearth_sched::AddError),
+    /// A response format or grammar that cannot be used (before any token).
+    #[error("{0}")]
+    Constraint(#[from] hearth_constrain::ConstraintError),
     #[error("the engine has stopped")]
     Stopped,
     #[error("io: {0}")]
@@ -32,7 +35,7 @@ impl EngineError {
         match self {
             Self::Rejected(A::QueueFull { .. }) => "queue_full",
             Self::Rejected(A::PromptTooLong { .. } | A::ExceedsKvPool { .. }) => "too_long",
-            Self::Invalid(_) | Self::InvalidParam(_) | Self::Rejected(_) => "invalid",
+            Self::Invalid(_) | Self::InvalidParam(_) | Self::Rejected(_) | Self::Constraint(_) => "invalid",
             Self::Stopped => "stopped",
             _ => "other",
         }

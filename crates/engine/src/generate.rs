@@ -80,17 +80,28 @@ impl LoadedModel {
         prompt: &[TokenId],
         params: &SamplingParams,
         config: &EngineConfig,
+        on_text: impl FnMut(&str),
+    ) -> Result<GenerateOutput, EngineError> {
+        self.generate_request(GenRequest::new(prompt.to_vec(), params.clone()), config, on_text)
+    }
+
+    /// As [`LoadedModel::generate`], for a whole request (a constraint,
+    /// `ignore_eos`).
+    pub fn generate_request(
+        &self,
+        request: GenRequest,
+        config: &EngineConfig,
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerateOutput, EngineError> {
+        let prompt_tokens = request.prompt.len();
         let mut engine = Engine::new(self, *config, Arc::new(Metrics::new()))?;
         let (tx, rx) = mpsc::channel();
-        let request = GenRequest { prompt: prompt.to_vec(), params: params.clone(), logprobs: None, ignore_eos: false };
         engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;
         let mut out = GenerateOutput {
             text: String::new(),
             tokens: Vec::new(),
             finish: FinishReason::Length,
-            prompt_tokens: prompt.len(),
+            prompt_tokens,
             prefill_secs: 0.0,
             decode_secs: 0.0,
         };

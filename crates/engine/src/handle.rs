@@ -15,7 +15,8 @@ use crate::{EngineError, LoadedModel};
 
 enum Command {
     Submit {
-        req: GenRequest,
+        // Boxed: a request (with its grammar state) is far larger than an abort.
+        req: Box<GenRequest>,
         events: tmpsc::UnboundedSender<Event>,
         reply: oneshot::Sender<Result<SeqId, EngineError>>,
     },
@@ -79,7 +80,7 @@ impl EngineHandle {
     pub async fn submit(&self, req: GenRequest) -> Result<Submitted, EngineError> {
         let (events, rx) = tmpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Submit { req, events, reply }).map_err(|_| EngineError::Stopped)?;
+        self.commands.send(Command::Submit { req: Box::new(req), events, reply }).map_err(|_| EngineError::Stopped)?;
         let id = answer.await.map_err(|_| EngineError::Stopped)??;
         Ok(Submitted { id, events: rx })
     }
@@ -134,7 +135,7 @@ fn run(
 fn apply(engine: &mut Engine<'_>, cmd: Command, metrics: &Metrics) {
     match cmd {
         Command::Submit { req, events, reply } => {
-            let result = engine.submit(req, Box::new(move |e| events.send(e).is_ok()));
+            let result = engine.submit(*req, Box::new(move |e| events.send(e).is_ok()));
             if let Err(e) = &result {
                 metrics.rejected(e.reason());
             }

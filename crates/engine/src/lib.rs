@@ -14,4 +14,5 @@ pub mod plan;
 
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateOutput};
+pub use hearth_constrain::{Constraint, ConstraintError, Guide};
 pub use loaded::LoadedModel;

@@ -4,8 +4,9 @@
 //! thing to `run`, `serve`, `perplexity` and `bench`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use hearth_constrain::{Constraint, ConstraintError, Grammars, Guide};
 use hearth_core::Backend;
 use hearth_core::TokenId;
 use hearth_gguf::{GgufFile, MetaValue};
@@ -19,12 +20,15 @@ use crate::EngineError;
 pub struct LoadedModel {
     /// The network.
     pub model: Box<dyn Model>,
-    /// Its vocabulary.
-    pub tokenizer: Tokenizer,
+    /// Its vocabulary (shared with the constraint compiler).
+    pub tokenizer: Arc<Tokenizer>,
     /// Its chat format.
     pub template: ChatTemplate,
     /// The parsed file (metadata for `show`).
     pub file: GgufFile,
+    /// The vocabulary as the constraint compiler sees it, built on the first
+    /// constrained request (a large vocabulary's trie costs tens of ms).
+    grammars: OnceLock<Result<Grammars, ConstraintError>>,
 }
 
 impl LoadedModel {
@@ -65,7 +69,7 @@ impl LoadedModel {
         tracing::info!("backend: {}", backend.describe());
         let model = hearth_models::load(file.clone(), backend)?;
         file.release_pages();
-        Ok(Self { model, tokenizer, template, file })
+        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, file, grammars: OnceLock::new() })
     }
 
     /// Tokens of a chat: the messages through the chat template, ending with
@@ -92,6 +96,14 @@ impl LoadedModel {
     /// Tokens of `text` as-is (with BOS when the model wants one).
     pub fn raw_prompt(&self, text: &str) -> Result<Vec<TokenId>, EngineError> {
         Ok(self.tokenizer.encode(text, true)?)
+    }
+
+    /// Compiles `constraint` for this model's vocabulary into a fresh guide
+    /// for one sequence. An unusable schema or grammar is an error naming
+    /// the problem, before any token is generated.
+    pub fn guide(&self, constraint: &Constraint) -> Result<Guide, EngineError> {
+        let grammars = self.grammars.get_or_init(|| Grammars::new(Arc::clone(&self.tokenizer)));
+        Ok(grammars.as_ref().map_err(Clone::clone)?.compile(constraint)?)
     }
 
     /// The context the model was trained with.

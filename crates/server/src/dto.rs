@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use hearth_engine::Constraint;
 use hearth_sampling::SamplingParams;
 use hearth_text::Message;
 use serde::Deserialize;
@@ -118,8 +119,14 @@ pub struct Sampling {
     /// Context overflow policy (extension).
     #[serde(default)]
     pub context_overflow: OverflowPolicy,
-    /// Structured output (`{"type": "text"}` only, for now).
+    /// Structured output: `{"type": "text" | "json_object" | "json_schema"}`.
     pub response_format: Option<serde_json::Value>,
+    /// A grammar in llguidance's Lark syntax the output must match (extension).
+    pub grammar: Option<String>,
+    /// A regular expression the whole output must match (extension).
+    pub regex: Option<String>,
+    /// A JSON schema the output must match (llama-server's extension).
+    pub json_schema: Option<serde_json::Value>,
     /// Function tools (not supported yet: refused, never ignored).
     pub tools: Option<serde_json::Value>,
     /// Legacy function calling (not supported yet: refused).
@@ -174,21 +181,47 @@ impl Sampling {
         Ok(params)
     }
 
-    /// Refuses fields whose meaning Hearth cannot honour yet: a client that
-    /// asks for JSON output or tool calls must not get free text and a 200.
-    pub fn check_supported(&self) -> Result<(), ApiError> {
-        if let Some(rf) = &self.response_format {
-            let kind = rf.get("type").and_then(serde_json::Value::as_str);
-            if kind != Some("text") {
-                return Err(ApiError::invalid(
-                    "response_format",
-                    format!(
-                        "response_format {} is not supported yet (only {{\"type\": \"text\"}})",
-                        kind.unwrap_or("without a type")
-                    ),
-                ));
+    /// What the output must match, from `response_format` or the `grammar`,
+    /// `regex` and `json_schema` extensions (at most one of them). The
+    /// shape is checked here; whether the schema or grammar compiles is
+    /// known when it is compiled, before any token.
+    pub fn constraint(&self) -> Result<Option<(Constraint, &'static str)>, ApiError> {
+        let mut found: Vec<(Constraint, &'static str)> = Vec::new();
+        if let Some(rf) = self.response_format.as_ref().filter(|v| !v.is_null()) {
+            if let Some(c) = response_format(rf)? {
+                found.push((c, "response_format"));
             }
         }
+        if let Some(g) = &self.grammar {
+            found.push((Constraint::Lark(g.clone()), "grammar"));
+        }
+        if let Some(r) = &self.regex {
+            found.push((Constraint::Regex(r.clone()), "regex"));
+        }
+        if let Some(s) = self.json_schema.as_ref().filter(|v| !v.is_null()) {
+            found.push((Constraint::JsonSchema(schema_value(s, "json_schema")?), "json_schema"));
+        }
+        if found.len() > 1 {
+            let names: Vec<&str> = found.iter().map(|(_, p)| *p).collect();
+            return Err(ApiError::invalid(
+                found[1].1,
+                format!("give one of response_format, grammar, regex and json_schema, not {}", names.join(" and ")),
+            ));
+        }
+        let found = found.pop();
+        if found.is_some() && self.stop.is_some() {
+            return Err(ApiError::invalid(
+                "stop",
+                "stop strings cannot be combined with a response format or grammar (it decides where the output ends)",
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Refuses fields whose meaning Hearth cannot honour yet: a client that
+    /// asks for tool calls must not get free text and a 200.
+    pub fn check_supported(&self) -> Result<(), ApiError> {
+        self.constraint()?;
         let present = |v: &Option<serde_json::Value>| {
             v.as_ref().is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
         };
@@ -229,6 +262,44 @@ impl Sampling {
     #[must_use]
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+/// The constraint of a `response_format` object (`None` for plain text).
+fn response_format(rf: &serde_json::Value) -> Result<Option<Constraint>, ApiError> {
+    let kind = rf.get("type").and_then(serde_json::Value::as_str);
+    match kind {
+        Some("text") => Ok(None),
+        // llama-server accepts a schema inside `json_object` too.
+        Some("json_object") => match rf.get("schema").filter(|s| !s.is_null()) {
+            Some(s) => Ok(Some(Constraint::JsonSchema(schema_value(s, "response_format.schema")?))),
+            None => Ok(Some(Constraint::JsonObject)),
+        },
+        Some("json_schema") => {
+            let Some(schema) = rf.get("json_schema").and_then(|j| j.get("schema")).or_else(|| rf.get("schema")) else {
+                return Err(ApiError::invalid(
+                    "response_format.json_schema.schema",
+                    "response_format json_schema needs json_schema.schema (the JSON schema itself)",
+                ));
+            };
+            Ok(Some(Constraint::JsonSchema(schema_value(schema, "response_format.json_schema.schema")?)))
+        }
+        other => Err(ApiError::invalid(
+            "response_format.type",
+            format!(
+                "response_format type {} is not one of text, json_object, json_schema",
+                other.map_or_else(|| "(missing)".to_owned(), |t| format!("{t:?}"))
+            ),
+        )),
+    }
+}
+
+/// A JSON schema must be an object (or `true`, which allows any value).
+fn schema_value(schema: &serde_json::Value, param: &str) -> Result<serde_json::Value, ApiError> {
+    match schema {
+        serde_json::Value::Object(_) => Ok(schema.clone()),
+        serde_json::Value::Bool(true) => Ok(serde_json::json!({})),
+        _ => Err(ApiError::invalid(param, "a JSON schema must be an object")),
     }
 }
 

@@ -15,6 +15,7 @@ use futures::stream::{self, SelectAll, Stream, StreamExt};
 use hearth_core::{SeqId, TokenId};
 use hearth_engine::batching::{Event, GenRequest, Usage};
 use hearth_engine::handle::{EngineHandle, Submitted};
+use hearth_engine::Constraint;
 use hearth_sampling::SamplingParams;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -48,6 +49,8 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
 struct Checked {
     params: SamplingParams,
     choices: usize,
+    /// What the output must match, and the field that asked for it.
+    constraint: Option<(Constraint, &'static str)>,
 }
 
 fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
@@ -58,7 +61,7 @@ fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
     }
     let n_vocab = state.engine.session().model.config().n_vocab;
     let (params, choices) = sampling.check(state.engine.limits().max_seq_len(), n_vocab)?;
-    Ok(Checked { params, choices })
+    Ok(Checked { params, choices, constraint: sampling.constraint()? })
 }
 
 async fn run(
@@ -70,7 +73,11 @@ async fn run(
     logprobs: Option<usize>,
     echo: Option<String>,
 ) -> Result<Response, ApiError> {
-    let Checked { mut params, choices: n } = checked;
+    let Checked { mut params, choices: n, constraint } = checked;
+    let guide = match constraint {
+        Some((c, param)) => Some(prompt::guide(state, c, param).await?),
+        None => None,
+    };
     if !sampling.sets_max_tokens() {
         // The rest of the sequence's room (the prompt fits, so at least 1).
         params.max_tokens = state.engine.limits().max_seq_len().saturating_sub(prompt.len()).max(1);
@@ -80,7 +87,13 @@ async fn run(
     for i in 0..n {
         // Each choice samples with its own seed so n > 1 gives different replies.
         let p = SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() };
-        let req = GenRequest { prompt: prompt.clone(), params: p, logprobs, ignore_eos: sampling.ignore_eos };
+        let req = GenRequest {
+            prompt: prompt.clone(),
+            params: p,
+            logprobs,
+            ignore_eos: sampling.ignore_eos,
+            guide: guide.clone(),
+        };
         let sub = state.engine.submit(req).await.map_err(ApiError::from)?;
         guard.ids.push(sub.id);
         subs.push(sub);

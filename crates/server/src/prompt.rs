@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hearth_core::TokenId;
 use hearth_engine::batching::SeqLimits;
-use hearth_engine::{EngineError, LoadedModel};
+use hearth_engine::{Constraint, EngineError, Guide, LoadedModel};
 use hearth_text::Message;
 
 use crate::dto::OverflowPolicy;
@@ -93,6 +93,16 @@ fn fit_by_dropping(
         }
     }
     Ok(best)
+}
+
+/// Compiles what a request's output must match (on the blocking pool: a
+/// large schema takes a while). A schema or grammar that cannot be used is a
+/// 400 naming `param`, before anything is queued.
+pub async fn guide(state: &AppState, constraint: Constraint, param: &str) -> Result<Guide, ApiError> {
+    off_worker(state, move |s| s.guide(&constraint)).await?.map_err(|e| match e {
+        EngineError::Constraint(e) => ApiError::invalid(param, format!("{param} cannot be used: {e}")),
+        other => ApiError::from(other),
+    })
 }
 
 /// Most bytes of text that could still fit: the longest sequence times the

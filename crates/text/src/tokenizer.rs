@@ -284,6 +284,18 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Whether `token` is a control token (its text is markup, not output).
+    #[must_use]
+    pub fn is_control(&self, token: TokenId) -> bool {
+        self.control.get(token as usize).copied().unwrap_or(false)
+    }
+
+    /// The tokens that end generation (EOS, end-of-turn, ...), sorted.
+    #[must_use]
+    pub fn end_of_generation_tokens(&self) -> &[TokenId] {
+        &self.eog
+    }
+
     /// Whether `token` ends generation (EOS, end-of-turn, ...).
     #[must_use]
     pub fn is_end_of_generation(&self, token: TokenId) -> bool {
