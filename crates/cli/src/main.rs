@@ -15,16 +15,16 @@ mod show;
 mod size;
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hearth_engine::batching::EngineConfig;
+use hearth_engine::batching::{EngineConfig, GenRequest};
 use std::sync::Arc;
 
 use hearth_catalog::Catalog;
 use hearth_cpu::{CpuBackend, CpuOptions, KernelChoice, TernaryLayout};
-use hearth_engine::{perplexity, LoadedModel};
+use hearth_engine::{perplexity, Constraint, LoadedModel};
 use hearth_sampling::SamplingParams;
 use hearth_text::Message;
 
@@ -124,6 +124,18 @@ struct RunArgs {
     /// Print timing figures to stderr.
     #[arg(long)]
     verbose: bool,
+    /// Reply with JSON valid under this JSON schema (a file).
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// Reply with any JSON object.
+    #[arg(long, group = "constraint")]
+    json: bool,
+    /// Reply with text matching this grammar (a file in llguidance's Lark syntax).
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    grammar: Option<PathBuf>,
+    /// Reply with text matching this regular expression, whole.
+    #[arg(long, value_name = "REGEX", group = "constraint")]
+    regex: Option<String>,
     #[command(flatten)]
     common: CommonModelArgs,
     #[command(flatten)]
@@ -287,13 +299,41 @@ fn sampling_params(a: &RunArgs, n_vocab: usize) -> Result<SamplingParams> {
     Ok(params)
 }
 
+/// The constraint the flags ask for, read and parsed before the model loads
+/// (a missing file or broken JSON fails at once), with the flag's name.
+fn constraint(a: &RunArgs) -> Result<Option<(Constraint, String)>> {
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    Ok(if let Some(p) = &a.json_schema {
+        let schema: serde_json::Value = serde_json::from_str(&read(p)?)
+            .with_context(|| format!("invalid --json-schema {}: not JSON", p.display()))?;
+        Some((Constraint::JsonSchema(schema), format!("--json-schema {}", p.display())))
+    } else if let Some(p) = &a.grammar {
+        Some((Constraint::Lark(read(p)?), format!("--grammar {}", p.display())))
+    } else if let Some(rx) = &a.regex {
+        Some((Constraint::Regex(rx.clone()), "--regex".to_owned()))
+    } else {
+        a.json.then(|| (Constraint::JsonObject, "--json".to_owned()))
+    })
+}
+
 fn cmd_run(a: &RunArgs) -> Result<()> {
     // Ranges first, before the model loads; the vocabulary bound after.
     sampling_params(a, usize::MAX)?;
+    let constraint = constraint(a)?;
+    if constraint.is_some() && !a.stop.is_empty() {
+        bail!("--stop cannot be combined with a constraint (the grammar decides where the reply ends)");
+    }
     let session = load_with_template(&a.model, &backend(a.common.threads)?, a.chat_template_file.as_deref())?;
     let config = serve::fit_single_user(&session, &a.mem, a.common.context.unwrap_or(4096))?;
     let params = sampling_params(a, session.model.config().n_vocab)?;
+    let guide = match &constraint {
+        Some((c, flag)) => Some(session.guide(c).map_err(|e| anyhow!("invalid {flag}: {e}"))?),
+        None => None,
+    };
     let Some(prompt) = a.prompt.clone() else {
+        if guide.is_some() {
+            bail!("a constraint (--json-schema, --json, --grammar, --regex) needs a prompt");
+        }
         if std::io::stdin().is_terminal() {
             return chat::interactive(&session, &params, &config, a.system.as_deref());
         }
@@ -310,7 +350,8 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
         session.chat_prompt(&msgs)?
     };
     let mut stdout = std::io::stdout().lock();
-    let out = session.generate(&tokens, &params, &config, |piece| {
+    let request = GenRequest { guide, ..GenRequest::new(tokens, params) };
+    let out = session.generate_request(request, &config, |piece| {
         let _ = stdout.write_all(piece.as_bytes());
         let _ = stdout.flush();
     })?;

@@ -126,3 +126,42 @@ fn every_schema_of_the_suite_parses_and_validates_on_smollm2() {
 fn every_schema_of_the_suite_parses_and_validates_on_gemma3() {
     check_suite("gemma3-270m");
 }
+
+/// Decode speed with and without constraints, batch of one and a mixed batch
+/// of four (two constrained, two free), median of 3 runs. Figures, not
+/// assertions (speed is measured, not asserted): run with
+/// `cargo test --release -p hearth-engine --test constrained -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; prints JSON lines"]
+fn constrained_decode_speed() {
+    // A long forced output: 160 numbers, one to three tokens each.
+    let schema = serde_json::json!({"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9999}, "minItems": 160, "maxItems": 160});
+    for alias in ["smollm2", "gemma3-270m"] {
+        let s = session(alias);
+        let guide = s.guide(&Constraint::JsonSchema(schema.clone())).expect("schema");
+        let prompt = s.chat_prompt(&[Message::new("user", "List numbers.")]).expect("prompt");
+        for (label, batch, constrained) in [("free", 1, 0), ("schema", 1, 1), ("free", 4, 0), ("mixed", 4, 2)] {
+            let mut rates = Vec::new();
+            for _ in 0..3 {
+                let requests: Vec<GenRequest> = (0..batch)
+                    .map(|i| {
+                        let params = SamplingParams { max_tokens: 128, seed: i as u64, ..SamplingParams::openai_defaults() };
+                        let mut r = GenRequest::new(prompt.clone(), params);
+                        r.ignore_eos = true;
+                        if i < constrained {
+                            r.guide = Some(guide.clone());
+                        }
+                        r
+                    })
+                    .collect();
+                let t0 = std::time::Instant::now();
+                let replies = run_all(&s, requests, batch);
+                let secs = t0.elapsed().as_secs_f64();
+                assert!(replies.iter().all(|r| r.error.is_none() && r.finish == Some(FinishReason::Length)));
+                rates.push((batch * 128) as f64 / secs);
+            }
+            rates.sort_by(f64::total_cmp);
+            println!(r#"{{"model": "{alias}", "batch": {batch}, "kind": "{label}", "tokens_per_s": {:.1}}}"#, rates[1]);
+        }
+    }
+}

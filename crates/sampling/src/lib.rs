@@ -83,30 +83,51 @@ impl Sampler {
             c.select_nth_unstable_by(p.top_k - 1, |a, b| b.1.total_cmp(&a.1));
             c.truncate(p.top_k);
         }
-        c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        // Softmax with temperature over the survivors.
-        let max = c[0].1;
+        // Softmax weights relative to the best (which weighs 1), unnormalized:
+        // every rule below compares ratios, so the sum is only needed for top-p.
+        let max = c.iter().map(|&(_, l)| l).fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0;
         for (_, l) in c.iter_mut() {
             *l = ((*l - max) / p.temperature).exp();
             sum += *l;
         }
-        c.iter_mut().for_each(|(_, l)| *l /= sum);
+        // min-p keeps weights of at least min_p × the best's, which is 1. It
+        // runs after top-p in the chain, but cutting first is the same: top-p
+        // normalizes by the full sum (taken above) and stops at the same
+        // place whenever that place survives min-p.
+        if p.min_p > 0.0 {
+            c.retain(|&(_, w)| w >= p.min_p || w >= 1.0);
+        }
+        if c.is_empty() {
+            // Only with odd parameters (a NaN temperature makes every weight NaN).
+            return argmax(logits);
+        }
         if p.top_p < 1.0 {
+            // The nucleus is usually a few dozen tokens: sort a short head
+            // first and the whole list only when the head's mass falls short.
+            const HEAD: usize = 1024;
+            let need = p.top_p * sum;
+            if c.len() > HEAD {
+                c.select_nth_unstable_by(HEAD - 1, |a, b| b.1.total_cmp(&a.1));
+                if c[..HEAD].iter().map(|&(_, w)| w).sum::<f32>() >= need {
+                    c.truncate(HEAD);
+                }
+            }
+            c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
             let mut acc = 0.0;
-            let keep = c.iter().position(|&(_, q)| {
-                acc += q;
-                acc >= p.top_p
+            let keep = c.iter().position(|&(_, w)| {
+                acc += w;
+                acc >= need
             });
             c.truncate(keep.map_or(c.len(), |k| k + 1));
+        } else if c.len() <= 1024 {
+            // Small lists keep the best-first walk (seeded replies with
+            // top-k stay as they were); a whole vocabulary with nothing to
+            // truncate is drawn from in id order: the same distribution,
+            // without sorting 100k+ entries per token.
+            c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         }
-        if p.min_p > 0.0 {
-            // Sorted best first: keep the prefix above the floor, and the best one always.
-            let floor = c[0].1 * p.min_p;
-            let keep = c.iter().position(|&(_, q)| q < floor).unwrap_or(c.len()).max(1);
-            c.truncate(keep);
-        }
-        let best = c[0].0;
+        let best = c.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or(0, |&(t, _)| t);
         let total: f32 = c.iter().map(|&(_, q)| q).sum();
         if !(total.is_finite() && total > 0.0) {
             return best;
