@@ -13,7 +13,8 @@ mod recursion;
 use std::sync::Arc;
 
 use hearth_core::TokenId;
-use hearth_text::Tokenizer;
+use hearth_text::tools::{CALL_CLOSE, CALL_OPEN};
+use hearth_text::{ToolChoice, ToolFormat, ToolSpec, Tokenizer};
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{JsonCompileOptions, Matcher, ParserFactory};
@@ -42,13 +43,61 @@ impl Constraint {
     fn grammar(&self) -> TopLevelGrammar {
         match self {
             Self::JsonObject => TopLevelGrammar::from_json_schema(with_layout(serde_json::json!({"type": "object"}))),
-            Self::JsonSchema(schema) => {
-                TopLevelGrammar::from_json_schema(with_layout(bound_recursion(schema, RECURSION_DEPTH)))
-            }
+            Self::JsonSchema(schema) => TopLevelGrammar::from_json_schema(prepare_schema(schema)),
             Self::Lark(src) => TopLevelGrammar::from_lark(src.clone()),
             Self::Regex(rx) => TopLevelGrammar::from_regex(rx),
         }
     }
+}
+
+/// `schema` as Hearth compiles it: recursion bounded, Hearth's layout.
+#[must_use]
+pub fn prepare_schema(schema: &serde_json::Value) -> serde_json::Value {
+    with_layout(bound_recursion(schema, RECURSION_DEPTH))
+}
+
+/// Most calls one forced reply may hold: a small model, free to go on,
+/// repeats its call until `max_tokens`; eight leave room for real fan-out.
+pub const MAX_PARALLEL_CALLS: usize = 8;
+
+/// The constraint that makes a model call tools in `format`: `None` unless
+/// `choice` requires a call. Each call's arguments follow its function's
+/// schema, so they always parse and validate; with `parallel`, one or more
+/// calls, else exactly one.
+#[must_use]
+pub fn tool_call_constraint(tools: &[ToolSpec], choice: &ToolChoice, parallel: bool, format: ToolFormat) -> Option<Constraint> {
+    let chosen: Vec<&ToolSpec> = match choice {
+        ToolChoice::Auto | ToolChoice::None => return None,
+        ToolChoice::Required => tools.iter().collect(),
+        ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
+    };
+    let key = format.arguments_key();
+    let one_call: Vec<serde_json::Value> = chosen
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "type": "object",
+                "properties": {"name": {"const": t.name}, key: bound_recursion(&t.parameters, RECURSION_DEPTH)},
+                "required": ["name", key],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let call = if one_call.len() == 1 { one_call[0].clone() } else { serde_json::json!({"anyOf": one_call}) };
+    let lark = match format {
+        ToolFormat::Hermes | ToolFormat::Generic => {
+            let call = with_layout(call);
+            let more = if parallel { format!(" (\"\\n\" call){{0,{}}}", MAX_PARALLEL_CALLS - 1) } else { String::new() };
+            format!("start: call{more}\ncall: \"{CALL_OPEN}\\n\" %json {call} \"\\n{CALL_CLOSE}\"\n")
+        }
+        ToolFormat::Llama3 => format!("start: %json {}\n", with_layout(call)),
+        ToolFormat::Mistral => {
+            let max = if parallel { MAX_PARALLEL_CALLS } else { 1 };
+            let list = serde_json::json!({"type": "array", "items": call, "minItems": 1, "maxItems": max});
+            format!("start: %json {}\n", with_layout(list))
+        }
+    };
+    Some(Constraint::Lark(lark))
 }
 
 /// Hearth's JSON layout, unless the schema sets its own (`x-guidance`).

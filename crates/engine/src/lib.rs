@@ -15,4 +15,6 @@ pub mod plan;
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateOutput};
 pub use hearth_constrain::{Constraint, ConstraintError, Guide};
+/// Constrained decoding (grammars, schemas, forced tool calls).
+pub use hearth_constrain as constraint;
 pub use loaded::LoadedModel;

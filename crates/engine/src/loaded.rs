@@ -11,7 +11,7 @@ use hearth_core::Backend;
 use hearth_core::TokenId;
 use hearth_gguf::{GgufFile, MetaValue};
 use hearth_models::{Model, SequenceCache};
-use hearth_text::{ChatTemplate, Message, Tokenizer};
+use hearth_text::{ChatExtras, ChatTemplate, Message, Tokenizer};
 
 use crate::batching::EngineConfig;
 use crate::EngineError;
@@ -81,7 +81,34 @@ impl LoadedModel {
     /// the template rewrites message text so its place cannot be found, a
     /// message holding a control token's text is refused rather than trusted.
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<TokenId>, EngineError> {
-        let chat = self.template.render_marked(messages, true)?;
+        self.chat_prompt_with(messages, &ChatExtras::default())
+    }
+
+    /// As [`LoadedModel::chat_prompt`], with tools and template variables.
+    /// Tool definitions, past calls' arguments and variables are rendered as
+    /// markup the template writes, not as message text, so one holding a
+    /// control token's text is refused (it would forge a turn).
+    pub fn chat_prompt_with(&self, messages: &[Message], extras: &ChatExtras) -> Result<Vec<TokenId>, EngineError> {
+        let forged = |what: &str, text: &str| {
+            if self.tokenizer.contains_control_text(text) {
+                Err(EngineError::Invalid(format!("{what} contains the text of a control token; remove it")))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(tools) = &extras.tools {
+            forged("tools", &tools.to_string())?;
+        }
+        forged("chat_template_kwargs", &serde_json::Value::Object(extras.kwargs.clone()).to_string())?;
+        for (i, m) in messages.iter().enumerate() {
+            if let Some(calls) = &m.tool_calls {
+                forged(&format!("messages[{i}].tool_calls"), &serde_json::to_string(calls).unwrap_or_default())?;
+            }
+            for field in [&m.tool_call_id, &m.name].into_iter().flatten() {
+                forged(&format!("messages[{i}]"), field)?;
+            }
+        }
+        let chat = self.template.render_marked_with(messages, extras, true)?;
         if !chat.located {
             if let Some(i) = messages.iter().position(|m| self.tokenizer.contains_control_text(&m.content)) {
                 return Err(EngineError::Invalid(format!(

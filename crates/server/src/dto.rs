@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use hearth_engine::Constraint;
 use hearth_sampling::SamplingParams;
-use hearth_text::Message;
+use hearth_text::{FunctionCall, Message, ToolCall, ToolChoice, ToolSpec};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -56,7 +56,57 @@ pub struct ChatMessage {
     pub role: String,
     /// What was said (absent for pure tool-call turns).
     pub content: Option<Content>,
+    /// The calls an assistant turn made.
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// The call a `tool` turn answers.
+    pub tool_call_id: Option<String>,
+    /// The tool's (or participant's) name.
+    pub name: Option<String>,
 }
+
+/// A call in an assistant message the client sends back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCallIn {
+    /// The call's id.
+    pub id: Option<String>,
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// What was called.
+    pub function: FunctionIn,
+}
+
+/// The function of a [`ToolCallIn`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionIn {
+    /// The function's name.
+    pub name: String,
+    /// The arguments: a JSON text (OpenAI's shape) or an object.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+/// The tools of a chat request, checked.
+#[derive(Debug, Clone, Default)]
+pub struct ToolSetup {
+    /// The functions offered.
+    pub specs: Vec<ToolSpec>,
+    /// Whether and which to call.
+    pub choice: ToolChoice,
+    /// Several calls in one reply allowed.
+    pub parallel: bool,
+}
+
+impl ToolSetup {
+    /// Whether the model is shown tools and its reply is parsed for calls.
+    #[must_use]
+    pub fn active(&self) -> bool {
+        !self.specs.is_empty() && self.choice != ToolChoice::None
+    }
+}
+
+/// Most tools one request may offer.
+pub const MAX_TOOLS: usize = 128;
 
 /// `stream_options`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -127,9 +177,9 @@ pub struct Sampling {
     pub regex: Option<String>,
     /// A JSON schema the output must match (llama-server's extension).
     pub json_schema: Option<serde_json::Value>,
-    /// Function tools (not supported yet: refused, never ignored).
+    /// Function tools (chat only).
     pub tools: Option<serde_json::Value>,
-    /// Legacy function calling (not supported yet: refused).
+    /// Legacy function calling (chat only).
     pub functions: Option<serde_json::Value>,
 }
 
@@ -218,20 +268,19 @@ impl Sampling {
         Ok(found)
     }
 
-    /// Refuses fields whose meaning Hearth cannot honour yet: a client that
-    /// asks for tool calls must not get free text and a 200.
+    /// Checks the constraint fields' shapes.
     pub fn check_supported(&self) -> Result<(), ApiError> {
         self.constraint()?;
+        Ok(())
+    }
+
+    /// Whether the request offers tools (or legacy functions).
+    #[must_use]
+    pub fn has_tools(&self) -> bool {
         let present = |v: &Option<serde_json::Value>| {
             v.as_ref().is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
         };
-        if present(&self.tools) {
-            return Err(ApiError::invalid("tools", "tool calling is not supported yet"));
-        }
-        if present(&self.functions) {
-            return Err(ApiError::invalid("functions", "function calling is not supported yet"));
-        }
-        Ok(())
+        present(&self.tools) || present(&self.functions)
     }
 
     /// Every check of these fields, in the order the handlers run them:
@@ -314,6 +363,15 @@ fn rand_seed() -> u64 {
 pub struct ChatRequest {
     /// The conversation.
     pub messages: Vec<ChatMessage>,
+    /// `auto`, `none`, `required` or `{"type": "function", "function": {"name": …}}`.
+    pub tool_choice: Option<serde_json::Value>,
+    /// Allow several calls in one reply (default true).
+    pub parallel_tool_calls: Option<bool>,
+    /// Legacy `tool_choice`: `auto`, `none` or `{"name": …}`.
+    pub function_call: Option<serde_json::Value>,
+    /// More variables for the chat template (e.g. `{"enable_thinking": false}`).
+    #[serde(default)]
+    pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
     /// Return log-probabilities.
     #[serde(default)]
     pub logprobs: bool,
@@ -325,6 +383,86 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// The offered tools and the choice among them, checked: each a
+    /// `function` with a valid, unique name and an object schema for its
+    /// parameters; a required or named choice needs tools (and the name
+    /// one of them). Whether each schema compiles is checked when the
+    /// request's grammar is built.
+    pub fn tools(&self) -> Result<ToolSetup, ApiError> {
+        let mut specs = Vec::new();
+        let (list, param, legacy) = match (&self.sampling.tools, &self.sampling.functions) {
+            (Some(t), _) if !t.is_null() => (t, "tools", false),
+            (_, Some(f)) if !f.is_null() => (f, "functions", true),
+            _ => (&serde_json::Value::Null, "tools", false),
+        };
+        if !list.is_null() {
+            let Some(items) = list.as_array() else { return Err(ApiError::invalid(param, format!("{param} must be a list"))) };
+            if items.len() > MAX_TOOLS {
+                return Err(ApiError::invalid(param, format!("at most {MAX_TOOLS} tools per request")));
+            }
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("{param}[{i}]");
+                let f = if legacy {
+                    item
+                } else {
+                    if item.get("type").and_then(serde_json::Value::as_str) != Some("function") {
+                        return Err(ApiError::invalid(&format!("{at}.type"), "only tools of type \"function\" are supported"));
+                    }
+                    item.get("function").ok_or_else(|| ApiError::invalid(&format!("{at}.function"), "a tool needs a function"))?
+                };
+                let name = f.get("name").and_then(serde_json::Value::as_str).unwrap_or("");
+                if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    return Err(ApiError::invalid(&format!("{at}.name"), format!("function name {name:?} must be 1-64 characters of a-z, A-Z, 0-9, _ and -")));
+                }
+                if specs.iter().any(|s: &ToolSpec| s.name == name) {
+                    return Err(ApiError::invalid(&format!("{at}.name"), format!("function {name:?} is offered twice")));
+                }
+                let parameters = match f.get("parameters") {
+                    None | Some(serde_json::Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+                    Some(p @ serde_json::Value::Object(_)) => p.clone(),
+                    Some(_) => return Err(ApiError::invalid(&format!("{at}.parameters"), "parameters must be a JSON schema object")),
+                };
+                let description = f.get("description").and_then(serde_json::Value::as_str).map(str::to_owned);
+                specs.push(ToolSpec { name: name.to_owned(), description, parameters });
+            }
+        }
+        let (choice_value, choice_param) = match (&self.tool_choice, &self.function_call) {
+            (Some(c), _) if !c.is_null() => (Some(c), "tool_choice"),
+            (_, Some(c)) if !c.is_null() => (Some(c), "function_call"),
+            _ => (None, "tool_choice"),
+        };
+        let choice = match choice_value {
+            None => ToolChoice::Auto,
+            Some(serde_json::Value::String(s)) => match s.as_str() {
+                "auto" => ToolChoice::Auto,
+                "none" => ToolChoice::None,
+                "required" => ToolChoice::Required,
+                other => return Err(ApiError::invalid(choice_param, format!("{choice_param} {other:?} is not one of auto, none, required or a function"))),
+            },
+            Some(v) => {
+                let name = v.get("function").and_then(|f| f.get("name")).or_else(|| v.get("name")).and_then(serde_json::Value::as_str);
+                let Some(name) = name else {
+                    return Err(ApiError::invalid(choice_param, format!("{choice_param} must name a function: {{\"type\": \"function\", \"function\": {{\"name\": …}}}}")));
+                };
+                if !specs.iter().any(|s| s.name == name) {
+                    return Err(ApiError::invalid(choice_param, format!("{choice_param} names {name:?}, which is not among the tools")));
+                }
+                ToolChoice::Named(name.to_owned())
+            }
+        };
+        if specs.is_empty() && choice == ToolChoice::Required {
+            return Err(ApiError::invalid(choice_param, "tool_choice \"required\" needs tools"));
+        }
+        let setup = ToolSetup { specs, choice, parallel: self.parallel_tool_calls.unwrap_or(true) };
+        if setup.active() && self.sampling.constraint()?.is_some() {
+            return Err(ApiError::invalid(
+                "response_format",
+                "a response format or grammar cannot be combined with tools (use tool_choice \"none\", or describe the format as a tool)",
+            ));
+        }
+        Ok(setup)
+    }
+
     /// The messages as the template sees them.
     pub fn messages(&self) -> Result<Vec<Message>, ApiError> {
         if self.messages.is_empty() {
@@ -363,9 +501,24 @@ impl ChatRequest {
                     }
                 };
                 let role = if m.role == "developer" { "system" } else { m.role.as_str() };
-                Ok(Message::new(role, &text))
+                let mut msg = Message::new(role, &text);
+                msg.name.clone_from(&m.name);
+                if let Some(calls) = &m.tool_calls {
+                    if m.role != "assistant" {
+                        return Err(ApiError::invalid(&format!("messages[{i}].tool_calls"), "only assistant messages carry tool_calls"));
+                    }
+                    msg.tool_calls = Some(tool_calls_of(i, calls)?);
+                }
+                if m.role == "tool" {
+                    let Some(id) = &m.tool_call_id else {
+                        return Err(ApiError::invalid(&format!("messages[{i}].tool_call_id"), "a tool message needs the tool_call_id it answers"));
+                    };
+                    msg.tool_call_id = Some(id.clone());
+                }
+                Ok(msg)
             })
-            .collect()
+            .collect::<Result<Vec<Message>, ApiError>>()
+            .and_then(check_tool_answers)
     }
 
     /// Alternatives per token, or `None` without logprobs.
@@ -379,6 +532,52 @@ impl ChatRequest {
         }
         Ok(self.logprobs.then_some(top))
     }
+}
+
+/// A message's calls in the template's shape: ids kept (or made up), the
+/// arguments parsed into the JSON object they must be.
+fn tool_calls_of(i: usize, calls: &[ToolCallIn]) -> Result<Vec<ToolCall>, ApiError> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let at = format!("messages[{i}].tool_calls[{j}]");
+            if c.kind.as_deref().is_some_and(|k| k != "function") {
+                return Err(ApiError::invalid(&format!("{at}.type"), "only function calls are supported"));
+            }
+            let arguments = match &c.function.arguments {
+                serde_json::Value::String(s) if s.trim().is_empty() => serde_json::json!({}),
+                serde_json::Value::String(s) => serde_json::from_str(s)
+                    .map_err(|e| ApiError::invalid(&format!("{at}.function.arguments"), format!("arguments are not JSON: {e}")))?,
+                serde_json::Value::Null => serde_json::json!({}),
+                other => other.clone(),
+            };
+            if !arguments.is_object() {
+                return Err(ApiError::invalid(&format!("{at}.function.arguments"), "arguments must be a JSON object"));
+            }
+            let id = c.id.clone().unwrap_or_else(|| format!("call_{i}_{j}"));
+            Ok(ToolCall { id, kind: "function".into(), function: FunctionCall { name: c.function.name.clone(), arguments } })
+        })
+        .collect()
+}
+
+/// Every `tool` message must answer a call made by an earlier assistant turn.
+fn check_tool_answers(messages: Vec<Message>) -> Result<Vec<Message>, ApiError> {
+    let mut calls: Vec<&str> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(cs) = &m.tool_calls {
+            calls.extend(cs.iter().map(|c| c.id.as_str()));
+        }
+        if let Some(id) = &m.tool_call_id {
+            if !calls.contains(&id.as_str()) {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].tool_call_id"),
+                    format!("tool_call_id {id:?} answers no call of an earlier assistant message"),
+                ));
+            }
+        }
+    }
+    Ok(messages)
 }
 
 /// `POST /v1/completions`.
@@ -397,6 +596,14 @@ pub struct CompletionRequest {
 }
 
 impl CompletionRequest {
+    /// Tools belong to chats: a text completion has no turns to call from.
+    pub fn check_no_tools(&self) -> Result<(), ApiError> {
+        if self.sampling.has_tools() {
+            return Err(ApiError::invalid("tools", "tools are for /v1/chat/completions"));
+        }
+        Ok(())
+    }
+
     /// The single prompt.
     pub fn prompt(&self) -> Result<&str, ApiError> {
         match &self.prompt {
@@ -424,9 +631,11 @@ pub fn check_body(chat: bool, body: &[u8], n_vocab: usize, max_seq_len: usize) -
         let req: ChatRequest = crate::parse(body)?;
         req.messages()?;
         req.logprobs()?;
+        req.tools()?;
         req.sampling
     } else {
         let req: CompletionRequest = crate::parse(body)?;
+        req.check_no_tools()?;
         req.prompt()?;
         req.logprobs()?;
         req.sampling

@@ -40,6 +40,9 @@ pub struct ChoiceText {
     pub logprobs: Vec<(u32, TokenLogprob)>,
     /// How it ended.
     pub finish: Option<FinishReason>,
+    /// Tool calls found in the reply (OpenAI's shape); `text` is then
+    /// what remained outside them.
+    pub tool_calls: Vec<Value>,
 }
 
 /// OpenAI's finish reason for ours (`context` is a `length` to clients).
@@ -125,14 +128,22 @@ impl Envelope {
             .enumerate()
             .map(|(i, c)| {
                 let lp = (!c.logprobs.is_empty()).then(|| logprobs_json(self.endpoint, tok, &c.logprobs, 0));
-                let finish = c.finish.map(finish_reason);
+                // Calls cut short by max_tokens still say `length`.
+                let finish = match c.finish {
+                    Some(FinishReason::Stop) if !c.tool_calls.is_empty() => Some("tool_calls"),
+                    f => f.map(finish_reason),
+                };
                 match self.endpoint {
-                    Endpoint::Chat => json!({
-                        "index": i,
-                        "message": {"role": "assistant", "content": c.text},
-                        "logprobs": lp,
-                        "finish_reason": finish,
-                    }),
+                    Endpoint::Chat => {
+                        let mut message = json!({"role": "assistant", "content": c.text});
+                        if !c.tool_calls.is_empty() {
+                            if c.text.is_empty() {
+                                message["content"] = Value::Null;
+                            }
+                            message["tool_calls"] = Value::Array(c.tool_calls.clone());
+                        }
+                        json!({"index": i, "message": message, "logprobs": lp, "finish_reason": finish})
+                    }
                     Endpoint::Text => json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": finish}),
                 }
             })
@@ -167,6 +178,34 @@ impl Envelope {
             Endpoint::Text => json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
         };
         self.wrap(self.chunk_object(), json!([choice]))
+    }
+
+    /// A chunk carrying choice `index`'s tool calls, whole (each with its
+    /// position in the reply, as OpenAI's deltas have).
+    #[must_use]
+    pub fn tool_calls_chunk(&self, index: usize, calls: &[Value]) -> Value {
+        let calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let mut c = c.clone();
+                c["index"] = json!(k);
+                c
+            })
+            .collect();
+        self.wrap(
+            self.chunk_object(),
+            json!([{"index": index, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}]),
+        )
+    }
+
+    /// The last chunk of a choice that ended in tool calls.
+    #[must_use]
+    pub fn tool_calls_finish_chunk(&self, index: usize) -> Value {
+        self.wrap(
+            self.chunk_object(),
+            json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"}]),
+        )
     }
 
     /// The opening chunk of a chat choice (announces the assistant role).

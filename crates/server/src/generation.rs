@@ -15,7 +15,10 @@ use futures::stream::{self, SelectAll, Stream, StreamExt};
 use hearth_core::{SeqId, TokenId};
 use hearth_engine::batching::{Event, GenRequest, Usage};
 use hearth_engine::handle::{EngineHandle, Submitted};
-use hearth_engine::Constraint;
+use hearth_engine::{Constraint, FinishReason, Guide};
+use hearth_engine::constraint::tool_call_constraint;
+use hearth_text::{ChatExtras, ToolChoice, ToolFormat, ToolSpec};
+use serde_json::json;
 use hearth_sampling::SamplingParams;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -27,13 +30,43 @@ use crate::{parse, prompt, AppState};
 pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
     let messages = req.messages()?;
-    let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
-    let prompt = prompt::chat(&state, messages, req.sampling.context_overflow).await?;
-    run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None).await
+    let tools = req.tools()?;
+    let (logprobs, mut checked) = (req.logprobs()?, check(&state, &req.sampling)?);
+    let session = state.engine.session();
+    let format = ToolFormat::of(&session.template);
+    let shown: &[ToolSpec] = if tools.active() { &tools.specs } else { &[] };
+    // Tool definitions are checked by compiling the grammar that forces a
+    // call, whatever the choice: a malformed schema is a 400 now, not a
+    // surprise when a later request requires a call.
+    if tools.active() {
+        let forced = tool_call_constraint(&tools.specs, &ToolChoice::Required, tools.parallel, format)
+            .ok_or_else(|| ApiError::internal("no grammar for the tools"))?;
+        let guide = prompt::guide(&state, forced, "tools").await?;
+        if tools.choice != ToolChoice::Auto {
+            checked.guide = Some(match &tools.choice {
+                ToolChoice::Named(_) => {
+                    let named = tool_call_constraint(&tools.specs, &tools.choice, tools.parallel, format)
+                        .ok_or_else(|| ApiError::internal("no grammar for the tool"))?;
+                    prompt::guide(&state, named, "tool_choice").await?
+                }
+                _ => guide,
+            });
+        }
+    }
+    let extras = ChatExtras {
+        tools: (!shown.is_empty() && format != ToolFormat::Generic)
+            .then(|| serde_json::Value::Array(shown.iter().map(ToolSpec::to_openai).collect())),
+        kwargs: req.chat_template_kwargs.clone(),
+    };
+    let messages = hearth_text::tools::prepare_messages(&messages, shown, format);
+    let prompt = prompt::chat(&state, messages, extras, req.sampling.context_overflow).await?;
+    let calls = tools.active().then(|| ToolReply { specs: Arc::new(tools.specs), format });
+    run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None, calls).await
 }
 
 pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
+    req.check_no_tools()?;
     let text = req.prompt()?.to_owned();
     if text.is_empty() {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
@@ -41,7 +74,7 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
     let echo = req.echo.then(|| text.clone());
     let prompt = prompt::text(&state, text).await?;
-    run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo).await
+    run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, None).await
 }
 
 /// What is known of a request before its prompt is prepared: every cheap
@@ -51,6 +84,39 @@ struct Checked {
     choices: usize,
     /// What the output must match, and the field that asked for it.
     constraint: Option<(Constraint, &'static str)>,
+    /// A compiled constraint (tool calls), used instead.
+    guide: Option<Guide>,
+}
+
+/// How to find tool calls in a chat's reply.
+#[derive(Clone)]
+struct ToolReply {
+    specs: Arc<Vec<ToolSpec>>,
+    format: ToolFormat,
+}
+
+impl ToolReply {
+    /// `text` split into content and OpenAI-shaped calls (fresh ids).
+    fn split(&self, text: &str) -> (String, Vec<serde_json::Value>) {
+        let parsed = hearth_text::tools::parse_reply(text, self.format, &self.specs);
+        let calls = parsed
+            .calls
+            .into_iter()
+            .map(|(name, args)| {
+                json!({"id": call_id(), "type": "function", "function": {"name": name, "arguments": args.to_string()}})
+            })
+            .collect();
+        (parsed.content.unwrap_or_default(), calls)
+    }
+}
+
+/// A call id unique within the process (`call_` and 24 hex digits).
+fn call_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("call_{:016x}{:08x}", t ^ n.rotate_left(40), n as u32)
 }
 
 fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
@@ -61,7 +127,7 @@ fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
     }
     let n_vocab = state.engine.session().model.config().n_vocab;
     let (params, choices) = sampling.check(state.engine.limits().max_seq_len(), n_vocab)?;
-    Ok(Checked { params, choices, constraint: sampling.constraint()? })
+    Ok(Checked { params, choices, constraint: sampling.constraint()?, guide: None })
 }
 
 async fn run(
@@ -72,11 +138,13 @@ async fn run(
     prompt: Vec<TokenId>,
     logprobs: Option<usize>,
     echo: Option<String>,
+    tools: Option<ToolReply>,
 ) -> Result<Response, ApiError> {
-    let Checked { mut params, choices: n, constraint } = checked;
-    let guide = match constraint {
-        Some((c, param)) => Some(prompt::guide(state, c, param).await?),
-        None => None,
+    let Checked { mut params, choices: n, constraint, guide } = checked;
+    let guide = match (guide, constraint) {
+        (Some(g), _) => Some(g),
+        (None, Some((c, param))) => Some(prompt::guide(state, c, param).await?),
+        (None, None) => None,
     };
     if !sampling.sets_max_tokens() {
         // The rest of the sequence's room (the prompt fits, so at least 1).
@@ -107,9 +175,9 @@ async fn run(
         model: state.model_name.clone(),
     };
     if sampling.stream {
-        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo.as_deref()).into_response())
+        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo.as_deref(), tools).into_response())
     } else {
-        collect_reply(state, &env, subs, echo).await
+        collect_reply(state, &env, subs, echo, tools.as_ref()).await
     }
 }
 
@@ -133,6 +201,7 @@ async fn collect_reply(
     env: &Envelope,
     subs: Vec<Submitted>,
     echo: Option<String>,
+    tools: Option<&ToolReply>,
 ) -> Result<Response, ApiError> {
     let mut choices = Vec::with_capacity(subs.len());
     let mut usage = Usage::default();
@@ -156,6 +225,9 @@ async fn collect_reply(
         }
         if c.finish.is_none() {
             return Err(ApiError::internal("the engine ended the request without an answer"));
+        }
+        if let Some(t) = tools {
+            (c.text, c.tool_calls) = t.split(&c.text);
         }
         choices.push(c);
     }
@@ -181,6 +253,9 @@ struct StreamState {
     usage: Usage,
     include_usage: bool,
     done: bool,
+    /// With tools: per choice, the text held back because it is (or may
+    /// become) a call; calls go out whole when the choice ends.
+    tools: Option<(ToolReply, Vec<String>)>,
     _guard: AbortGuard,
 }
 
@@ -195,7 +270,9 @@ fn stream_reply(
     guard: AbortGuard,
     include_usage: bool,
     echo: Option<&str>,
+    tools: Option<ToolReply>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let tools = tools.map(|t| (t, vec![String::new(); subs.len()]));
     let mut pending = VecDeque::new();
     for i in 0..subs.len() {
         match (&env.endpoint, echo) {
@@ -213,6 +290,7 @@ fn stream_reply(
         usage: Usage::default(),
         include_usage,
         done: false,
+        tools,
         _guard: guard,
     };
     let body = stream::unfold(st, |mut st| async move {
@@ -244,15 +322,37 @@ impl StreamState {
         match event {
             Event::Token { token, text, logprob } => {
                 let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], 0));
+                let text = match &mut self.tools {
+                    Some((t, held)) => {
+                        held[i].push_str(&text);
+                        let cut = hearth_text::tools::safe_prefix(&held[i], t.format);
+                        held[i].drain(..cut).collect()
+                    }
+                    None => text,
+                };
                 if !text.is_empty() || lp.is_some() {
                     self.pending.push_back(data(&self.env.chunk(i, &text, lp, None)));
                 }
             }
             Event::Done { text, finish, usage } => {
+                let (text, calls) = match &mut self.tools {
+                    Some((t, held)) => {
+                        let rest = std::mem::take(&mut held[i]) + &text;
+                        t.split(&rest)
+                    }
+                    None => (text, Vec::new()),
+                };
                 if !text.is_empty() {
                     self.pending.push_back(data(&self.env.chunk(i, &text, None, None)));
                 }
-                self.pending.push_back(data(&self.env.chunk(i, "", None, Some(finish))));
+                if !calls.is_empty() {
+                    self.pending.push_back(data(&self.env.tool_calls_chunk(i, &calls)));
+                }
+                if calls.is_empty() || finish != FinishReason::Stop {
+                    self.pending.push_back(data(&self.env.chunk(i, "", None, Some(finish))));
+                } else {
+                    self.pending.push_back(data(&self.env.tool_calls_finish_chunk(i)));
+                }
                 self.usage = add_usage(self.usage, usage);
             }
             Event::Error(why) => {

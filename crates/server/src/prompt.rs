@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hearth_core::TokenId;
 use hearth_engine::batching::SeqLimits;
 use hearth_engine::{Constraint, EngineError, Guide, LoadedModel};
-use hearth_text::Message;
+use hearth_text::{ChatExtras, Message};
 
 use crate::dto::OverflowPolicy;
 use crate::error::ApiError;
@@ -34,13 +34,18 @@ pub async fn tokenize(state: &AppState, text: String, add_bos: bool) -> Result<V
 
 /// Tokens of a chat. With `Truncate`, the oldest turns (after the system
 /// messages, never the last message) are dropped until it fits.
-pub async fn chat(state: &AppState, messages: Vec<Message>, policy: OverflowPolicy) -> Result<Vec<TokenId>, ApiError> {
+pub async fn chat(
+    state: &AppState,
+    messages: Vec<Message>,
+    extras: ChatExtras,
+    policy: OverflowPolicy,
+) -> Result<Vec<TokenId>, ApiError> {
     let limits = state.engine.limits();
     let bound = byte_bound(state);
     let total: usize = messages.iter().map(|m| m.content.len()).sum();
     if policy == OverflowPolicy::Error {
         check_bytes(state, total, "messages")?;
-        let tokens = off_worker(state, move |s| s.chat_prompt(&messages)).await??;
+        let tokens = off_worker(state, move |s| s.chat_prompt_with(&messages, &extras)).await??;
         check_tokens(limits, tokens.len(), "messages")?;
         return Ok(tokens);
     }
@@ -53,7 +58,7 @@ pub async fn chat(state: &AppState, messages: Vec<Message>, policy: OverflowPoli
         must_drop += 1;
     }
     check_bytes(state, kept, "messages")?;
-    off_worker(state, move |s| fit_by_dropping(s, &messages, &droppable, must_drop, limits)).await?
+    off_worker(state, move |s| fit_by_dropping(s, &messages, &extras, &droppable, must_drop, limits)).await?
 }
 
 /// The fewest oldest droppable turns (at least `from`) whose removal makes
@@ -61,6 +66,7 @@ pub async fn chat(state: &AppState, messages: Vec<Message>, policy: OverflowPoli
 fn fit_by_dropping(
     session: &LoadedModel,
     messages: &[Message],
+    extras: &ChatExtras,
     droppable: &[usize],
     from: usize,
     limits: SeqLimits,
@@ -73,7 +79,7 @@ fn fit_by_dropping(
             .filter(|&(i, m)| !cut.is_some_and(|c| i <= c && m.role != "system"))
             .map(|(_, m)| m.clone())
             .collect();
-        Ok(session.chat_prompt(&kept)?)
+        Ok(session.chat_prompt_with(&kept, extras)?)
     };
     let fits = |t: &[TokenId]| limits.check_prompt(t.len()).is_ok();
     let first = render(from)?;

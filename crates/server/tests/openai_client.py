@@ -2,6 +2,8 @@
 server. Usage: python3 openai_client.py BASE_URL MODEL. Exits non-zero on
 the first mismatch."""
 
+import json
+import re
 import sys
 
 import openai
@@ -52,5 +54,88 @@ try:
     raise AssertionError("an unknown model was accepted")
 except openai.NotFoundError:
     pass
+
+# Structured output: a strict JSON schema always parses and validates.
+schema = {
+    "type": "object",
+    "properties": {"color": {"type": "string", "maxLength": 20}, "hex": {"type": "string", "pattern": "^#[0-9a-f]{6}$"}},
+    "required": ["color", "hex"],
+    "additionalProperties": False,
+}
+for seed in range(3):
+    r = client.chat.completions.create(
+        model=model,
+        messages=msgs,
+        temperature=1.0,
+        seed=seed,
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "color", "schema": schema, "strict": True}},
+    )
+    value = json.loads(r.choices[0].message.content)
+    assert set(value) == {"color", "hex"} and re.fullmatch("#[0-9a-f]{6}", value["hex"]), value
+    assert r.choices[0].finish_reason == "stop", r
+
+try:
+    client.chat.completions.create(
+        model=model, messages=msgs, max_tokens=4,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}},
+    )
+    raise AssertionError("an invalid schema was accepted")
+except openai.BadRequestError as e:
+    assert e.param == "response_format", e
+
+# Tools: a required call, its result sent back, a final answer; not streamed, then streamed.
+tools = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+for stream in (False, True):
+    kwargs = dict(model=model, messages=ask, tools=tools, tool_choice="required", temperature=0, max_tokens=80, parallel_tool_calls=False)
+    if stream:
+        calls, finish = {}, None
+        for chunk in client.chat.completions.create(stream=True, **kwargs):
+            for c in chunk.choices:
+                finish = c.finish_reason or finish
+                for tc in c.delta.tool_calls or []:
+                    entry = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                    entry["id"] = tc.id or entry["id"]
+                    entry["name"] += tc.function.name or ""
+                    entry["arguments"] += tc.function.arguments or ""
+        assert finish == "tool_calls" and len(calls) == 1, (finish, calls)
+        call = calls[0]
+        call_id, name, arguments = call["id"], call["name"], call["arguments"]
+    else:
+        r = client.chat.completions.create(**kwargs)
+        assert r.choices[0].finish_reason == "tool_calls", r
+        tc = r.choices[0].message.tool_calls
+        assert len(tc) == 1, tc
+        call_id, name, arguments = tc[0].id, tc[0].function.name, tc[0].function.arguments
+    args = json.loads(arguments)
+    assert name == "get_weather" and isinstance(args["city"], str) and args["unit"] in ("celsius", "fahrenheit"), args
+    history = ask + [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": json.dumps({"temperature": 18, "sky": "clear"})},
+    ]
+    final = client.chat.completions.create(model=model, messages=history, tools=tools, temperature=0, max_tokens=40)
+    answer = final.choices[0].message
+    assert (answer.content or answer.tool_calls) and final.choices[0].finish_reason in ("stop", "length", "tool_calls"), final
+
+try:
+    client.chat.completions.create(
+        model=model, max_tokens=4, tools=tools,
+        messages=ask + [{"role": "tool", "tool_call_id": "call_nobody", "content": "18"}],
+    )
+    raise AssertionError("a tool message answering no call was accepted")
+except openai.BadRequestError as e:
+    assert "tool_call_id" in (e.param or ""), e
 
 print("openai client: ok")

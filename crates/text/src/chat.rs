@@ -16,14 +16,54 @@ pub struct Message {
     pub role: String,
     /// The text of the turn.
     pub content: String,
+    /// The calls an assistant turn made (Hugging Face's shape: arguments
+    /// as a JSON object, which templates write with `tojson`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` turn answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The tool's name, on a `tool` turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
     /// A message with the given role and text.
     #[must_use]
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.to_owned(), content: content.to_owned() }
+        Self { role: role.to_owned(), content: content.to_owned(), tool_calls: None, tool_call_id: None, name: None }
     }
+}
+
+/// A function call, as chat templates expect it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCall {
+    /// The call's id (`call_…`), echoed by the `tool` turn answering it.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What was called.
+    pub function: FunctionCall,
+}
+
+/// The function and arguments of a [`ToolCall`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionCall {
+    /// The function's name.
+    pub name: String,
+    /// The arguments, a JSON object.
+    pub arguments: serde_json::Value,
+}
+
+/// What a chat is rendered with besides its messages.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatExtras {
+    /// The tools (OpenAI's `tools` list), for templates that know tools.
+    pub tools: Option<serde_json::Value>,
+    /// More template variables (`chat_template_kwargs`, e.g. `enable_thinking`).
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A rendered chat and where the messages' own text lies in it.
@@ -62,6 +102,8 @@ const CHATML_TEMPLATE: &str = "{%- for message in messages -%}\
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    jinja: String,
+    knows_tools: bool,
     bos: String,
     eos: String,
     /// Where the template came from (`file` or the built-in family name).
@@ -92,20 +134,47 @@ impl ChatTemplate {
             // keeps rendering deterministic.
             String::new()
         });
-        env.add_template_owned("chat", src).map_err(|e| TextError::Template(e.to_string()))?;
-        Ok(Self { env, bos: bos.to_owned(), eos: eos.to_owned(), source })
+        env.add_template_owned("chat", src.clone()).map_err(|e| TextError::Template(e.to_string()))?;
+        let knows_tools = src.contains("tools");
+        Ok(Self { env, jinja: src, knows_tools, bos: bos.to_owned(), eos: eos.to_owned(), source })
     }
 
     /// Renders `messages`, ending with the assistant prompt when asked.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TextError> {
+        self.render_with(messages, &ChatExtras::default(), add_generation_prompt)
+    }
+
+    /// Renders `messages` with tools and extra variables. The caller's
+    /// variables cannot replace the ones Hearth sets (messages, tools, tokens).
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        extras: &ChatExtras,
+        add_generation_prompt: bool,
+    ) -> Result<String, TextError> {
         let tmpl = self.env.get_template("chat").map_err(|e| TextError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
+            tools => extras.tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
+            ..minijinja::Value::from_serialize(&extras.kwargs)
         })
         .map_err(|e| TextError::Template(e.to_string()))
+    }
+
+    /// Whether the template renders a `tools` list itself (else Hearth
+    /// describes the tools in a system message).
+    #[must_use]
+    pub fn knows_tools(&self) -> bool {
+        self.knows_tools
+    }
+
+    /// The template's Jinja source.
+    #[must_use]
+    pub fn jinja(&self) -> &str {
+        &self.jinja
     }
 
     /// Renders `messages` and finds where each message's text went. The
@@ -114,7 +183,17 @@ impl ChatTemplate {
     /// trimmed as templates like Gemma's do), must rebuild the real
     /// rendering exactly, else nothing is located.
     pub fn render_marked(&self, messages: &[Message], add_generation_prompt: bool) -> Result<RenderedChat, TextError> {
-        let text = self.render(messages, add_generation_prompt)?;
+        self.render_marked_with(messages, &ChatExtras::default(), add_generation_prompt)
+    }
+
+    /// As [`ChatTemplate::render_marked`], with tools and extra variables.
+    pub fn render_marked_with(
+        &self,
+        messages: &[Message],
+        extras: &ChatExtras,
+        add_generation_prompt: bool,
+    ) -> Result<RenderedChat, TextError> {
+        let text = self.render_with(messages, extras, add_generation_prompt)?;
         let unlocated = |text: String| RenderedChat { text, plain: Vec::new(), located: false };
         if messages.iter().any(|m| m.content.contains([MARK_OPEN, MARK_CLOSE])) {
             return Ok(unlocated(text));
@@ -122,9 +201,9 @@ impl ChatTemplate {
         let probes: Vec<Message> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| Message { role: m.role.clone(), content: format!("{MARK_OPEN}{i}{MARK_CLOSE}") })
+            .map(|(i, m)| Message { content: format!("{MARK_OPEN}{i}{MARK_CLOSE}"), ..m.clone() })
             .collect();
-        let Ok(probe) = self.render(&probes, add_generation_prompt) else { return Ok(unlocated(text)) };
+        let Ok(probe) = self.render_with(&probes, extras, add_generation_prompt) else { return Ok(unlocated(text)) };
         for trim in [false, true] {
             if let Some((rebuilt, plain)) = substitute(&probe, messages, trim) {
                 if rebuilt == text {

@@ -6,7 +6,9 @@ mod chat;
 mod decoder;
 mod pretokenize;
 mod tokenizer;
+pub mod tools;
 
-pub use chat::{ChatTemplate, Message, RenderedChat};
+pub use chat::{ChatExtras, ChatTemplate, FunctionCall, Message, RenderedChat, ToolCall};
+pub use tools::{ToolChoice, ToolFormat, ToolSpec};
 pub use decoder::IncrementalDecoder;
 pub use tokenizer::{TextError, Tokenizer, TokenizerKind};
