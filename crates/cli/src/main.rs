@@ -434,7 +434,7 @@ fn cmd_list() -> Result<()> {
     outln!("{:<16} {:<10} DESCRIPTION", "ALIAS", "STATUS");
     let catalog = catalog();
     for e in hearth_catalog::CATALOG {
-        let status = if catalog.cached_path(e.alias).is_file() { "cached" } else { "-" };
+        let status = if catalog.is_cached(e.alias) { "cached" } else { "-" };
         outln!("{:<16} {:<10} {}", e.alias, status, e.description);
     }
     let cached = catalog.cached_models();

@@ -166,4 +166,99 @@ pub trait Backend: Send + Sync {
     /// Stores `x` (`rows.len() × dim`, f32) into rows `rows` of a KV pool, in
     /// the pool's element type.
     fn write_kv(&self, pool: &mut KvDataMut<'_>, dim: usize, rows: &[usize], x: &[f32]);
+
+    // Encoder operations (BERT-style embedding and reranking models). The
+    // default bodies are the scalar references; a backend overrides them
+    // with faster kernels tested against these.
+
+    /// In-place layer norm of each `dim`-sized row: `(x − mean) / √(var + eps) · weight + bias`.
+    fn layer_norm(&self, x: &mut [f32], dim: usize, weight: &[f32], bias: &[f32], eps: f32) {
+        reference::layer_norm(x, dim, weight, bias, eps);
+    }
+
+    /// In-place exact GELU, `x · Φ(x)` with the error function (BERT's `gelu`).
+    fn gelu_erf(&self, x: &mut [f32]) {
+        x.iter_mut().for_each(|v| *v = reference::gelu_erf(*v));
+    }
+
+    /// Bidirectional (unmasked) attention within each packed sequence:
+    /// `q`, `k`, `v` and `out` are `n × n_head*head_dim` with the rows of
+    /// sequence `i` following those of sequence `i − 1`, `seq_lens[i]` rows each.
+    fn encoder_attention(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n_head: usize,
+        head_dim: usize,
+        seq_lens: &[usize],
+        out: &mut [f32],
+    ) {
+        reference::encoder_attention(q, k, v, n_head, head_dim, seq_lens, out);
+    }
+}
+
+/// Scalar reference bodies of the encoder operations.
+pub mod reference {
+    /// See [`super::Backend::layer_norm`].
+    pub fn layer_norm(x: &mut [f32], dim: usize, weight: &[f32], bias: &[f32], eps: f32) {
+        for row in x.chunks_exact_mut(dim) {
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / dim as f64;
+            let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / dim as f64;
+            let inv = 1.0 / (var + f64::from(eps)).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
+                *v = ((f64::from(*v) - mean) * inv) as f32 * w + b;
+            }
+        }
+    }
+
+    /// `x · Φ(x)`.
+    #[must_use]
+    pub fn gelu_erf(x: f32) -> f32 {
+        0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+    }
+
+    /// See [`super::Backend::encoder_attention`].
+    pub fn encoder_attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n_head: usize,
+        head_dim: usize,
+        seq_lens: &[usize],
+        out: &mut [f32],
+    ) {
+        let width = n_head * head_dim;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut scores = Vec::new();
+        let mut start = 0;
+        for &len in seq_lens {
+            for h in 0..n_head {
+                let col = h * head_dim;
+                for i in start..start + len {
+                    let qi = &q[i * width + col..i * width + col + head_dim];
+                    scores.clear();
+                    scores.extend((start..start + len).map(|j| {
+                        let kj = &k[j * width + col..j * width + col + head_dim];
+                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+                    }));
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    for s in &mut scores {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let o = &mut out[i * width + col..i * width + col + head_dim];
+                    o.fill(0.0);
+                    for (j, &p) in (start..start + len).zip(&scores) {
+                        let vj = &v[j * width + col..j * width + col + head_dim];
+                        for (a, b) in o.iter_mut().zip(vj) {
+                            *a += p / sum * b;
+                        }
+                    }
+                }
+            }
+            start += len;
+        }
+    }
 }

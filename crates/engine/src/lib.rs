@@ -4,6 +4,7 @@
 
 pub mod batching;
 pub mod bench;
+pub mod embed;
 mod error;
 mod generate;
 pub mod handle;

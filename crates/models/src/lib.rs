@@ -7,6 +7,7 @@
 //! sequences, prefill and decode) and a [`KvStore`] with the batch's block tables, and returns the logits of
 //! `batch.logit_rows`, `n_vocab` floats each.
 
+pub mod bert;
 pub mod bitnet;
 mod config;
 pub mod decoder;

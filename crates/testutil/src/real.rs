@@ -36,10 +36,12 @@ pub fn catalog() -> Catalog {
 /// names the model, the cache and the way to fetch it by hand.
 #[must_use]
 pub fn real_model(alias: &str) -> PathBuf {
+    // Tests of one binary run on threads: one pull at a time.
+    static PULLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = PULLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let catalog = catalog();
-    let cached = catalog.cached_path(alias);
-    if cached.is_file() {
-        return cached;
+    if catalog.is_cached(alias) {
+        return catalog.cached_path(alias);
     }
     let what = entry(alias).map_or("an unknown alias", |e| e.description);
     eprintln!("fetching {alias} ({what}) for the real-model tests into {}", catalog.cache_dir().display());

@@ -4,6 +4,7 @@
 
 mod chat;
 mod decoder;
+mod encoder_tokenizer;
 mod pretokenize;
 mod tokenizer;
 pub mod tools;
@@ -11,4 +12,5 @@ pub mod tools;
 pub use chat::{ChatExtras, ChatTemplate, FunctionCall, Message, RenderedChat, ToolCall};
 pub use tools::{ToolChoice, ToolFormat, ToolSpec};
 pub use decoder::IncrementalDecoder;
+pub use encoder_tokenizer::EncoderTokenizer;
 pub use tokenizer::{TextError, Tokenizer, TokenizerKind};

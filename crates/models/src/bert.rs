@@ -1,0 +1,313 @@
+//! BERT encoders from a Hugging Face folder (`config.json` and
+//! `model.safetensors`): the model behind sentence embeddings
+//! (all-MiniLM-L6-v2 and kin) and cross-encoder rerankers (a pooler and a
+//! classification head on top). Bidirectional attention within each packed
+//! sequence; no KV cache. Weights are read with the `safetensors` crate;
+//! matrices are prepared by the backend like any other.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hearth_core::{Backend, GgmlType, MatmulJob, PreparedWeight, TokenId, WeightView};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::ModelError;
+
+/// The shape of a BERT encoder (`config.json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BertConfig {
+    /// Vocabulary entries.
+    pub vocab_size: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Feed-forward width.
+    pub intermediate: usize,
+    /// Positions the model knows.
+    pub max_positions: usize,
+    /// Token-type (segment) entries.
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    pub eps: f32,
+}
+
+impl BertConfig {
+    /// Reads `config.json`; only the BERT family with absolute positions and
+    /// GELU is accepted.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, ModelError> {
+        let bad = |m: String| ModelError::BadMetadata(m);
+        let kind = v.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
+        if kind != "bert" {
+            return Err(ModelError::UnsupportedArch(format!("{kind} (encoders: bert)")));
+        }
+        let num = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).map(|n| n as usize).ok_or_else(|| bad(format!("config.json: {k} missing")));
+        if let Some(act) = v.get("hidden_act").and_then(serde_json::Value::as_str) {
+            if act != "gelu" {
+                return Err(bad(format!("config.json: hidden_act {act:?} is not supported (gelu)")));
+            }
+        }
+        if let Some(p) = v.get("position_embedding_type").and_then(serde_json::Value::as_str) {
+            if p != "absolute" {
+                return Err(bad(format!("config.json: position_embedding_type {p:?} is not supported (absolute)")));
+            }
+        }
+        let cfg = Self {
+            vocab_size: num("vocab_size")?,
+            hidden: num("hidden_size")?,
+            layers: num("num_hidden_layers")?,
+            heads: num("num_attention_heads")?,
+            intermediate: num("intermediate_size")?,
+            max_positions: num("max_position_embeddings")?,
+            type_vocab_size: num("type_vocab_size").unwrap_or(2),
+            eps: v.get("layer_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(1e-12) as f32,
+        };
+        if cfg.heads == 0 || cfg.hidden % cfg.heads != 0 || cfg.layers == 0 || cfg.type_vocab_size == 0 {
+            return Err(bad(format!("config.json: {} hidden units do not split into {} heads", cfg.hidden, cfg.heads)));
+        }
+        Ok(cfg)
+    }
+}
+
+struct Dense {
+    w: Box<dyn PreparedWeight>,
+    b: Vec<f32>,
+}
+
+struct Norm {
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+struct Layer {
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    out: Dense,
+    attn_norm: Norm,
+    up: Dense,
+    down: Dense,
+    ffn_norm: Norm,
+}
+
+/// A cross-encoder's head: the pooler (tanh over the first token) and a
+/// classifier whose first logit is the relevance score.
+struct ClassifierHead {
+    pooler: Dense,
+    classifier: Dense,
+}
+
+/// A loaded BERT encoder.
+pub struct BertEncoder {
+    /// Its shape.
+    pub config: BertConfig,
+    backend: Arc<dyn Backend>,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+    head: Option<ClassifierHead>,
+}
+
+/// Tensors of one safetensors file under an optional name prefix (`bert.`).
+struct Tensors<'a> {
+    st: SafeTensors<'a>,
+    prefix: &'static str,
+}
+
+impl Tensors<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), ModelError> {
+        let full = format!("{}{name}", self.prefix);
+        let t = self.st.tensor(&full).or_else(|_| self.st.tensor(name)).map_err(|_| ModelError::MissingTensor { name: full.clone() })?;
+        if t.shape() != shape {
+            return Err(ModelError::BadShape {
+                name: full,
+                found: t.shape().iter().map(|&d| d as u64).collect(),
+                expected: shape.iter().map(|&d| d as u64).collect(),
+            });
+        }
+        let ty = match t.dtype() {
+            Dtype::F32 => GgmlType::F32,
+            Dtype::F16 => GgmlType::F16,
+            Dtype::BF16 => GgmlType::BF16,
+            other => return Err(ModelError::BadMetadata(format!("tensor {full:?} has dtype {other:?} (F32, F16, BF16 only)"))),
+        };
+        Ok((ty, t.data()))
+    }
+
+    fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let (ty, data) = self.get(name, shape)?;
+        Ok(match ty {
+            GgmlType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            GgmlType::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            _ => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        })
+    }
+
+    fn dense(&self, backend: &dyn Backend, name: &str, rows: usize, cols: usize) -> Result<Dense, ModelError> {
+        let (ty, data) = self.get(&format!("{name}.weight"), &[rows, cols])?;
+        let w = backend.prepare(&WeightView { ty, rows, cols, data, expert: false })?;
+        Ok(Dense { w, b: self.floats(&format!("{name}.bias"), &[rows])? })
+    }
+
+    fn norm(&self, name: &str, dim: usize) -> Result<Norm, ModelError> {
+        Ok(Norm { w: self.floats(&format!("{name}.weight"), &[dim])?, b: self.floats(&format!("{name}.bias"), &[dim])? })
+    }
+}
+
+impl BertEncoder {
+    /// Loads the encoder in `dir` (`config.json`, `model.safetensors`). A
+    /// `classifier` in the file makes it a cross-encoder.
+    pub fn load(dir: &Path, backend: Arc<dyn Backend>) -> Result<Self, ModelError> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| ModelError::BadMetadata(format!("{}: {e}", dir.join(name).display())))
+        };
+        let config_json: serde_json::Value = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| ModelError::BadMetadata(format!("config.json: {e}")))?;
+        let config = BertConfig::from_json(&config_json)?;
+        let bytes = read("model.safetensors")?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::BadMetadata(format!("model.safetensors: {e}")))?;
+        let prefix = if st.tensor("embeddings.word_embeddings.weight").is_ok() { "" } else { "bert." };
+        let t = Tensors { st, prefix };
+        let (h, c) = (config.hidden, &config);
+        let be = backend.as_ref();
+        let layers = (0..c.layers)
+            .map(|i| {
+                let p = format!("encoder.layer.{i}");
+                Ok(Layer {
+                    q: t.dense(be, &format!("{p}.attention.self.query"), h, h)?,
+                    k: t.dense(be, &format!("{p}.attention.self.key"), h, h)?,
+                    v: t.dense(be, &format!("{p}.attention.self.value"), h, h)?,
+                    out: t.dense(be, &format!("{p}.attention.output.dense"), h, h)?,
+                    attn_norm: t.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
+                    up: t.dense(be, &format!("{p}.intermediate.dense"), c.intermediate, h)?,
+                    down: t.dense(be, &format!("{p}.output.dense"), h, c.intermediate)?,
+                    ffn_norm: t.norm(&format!("{p}.output.LayerNorm"), h)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let head = match t.st.tensor("classifier.weight") {
+            Ok(cls) => {
+                let labels = cls.shape().first().copied().unwrap_or(1).max(1);
+                // `Tensors::get` also finds the unprefixed `classifier.*`.
+                Some(ClassifierHead {
+                    pooler: t.dense(be, "pooler.dense", h, h)?,
+                    classifier: t.dense(be, "classifier", labels, h)?,
+                })
+            }
+            Err(_) => None,
+        };
+        Ok(Self {
+            word: t.floats("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            position: t.floats("embeddings.position_embeddings.weight", &[c.max_positions, h])?,
+            token_type: t.floats("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?,
+            embed_norm: t.norm("embeddings.LayerNorm", h)?,
+            layers,
+            head,
+            config,
+            backend,
+        })
+    }
+
+    /// Whether the file has a classification head (a cross-encoder).
+    #[must_use]
+    pub fn is_cross_encoder(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// Hidden states of packed sequences: `seqs[i]` are token ids with their
+    /// token types (segment 0 or 1). Returns `Σ len × hidden` floats, the rows
+    /// of each sequence in order.
+    pub fn forward(&self, seqs: &[(&[TokenId], &[u8])]) -> Result<Vec<f32>, ModelError> {
+        let c = &self.config;
+        let h = c.hidden;
+        let lens: Vec<usize> = seqs.iter().map(|(ids, _)| ids.len()).collect();
+        let n: usize = lens.iter().sum();
+        let mut x = vec![0.0f32; n * h];
+        let mut row = 0;
+        for (ids, types) in seqs {
+            if ids.len() > c.max_positions {
+                return Err(ModelError::ContextFull { limit: c.max_positions });
+            }
+            for (pos, (&id, &ty)) in ids.iter().zip(types.iter().chain(std::iter::repeat(&0))).enumerate() {
+                let (id, ty) = (id as usize, usize::from(ty));
+                if id >= c.vocab_size || ty >= c.type_vocab_size {
+                    return Err(ModelError::BadBatch(format!("token {id} (type {ty}) is outside the vocabulary")));
+                }
+                let out = &mut x[row * h..(row + 1) * h];
+                let (w, p, t) = (&self.word[id * h..][..h], &self.position[pos * h..][..h], &self.token_type[ty * h..][..h]);
+                for i in 0..h {
+                    out[i] = w[i] + p[i] + t[i];
+                }
+                row += 1;
+            }
+        }
+        let be = self.backend.as_ref();
+        be.layer_norm(&mut x, h, &self.embed_norm.w, &self.embed_norm.b, c.eps);
+        let (mut q, mut k, mut v) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * h]);
+        let mut attn = vec![0.0; n * h];
+        let mut proj = vec![0.0; n * h];
+        let mut inter = vec![0.0; n * c.intermediate];
+        for l in &self.layers {
+            be.matmul_many(&mut [
+                MatmulJob { w: l.q.w.as_ref(), x: &x, n, out: &mut q },
+                MatmulJob { w: l.k.w.as_ref(), x: &x, n, out: &mut k },
+                MatmulJob { w: l.v.w.as_ref(), x: &x, n, out: &mut v },
+            ])?;
+            add_bias(&mut q, &l.q.b);
+            add_bias(&mut k, &l.k.b);
+            add_bias(&mut v, &l.v.b);
+            be.encoder_attention(&q, &k, &v, c.heads, h / c.heads, &lens, &mut attn);
+            be.matmul(l.out.w.as_ref(), &attn, n, &mut proj)?;
+            add_bias(&mut proj, &l.out.b);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            be.layer_norm(&mut x, h, &l.attn_norm.w, &l.attn_norm.b, c.eps);
+            be.matmul(l.up.w.as_ref(), &x, n, &mut inter)?;
+            add_bias(&mut inter, &l.up.b);
+            be.gelu_erf(&mut inter);
+            be.matmul(l.down.w.as_ref(), &inter, n, &mut proj)?;
+            add_bias(&mut proj, &l.down.b);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            be.layer_norm(&mut x, h, &l.ffn_norm.w, &l.ffn_norm.b, c.eps);
+        }
+        Ok(x)
+    }
+
+    /// Relevance scores of packed (query, document) pairs from the
+    /// classification head: the first logit of each, through a sigmoid
+    /// (sentence-transformers' default for one-label cross-encoders).
+    pub fn classify(&self, seqs: &[(&[TokenId], &[u8])]) -> Result<Vec<f32>, ModelError> {
+        let Some(head) = &self.head else {
+            return Err(ModelError::BadMetadata("this encoder has no classification head".into()));
+        };
+        let h = self.config.hidden;
+        let states = self.forward(seqs)?;
+        // The first token ([CLS]) of each sequence.
+        let mut firsts = Vec::with_capacity(seqs.len() * h);
+        let mut row = 0;
+        for (ids, _) in seqs {
+            firsts.extend_from_slice(&states[row * h..(row + 1) * h]);
+            row += ids.len();
+        }
+        let be = self.backend.as_ref();
+        let mut pooled = vec![0.0; seqs.len() * h];
+        be.matmul(head.pooler.w.as_ref(), &firsts, seqs.len(), &mut pooled)?;
+        add_bias(&mut pooled, &head.pooler.b);
+        pooled.iter_mut().for_each(|p| *p = p.tanh());
+        let labels = head.classifier.w.rows();
+        let mut logits = vec![0.0; seqs.len() * labels];
+        be.matmul(head.classifier.w.as_ref(), &pooled, seqs.len(), &mut logits)?;
+        add_bias(&mut logits, &head.classifier.b);
+        Ok(logits.chunks_exact(labels).map(|l| 1.0 / (1.0 + (-l[0]).exp())).collect())
+    }
+}
+
+/// Adds `bias` to every row of `x`.
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+    }
+}
