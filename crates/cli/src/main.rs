@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use hearth_catalog::Catalog;
 use hearth_cpu::{CpuBackend, CpuOptions, KernelChoice, TernaryLayout};
+use hearth_engine::embed::{EmbeddingModel, EMBED_TOKEN_BUDGET};
 use hearth_engine::{perplexity, Constraint, LoadedModel};
 use hearth_sampling::SamplingParams;
 use hearth_text::Message;
@@ -53,6 +54,8 @@ enum Command {
     },
     /// Serve the OpenAI-compatible API with continuous batching.
     Serve(serve::ServeArgs),
+    /// Embed texts with an embedding model; prints one JSON array per input.
+    Embed(EmbedArgs),
     /// How many concurrent users fit: weights, KV bytes per token, scratch, for a few context sizes.
     Plan(serve::PlanArgs),
     /// Load-test a running server (Hearth or llama-server, loopback only): aggregate tok/s, TTFT, ITL.
@@ -215,9 +218,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(a) => {
-            let session = load_with_template(&a.model, &backend(a.threads)?, a.chat_template_file.as_deref())?;
-            serve::cmd_serve(&a, session)
+            let backend = backend(a.threads)?;
+            let session = load_with_template(&a.model, &backend, a.chat_template_file.as_deref())?;
+            let embedder = a.embedding_model.as_deref().map(|m| load_embedder(m, &backend)).transpose()?;
+            serve::cmd_serve(&a, session, embedder)
         }
+        Command::Embed(a) => cmd_embed(&a),
         Command::Plan(a) => {
             let session = load(&a.model, &backend(None)?)?;
             serve::cmd_plan(&a, &session)
@@ -253,6 +259,70 @@ fn catalog() -> Catalog {
     let var = std::env::var_os;
     let python = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
     Catalog::new(hearth_catalog::default_cache_dir(var("HEARTH_MODELS"), var("XDG_CACHE_HOME"), var("HOME")), python)
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// Embedding model: alias (`minilm`) or a Hugging Face encoder folder.
+    model: String,
+    /// Texts to embed (one vector each).
+    texts: Vec<String>,
+    /// Read texts from this file, one per line (`-` for stdin).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Cut inputs longer than the model's limit instead of failing.
+    #[arg(long)]
+    truncate: bool,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+}
+
+/// Loads an embedding model (pulling a known alias on first use is `hearth pull`'s job).
+fn load_embedder(model: &str, backend: &Arc<CpuBackend>) -> Result<Arc<EmbeddingModel>> {
+    let path = catalog().resolve(model)?;
+    let backend = Arc::clone(backend) as Arc<dyn hearth_core::Backend>;
+    Ok(Arc::new(EmbeddingModel::load(&path, backend).with_context(|| format!("loading {model}"))?))
+}
+
+fn cmd_embed(a: &EmbedArgs) -> Result<()> {
+    let mut texts = a.texts.clone();
+    if let Some(f) = &a.file {
+        let body = if f.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        };
+        texts.extend(body.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+    }
+    if texts.is_empty() {
+        bail!("nothing to embed (give texts as arguments or --file)");
+    }
+    let model = load_embedder(&a.model, &backend(a.threads)?)?;
+    let mut seqs = Vec::with_capacity(texts.len());
+    for (i, t) in texts.iter().enumerate() {
+        let ids = model.tokenize(t)?;
+        if ids.len() > model.max_tokens && !a.truncate {
+            bail!("input {i} is {} tokens, more than this model's {} (pass --truncate to cut it)", ids.len(), model.max_tokens);
+        }
+        seqs.push(model.truncate(ids));
+    }
+    let mut out = std::io::stdout().lock();
+    // Packed passes of at most the worker's budget.
+    let mut start = 0;
+    while start < seqs.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < seqs.len() && (end == start || tokens + seqs[end].len() <= EMBED_TOKEN_BUDGET) {
+            tokens += seqs[end].len();
+            end += 1;
+        }
+        for v in model.embed_tokens(&seqs[start..end])? {
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        }
+        start = end;
+    }
+    Ok(())
 }
 
 fn load(model: &str, backend: &Arc<CpuBackend>) -> Result<LoadedModel> {

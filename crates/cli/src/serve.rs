@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use hearth_core::KvType;
 use hearth_engine::batching::EngineConfig;
+use hearth_engine::embed::{EmbedHandle, EmbeddingModel};
 use hearth_engine::handle::EngineHandle;
 use hearth_engine::plan::{available_memory, Footprint, MemoryPriority, Plan};
 use hearth_engine::LoadedModel;
@@ -85,6 +86,10 @@ pub struct ServeArgs {
     /// Name the model is served under (default: the alias or file stem).
     #[arg(long)]
     pub name: Option<String>,
+    /// Also serve this embedding model (alias such as `minilm`, or a Hugging
+    /// Face encoder folder) on /v1/embeddings and /v1/rerank.
+    #[arg(long = "embedding-model")]
+    pub embedding_model: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -177,7 +182,7 @@ pub fn cmd_plan(a: &PlanArgs, session: &LoadedModel) -> Result<()> {
     Ok(())
 }
 
-pub fn cmd_serve(a: &ServeArgs, session: LoadedModel) -> Result<()> {
+pub fn cmd_serve(a: &ServeArgs, session: LoadedModel, embedder: Option<Arc<EmbeddingModel>>) -> Result<()> {
     let name = a.name.clone().unwrap_or_else(|| model_name(&a.model));
     let plan =
         plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
@@ -217,7 +222,12 @@ pub fn cmd_serve(a: &ServeArgs, session: LoadedModel) -> Result<()> {
         ..HttpLimits::default()
     };
     let engine = EngineHandle::spawn(Arc::new(session), config)?;
-    let state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone());
+    let mut state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone());
+    if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
+        let name = model_name(model);
+        eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);
+        state = state.with_embedder(name, EmbedHandle::spawn(e));
+    }
     let addr = SocketAddr::new(a.host, a.port);
     if !a.host.is_loopback() {
         if api_key.is_some() {

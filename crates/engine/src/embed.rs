@@ -206,8 +206,7 @@ impl EmbedHandle {
         std::thread::Builder::new()
             .name("hearth-embed".into())
             .spawn(move || run_worker(&worker, &rx))
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!("cannot start the embedding worker: {e}"));
+            .map_or_else(|e| tracing::error!("cannot start the embedding worker: {e}"), |_| ());
         Self { jobs: tx, model }
     }
 

@@ -64,7 +64,7 @@ impl BertConfig {
             type_vocab_size: num("type_vocab_size").unwrap_or(2),
             eps: v.get("layer_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(1e-12) as f32,
         };
-        if cfg.heads == 0 || cfg.hidden % cfg.heads != 0 || cfg.layers == 0 || cfg.type_vocab_size == 0 {
+        if cfg.heads == 0 || !cfg.hidden.is_multiple_of(cfg.heads) || cfg.layers == 0 || cfg.type_vocab_size == 0 {
             return Err(bad(format!("config.json: {} hidden units do not split into {} heads", cfg.hidden, cfg.heads)));
         }
         Ok(cfg)

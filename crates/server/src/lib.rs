@@ -13,6 +13,7 @@
 //! client costs one socket for a bounded time and never the others' service.
 
 mod dto;
+mod embeddings;
 mod error;
 mod format;
 mod generation;
@@ -28,11 +29,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hearth_engine::embed::EmbedHandle;
 use hearth_engine::handle::EngineHandle;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 pub use dto::{check_body, ChatRequest, CompletionRequest};
+pub use embeddings::Embedder;
 pub use error::ApiError;
 pub use http::{serve, HttpLimits};
 
@@ -47,6 +50,8 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// Browser origins allowed to call the API (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// The embedding model served beside the chat model, if any.
+    pub embedder: Option<Embedder>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -63,8 +68,15 @@ impl AppState {
             model_name,
             api_key,
             cors_origins: Vec::new(),
+            embedder: None,
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
+    }
+
+    /// The same, with an embedding model for `/v1/embeddings` and `/v1/rerank`.
+    #[must_use]
+    pub fn with_embedder(self, name: String, handle: EmbedHandle) -> Self {
+        Self { embedder: Some(Embedder { name, handle }), ..self }
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS
@@ -80,7 +92,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let api = Router::new()
         .route("/chat/completions", post(generation::chat))
         .route("/completions", post(generation::completions))
-        .route("/models", get(models));
+        .route("/models", get(models))
+        .route("/embeddings", post(embeddings::embeddings))
+        .route("/rerank", post(embeddings::rerank));
     // llama-server's own endpoints, where Hearth drops in for it.
     let llama_server =
         Router::new().route("/tokenize", post(tokens::tokenize)).route("/detokenize", post(tokens::detokenize));
@@ -156,16 +170,24 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let session = state.engine.session();
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": state.model_name,
+    let mut data = vec![json!({
+        "id": state.model_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "hearth",
+        "meta": {"architecture": session.model.config().arch, "n_ctx": state.engine.limits().max_seq_len()},
+    })];
+    if let Some(e) = &state.embedder {
+        let m = e.handle.model();
+        data.push(json!({
+            "id": e.name,
             "object": "model",
             "created": 0,
             "owned_by": "hearth",
-            "meta": {"architecture": session.model.config().arch, "n_ctx": state.engine.limits().max_seq_len()},
-        }],
-    }))
+            "meta": {"architecture": "bert", "dimensions": m.dims(), "max_input_tokens": m.max_tokens, "cross_encoder": m.is_cross_encoder()},
+        }));
+    }
+    Json(json!({"object": "list", "data": data}))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -12,7 +12,7 @@ base, model = sys.argv[1], sys.argv[2]
 client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed", max_retries=0)
 
 models = client.models.list()
-assert [m.id for m in models.data] == [model], models
+assert [m.id for m in models.data][0] == model, models
 
 msgs = [{"role": "user", "content": "Name a color."}]
 whole = client.chat.completions.create(model=model, messages=msgs, temperature=0, max_tokens=12, seed=1)
@@ -137,5 +137,16 @@ try:
     raise AssertionError("a tool message answering no call was accepted")
 except openai.BadRequestError as e:
     assert "tool_call_id" in (e.param or ""), e
+
+# Embeddings: the client asks for base64 by default and decodes it; floats must agree.
+if "minilm" in [m.id for m in models.data]:
+    sentences = ["The quick brown fox jumps over the lazy dog.", "A cat sleeps."]
+    packed = client.embeddings.create(model="minilm", input=sentences)
+    floats = client.embeddings.create(model="minilm", input=sentences, encoding_format="float")
+    assert len(packed.data) == 2 and len(packed.data[0].embedding) == 384, packed
+    for a, b in zip(packed.data, floats.data):
+        assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6
+    short = client.embeddings.create(model="minilm", input="hello", dimensions=128, encoding_format="float")
+    assert len(short.data[0].embedding) == 128
 
 print("openai client: ok")

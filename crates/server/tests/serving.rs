@@ -256,7 +256,7 @@ async fn the_official_openai_python_client_works_unmodified() {
         eprintln!("skipped: `openai` not importable (python3 -m pip install --target target/pydeps openai)");
         return;
     }
-    let server = start(config(4, 4096, 16, 1024), None).await;
+    let server = common::start_with_embedder(config(4, 4096, 16, 1024)).await;
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)
@@ -335,4 +335,64 @@ async fn cors_is_off_by_default_and_answers_preflights_when_on() {
     assert!(r.headers().contains_key("access-control-allow-origin"));
     let v: Value = r.json().await.expect("json");
     assert!(v["system_fingerprint"].as_str().is_some_and(|f| f.starts_with("hearth-")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_and_rerank_answer_in_openai_shape_and_refuse_bad_input() {
+    let _serial = SERIAL.lock().await;
+    let server = common::start_with_embedder(config(1, 1024, 4, 256)).await;
+    let texts = ["The quick brown fox jumps over the lazy dog.", "A cat sleeps on the sofa.", "Stock markets fell today."];
+    let (status, v) = server.post("/v1/embeddings", &json!({"model": "minilm", "input": texts})).await;
+    assert_eq!(status, 200, "{v}");
+    let want = common::minilm().embed_tokens(&texts.iter().map(|t| common::minilm().tokenize(t).unwrap()).collect::<Vec<_>>()).unwrap();
+    for (i, d) in v["data"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(d["index"], i);
+        let got: Vec<f32> = d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        assert!(got.iter().zip(&want[i]).all(|(a, b)| (a - b).abs() < 1e-6), "input {i}");
+    }
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
+    // Shorter vectors are the leading dimensions, renormalized.
+    let (_, v) = server.post("/v1/embeddings", &json!({"input": texts[0], "dimensions": 64})).await;
+    let short: Vec<f64> = v["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(short.len(), 64);
+    assert!((short.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
+    // Token arrays and base64 give the same vector as text.
+    let ids = common::minilm().tokenize(texts[1]).unwrap();
+    let (_, v) = server.post("/v1/embeddings", &json!({"input": [ids], "encoding_format": "base64"})).await;
+    let b64 = v["data"][0]["embedding"].as_str().unwrap();
+    assert_eq!(b64.len(), (384 * 4usize).div_ceil(3) * 4);
+    // Rerank by cosine: the relevant document first.
+    let docs = ["Bananas are yellow.", "Paris is the capital of France.", "France is in Europe."];
+    let (status, v) = server.post("/v1/rerank", &json!({"query": "What is the capital of France?", "documents": docs, "top_n": 2})).await;
+    assert_eq!(status, 200, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!((results.len(), results[0]["index"].as_u64()), (2, Some(1)));
+    assert_eq!(results[0]["document"]["text"], docs[1]);
+    // Bad input: a clear 400 naming the field, and the server goes on.
+    let many: Vec<&str> = vec!["x"; 100_000];
+    let cases = [
+        (json!({"input": many}), "input"),
+        (json!({"input": []}), "input"),
+        (json!({"input": [""]}), "input[0]"),
+        (json!({"input": "word ".repeat(600)}), "input[0]"),
+        (json!({"input": [[1, 2, 999_999]]}), "input[0]"),
+        (json!({"input": "x", "dimensions": 0}), "dimensions"),
+        (json!({"input": "x", "encoding_format": "hex"}), "encoding_format"),
+        (json!({"input": 5}), "input"),
+    ];
+    for (body, param) in cases {
+        let (status, v) = server.post("/v1/embeddings", &body).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{v}");
+    }
+    let (status, v) = server.post("/v1/embeddings", &json!({"input": "word ".repeat(600), "truncate": true})).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = server.post("/v1/embeddings", &json!({"input": "x", "model": "gpt-embed"})).await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = server.post("/v1/rerank", &json!({"query": "q", "documents": []})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("documents")), "{v}");
+    // Without an embedding model: 404 naming the flag.
+    let plain = start(config(1, 1024, 4, 256), None).await;
+    let (status, v) = plain.post("/v1/embeddings", &json!({"input": "x"})).await;
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("--embedding-model"), "{v}");
 }

@@ -150,7 +150,11 @@ pub fn prepare_messages(messages: &[Message], tools: &[ToolSpec], format: ToolFo
                     if !text.is_empty() {
                         text.push('\n');
                     }
-                    text.push_str(&format!("{CALL_OPEN}\n{call}\n{CALL_CLOSE}"));
+                    text.push_str(CALL_OPEN);
+                    text.push('\n');
+                    text.push_str(&call.to_string());
+                    text.push('\n');
+                    text.push_str(CALL_CLOSE);
                 }
                 out.push(Message::new("assistant", &text));
             }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use hearth_core::KvType;
 use hearth_engine::batching::EngineConfig;
+use hearth_engine::embed::{EmbedHandle, EmbeddingModel};
 use hearth_engine::handle::EngineHandle;
 use hearth_engine::LoadedModel;
 use hearth_server::{AppState, HttpLimits};
@@ -52,6 +53,26 @@ pub async fn start_with(cfg: EngineConfig, api_key: Option<&str>, limits: HttpLi
 pub async fn start_full(cfg: EngineConfig, api_key: Option<&str>, limits: HttpLimits, cors: Vec<String>) -> Server {
     let engine = EngineHandle::spawn(session(), cfg).expect("engine");
     let state = AppState::new(engine, "smollm2".into(), api_key.map(str::to_owned)).with_cors(cors);
+    serve_state(state, limits).await
+}
+
+/// The embedding model, loaded once for all tests of a binary.
+pub fn minilm() -> Arc<EmbeddingModel> {
+    static MODEL: OnceLock<Arc<EmbeddingModel>> = OnceLock::new();
+    Arc::clone(MODEL.get_or_init(|| {
+        let dir = hearth_testutil::real_model("minilm");
+        Arc::new(EmbeddingModel::load(&dir, hearth_testutil::cpu_backend()).expect("minilm"))
+    }))
+}
+
+/// SmolLM2 for chat and MiniLM (as `minilm`) for embeddings and rerank.
+pub async fn start_with_embedder(cfg: EngineConfig) -> Server {
+    let engine = EngineHandle::spawn(session(), cfg).expect("engine");
+    let state = AppState::new(engine, "smollm2".into(), None).with_embedder("minilm".into(), EmbedHandle::spawn(minilm()));
+    serve_state(state, HttpLimits::default()).await
+}
+
+async fn serve_state(state: AppState, limits: HttpLimits) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(hearth_server::serve(listener, state, limits, std::future::pending()));
