@@ -24,6 +24,10 @@ pub struct WeightView<'a> {
     /// activation row at a time (`MUL_MAT_ID`), which for some types fixes a
     /// float order a backend reproducing llama.cpp's numerics must keep.
     pub expert: bool,
+    /// No reference engine's float summation order to reproduce (an
+    /// encoder read from safetensors): the backend may use its fastest
+    /// product. GGUF weights leave this off, so outputs equal llama.cpp's.
+    pub any_order: bool,
 }
 
 /// How RoPE pairs up dimensions.

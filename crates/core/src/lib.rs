@@ -10,6 +10,7 @@ mod batch;
 mod ggml_type;
 mod kv;
 
+pub use backend::reference as encoder_reference;
 pub use backend::{
     Activation, AttentionShape, Backend, BackendError, MatmulJob, PreparedWeight, RopeParams, RopeStyle, WeightView,
 };

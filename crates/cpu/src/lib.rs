@@ -14,6 +14,7 @@ pub mod packed;
 pub mod pool;
 mod tiled_attention;
 
+use hearth_core::encoder_reference as backend_reference;
 use hearth_core::{
     Activation, AttentionShape, AttentionSpan, Backend, BackendError, KvDataMut, KvLayer, MatmulJob, PreparedWeight,
     RopeParams, TokenId, WeightView,
@@ -114,6 +115,9 @@ impl Backend for CpuBackend {
     fn prepare(&self, w: &WeightView<'_>) -> Result<Box<dyn PreparedWeight>, BackendError> {
         let mut prepared = CpuWeight::new(&self.pool, w.ty, w.data, w.rows, w.cols, self.ternary)
             .map_err(|e| BackendError::UnsupportedType(e.0))?;
+        if let CpuWeight::Float { any_order, .. } = &mut prepared {
+            *any_order = w.any_order;
+        }
         if w.expert {
             match &mut prepared {
                 CpuWeight::Packed(p) => p.row_by_row = true,
@@ -158,6 +162,16 @@ impl Backend for CpuBackend {
 
     fn gated_activation(&self, gate: &mut [f32], up: &[f32], act: Activation) {
         ops::gated_activation(&self.pool, gate, up, act);
+    }
+
+    fn gelu_erf(&self, x: &mut [f32]) {
+        // The reference's own arithmetic, spread over the workers.
+        self.pool.for_each_chunk_mut(x, 4096, &|_, c| c.iter_mut().for_each(|v| *v = backend_reference::gelu_erf(*v)));
+    }
+
+    fn layer_norm(&self, x: &mut [f32], dim: usize, weight: &[f32], bias: &[f32], eps: f32) {
+        let rows = (4096 / dim.max(1)).max(1) * dim;
+        self.pool.for_each_chunk_mut(x, rows, &|_, c| backend_reference::layer_norm(c, dim, weight, bias, eps));
     }
 
     fn attention(

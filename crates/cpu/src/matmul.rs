@@ -46,6 +46,8 @@ pub enum CpuWeight {
         data: Vec<f32>,
         /// Type activations are rounded through.
         act_ty: GgmlType,
+        /// Sum in any order (the tiled GEMM): no llama.cpp order to match.
+        any_order: bool,
         /// One row at a time in llama.cpp (MoE experts, `MUL_MAT_ID`): its
         /// `vec_dot` order rather than tinyBLAS's (see [`FloatOrder`]).
         row_by_row: bool,
@@ -91,7 +93,7 @@ impl CpuWeight {
         for (src, dst) in data.chunks_exact(row_bytes).zip(out.chunks_exact_mut(cols)) {
             reference::dequantize_row(ty, src, dst)?;
         }
-        Ok(Self::Float { rows, cols, data: out, act_ty: reference::vec_dot_type(ty), row_by_row: false })
+        Ok(Self::Float { rows, cols, data: out, act_ty: reference::vec_dot_type(ty), row_by_row: false, any_order: false })
     }
 
     /// Output features.
@@ -159,8 +161,8 @@ pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&CpuWeight, &[f32], usize, &m
         assert!(x.len() >= *n * cols && out.len() >= *n * rows, "matmul buffers too short");
         match w {
             _ if *n == 0 => {}
-            CpuWeight::Float { data, act_ty, row_by_row, .. } => {
-                let order = FloatOrder::of(*act_ty, rows, cols, *row_by_row);
+            CpuWeight::Float { data, act_ty, row_by_row, any_order, .. } => {
+                let order = if *any_order { FloatOrder::Free } else { FloatOrder::of(*act_ty, rows, cols, *row_by_row) };
                 float_matmul(pool, data, rows, cols, *act_ty, order, x, *n, out);
             }
             CpuWeight::Packed(p) => integer.push((j, ActRule::for_weights(p.ty), p.groups())),

@@ -149,7 +149,7 @@ impl Tensors<'_> {
 
     fn dense(&self, backend: &dyn Backend, name: &str, rows: usize, cols: usize) -> Result<Dense, ModelError> {
         let (ty, data) = self.get(&format!("{name}.weight"), &[rows, cols])?;
-        let w = backend.prepare(&WeightView { ty, rows, cols, data, expert: false })?;
+        let w = backend.prepare(&WeightView { ty, rows, cols, data, expert: false, any_order: true })?;
         Ok(Dense { w, b: self.floats(&format!("{name}.bias"), &[rows])? })
     }
 

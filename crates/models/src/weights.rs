@@ -26,6 +26,7 @@ impl TensorRef {
             cols: self.cols,
             data: &file.bytes()[start..start + self.len],
             expert: false,
+            any_order: false,
         }
     }
 
