@@ -124,6 +124,9 @@ struct RunArgs {
     /// Chat template (Jinja) to use instead of the model file's.
     #[arg(long = "chat-template-file")]
     chat_template_file: Option<PathBuf>,
+    /// A built-in chat template instead of the model file's: chatml, chatml-tools, gemma.
+    #[arg(long = "chat-template", conflicts_with = "chat_template_file")]
+    chat_template: Option<String>,
     /// Print timing figures to stderr.
     #[arg(long)]
     verbose: bool,
@@ -219,7 +222,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(a) => {
             let backend = backend(a.threads)?;
-            let session = load_with_template(&a.model, &backend, a.chat_template_file.as_deref())?;
+            let session =
+                load_with_template(&a.model, &backend, a.chat_template_file.as_deref(), a.chat_template.as_deref())?;
             let embedder = a.embedding_model.as_deref().map(|m| load_embedder(m, &backend)).transpose()?;
             serve::cmd_serve(&a, session, embedder)
         }
@@ -326,18 +330,27 @@ fn cmd_embed(a: &EmbedArgs) -> Result<()> {
 }
 
 fn load(model: &str, backend: &Arc<CpuBackend>) -> Result<LoadedModel> {
-    load_with_template(model, backend, None)
+    load_with_template(model, backend, None, None)
 }
 
-/// Loads `model`, with the chat template read from `template` when given.
+/// Loads `model`, with the chat template read from `file`, or the built-in
+/// one called `name`, when given.
 fn load_with_template(
     model: &str,
     backend: &Arc<CpuBackend>,
-    template: Option<&std::path::Path>,
+    file: Option<&std::path::Path>,
+    name: Option<&str>,
 ) -> Result<LoadedModel> {
-    let template = template
+    let mut template = file
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading the chat template {}", p.display())))
         .transpose()?;
+    if let Some(name) = name {
+        let Some(src) = hearth_text::builtin_template(name) else {
+            let names: Vec<&str> = hearth_text::BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect();
+            bail!("unknown --chat-template {name:?} (built-in: {})", names.join(", "));
+        };
+        template = Some(src.to_owned());
+    }
     let path = catalog().resolve(model)?;
     let backend = Arc::clone(backend) as Arc<dyn hearth_core::Backend>;
     Ok(LoadedModel::load_with_template(&path, backend, template.as_deref())?)
@@ -393,7 +406,12 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
     if constraint.is_some() && !a.stop.is_empty() {
         bail!("--stop cannot be combined with a constraint (the grammar decides where the reply ends)");
     }
-    let session = load_with_template(&a.model, &backend(a.common.threads)?, a.chat_template_file.as_deref())?;
+    let session = load_with_template(
+        &a.model,
+        &backend(a.common.threads)?,
+        a.chat_template_file.as_deref(),
+        a.chat_template.as_deref(),
+    )?;
     let config = serve::fit_single_user(&session, &a.mem, a.common.context.unwrap_or(4096))?;
     let params = sampling_params(a, session.model.config().n_vocab)?;
     let guide = match &constraint {

@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Chat template (Jinja) to use instead of the model file's.
     #[arg(long = "chat-template-file")]
     pub chat_template_file: Option<std::path::PathBuf>,
+    /// A built-in chat template instead of the model file's: chatml, chatml-tools, gemma.
+    #[arg(long = "chat-template", conflicts_with = "chat_template_file")]
+    pub chat_template: Option<String>,
     /// Read the API key from this file (its first line).
     #[arg(long = "api-key-file")]
     pub api_key_file: Option<std::path::PathBuf>,

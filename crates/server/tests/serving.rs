@@ -396,3 +396,43 @@ async fn embeddings_and_rerank_answer_in_openai_shape_and_refuse_bad_input() {
     assert_eq!(status, 404, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("--embedding-model"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_through_a_template_that_knows_tools_round_trip() {
+    let _serial = SERIAL.lock().await;
+    let template = hearth_text::builtin_template("chatml-tools");
+    let session = hearth_engine::LoadedModel::load_with_template(
+        &hearth_testutil::real_model("smollm2"),
+        hearth_testutil::cpu_backend(),
+        template,
+    )
+    .expect("smollm2 with chatml-tools");
+    let server = common::start_session(std::sync::Arc::new(session), config(2, 4096, 4, 2048)).await;
+    let tools = json!([{"type": "function", "function": {
+        "name": "lookup", "description": "Look a word up",
+        "parameters": {"type": "object", "properties": {"word": {"type": "string", "maxLength": 30}}, "required": ["word"]}}}]);
+    let ask = json!([{"role": "user", "content": "What does 'hearth' mean?"}]);
+    for (choice, parallel) in [(json!("required"), true), (json!({"type": "function", "function": {"name": "lookup"}}), false)] {
+        let body = json!({"messages": ask, "tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel, "temperature": 0.7, "seed": 3, "max_tokens": 400});
+        let (status, v) = server.post("/v1/chat/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+        let call = &choice["message"]["tool_calls"][0];
+        let args: serde_json::Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(args["word"].is_string(), "{v}");
+        // The result goes back through the template's own tool turns.
+        let history = json!([
+            ask[0],
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "a fireplace; the home"},
+        ]);
+        let (status, v) = server.post("/v1/chat/completions", &json!({"messages": history, "tools": tools, "max_tokens": 30, "temperature": 0})).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["choices"][0]["message"]["content"].is_string() || v["choices"][0]["message"]["tool_calls"].is_array(), "{v}");
+    }
+    // tool_choice none: no tools shown, plain text.
+    let (status, v) = server.post("/v1/chat/completions", &json!({"messages": ask, "tools": tools, "tool_choice": "none", "max_tokens": 8, "temperature": 0})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["choices"][0]["message"]["tool_calls"].is_null(), "{v}");
+}

@@ -99,6 +99,43 @@ const CHATML_TEMPLATE: &str = "{%- for message in messages -%}\
 {{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}\
 {%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}";
 
+/// ChatML with tools in the Hermes/Qwen 2.5 style: the tools listed in the
+/// system turn, calls as `<tool_call>` JSON, results as `<tool_response>`
+/// user turns. For ChatML models whose own template knows no tools.
+const CHATML_TOOLS_TEMPLATE: &str = "\
+{%- if tools -%}\
+{{ '<|im_start|>system\n' }}{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% endif %}\
+{{ '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' }}\
+{{ 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}\
+{%- for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}\
+{{ '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n' }}\
+{%- elif messages[0]['role'] == 'system' -%}\
+{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}\
+{%- endif -%}\
+{%- for message in messages -%}\
+{%- if message['role'] == 'system' and loop.first -%}\
+{%- elif message['role'] == 'assistant' and message['tool_calls'] -%}\
+{{ '<|im_start|>assistant' }}{% if message['content'] %}{{ '\n' + message['content'] }}{% endif %}\
+{%- for tc in message['tool_calls'] %}{{ '\n<tool_call>\n{\"name\": \"' + tc['function']['name'] + '\", \"arguments\": ' + (tc['function']['arguments'] | tojson) + '}\n</tool_call>' }}{% endfor %}\
+{{ '<|im_end|>\n' }}\
+{%- elif message['role'] == 'tool' -%}\
+{{ '<|im_start|>user\n<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>\n' }}\
+{%- else -%}\
+{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}\
+{%- endif -%}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}";
+
+/// The built-in templates by name (`--chat-template NAME`).
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] =
+    &[("chatml", CHATML_TEMPLATE), ("chatml-tools", CHATML_TOOLS_TEMPLATE), ("gemma", GEMMA_TEMPLATE)];
+
+/// The Jinja source of the built-in template `name`.
+#[must_use]
+pub fn builtin_template(name: &str) -> Option<&'static str> {
+    BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -284,6 +321,28 @@ mod tests {
         .unwrap();
         let r = t.render_marked(&[Message::new("user", "hi")], false).unwrap();
         assert_eq!((r.text.as_str(), r.located), ("HI", false));
+    }
+
+    #[test]
+    fn chatml_tools_renders_tools_calls_and_results() {
+        let t = ChatTemplate::for_model(builtin_template("chatml-tools"), "llama", "", "").unwrap();
+        assert!(t.knows_tools());
+        let mut call = Message::new("assistant", "");
+        call.tool_calls = Some(vec![ToolCall {
+            id: "c1".into(),
+            kind: "function".into(),
+            function: FunctionCall { name: "get_weather".into(), arguments: serde_json::json!({"city": "Oslo"}) },
+        }]);
+        let msgs = [Message::new("system", "Be brief."), Message::new("user", "Weather?"), call, Message::new("tool", "12 C")];
+        let extras = ChatExtras { tools: Some(serde_json::json!([{"type": "function", "function": {"name": "get_weather"}}])), ..ChatExtras::default() };
+        let s = t.render_with(&msgs, &extras, true).unwrap();
+        assert!(s.starts_with("<|im_start|>system\nBe brief.\n\n# Tools"), "{s}");
+        assert!(s.contains("<tools>\n{\"function\":{\"name\":\"get_weather\"},\"type\":\"function\"}\n</tools>"), "{s}");
+        assert!(s.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Oslo\"}}\n</tool_call><|im_end|>"), "{s}");
+        assert!(s.ends_with("<|im_start|>user\n<tool_response>\n12 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n"), "{s}");
+        // Without tools it is plain ChatML.
+        let plain = t.render(&[Message::new("user", "Hi")], true).unwrap();
+        assert_eq!(plain, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]

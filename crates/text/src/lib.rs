@@ -9,7 +9,7 @@ mod pretokenize;
 mod tokenizer;
 pub mod tools;
 
-pub use chat::{ChatExtras, ChatTemplate, FunctionCall, Message, RenderedChat, ToolCall};
+pub use chat::{builtin_template, ChatExtras, ChatTemplate, FunctionCall, Message, RenderedChat, ToolCall, BUILTIN_TEMPLATES};
 pub use tools::{ToolChoice, ToolFormat, ToolSpec};
 pub use decoder::IncrementalDecoder;
 pub use encoder_tokenizer::EncoderTokenizer;

@@ -65,6 +65,12 @@ pub fn minilm() -> Arc<EmbeddingModel> {
     }))
 }
 
+/// `session` (e.g. SmolLM2 with another chat template) served as `smollm2`.
+pub async fn start_session(session: Arc<LoadedModel>, cfg: EngineConfig) -> Server {
+    let engine = EngineHandle::spawn(session, cfg).expect("engine");
+    serve_state(AppState::new(engine, "smollm2".into(), None), HttpLimits::default()).await
+}
+
 /// SmolLM2 for chat and MiniLM (as `minilm`) for embeddings and rerank.
 pub async fn start_with_embedder(cfg: EngineConfig) -> Server {
     let engine = EngineHandle::spawn(session(), cfg).expect("engine");
