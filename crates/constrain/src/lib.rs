@@ -100,6 +100,42 @@ pub fn tool_call_constraint(tools: &[ToolSpec], choice: &ToolChoice, parallel: b
     Some(Constraint::Lark(lark))
 }
 
+/// Where a reply starts relative to a thinking model's `<think>` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thinking {
+    /// The prompt ended inside `<think>`: the reply starts with thoughts.
+    Inside,
+    /// The model may open `<think>` itself (or answer at once).
+    MayOpen,
+}
+
+/// `c` applied after a reasoning model's thoughts: the `<think>…</think>`
+/// section is free text (at most `budget` tokens when given, then closed),
+/// and only the answer that follows must match. Without this a schema would
+/// forbid the thinking a model was trained to do first, and it answers worse
+/// or not at all.
+#[must_use]
+pub fn after_thinking(c: &Constraint, start: Thinking, budget: Option<usize>) -> Constraint {
+    let body = match c {
+        Constraint::JsonObject => format!("%json {}", with_layout(serde_json::json!({"type": "object"}))),
+        Constraint::JsonSchema(s) => format!("%json {}", prepare_schema(s)),
+        Constraint::Lark(src) => format!("%lark {{\n{src}\n}}"),
+        Constraint::Regex(rx) => format!("/{}/", rx.replace('/', "\\/")),
+    };
+    let limit = budget.map_or(String::new(), |n| format!("[max_tokens={n}]"));
+    // The thoughts are any text without `</think>`, which must then follow:
+    // when a budget cuts them short, the close is forced. The gap before
+    // the answer is bounded, so a sampled model cannot pad it forever.
+    let grammar = match start {
+        Thinking::Inside => "start: thoughts \"</think>\" GAP? body\n",
+        Thinking::MayOpen => "start: (\"<think>\" thoughts \"</think>\" GAP?)? body\n",
+    };
+    Constraint::Lark(format!(
+        "{grammar}thoughts{limit}: THOUGHTS\nTHOUGHTS: /(?s:.*)/ & ~/(?s:.*)<\\/think>(?s:.*)/\n\
+         GAP: /[ \\t\\r\\n]{{1,8}}/\nbody: {body}\n"
+    ))
+}
+
 /// Hearth's JSON layout, unless the schema sets its own (`x-guidance`).
 fn with_layout(mut schema: serde_json::Value) -> serde_json::Value {
     if schema.is_object() && schema.get("x-guidance").is_none() {

@@ -372,6 +372,9 @@ pub struct ChatRequest {
     /// More variables for the chat template (e.g. `{"enable_thinking": false}`).
     #[serde(default)]
     pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// Most tokens a reasoning model may think before its answer (extension;
+    /// the close is forced when they run out).
+    pub reasoning_budget: Option<usize>,
     /// Return log-probabilities.
     #[serde(default)]
     pub logprobs: bool,

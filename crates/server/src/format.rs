@@ -43,6 +43,8 @@ pub struct ChoiceText {
     /// Tool calls found in the reply (OpenAI's shape); `text` is then
     /// what remained outside them.
     pub tool_calls: Vec<Value>,
+    /// A reasoning model's thoughts (`reasoning_content`).
+    pub reasoning: Option<String>,
 }
 
 /// OpenAI's finish reason for ours (`context` is a `length` to clients).
@@ -136,6 +138,9 @@ impl Envelope {
                 match self.endpoint {
                     Endpoint::Chat => {
                         let mut message = json!({"role": "assistant", "content": c.text});
+                        if let Some(r) = &c.reasoning {
+                            message["reasoning_content"] = json!(r);
+                        }
                         if !c.tool_calls.is_empty() {
                             if c.text.is_empty() {
                                 message["content"] = Value::Null;
@@ -196,6 +201,15 @@ impl Envelope {
         self.wrap(
             self.chunk_object(),
             json!([{"index": index, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}]),
+        )
+    }
+
+    /// A chunk of choice `index`'s thoughts (`reasoning_content`).
+    #[must_use]
+    pub fn reasoning_chunk(&self, index: usize, text: &str) -> Value {
+        self.wrap(
+            self.chunk_object(),
+            json!([{"index": index, "delta": {"reasoning_content": text}, "logprobs": null, "finish_reason": null}]),
         )
     }
 

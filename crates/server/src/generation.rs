@@ -15,8 +15,9 @@ use futures::stream::{self, SelectAll, Stream, StreamExt};
 use hearth_core::{SeqId, TokenId};
 use hearth_engine::batching::{Event, GenRequest, Usage};
 use hearth_engine::handle::{EngineHandle, Submitted};
-use hearth_engine::{Constraint, FinishReason, Guide};
-use hearth_engine::constraint::tool_call_constraint;
+use hearth_engine::constraint::{after_thinking, tool_call_constraint, Thinking};
+use hearth_engine::{Constraint, FinishReason};
+use hearth_text::reasoning::{split_reasoning, PromptEnd, ReasoningSplitter};
 use hearth_text::{ChatExtras, ToolChoice, ToolFormat, ToolSpec};
 use serde_json::json;
 use hearth_sampling::SamplingParams;
@@ -35,23 +36,22 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
     let session = state.engine.session();
     let format = ToolFormat::of(&session.template);
     let shown: &[ToolSpec] = if tools.active() { &tools.specs } else { &[] };
-    // Tool definitions are checked by compiling the grammar that forces a
-    // call, whatever the choice: a malformed schema is a 400 now, not a
-    // surprise when a later request requires a call.
+    // What forces a call (required or named). Tool definitions are checked
+    // by compiling that grammar whatever the choice: a malformed schema is a
+    // 400 now, not a surprise when a later request requires a call.
+    let mut forced: Option<(Constraint, &'static str)> = None;
     if tools.active() {
-        let forced = tool_call_constraint(&tools.specs, &ToolChoice::Required, tools.parallel, format)
+        let any_call = tool_call_constraint(&tools.specs, &ToolChoice::Required, tools.parallel, format)
             .ok_or_else(|| ApiError::internal("no grammar for the tools"))?;
-        let guide = prompt::guide(&state, forced, "tools").await?;
-        if tools.choice != ToolChoice::Auto {
-            checked.guide = Some(match &tools.choice {
-                ToolChoice::Named(_) => {
-                    let named = tool_call_constraint(&tools.specs, &tools.choice, tools.parallel, format)
-                        .ok_or_else(|| ApiError::internal("no grammar for the tool"))?;
-                    prompt::guide(&state, named, "tool_choice").await?
-                }
-                _ => guide,
-            });
-        }
+        forced = match &tools.choice {
+            ToolChoice::Named(_) => tool_call_constraint(&tools.specs, &tools.choice, tools.parallel, format)
+                .map(|c| (c, "tool_choice")),
+            ToolChoice::Required => Some((any_call, "tools")),
+            _ => {
+                prompt::guide(&state, any_call, "tools").await?;
+                None
+            }
+        };
     }
     let extras = ChatExtras {
         tools: (!shown.is_empty() && format != ToolFormat::Generic)
@@ -60,8 +60,24 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
     };
     let messages = hearth_text::tools::prepare_messages(&messages, shown, format);
     let prompt = prompt::chat(&state, messages, extras, req.sampling.context_overflow).await?;
+    // A reasoning model thinks first: thoughts are free (up to the budget),
+    // and only the answer is held to the format or the forced call.
+    let thinking = session.template.thinks().then(|| {
+        let tail = &prompt[prompt.len().saturating_sub(8)..];
+        PromptEnd::of(&session.tokenizer.decode_with_control(tail))
+    });
+    let constraint = forced.or(checked.constraint.take());
+    checked.constraint = match (thinking, constraint) {
+        (Some(end @ (PromptEnd::InThoughts | PromptEnd::Open)), c) if c.is_some() || req.reasoning_budget.is_some() => {
+            let (c, param) = c.unwrap_or((Constraint::Regex("(?s:.*)".into()), "reasoning_budget"));
+            let start = if end == PromptEnd::InThoughts { Thinking::Inside } else { Thinking::MayOpen };
+            Some((after_thinking(&c, start, req.reasoning_budget), param))
+        }
+        (_, c) => c,
+    };
     let calls = tools.active().then(|| ToolReply { specs: Arc::new(tools.specs), format });
-    run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None, calls).await
+    let shape = ReplyShape { tools: calls, thinking };
+    run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None, shape).await
 }
 
 pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
@@ -74,7 +90,7 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
     let echo = req.echo.then(|| text.clone());
     let prompt = prompt::text(&state, text).await?;
-    run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, None).await
+    run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, ReplyShape::default()).await
 }
 
 /// What is known of a request before its prompt is prepared: every cheap
@@ -84,8 +100,30 @@ struct Checked {
     choices: usize,
     /// What the output must match, and the field that asked for it.
     constraint: Option<(Constraint, &'static str)>,
-    /// A compiled constraint (tool calls), used instead.
-    guide: Option<Guide>,
+}
+
+/// How a chat reply is taken apart before it goes out.
+#[derive(Clone, Default)]
+struct ReplyShape {
+    /// Calls to find (tools offered).
+    tools: Option<ToolReply>,
+    /// Thoughts to split off (`reasoning_content`), and where the prompt left them.
+    thinking: Option<PromptEnd>,
+}
+
+impl ReplyShape {
+    /// A whole reply's thoughts, text and calls.
+    fn split(&self, text: &str) -> (Option<String>, String, Vec<serde_json::Value>) {
+        let (reasoning, answer) = match self.thinking {
+            Some(end) => split_reasoning(text, end),
+            None => (None, text.to_owned()),
+        };
+        let (content, calls) = match &self.tools {
+            Some(t) => t.split(&answer),
+            None => (answer, Vec::new()),
+        };
+        (reasoning, content, calls)
+    }
 }
 
 /// How to find tool calls in a chat's reply.
@@ -127,7 +165,7 @@ fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
     }
     let n_vocab = state.engine.session().model.config().n_vocab;
     let (params, choices) = sampling.check(state.engine.limits().max_seq_len(), n_vocab)?;
-    Ok(Checked { params, choices, constraint: sampling.constraint()?, guide: None })
+    Ok(Checked { params, choices, constraint: sampling.constraint()? })
 }
 
 async fn run(
@@ -138,13 +176,12 @@ async fn run(
     prompt: Vec<TokenId>,
     logprobs: Option<usize>,
     echo: Option<String>,
-    tools: Option<ToolReply>,
+    shape: ReplyShape,
 ) -> Result<Response, ApiError> {
-    let Checked { mut params, choices: n, constraint, guide } = checked;
-    let guide = match (guide, constraint) {
-        (Some(g), _) => Some(g),
-        (None, Some((c, param))) => Some(prompt::guide(state, c, param).await?),
-        (None, None) => None,
+    let Checked { mut params, choices: n, constraint } = checked;
+    let guide = match constraint {
+        Some((c, param)) => Some(prompt::guide(state, c, param).await?),
+        None => None,
     };
     if !sampling.sets_max_tokens() {
         // The rest of the sequence's room (the prompt fits, so at least 1).
@@ -175,9 +212,9 @@ async fn run(
         model: state.model_name.clone(),
     };
     if sampling.stream {
-        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo.as_deref(), tools).into_response())
+        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo.as_deref(), shape).into_response())
     } else {
-        collect_reply(state, &env, subs, echo, tools.as_ref()).await
+        collect_reply(state, &env, subs, echo, &shape).await
     }
 }
 
@@ -201,7 +238,7 @@ async fn collect_reply(
     env: &Envelope,
     subs: Vec<Submitted>,
     echo: Option<String>,
-    tools: Option<&ToolReply>,
+    shape: &ReplyShape,
 ) -> Result<Response, ApiError> {
     let mut choices = Vec::with_capacity(subs.len());
     let mut usage = Usage::default();
@@ -226,8 +263,8 @@ async fn collect_reply(
         if c.finish.is_none() {
             return Err(ApiError::internal("the engine ended the request without an answer"));
         }
-        if let Some(t) = tools {
-            (c.text, c.tool_calls) = t.split(&c.text);
+        if shape.tools.is_some() || shape.thinking.is_some() {
+            (c.reasoning, c.text, c.tool_calls) = shape.split(&c.text);
         }
         choices.push(c);
     }
@@ -256,6 +293,8 @@ struct StreamState {
     /// With tools: per choice, the text held back because it is (or may
     /// become) a call; calls go out whole when the choice ends.
     tools: Option<(ToolReply, Vec<String>)>,
+    /// With a reasoning model: per choice, thoughts apart from the answer.
+    thoughts: Option<Vec<ReasoningSplitter>>,
     _guard: AbortGuard,
 }
 
@@ -270,9 +309,10 @@ fn stream_reply(
     guard: AbortGuard,
     include_usage: bool,
     echo: Option<&str>,
-    tools: Option<ToolReply>,
+    shape: ReplyShape,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let tools = tools.map(|t| (t, vec![String::new(); subs.len()]));
+    let tools = shape.tools.map(|t| (t, vec![String::new(); subs.len()]));
+    let thoughts = shape.thinking.map(|end| vec![ReasoningSplitter::new(end); subs.len()]);
     let mut pending = VecDeque::new();
     for i in 0..subs.len() {
         match (&env.endpoint, echo) {
@@ -291,6 +331,7 @@ fn stream_reply(
         include_usage,
         done: false,
         tools,
+        thoughts,
         _guard: guard,
     };
     let body = stream::unfold(st, |mut st| async move {
@@ -317,11 +358,28 @@ fn stream_reply(
 }
 
 impl StreamState {
+    /// Sends the thoughts in `text` (choice `i`) as `reasoning_content`
+    /// chunks; returns the answer text. `last`: the choice is ending.
+    fn split_thoughts(&mut self, i: usize, text: &str, last: bool) -> String {
+        let Some(splitters) = &mut self.thoughts else { return text.to_owned() };
+        let (mut thoughts, mut answer) = splitters[i].push(text);
+        if last {
+            let (t, a) = splitters[i].finish();
+            thoughts.push_str(&t);
+            answer.push_str(&a);
+        }
+        if !thoughts.is_empty() {
+            self.pending.push_back(data(&self.env.reasoning_chunk(i, &thoughts)));
+        }
+        answer
+    }
+
     fn on_event(&mut self, i: usize, event: Event) {
         let tok = &self.state.engine.session().tokenizer;
         match event {
             Event::Token { token, text, logprob } => {
                 let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], 0));
+                let text = self.split_thoughts(i, &text, false);
                 let text = match &mut self.tools {
                     Some((t, held)) => {
                         held[i].push_str(&text);
@@ -335,6 +393,7 @@ impl StreamState {
                 }
             }
             Event::Done { text, finish, usage } => {
+                let text = self.split_thoughts(i, &text, true);
                 let (text, calls) = match &mut self.tools {
                     Some((t, held)) => {
                         let rest = std::mem::take(&mut held[i]) + &text;

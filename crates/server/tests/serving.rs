@@ -436,3 +436,47 @@ async fn tools_through_a_template_that_knows_tools_round_trip() {
     assert_eq!(status, 200, "{v}");
     assert!(v["choices"][0]["message"]["tool_calls"].is_null(), "{v}");
 }
+
+/// ChatML whose assistant turn opens `<think>`, as reasoning models' templates do.
+const THINKING_TEMPLATE: &str = "{%- for message in messages -%}\
+{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}\
+{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n<think>\n' }}{%- endif -%}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thoughts_come_apart_and_the_schema_holds_after_them() {
+    let _serial = SERIAL.lock().await;
+    let session = hearth_engine::LoadedModel::load_with_template(
+        &hearth_testutil::real_model("smollm2"),
+        hearth_testutil::cpu_backend(),
+        Some(THINKING_TEMPLATE),
+    )
+    .expect("smollm2 with a thinking template");
+    assert!(session.template.thinks());
+    let server = common::start_session(std::sync::Arc::new(session), config(2, 4096, 4, 2048)).await;
+    let schema = json!({"type": "object", "properties": {"color": {"type": "string", "maxLength": 20}}, "required": ["color"], "additionalProperties": false});
+    let body = json!({
+        "messages": [{"role": "user", "content": "Name a color."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+        "reasoning_budget": 24, "max_tokens": 120, "temperature": 0,
+    });
+    let (status, v) = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let message = &v["choices"][0]["message"];
+    let thoughts = message["reasoning_content"].as_str().expect("reasoning_content");
+    assert!(!thoughts.is_empty() && !thoughts.contains("</think>"), "{v}");
+    let answer: serde_json::Value = serde_json::from_str(message["content"].as_str().unwrap()).expect("the answer parses");
+    assert!(answer["color"].is_string(), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    // Streamed: the same thoughts and answer, in their own deltas.
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    let text = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&stream_body).send().await.unwrap().text().await.unwrap();
+    let (mut r, mut c) = (String::new(), String::new());
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]") {
+        let chunk: serde_json::Value = serde_json::from_str(line).unwrap();
+        let delta = &chunk["choices"][0]["delta"];
+        r.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+        c.push_str(delta["content"].as_str().unwrap_or(""));
+    }
+    assert_eq!((r.as_str(), c.as_str()), (thoughts, message["content"].as_str().unwrap()));
+}

@@ -208,6 +208,12 @@ impl ChatTemplate {
         self.knows_tools
     }
 
+    /// Whether the template writes `<think>` sections (a reasoning model's).
+    #[must_use]
+    pub fn thinks(&self) -> bool {
+        self.jinja.contains(crate::reasoning::THINK_OPEN)
+    }
+
     /// The template's Jinja source.
     #[must_use]
     pub fn jinja(&self) -> &str {

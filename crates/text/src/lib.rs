@@ -6,6 +6,7 @@ mod chat;
 mod decoder;
 mod encoder_tokenizer;
 mod pretokenize;
+pub mod reasoning;
 mod tokenizer;
 pub mod tools;
 
