@@ -8,7 +8,7 @@ use hearth_constrain::{Constraint, Grammars, Progress};
 use hearth_text::Tokenizer;
 
 fn grammars() -> (Grammars, Arc<Tokenizer>) {
-    let file = hearth_gguf::GgufFile::open(&hearth_testutil::real_model("smollm2")).expect("gguf");
+    let file = hearth_gguf::GgufFile::open(hearth_testutil::real_model("smollm2")).expect("gguf");
     let tok = Arc::new(Tokenizer::from_gguf(&file).expect("tokenizer"));
     (Grammars::new(Arc::clone(&tok)).expect("grammars"), tok)
 }

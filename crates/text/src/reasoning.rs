@@ -84,8 +84,8 @@ impl ReasoningSplitter {
             match self.phase {
                 Phase::Start => {
                     let t = self.held.trim_start();
-                    if t.starts_with(THINK_OPEN) {
-                        self.held = t[THINK_OPEN.len()..].to_owned();
+                    if let Some(rest) = t.strip_prefix(THINK_OPEN) {
+                        self.held = rest.to_owned();
                         self.phase = Phase::Thoughts;
                         self.saw_thoughts = true;
                     } else if t.is_empty() || THINK_OPEN.starts_with(t) {
