@@ -3,7 +3,9 @@
 //! outputs recorded once from llama.cpp on these files stay valid.
 //! [`real_model`] is the one way tests fetch the real small models.
 
+mod encoder;
 mod real;
+pub use encoder::{write_tiny_cross_encoder, CE_VOCAB};
 pub use real::{catalog, cpu_backend, real_model};
 
 use hearth_core::GgmlType;
