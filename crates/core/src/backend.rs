@@ -185,21 +185,30 @@ pub trait Backend: Send + Sync {
         x.iter_mut().for_each(|v| *v = reference::gelu_erf(*v));
     }
 
-    /// Bidirectional (unmasked) attention within each packed sequence:
-    /// `q`, `k`, `v` and `out` are `n × n_head*head_dim` with the rows of
-    /// sequence `i` following those of sequence `i − 1`, `seq_lens[i]` rows each.
-    fn encoder_attention(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        n_head: usize,
-        head_dim: usize,
-        seq_lens: &[usize],
-        out: &mut [f32],
-    ) {
-        reference::encoder_attention(q, k, v, n_head, head_dim, seq_lens, out);
+    /// Bidirectional (unmasked) attention within each packed sequence;
+    /// `out` is shaped as `x.q`.
+    fn encoder_attention(&self, x: &PackedQkv<'_>, out: &mut [f32]) {
+        reference::encoder_attention(x, out);
     }
+}
+
+/// Queries, keys and values of packed sequences for
+/// [`Backend::encoder_attention`]: each `n × n_head*head_dim`, the rows of
+/// sequence `i` following those of sequence `i − 1`, `seq_lens[i]` rows each.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedQkv<'a> {
+    /// Queries.
+    pub q: &'a [f32],
+    /// Keys.
+    pub k: &'a [f32],
+    /// Values.
+    pub v: &'a [f32],
+    /// Heads.
+    pub n_head: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Rows of each sequence, in order.
+    pub seq_lens: &'a [usize],
 }
 
 /// Scalar reference bodies of the encoder operations.
@@ -223,15 +232,8 @@ pub mod reference {
     }
 
     /// See [`super::Backend::encoder_attention`].
-    pub fn encoder_attention(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        n_head: usize,
-        head_dim: usize,
-        seq_lens: &[usize],
-        out: &mut [f32],
-    ) {
+    pub fn encoder_attention(x: &super::PackedQkv<'_>, out: &mut [f32]) {
+        let super::PackedQkv { q, k, v, n_head, head_dim, seq_lens } = *x;
         let width = n_head * head_dim;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut scores = Vec::new();

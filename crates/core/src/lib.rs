@@ -12,7 +12,8 @@ mod kv;
 
 pub use backend::reference as encoder_reference;
 pub use backend::{
-    Activation, AttentionShape, Backend, BackendError, MatmulJob, PreparedWeight, RopeParams, RopeStyle, WeightView,
+    Activation, AttentionShape, Backend, BackendError, MatmulJob, PackedQkv, PreparedWeight, RopeParams, RopeStyle,
+    WeightView,
 };
 pub use batch::{ForwardBatch, SeqId, TokenId};
 pub use ggml_type::{GgmlType, UnknownGgmlType};

@@ -1,6 +1,6 @@
 //! The CPU backend's encoder operations against the scalar references.
 
-use hearth_core::{encoder_reference as reference, Backend};
+use hearth_core::{encoder_reference as reference, Backend, PackedQkv};
 use hearth_cpu::{CpuBackend, CpuOptions, KernelChoice, TernaryLayout};
 
 fn backend() -> CpuBackend {
@@ -35,8 +35,10 @@ fn encoder_attention_keeps_sequences_apart() {
     let k: Vec<f32> = (0..5 * w).map(|i| (i % 5) as f32 * 0.2).collect();
     let v: Vec<f32> = (0..5 * w).map(|i| (i % 3) as f32).collect();
     let mut packed = vec![0.0; 5 * w];
-    backend().encoder_attention(&q, &k, &v, heads, hd, &[2, 3], &mut packed);
+    let both = PackedQkv { q: &q, k: &k, v: &v, n_head: heads, head_dim: hd, seq_lens: &[2, 3] };
+    backend().encoder_attention(&both, &mut packed);
     let mut alone = vec![0.0; 3 * w];
-    backend().encoder_attention(&q[2 * w..], &k[2 * w..], &v[2 * w..], heads, hd, &[3], &mut alone);
+    let second = PackedQkv { q: &q[2 * w..], k: &k[2 * w..], v: &v[2 * w..], seq_lens: &[3], ..both };
+    backend().encoder_attention(&second, &mut alone);
     assert_eq!(&packed[2 * w..], &alone[..]);
 }

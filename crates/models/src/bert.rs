@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hearth_core::{Backend, GgmlType, MatmulJob, PreparedWeight, TokenId, WeightView};
+use hearth_core::{Backend, GgmlType, MatmulJob, PackedQkv, PreparedWeight, TokenId, WeightView};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::ModelError;
@@ -260,7 +260,8 @@ impl BertEncoder {
             add_bias(&mut q, &l.q.b);
             add_bias(&mut k, &l.k.b);
             add_bias(&mut v, &l.v.b);
-            be.encoder_attention(&q, &k, &v, c.heads, h / c.heads, &lens, &mut attn);
+            let qkv = PackedQkv { q: &q, k: &k, v: &v, n_head: c.heads, head_dim: h / c.heads, seq_lens: &lens };
+            be.encoder_attention(&qkv, &mut attn);
             be.matmul(l.out.w.as_ref(), &attn, n, &mut proj)?;
             add_bias(&mut proj, &l.out.b);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
