@@ -670,13 +670,19 @@ mod tests {
             Just(json!({})),
             Just(json!({"49152": 5, "x": 1})),
             Just(json!([{"role": "user"}])),
+            Just(json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])),
+            Just(json!([{"type": "function", "function": {"name": ""}}])),
+            Just(json!({"type": "function", "function": {"name": "f"}})),
+            Just(json!({"type": "json_schema", "json_schema": {"schema": {"type": "object"}}})),
+            Just(json!({"type": "json_object"})),
+            Just(json!("required")),
             any::<f64>().prop_map(|f| json!(f)),
             any::<i64>().prop_map(|i| json!(i)),
             ".{0,8}".prop_map(|s| json!(s)),
         ]
     }
 
-    const FIELDS: [&str; 20] = [
+    const FIELDS: [&str; 31] = [
         "messages",
         "prompt",
         "model",
@@ -697,6 +703,17 @@ mod tests {
         "logprobs",
         "top_logprobs",
         "context_overflow",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "functions",
+        "function_call",
+        "response_format",
+        "grammar",
+        "regex",
+        "json_schema",
+        "chat_template_kwargs",
+        "reasoning_budget",
     ];
 
     proptest! {
