@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use hearth_catalog::Catalog;
 use hearth_cpu::{CpuBackend, CpuOptions, KernelChoice, TernaryLayout};
-use hearth_engine::embed::{EmbeddingModel, EMBED_TOKEN_BUDGET};
+use hearth_engine::embed::{EmbeddingModel, Pooling, EMBED_TOKEN_BUDGET};
 use hearth_engine::{perplexity, Constraint, LoadedModel};
 use hearth_sampling::SamplingParams;
 use hearth_text::Message;
@@ -267,7 +267,8 @@ fn catalog() -> Catalog {
 
 #[derive(Args)]
 struct EmbedArgs {
-    /// Embedding model: alias (`minilm`) or a Hugging Face encoder folder.
+    /// Embedding model: alias (`minilm`), a Hugging Face encoder folder, or a
+    /// GGUF decoder model (its final hidden states, pooled).
     model: String,
     /// Texts to embed (one vector each).
     texts: Vec<String>,
@@ -277,6 +278,9 @@ struct EmbedArgs {
     /// Cut inputs longer than the model's limit instead of failing.
     #[arg(long)]
     truncate: bool,
+    /// Pooling for a decoder (GGUF) model: last, mean or cls (default: the file's, else last).
+    #[arg(long, value_parser = ["last", "mean", "cls"])]
+    pooling: Option<String>,
     /// Threads (default: all cores).
     #[arg(short = 't', long)]
     threads: Option<usize>,
@@ -302,7 +306,31 @@ fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("nothing to embed (give texts as arguments or --file)");
     }
-    let model = load_embedder(&a.model, &backend(a.threads)?)?;
+    let backend = backend(a.threads)?;
+    let mut out = std::io::stdout().lock();
+    if catalog().resolve(&a.model)?.is_file() {
+        // A decoder model (GGUF): its final hidden states, pooled.
+        let session = load(&a.model, &backend)?;
+        let pooling = match a.pooling.as_deref() {
+            Some("mean") => Pooling::Mean,
+            Some("cls") => Pooling::Cls,
+            Some(_) => Pooling::Last,
+            None => session.pooling(),
+        };
+        let limit = session.trained_context();
+        for (i, t) in texts.iter().enumerate() {
+            let mut ids = session.raw_prompt(t)?;
+            if ids.len() > limit {
+                if !a.truncate {
+                    bail!("input {i} is {} tokens, more than this model's {limit} (pass --truncate to cut it)", ids.len());
+                }
+                ids.truncate(limit);
+            }
+            writeln!(out, "{}", serde_json::to_string(&session.embed(&ids, pooling)?)?)?;
+        }
+        return Ok(());
+    }
+    let model = load_embedder(&a.model, &backend)?;
     let mut seqs = Vec::with_capacity(texts.len());
     for (i, t) in texts.iter().enumerate() {
         let ids = model.tokenize(t)?;
@@ -311,7 +339,6 @@ fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         }
         seqs.push(model.truncate(ids));
     }
-    let mut out = std::io::stdout().lock();
     // Packed passes of at most the worker's budget.
     let mut start = 0;
     while start < seqs.len() {

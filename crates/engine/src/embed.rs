@@ -303,3 +303,65 @@ fn answer_embeds(model: &EmbeddingModel, jobs: Vec<Queued>) {
         }
     }
 }
+
+/// Pools `rows` (`n × dim` hidden states of one sequence) into one vector.
+fn pool(rows: &[f32], dim: usize, pooling: Pooling) -> Vec<f32> {
+    match pooling {
+        Pooling::Cls => rows[..dim].to_vec(),
+        Pooling::Last => rows[rows.len() - dim..].to_vec(),
+        Pooling::Mean => {
+            let n = rows.len() / dim;
+            let mut m = vec![0.0f32; dim];
+            for r in rows.chunks_exact(dim) {
+                m.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+            }
+            m.iter_mut().for_each(|a| *a /= n.max(1) as f32);
+            m
+        }
+    }
+}
+
+impl crate::LoadedModel {
+    /// How this decoder model pools for embeddings: the file's
+    /// `{arch}.pooling_type` (llama.cpp's numbering: 1 mean, 2 CLS, 3 last),
+    /// else the last token (what decoder embedding models such as
+    /// Qwen3-Embedding are trained for).
+    #[must_use]
+    pub fn pooling(&self) -> Pooling {
+        let arch = self.file.get_str("general.architecture").unwrap_or("");
+        match self.file.get(&format!("{arch}.pooling_type")).and_then(hearth_gguf::MetaValue::as_u64) {
+            Some(1) => Pooling::Mean,
+            Some(2) => Pooling::Cls,
+            _ => Pooling::Last,
+        }
+    }
+
+    /// An L2-normalized embedding of `tokens` from the model's final hidden
+    /// states. The prompt is run in chunks of the engine's step budget
+    /// through its own single-sequence cache.
+    pub fn embed(&self, tokens: &[TokenId], pooling: Pooling) -> Result<Vec<f32>, EngineError> {
+        if tokens.is_empty() {
+            return Err(EngineError::Invalid("nothing to embed".into()));
+        }
+        let dim = self.model.config().n_embd;
+        let mut kv = self.new_cache(&crate::batching::EngineConfig::single(tokens.len()))?;
+        let chunk = crate::batching::EngineConfig::TOKEN_BUDGET;
+        let mut rows = Vec::new();
+        for (i, part) in tokens.chunks(chunk).enumerate() {
+            let start = i * chunk;
+            let last_chunk = start + part.len() == tokens.len();
+            let mut batch = hearth_core::ForwardBatch::single(hearth_core::SeqId(0), part, start);
+            // Only the rows the pooling reads are projected.
+            batch.logit_rows = match pooling {
+                Pooling::Mean => (0..part.len()).collect(),
+                Pooling::Cls if i == 0 => vec![0],
+                Pooling::Last if last_chunk => vec![part.len() - 1],
+                _ => Vec::new(),
+            };
+            rows.extend(kv.forward_hidden(self.model.as_ref(), batch)?);
+        }
+        let mut v = pool(&rows, dim, if pooling == Pooling::Mean { Pooling::Mean } else { Pooling::Cls });
+        normalize(&mut v);
+        Ok(v)
+    }
+}

@@ -78,3 +78,28 @@ async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
     }
     out
 }
+
+#[test]
+fn a_decoder_model_embeds_with_its_final_hidden_states() {
+    use hearth_engine::LoadedModel;
+    let s = LoadedModel::load(&hearth_testutil::real_model("smollm2"), hearth_testutil::cpu_backend()).expect("smollm2");
+    assert_eq!(s.pooling(), Pooling::Last);
+    let embed = |t: &str, p| s.embed(&s.raw_prompt(t).unwrap(), p).unwrap();
+    let a = embed("The cat sat on the mat.", Pooling::Last);
+    assert_eq!(a.len(), s.model.config().n_embd);
+    assert!((a.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    assert_eq!(a, embed("The cat sat on the mat.", Pooling::Last), "deterministic");
+    // More than one step's budget of tokens: chunks through the cache.
+    let long = "The history of the hearth is long. ".repeat(80);
+    let tokens = s.raw_prompt(&long).unwrap();
+    assert!(tokens.len() > hearth_engine::batching::EngineConfig::TOKEN_BUDGET);
+    for p in [Pooling::Last, Pooling::Mean] {
+        let v = s.embed(&tokens, p).unwrap();
+        assert!(v.iter().all(|x| x.is_finite()) && (v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+    // With one token, mean and last pooling agree.
+    let short = s.raw_prompt("The cat sat").unwrap();
+    let mean_of_one = s.embed(&short[..1], Pooling::Mean).unwrap();
+    let last_of_one = s.embed(&short[..1], Pooling::Last).unwrap();
+    assert!(mean_of_one.iter().zip(&last_of_one).all(|(x, y)| (x - y).abs() < 1e-5));
+}

@@ -71,6 +71,23 @@ impl Model for Decoder {
     }
 
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
+        self.run(batch, kv, Output::Logits)
+    }
+
+    fn forward_hidden(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
+        self.run(batch, kv, Output::Hidden)
+    }
+}
+
+/// What a pass ends with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Logits,
+    Hidden,
+}
+
+impl Decoder {
+    fn run(&self, batch: &ForwardBatch, kv: &mut KvStore, out: Output) -> Result<Vec<f32>, ModelError> {
         let kv_rows = kv.rows_of(batch)?;
         let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows };
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
@@ -82,6 +99,9 @@ impl Model for Decoder {
             let h = b.ffn.forward(&c, &b.ffn_norm.forward(&c, &x))?;
             add_in_place(&mut x, &h);
         }
-        self.head.forward(&outputs.head(ctx), &x, self.cfg.n_embd)
+        match out {
+            Output::Logits => self.head.forward(&outputs.head(ctx), &x, self.cfg.n_embd),
+            Output::Hidden => Ok(self.head.hidden(&outputs.head(ctx), &x, self.cfg.n_embd)),
+        }
     }
 }

@@ -20,6 +20,8 @@ pub enum ModelError {
     Backend(#[from] BackendError),
     #[error("invalid batch: {0}")]
     BadBatch(String),
+    #[error("{0} models do not give embeddings yet (llama, qwen, deepseek2 and bitnet files do)")]
+    NoEmbeddings(String),
     #[error("sequence would exceed the context size ({limit} tokens)")]
     ContextFull { limit: usize },
 }

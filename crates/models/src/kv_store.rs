@@ -207,7 +207,20 @@ impl SequenceCache {
 
     /// Runs `batch` (rows of any sequence ids; each gets this cache's table,
     /// so use one id) through `model`.
-    pub fn forward(&mut self, model: &dyn Model, mut batch: ForwardBatch) -> Result<Vec<f32>, ModelError> {
+    pub fn forward(&mut self, model: &dyn Model, batch: ForwardBatch) -> Result<Vec<f32>, ModelError> {
+        let batch = self.tabled(batch)?;
+        model.forward(&batch, &mut self.store)
+    }
+
+    /// As [`SequenceCache::forward`], returning final hidden states
+    /// ([`Model::forward_hidden`]).
+    pub fn forward_hidden(&mut self, model: &dyn Model, batch: ForwardBatch) -> Result<Vec<f32>, ModelError> {
+        let batch = self.tabled(batch)?;
+        model.forward_hidden(&batch, &mut self.store)
+    }
+
+    /// `batch` with this cache's table for every sequence, if it fits.
+    fn tabled(&self, mut batch: ForwardBatch) -> Result<ForwardBatch, ModelError> {
         if batch.positions.iter().any(|&p| p >= self.n_ctx) {
             return Err(ModelError::ContextFull { limit: self.n_ctx });
         }
@@ -215,6 +228,6 @@ impl SequenceCache {
             let seq = batch.seq_ids[i];
             batch.block_tables.entry(seq).or_insert_with(|| self.table.clone());
         }
-        model.forward(&batch, &mut self.store)
+        Ok(batch)
     }
 }

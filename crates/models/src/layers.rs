@@ -417,13 +417,16 @@ impl LmHead {
 
     /// Logits (`logit_rows.len() × n_vocab`) from the final hidden states.
     pub fn forward(&self, ctx: &Ctx<'_>, hidden: &[f32], n_embd: usize) -> Result<Vec<f32>, ModelError> {
-        let rows = &ctx.batch.logit_rows;
-        let mut x = Vec::with_capacity(rows.len() * n_embd);
-        for &r in rows {
-            x.extend_from_slice(&hidden[r * n_embd..(r + 1) * n_embd]);
-        }
+        let x = self.hidden(ctx, hidden, n_embd);
+        ctx.matmul_rows(&self.output, &x, ctx.batch.logit_rows.len())
+    }
+
+    /// The logit rows of the final hidden states, through the output norm.
+    #[must_use]
+    pub fn hidden(&self, ctx: &Ctx<'_>, hidden: &[f32], n_embd: usize) -> Vec<f32> {
+        let mut x = keep_rows(hidden, &ctx.batch.logit_rows, n_embd);
         self.norm.apply(ctx, &mut x);
-        ctx.matmul_rows(&self.output, &x, rows.len())
+        x
     }
 }
 

@@ -46,6 +46,13 @@ pub trait Model: Send + Sync {
     /// Runs one batch; returns `batch.logit_rows.len() × n_vocab` logits.
     /// On error nothing was written to positions before the batch's.
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError>;
+    /// As [`Model::forward`], but returns the final hidden states (after the
+    /// output norm, before the vocabulary projection) of the logit rows,
+    /// `batch.logit_rows.len() × n_embd`: what a decoder model embeds with.
+    fn forward_hidden(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
+        let _ = (batch, kv);
+        Err(ModelError::NoEmbeddings(self.config().arch.clone()))
+    }
 }
 
 /// Architectures this build can run (`general.architecture` values).
