@@ -6,10 +6,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
-use hearth_core::SeqId;
+use hearth_core::{SeqId, TokenId};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::batching::{Engine, EngineConfig, Event, GenRequest, SeqLimits};
+use crate::embed::Pooling;
 use crate::metrics::Metrics;
 use crate::{EngineError, LoadedModel};
 
@@ -21,6 +22,11 @@ enum Command {
         reply: oneshot::Sender<Result<SeqId, EngineError>>,
     },
     Abort(SeqId),
+    Embed {
+        seqs: Vec<Vec<TokenId>>,
+        pooling: Pooling,
+        reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
+    },
 }
 
 /// A cloneable handle to the engine thread.
@@ -85,6 +91,15 @@ impl EngineHandle {
         Ok(Submitted { id, events: rx })
     }
 
+    /// Embeddings of `seqs` from the served (decoder) model's final hidden
+    /// states, computed on the engine thread between steps (the model's
+    /// threads are the engine's).
+    pub async fn embed(&self, seqs: Vec<Vec<TokenId>>, pooling: Pooling) -> Result<Vec<Vec<f32>>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Embed { seqs, pooling, reply }).map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
     /// Ends request `id` now and frees its KV blocks (no-op when it already ended).
     pub fn abort(&self, id: SeqId) {
         let _ = self.commands.send(Command::Abort(id));
@@ -142,5 +157,13 @@ fn apply(engine: &mut Engine<'_>, cmd: Command, metrics: &Metrics) {
             let _ = reply.send(result);
         }
         Command::Abort(id) => engine.abort(id),
+        Command::Embed { seqs, pooling, reply } => {
+            let session = engine.session();
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                seqs.iter().map(|s| session.embed(s, pooling)).collect::<Result<Vec<_>, _>>()
+            }))
+            .unwrap_or_else(|_| Err(EngineError::Invalid("internal error while embedding".into())));
+            let _ = reply.send(result);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! `POST /v1/embeddings` (OpenAI's shape) and `POST /v1/rerank` (the shape
 //! of the common rerank APIs: Cohere's, Jina's, llama-server's), answered by
-//! the embedding model served beside the chat model (`--embedding-model`).
-//! Inputs are tokenized and sized here; the worker packs them with other
-//! requests' into one pass.
+//! the embedding model served beside the chat model (`--embedding-model`),
+//! or by the chat model itself (its pooled final hidden states) when it is
+//! named or no embedding model is served. Inputs are tokenized and sized
+//! here; the encoder's worker packs them with other requests' into one pass.
 
 use std::sync::Arc;
 
@@ -59,24 +60,99 @@ fn yes() -> bool {
     true
 }
 
-fn embedder<'a>(state: &'a AppState, model: Option<&str>) -> Result<&'a Embedder, ApiError> {
-    let Some(e) = &state.embedder else {
-        return Err(ApiError {
-            status: axum::http::StatusCode::NOT_FOUND,
-            code: Some("model_not_found"),
-            ..ApiError::invalid("model", "no embedding model is served (start with --embedding-model minilm)")
-        });
-    };
-    match model {
-        Some(m) if !m.is_empty() && m != e.name => Err(ApiError::unknown_model(m, &e.name)),
-        _ => Ok(e),
+/// Which model embeds a request.
+#[derive(Clone)]
+enum Source {
+    /// The embedding model served beside the chat model.
+    Encoder(Embedder),
+    /// The chat model itself.
+    Decoder,
+}
+
+impl Source {
+    fn name(&self, state: &AppState) -> String {
+        match self {
+            Self::Encoder(e) => e.name.clone(),
+            Self::Decoder => state.model_name.clone(),
+        }
+    }
+
+    fn normalized(&self) -> bool {
+        match self {
+            Self::Encoder(e) => e.handle.model().normalize,
+            Self::Decoder => true,
+        }
+    }
+
+    /// Embeds `seqs` where this source computes.
+    async fn run(&self, state: &AppState, seqs: Vec<Vec<TokenId>>) -> Result<Vec<Vec<f32>>, ApiError> {
+        let result = match self {
+            Self::Encoder(e) => e.handle.run(EmbedJob::Embed(seqs)).await,
+            Self::Decoder => {
+                let session = state.engine.session();
+                state.engine.embed(seqs, session.pooling()).await
+            }
+        };
+        result.map_err(|err| match err {
+            hearth_engine::EngineError::Model(m) => ApiError::invalid("model", m.to_string()),
+            other => ApiError::internal(other.to_string()),
+        })
+    }
+}
+
+/// The model `model` names: the embedding model (also when none is named
+/// and one is served) or the chat model.
+fn source(state: &AppState, model: Option<&str>) -> Result<Source, ApiError> {
+    let named = model.filter(|m| !m.is_empty());
+    match (&state.embedder, named) {
+        (Some(e), None) => Ok(Source::Encoder(e.clone())),
+        (Some(e), Some(m)) if m == e.name => Ok(Source::Encoder(e.clone())),
+        (_, Some(m)) if m == state.model_name => Ok(Source::Decoder),
+        (None, None) => Ok(Source::Decoder),
+        (Some(e), Some(m)) => Err(ApiError::unknown_model(m, &format!("{} or {}", e.name, state.model_name))),
+        (None, Some(m)) => Err(ApiError::unknown_model(m, &state.model_name)),
+    }
+}
+
+/// The rule for one source's inputs: how to tokenize, the vocabulary, the
+/// longest input, and how to cut one.
+struct InputRule {
+    tokenize: Box<dyn Fn(&str) -> Result<Vec<TokenId>, String> + Send>,
+    vocab: usize,
+    max_tokens: usize,
+    cut: Box<dyn Fn(Vec<TokenId>) -> Vec<TokenId> + Send>,
+}
+
+fn input_rule(state: &AppState, src: &Source) -> InputRule {
+    match src {
+        Source::Encoder(e) => {
+            let (m, m2) = (Arc::clone(e.handle.model()), Arc::clone(e.handle.model()));
+            InputRule {
+                vocab: m.vocab_size(),
+                max_tokens: m.max_tokens,
+                tokenize: Box::new(move |t| m.tokenize(t).map_err(|e| e.to_string())),
+                cut: Box::new(move |ids| m2.truncate(ids)),
+            }
+        }
+        Source::Decoder => {
+            let session = Arc::clone(state.engine.session());
+            let max = state.engine.limits().max_seq_len();
+            InputRule {
+                vocab: session.model.config().n_vocab,
+                max_tokens: max,
+                tokenize: Box::new(move |t| session.raw_prompt(t).map_err(|e| e.to_string())),
+                cut: Box::new(move |mut ids| {
+                    ids.truncate(max);
+                    ids
+                }),
+            }
+        }
     }
 }
 
 /// Token sequences of the `input` field: a string, a list of strings, a list
 /// of token ids, or a list of such lists.
-fn inputs(e: &Embedder, input: &Value, truncate: bool) -> Result<Vec<Vec<TokenId>>, ApiError> {
-    let m = e.handle.model();
+fn inputs(m: &InputRule, input: &Value, truncate: bool) -> Result<Vec<Vec<TokenId>>, ApiError> {
     let items: Vec<&Value> = match input {
         Value::String(_) => vec![input],
         Value::Array(a) if a.is_empty() => return Err(ApiError::invalid("input", "input must not be empty")),
@@ -99,21 +175,21 @@ fn inputs(e: &Embedder, input: &Value, truncate: bool) -> Result<Vec<Vec<TokenId
                     if !truncate && s.split_whitespace().count() > m.max_tokens {
                         return Err(too_long(i, s.split_whitespace().count(), m.max_tokens));
                     }
-                    m.tokenize(s).map_err(|err| ApiError::invalid(&format!("input[{i}]"), err.to_string()))?
+                    (m.tokenize)(s).map_err(|err| ApiError::invalid(&format!("input[{i}]"), err))?
                 }
                 Value::Array(ids) => ids
                     .iter()
-                    .map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()).filter(|&t| (t as usize) < m.vocab_size()))
+                    .map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()).filter(|&t| (t as usize) < m.vocab))
                     .collect::<Option<Vec<TokenId>>>()
                     .filter(|v| !v.is_empty())
-                    .ok_or_else(|| ApiError::invalid(&format!("input[{i}]"), format!("token ids must be integers below {}", m.vocab_size())))?,
+                    .ok_or_else(|| ApiError::invalid(&format!("input[{i}]"), format!("token ids must be integers below {}", m.vocab)))?,
                 _ => return Err(ApiError::invalid(&format!("input[{i}]"), "each input must be a string or a list of token ids")),
             };
             if ids.len() > m.max_tokens {
                 if !truncate {
                     return Err(too_long(i, ids.len(), m.max_tokens));
                 }
-                return Ok(m.truncate(ids));
+                return Ok((m.cut)(ids));
             }
             Ok(ids)
         })
@@ -129,8 +205,11 @@ fn too_long(i: usize, len: usize, max: usize) -> ApiError {
 
 pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: EmbeddingsRequest = parse(&body)?;
-    let e = embedder(&state, req.model.as_deref())?;
-    let dims = e.handle.model().dims();
+    let src = source(&state, req.model.as_deref())?;
+    let dims = match &src {
+        Source::Encoder(e) => e.handle.model().dims(),
+        Source::Decoder => state.engine.session().model.config().n_embd,
+    };
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -141,13 +220,13 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
         Some(d) if (1..=dims).contains(&d) => d,
         Some(d) => return Err(ApiError::invalid("dimensions", format!("dimensions must be 1..={dims}, not {d}"))),
     };
-    let (e2, input, truncate) = (e.clone(), req.input, req.truncate);
-    let seqs = tokio::task::spawn_blocking(move || inputs(&e2, &input, truncate))
+    let (rule, input, truncate) = (input_rule(&state, &src), req.input, req.truncate);
+    let seqs = tokio::task::spawn_blocking(move || inputs(&rule, &input, truncate))
         .await
         .map_err(|_| ApiError::internal("tokenizing the inputs failed"))??;
     let tokens: usize = seqs.iter().map(Vec::len).sum();
-    let vectors = e.handle.run(EmbedJob::Embed(seqs)).await.map_err(|err| ApiError::internal(err.to_string()))?;
-    let normalized = e.handle.model().normalize;
+    let vectors = src.run(&state, seqs).await?;
+    let normalized = src.normalized();
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -173,14 +252,14 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
     Ok(Json(json!({
         "object": "list",
         "data": data,
-        "model": e.name,
+        "model": src.name(&state),
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     })))
 }
 
 pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: RerankRequest = parse(&body)?;
-    let e = embedder(&state, req.model.as_deref())?.clone();
+    let src = source(&state, req.model.as_deref())?;
     if req.documents.is_empty() {
         return Err(ApiError::invalid("documents", "documents must not be empty"));
     }
@@ -203,8 +282,12 @@ pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<J
         return Err(ApiError::invalid("query", "query must not be empty"));
     }
     let (query, docs, truncate) = (req.query.clone(), texts.clone(), req.truncate);
-    let e2 = e.clone();
-    let (scores, tokens) = if e.handle.model().is_cross_encoder() {
+    let cross_encoder = match &src {
+        Source::Encoder(e) if e.handle.model().is_cross_encoder() => Some(e.clone()),
+        _ => None,
+    };
+    let (scores, tokens) = if let Some(e) = cross_encoder {
+        let e2 = e.clone();
         let pairs = tokio::task::spawn_blocking(move || {
             let m = e2.handle.model();
             docs.iter()
@@ -234,11 +317,12 @@ pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<J
         // An embedding model ranks by the cosine of query and document.
         let mut all = vec![Value::String(query)];
         all.extend(docs.into_iter().map(Value::String));
-        let seqs = tokio::task::spawn_blocking(move || inputs(&e2, &Value::Array(all), truncate))
+        let rule = input_rule(&state, &src);
+        let seqs = tokio::task::spawn_blocking(move || inputs(&rule, &Value::Array(all), truncate))
             .await
             .map_err(|_| ApiError::internal("tokenizing the documents failed"))??;
         let tokens: usize = seqs.iter().map(Vec::len).sum();
-        let mut vectors = e.handle.run(EmbedJob::Embed(seqs)).await.map_err(|err| ApiError::internal(err.to_string()))?;
+        let mut vectors = src.run(&state, seqs).await?;
         vectors.iter_mut().for_each(|v| normalize(v));
         let q = vectors.remove(0);
         (vectors.iter().map(|d| d.iter().zip(&q).map(|(a, b)| a * b).sum()).collect(), tokens)
@@ -256,5 +340,5 @@ pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<J
             r
         })
         .collect();
-    Ok(Json(json!({"object": "list", "model": e.name, "results": results, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})))
+    Ok(Json(json!({"object": "list", "model": src.name(&state), "results": results, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})))
 }

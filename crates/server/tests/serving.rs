@@ -388,13 +388,21 @@ async fn embeddings_and_rerank_answer_in_openai_shape_and_refuse_bad_input() {
     assert_eq!(status, 200, "{v}");
     let (status, v) = server.post("/v1/embeddings", &json!({"input": "x", "model": "gpt-embed"})).await;
     assert_eq!(status, 404, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("minilm"), "{v}");
     let (status, v) = server.post("/v1/rerank", &json!({"query": "q", "documents": []})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("documents")), "{v}");
-    // Without an embedding model: 404 naming the flag.
+    // The chat model embeds too when named (its pooled final hidden states).
+    let (status, v) = server.post("/v1/embeddings", &json!({"input": ["hello", "world"], "model": "smollm2"})).await;
+    assert_eq!(status, 200, "{v}");
+    let want = common::session().embed(&common::session().raw_prompt("hello").unwrap(), common::session().pooling()).unwrap();
+    let got: Vec<f32> = v["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert_eq!(got.len(), 576);
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+    assert_eq!(v["model"], "smollm2");
+    // Without an embedding model, the chat model answers.
     let plain = start(config(1, 1024, 4, 256), None).await;
     let (status, v) = plain.post("/v1/embeddings", &json!({"input": "x"})).await;
-    assert_eq!(status, 404, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("--embedding-model"), "{v}");
+    assert_eq!((status, v["model"].as_str()), (200, Some("smollm2")), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
