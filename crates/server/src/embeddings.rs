@@ -114,10 +114,13 @@ fn source(state: &AppState, model: Option<&str>) -> Result<Source, ApiError> {
     }
 }
 
+/// Text to tokens, or why not.
+type Tokenize = dyn Fn(&str) -> Result<Vec<TokenId>, String> + Send;
+
 /// The rule for one source's inputs: how to tokenize, the vocabulary, the
 /// longest input, and how to cut one.
 struct InputRule {
-    tokenize: Box<dyn Fn(&str) -> Result<Vec<TokenId>, String> + Send>,
+    tokenize: Box<Tokenize>,
     vocab: usize,
     max_tokens: usize,
     cut: Box<dyn Fn(Vec<TokenId>) -> Vec<TokenId> + Send>,
