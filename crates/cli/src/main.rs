@@ -308,7 +308,10 @@ fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     }
     let backend = backend(a.threads)?;
     let mut out = std::io::stdout().lock();
-    if catalog().resolve(&a.model)?.is_file() {
+    let path = catalog().resolve(&a.model)?;
+    let encoder_gguf = path.is_file()
+        && hearth_gguf::GgufFile::open(&path).is_ok_and(|f| f.get_str("general.architecture").is_ok_and(|a| a == "bert"));
+    if path.is_file() && !encoder_gguf {
         // A decoder model (GGUF): its final hidden states, pooled.
         let session = load(&a.model, &backend)?;
         let pooling = match a.pooling.as_deref() {

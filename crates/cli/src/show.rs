@@ -53,7 +53,9 @@ pub fn show(path: &Path) -> Result<()> {
 /// tokenizer model. Empty when everything is supported.
 fn unsupported(f: &GgufFile, arch: &str, types: &BTreeMap<String, (usize, usize)>) -> Vec<String> {
     let mut missing = Vec::new();
-    if !hearth_models::SUPPORTED_ARCHITECTURES.contains(&arch) {
+    // An encoder: `hearth embed` and `serve --embedding-model` run it.
+    let encoder = arch == "bert";
+    if !encoder && !hearth_models::SUPPORTED_ARCHITECTURES.contains(&arch) {
         missing
             .push(format!("architecture {arch:?} (supported: {})", hearth_models::SUPPORTED_ARCHITECTURES.join(", ")));
     }
@@ -69,8 +71,8 @@ fn unsupported(f: &GgufFile, arch: &str, types: &BTreeMap<String, (usize, usize)
         missing.push(format!("tensor types {}", described.join(", ")));
     }
     let tokenizer = f.get("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("none");
-    if !matches!(tokenizer, "gpt2" | "llama") {
-        missing.push(format!("tokenizer model {tokenizer:?} (supported: gpt2, llama)"));
+    if !matches!(tokenizer, "gpt2" | "llama") && !(encoder && tokenizer == "bert") {
+        missing.push(format!("tokenizer model {tokenizer:?} (supported: gpt2, llama; bert for encoders)"));
     }
     missing
 }

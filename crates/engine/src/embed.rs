@@ -59,7 +59,13 @@ impl EmbeddingModel {
     /// `tokenizer.json`, and the sentence-transformers files when present
     /// (`1_Pooling/config.json` for pooling, `modules.json` for
     /// normalization, `sentence_bert_config.json` for the input limit).
+    ///
+    /// A file instead of a folder is read as a GGUF `bert` file (llama.cpp's
+    /// layout; its `bert.pooling_type`, vectors normalized as llama.cpp does).
     pub fn load(dir: &Path, backend: Arc<dyn Backend>) -> Result<Self, EngineError> {
+        if dir.is_file() {
+            return Self::load_gguf(dir, backend);
+        }
         let tokenizer = EncoderTokenizer::from_file(&dir.join("tokenizer.json"))?;
         let encoder = BertEncoder::load(dir, backend)?;
         let pooling_cfg = json_file(&dir.join("1_Pooling/config.json"));
@@ -84,6 +90,20 @@ impl EmbeddingModel {
             .and_then(|c| c.get("max_seq_length").and_then(serde_json::Value::as_u64))
             .map_or(max_positions, |m| (m as usize).min(max_positions));
         Ok(Self { encoder, tokenizer, pooling, normalize, max_tokens })
+    }
+
+    fn load_gguf(path: &Path, backend: Arc<dyn Backend>) -> Result<Self, EngineError> {
+        let file = hearth_gguf::GgufFile::open(path)
+            .map_err(|reason| EngineError::Load { path: path.display().to_string(), reason })?;
+        let tokenizer = EncoderTokenizer::from_gguf(&file)?;
+        let encoder = BertEncoder::load_gguf(&file, backend)?;
+        let pooling = match file.get("bert.pooling_type").and_then(hearth_gguf::MetaValue::as_u64) {
+            Some(2) => Pooling::Cls,
+            Some(3) => Pooling::Last,
+            _ => Pooling::Mean,
+        };
+        let max_tokens = encoder.config.max_positions;
+        Ok(Self { encoder, tokenizer, pooling, normalize: true, max_tokens })
     }
 
     /// Width of the vectors.

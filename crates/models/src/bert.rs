@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hearth_core::{Backend, GgmlType, MatmulJob, PackedQkv, PreparedWeight, TokenId, WeightView};
+use hearth_gguf::GgufFile;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::ModelError;
@@ -112,22 +113,38 @@ pub struct BertEncoder {
     head: Option<ClassifierHead>,
 }
 
+/// Where an encoder's tensors come from, by their Hugging Face names and
+/// shapes (`[out, in]` for matrices).
+trait TensorSource {
+    /// Type and bytes of `name`, checked against `shape`.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), ModelError>;
+    /// The classifier's label count, if the file is a cross-encoder.
+    fn classifier_labels(&self) -> Option<usize>;
+    /// Whether the matrices may take the backend's fastest product (no
+    /// reference engine's float order to reproduce).
+    fn any_order(&self) -> bool;
+}
+
+fn shape_error(name: String, found: &[usize], expected: &[usize]) -> ModelError {
+    ModelError::BadShape {
+        name,
+        found: found.iter().map(|&d| d as u64).collect(),
+        expected: expected.iter().map(|&d| d as u64).collect(),
+    }
+}
+
 /// Tensors of one safetensors file under an optional name prefix (`bert.`).
-struct Tensors<'a> {
+struct SafetensorsSource<'a> {
     st: SafeTensors<'a>,
     prefix: &'static str,
 }
 
-impl Tensors<'_> {
+impl TensorSource for SafetensorsSource<'_> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), ModelError> {
         let full = format!("{}{name}", self.prefix);
         let t = self.st.tensor(&full).or_else(|_| self.st.tensor(name)).map_err(|_| ModelError::MissingTensor { name: full.clone() })?;
         if t.shape() != shape {
-            return Err(ModelError::BadShape {
-                name: full,
-                found: t.shape().iter().map(|&d| d as u64).collect(),
-                expected: shape.iter().map(|&d| d as u64).collect(),
-            });
+            return Err(shape_error(full, t.shape(), shape));
         }
         let ty = match t.dtype() {
             Dtype::F32 => GgmlType::F32,
@@ -138,23 +155,123 @@ impl Tensors<'_> {
         Ok((ty, t.data()))
     }
 
-    fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let (ty, data) = self.get(name, shape)?;
-        Ok(match ty {
-            GgmlType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            GgmlType::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            _ => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        })
+    fn classifier_labels(&self) -> Option<usize> {
+        self.st.tensor("classifier.weight").ok().map(|t| t.shape().first().copied().unwrap_or(1).max(1))
     }
 
-    fn dense(&self, backend: &dyn Backend, name: &str, rows: usize, cols: usize) -> Result<Dense, ModelError> {
-        let (ty, data) = self.get(&format!("{name}.weight"), &[rows, cols])?;
-        let w = backend.prepare(&WeightView { ty, rows, cols, data, expert: false, any_order: true })?;
-        Ok(Dense { w, b: self.floats(&format!("{name}.bias"), &[rows])? })
+    fn any_order(&self) -> bool {
+        true
+    }
+}
+
+/// Tensors of a GGUF `bert` file, under llama.cpp's names.
+struct GgufSource<'a> {
+    file: &'a GgufFile,
+}
+
+/// llama.cpp's name of the Hugging Face tensor `name`.
+fn gguf_name(name: &str) -> String {
+    let (stem, suffix) = name.rsplit_once('.').unwrap_or((name, ""));
+    let mapped = match stem {
+        "embeddings.word_embeddings" => "token_embd".to_owned(),
+        "embeddings.position_embeddings" => "position_embd".to_owned(),
+        "embeddings.token_type_embeddings" => "token_types".to_owned(),
+        "embeddings.LayerNorm" => "token_embd_norm".to_owned(),
+        "pooler.dense" => "cls".to_owned(),
+        "classifier" => "cls.output".to_owned(),
+        _ => match stem.strip_prefix("encoder.layer.").and_then(|r| r.split_once('.')) {
+            Some((i, rest)) => {
+                let part = match rest {
+                    "attention.self.query" => "attn_q",
+                    "attention.self.key" => "attn_k",
+                    "attention.self.value" => "attn_v",
+                    "attention.output.dense" => "attn_output",
+                    "attention.output.LayerNorm" => "attn_output_norm",
+                    "intermediate.dense" => "ffn_up",
+                    "output.dense" => "ffn_down",
+                    "output.LayerNorm" => "layer_output_norm",
+                    other => other,
+                };
+                format!("blk.{i}.{part}")
+            }
+            None => stem.to_owned(),
+        },
+    };
+    format!("{mapped}.{suffix}")
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), ModelError> {
+        let full = gguf_name(name);
+        let t = self.file.tensor(&full).ok_or_else(|| ModelError::MissingTensor { name: full.clone() })?;
+        // ggml lists dimensions innermost first.
+        let dims: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+        if dims != shape {
+            return Err(shape_error(full, &dims, shape));
+        }
+        Ok((t.ty, self.file.tensor_data(t)))
     }
 
-    fn norm(&self, name: &str, dim: usize) -> Result<Norm, ModelError> {
-        Ok(Norm { w: self.floats(&format!("{name}.weight"), &[dim])?, b: self.floats(&format!("{name}.bias"), &[dim])? })
+    fn classifier_labels(&self) -> Option<usize> {
+        self.file.tensor("cls.output.weight").map(|t| t.dims.get(1).copied().unwrap_or(1).max(1) as usize)
+    }
+
+    fn any_order(&self) -> bool {
+        false
+    }
+}
+
+/// A vector or table as f32 rows, whatever its stored type (the backend
+/// dequantizes, as for any embedding lookup).
+fn floats(src: &dyn TensorSource, backend: &dyn Backend, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+    let (ty, data) = src.get(name, shape)?;
+    let (rows, cols) = match *shape {
+        [n] => (1, n),
+        [r, c] => (r, c),
+        _ => return Err(ModelError::BadMetadata(format!("tensor {name:?}: expected 1 or 2 dimensions"))),
+    };
+    let mut out = vec![0.0; rows * cols];
+    let ids: Vec<TokenId> = (0..rows as TokenId).collect();
+    backend.get_rows(&WeightView { ty, rows, cols, data, expert: false, any_order: false }, &ids, &mut out)?;
+    Ok(out)
+}
+
+fn dense(src: &dyn TensorSource, backend: &dyn Backend, name: &str, rows: usize, cols: usize) -> Result<Dense, ModelError> {
+    let (ty, data) = src.get(&format!("{name}.weight"), &[rows, cols])?;
+    let w = backend.prepare(&WeightView { ty, rows, cols, data, expert: false, any_order: src.any_order() })?;
+    Ok(Dense { w, b: floats(src, backend, &format!("{name}.bias"), &[rows])? })
+}
+
+fn norm(src: &dyn TensorSource, backend: &dyn Backend, name: &str, dim: usize) -> Result<Norm, ModelError> {
+    Ok(Norm {
+        w: floats(src, backend, &format!("{name}.weight"), &[dim])?,
+        b: floats(src, backend, &format!("{name}.bias"), &[dim])?,
+    })
+}
+
+impl BertConfig {
+    /// The shape of a GGUF `bert` file, from its metadata.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let arch = file.get_str("general.architecture")?;
+        if arch != "bert" {
+            return Err(ModelError::UnsupportedArch(format!("{arch} (encoders: bert)")));
+        }
+        let num = |k: &str| file.get_u64(&format!("bert.{k}")).map(|v| v as usize);
+        let dim1 = |t: &str| file.tensor(t).and_then(|t| t.dims.get(1).copied()).map(|d| d as usize);
+        let cfg = Self {
+            vocab_size: dim1("token_embd.weight").ok_or_else(|| ModelError::MissingTensor { name: "token_embd.weight".into() })?,
+            hidden: num("embedding_length")?,
+            layers: num("block_count")?,
+            heads: num("attention.head_count")?,
+            intermediate: num("feed_forward_length")?,
+            max_positions: num("context_length")?,
+            type_vocab_size: dim1("token_types.weight").unwrap_or(2),
+            eps: file.get_f64("bert.attention.layer_norm_epsilon").unwrap_or(1e-12) as f32,
+        };
+        if cfg.heads == 0 || !cfg.hidden.is_multiple_of(cfg.heads) || cfg.layers == 0 {
+            return Err(ModelError::BadMetadata(format!("{} hidden units do not split into {} heads", cfg.hidden, cfg.heads)));
+        }
+        Ok(cfg)
     }
 }
 
@@ -171,40 +288,46 @@ impl BertEncoder {
         let bytes = read("model.safetensors")?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::BadMetadata(format!("model.safetensors: {e}")))?;
         let prefix = if st.tensor("embeddings.word_embeddings.weight").is_ok() { "" } else { "bert." };
-        let t = Tensors { st, prefix };
+        Self::from_source(&SafetensorsSource { st, prefix }, config, backend)
+    }
+
+    /// Loads a GGUF `bert` file (llama.cpp's layout: `token_embd`,
+    /// `blk.N.attn_q`, …; `cls` and `cls.output` for a reranker's head).
+    pub fn load_gguf(file: &GgufFile, backend: Arc<dyn Backend>) -> Result<Self, ModelError> {
+        let config = BertConfig::from_gguf(file)?;
+        Self::from_source(&GgufSource { file }, config, backend)
+    }
+
+    fn from_source(t: &dyn TensorSource, config: BertConfig, backend: Arc<dyn Backend>) -> Result<Self, ModelError> {
         let (h, c) = (config.hidden, &config);
         let be = backend.as_ref();
         let layers = (0..c.layers)
             .map(|i| {
                 let p = format!("encoder.layer.{i}");
                 Ok(Layer {
-                    q: t.dense(be, &format!("{p}.attention.self.query"), h, h)?,
-                    k: t.dense(be, &format!("{p}.attention.self.key"), h, h)?,
-                    v: t.dense(be, &format!("{p}.attention.self.value"), h, h)?,
-                    out: t.dense(be, &format!("{p}.attention.output.dense"), h, h)?,
-                    attn_norm: t.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
-                    up: t.dense(be, &format!("{p}.intermediate.dense"), c.intermediate, h)?,
-                    down: t.dense(be, &format!("{p}.output.dense"), h, c.intermediate)?,
-                    ffn_norm: t.norm(&format!("{p}.output.LayerNorm"), h)?,
+                    q: dense(t, be, &format!("{p}.attention.self.query"), h, h)?,
+                    k: dense(t, be, &format!("{p}.attention.self.key"), h, h)?,
+                    v: dense(t, be, &format!("{p}.attention.self.value"), h, h)?,
+                    out: dense(t, be, &format!("{p}.attention.output.dense"), h, h)?,
+                    attn_norm: norm(t, be, &format!("{p}.attention.output.LayerNorm"), h)?,
+                    up: dense(t, be, &format!("{p}.intermediate.dense"), c.intermediate, h)?,
+                    down: dense(t, be, &format!("{p}.output.dense"), h, c.intermediate)?,
+                    ffn_norm: norm(t, be, &format!("{p}.output.LayerNorm"), h)?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
-        let head = match t.st.tensor("classifier.weight") {
-            Ok(cls) => {
-                let labels = cls.shape().first().copied().unwrap_or(1).max(1);
-                // `Tensors::get` also finds the unprefixed `classifier.*`.
-                Some(ClassifierHead {
-                    pooler: t.dense(be, "pooler.dense", h, h)?,
-                    classifier: t.dense(be, "classifier", labels, h)?,
-                })
-            }
-            Err(_) => None,
+        let head = match t.classifier_labels() {
+            Some(labels) => Some(ClassifierHead {
+                pooler: dense(t, be, "pooler.dense", h, h)?,
+                classifier: dense(t, be, "classifier", labels, h)?,
+            }),
+            None => None,
         };
         Ok(Self {
-            word: t.floats("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
-            position: t.floats("embeddings.position_embeddings.weight", &[c.max_positions, h])?,
-            token_type: t.floats("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?,
-            embed_norm: t.norm("embeddings.LayerNorm", h)?,
+            word: floats(t, be, "embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            position: floats(t, be, "embeddings.position_embeddings.weight", &[c.max_positions, h])?,
+            token_type: floats(t, be, "embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?,
+            embed_norm: norm(t, be, "embeddings.LayerNorm", h)?,
             layers,
             head,
             config,
