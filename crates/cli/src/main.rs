@@ -310,7 +310,9 @@ fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let path = catalog().resolve(&a.model)?;
     let encoder_gguf = path.is_file()
-        && hearth_gguf::GgufFile::open(&path).is_ok_and(|f| f.get_str("general.architecture").is_ok_and(|a| a == "bert"));
+        && hearth_gguf::GgufFile::open(&path).is_ok_and(|f| {
+            f.get_str("general.architecture").is_ok_and(|a| hearth_models::bert::ENCODER_ARCHITECTURES.contains(&a))
+        });
     if path.is_file() && !encoder_gguf {
         // A decoder model (GGUF): its final hidden states, pooled.
         let session = load(&a.model, &backend)?;

@@ -54,7 +54,7 @@ pub fn show(path: &Path) -> Result<()> {
 fn unsupported(f: &GgufFile, arch: &str, types: &BTreeMap<String, (usize, usize)>) -> Vec<String> {
     let mut missing = Vec::new();
     // An encoder: `hearth embed` and `serve --embedding-model` run it.
-    let encoder = arch == "bert";
+    let encoder = hearth_models::bert::ENCODER_ARCHITECTURES.contains(&arch);
     if !encoder && !hearth_models::SUPPORTED_ARCHITECTURES.contains(&arch) {
         missing
             .push(format!("architecture {arch:?} (supported: {})", hearth_models::SUPPORTED_ARCHITECTURES.join(", ")));

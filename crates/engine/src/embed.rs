@@ -60,8 +60,9 @@ impl EmbeddingModel {
     /// (`1_Pooling/config.json` for pooling, `modules.json` for
     /// normalization, `sentence_bert_config.json` for the input limit).
     ///
-    /// A file instead of a folder is read as a GGUF `bert` file (llama.cpp's
-    /// layout; its `bert.pooling_type`, vectors normalized as llama.cpp does).
+    /// A file instead of a folder is read as a GGUF `bert` or `nomic-bert`
+    /// file (llama.cpp's layout; its `pooling_type`, vectors normalized as
+    /// llama.cpp does).
     pub fn load(dir: &Path, backend: Arc<dyn Backend>) -> Result<Self, EngineError> {
         if dir.is_file() {
             return Self::load_gguf(dir, backend);
@@ -97,7 +98,8 @@ impl EmbeddingModel {
             .map_err(|reason| EngineError::Load { path: path.display().to_string(), reason })?;
         let tokenizer = EncoderTokenizer::from_gguf(&file)?;
         let encoder = BertEncoder::load_gguf(&file, backend)?;
-        let pooling = match file.get("bert.pooling_type").and_then(hearth_gguf::MetaValue::as_u64) {
+        let arch = file.get_str("general.architecture").unwrap_or("bert");
+        let pooling = match file.get(&format!("{arch}.pooling_type")).and_then(hearth_gguf::MetaValue::as_u64) {
             Some(2) => Pooling::Cls,
             Some(3) => Pooling::Last,
             _ => Pooling::Mean,

@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hearth_core::{Backend, GgmlType, MatmulJob, PackedQkv, PreparedWeight, TokenId, WeightView};
+use hearth_core::{
+    Activation, Backend, GgmlType, MatmulJob, PackedQkv, PreparedWeight, RopeParams, RopeStyle, TokenId, WeightView,
+};
 use hearth_gguf::GgufFile;
 use safetensors::{Dtype, SafeTensors};
 
@@ -33,6 +35,9 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     /// Layer-norm epsilon.
     pub eps: f32,
+    /// Rotary positions (nomic-bert) instead of a position table (BERT):
+    /// the frequency base.
+    pub rope_base: Option<f32>,
 }
 
 impl BertConfig {
@@ -64,6 +69,7 @@ impl BertConfig {
             max_positions: num("max_position_embeddings")?,
             type_vocab_size: num("type_vocab_size").unwrap_or(2),
             eps: v.get("layer_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(1e-12) as f32,
+            rope_base: None,
         };
         if cfg.heads == 0 || !cfg.hidden.is_multiple_of(cfg.heads) || cfg.layers == 0 || cfg.type_vocab_size == 0 {
             return Err(bad(format!("config.json: {} hidden units do not split into {} heads", cfg.hidden, cfg.heads)));
@@ -74,6 +80,7 @@ impl BertConfig {
 
 struct Dense {
     w: Box<dyn PreparedWeight>,
+    /// Empty when the layer has no bias (nomic-bert).
     b: Vec<f32>,
 }
 
@@ -89,6 +96,8 @@ struct Layer {
     out: Dense,
     attn_norm: Norm,
     up: Dense,
+    /// SwiGLU's gate (nomic-bert): `silu(gate) · up`; BERT has a plain GELU.
+    gate: Option<Dense>,
     down: Dense,
     ffn_norm: Norm,
 }
@@ -106,6 +115,7 @@ pub struct BertEncoder {
     pub config: BertConfig,
     backend: Arc<dyn Backend>,
     word: Vec<f32>,
+    /// Absolute positions (BERT); empty with rotary positions.
     position: Vec<f32>,
     token_type: Vec<f32>,
     embed_norm: Norm,
@@ -190,6 +200,8 @@ fn gguf_name(name: &str) -> String {
                     "intermediate.dense" => "ffn_up",
                     "output.dense" => "ffn_down",
                     "output.LayerNorm" => "layer_output_norm",
+                    "attention.self.qkv" => "attn_qkv",
+                    "intermediate.gate" => "ffn_gate",
                     other => other,
                 };
                 format!("blk.{i}.{part}")
@@ -242,6 +254,25 @@ fn dense(src: &dyn TensorSource, backend: &dyn Backend, name: &str, rows: usize,
     Ok(Dense { w, b: floats(src, backend, &format!("{name}.bias"), &[rows])? })
 }
 
+/// A matrix without a bias (nomic-bert's).
+fn dense_unbiased(src: &dyn TensorSource, backend: &dyn Backend, name: &str, rows: usize, cols: usize) -> Result<Dense, ModelError> {
+    let (ty, data) = src.get(&format!("{name}.weight"), &[rows, cols])?;
+    let w = backend.prepare(&WeightView { ty, rows, cols, data, expert: false, any_order: src.any_order() })?;
+    Ok(Dense { w, b: Vec::new() })
+}
+
+/// The three `h`-row parts of a fused `3h × h` QKV matrix (nomic-bert),
+/// each prepared on its own so the rest of the layer is BERT's.
+fn split_qkv(src: &dyn TensorSource, backend: &dyn Backend, name: &str, h: usize) -> Result<[Dense; 3], ModelError> {
+    let (ty, data) = src.get(&format!("{name}.weight"), &[3 * h, h])?;
+    let part = ty.row_bytes(h).ok_or_else(|| ModelError::BadMetadata(format!("{name}: rows of {h} do not fit {ty} blocks")))? * h;
+    let one = |i: usize| -> Result<Dense, ModelError> {
+        let view = WeightView { ty, rows: h, cols: h, data: &data[i * part..(i + 1) * part], expert: false, any_order: src.any_order() };
+        Ok(Dense { w: backend.prepare(&view)?, b: Vec::new() })
+    };
+    Ok([one(0)?, one(1)?, one(2)?])
+}
+
 fn norm(src: &dyn TensorSource, backend: &dyn Backend, name: &str, dim: usize) -> Result<Norm, ModelError> {
     Ok(Norm {
         w: floats(src, backend, &format!("{name}.weight"), &[dim])?,
@@ -249,14 +280,17 @@ fn norm(src: &dyn TensorSource, backend: &dyn Backend, name: &str, dim: usize) -
     })
 }
 
+/// GGUF encoder architectures this build reads.
+pub const ENCODER_ARCHITECTURES: &[&str] = &["bert", "nomic-bert"];
+
 impl BertConfig {
-    /// The shape of a GGUF `bert` file, from its metadata.
+    /// The shape of a GGUF `bert` or `nomic-bert` file, from its metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let arch = file.get_str("general.architecture")?;
-        if arch != "bert" {
-            return Err(ModelError::UnsupportedArch(format!("{arch} (encoders: bert)")));
+        if !ENCODER_ARCHITECTURES.contains(&arch) {
+            return Err(ModelError::UnsupportedArch(format!("{arch} (encoders: {})", ENCODER_ARCHITECTURES.join(", "))));
         }
-        let num = |k: &str| file.get_u64(&format!("bert.{k}")).map(|v| v as usize);
+        let num = |k: &str| file.get_u64(&format!("{arch}.{k}")).map(|v| v as usize);
         let dim1 = |t: &str| file.tensor(t).and_then(|t| t.dims.get(1).copied()).map(|d| d as usize);
         let cfg = Self {
             vocab_size: dim1("token_embd.weight").ok_or_else(|| ModelError::MissingTensor { name: "token_embd.weight".into() })?,
@@ -266,7 +300,9 @@ impl BertConfig {
             intermediate: num("feed_forward_length")?,
             max_positions: num("context_length")?,
             type_vocab_size: dim1("token_types.weight").unwrap_or(2),
-            eps: file.get_f64("bert.attention.layer_norm_epsilon").unwrap_or(1e-12) as f32,
+            eps: file.get_f64(&format!("{arch}.attention.layer_norm_epsilon")).unwrap_or(1e-12) as f32,
+            rope_base: (arch == "nomic-bert")
+                .then(|| file.get_f64("nomic-bert.rope.freq_base").map_or(1000.0, |b| b as f32)),
         };
         if cfg.heads == 0 || !cfg.hidden.is_multiple_of(cfg.heads) || cfg.layers == 0 {
             return Err(ModelError::BadMetadata(format!("{} hidden units do not split into {} heads", cfg.hidden, cfg.heads)));
@@ -301,9 +337,24 @@ impl BertEncoder {
     fn from_source(t: &dyn TensorSource, config: BertConfig, backend: Arc<dyn Backend>) -> Result<Self, ModelError> {
         let (h, c) = (config.hidden, &config);
         let be = backend.as_ref();
+        let nomic = c.rope_base.is_some();
         let layers = (0..c.layers)
             .map(|i| {
                 let p = format!("encoder.layer.{i}");
+                if nomic {
+                    let [q, k, v] = split_qkv(t, be, &format!("{p}.attention.self.qkv"), h)?;
+                    return Ok(Layer {
+                        q,
+                        k,
+                        v,
+                        out: dense_unbiased(t, be, &format!("{p}.attention.output.dense"), h, h)?,
+                        attn_norm: norm(t, be, &format!("{p}.attention.output.LayerNorm"), h)?,
+                        up: dense_unbiased(t, be, &format!("{p}.intermediate.dense"), c.intermediate, h)?,
+                        gate: Some(dense_unbiased(t, be, &format!("{p}.intermediate.gate"), c.intermediate, h)?),
+                        down: dense_unbiased(t, be, &format!("{p}.output.dense"), h, c.intermediate)?,
+                        ffn_norm: norm(t, be, &format!("{p}.output.LayerNorm"), h)?,
+                    });
+                }
                 Ok(Layer {
                     q: dense(t, be, &format!("{p}.attention.self.query"), h, h)?,
                     k: dense(t, be, &format!("{p}.attention.self.key"), h, h)?,
@@ -311,6 +362,7 @@ impl BertEncoder {
                     out: dense(t, be, &format!("{p}.attention.output.dense"), h, h)?,
                     attn_norm: norm(t, be, &format!("{p}.attention.output.LayerNorm"), h)?,
                     up: dense(t, be, &format!("{p}.intermediate.dense"), c.intermediate, h)?,
+                    gate: None,
                     down: dense(t, be, &format!("{p}.output.dense"), h, c.intermediate)?,
                     ffn_norm: norm(t, be, &format!("{p}.output.LayerNorm"), h)?,
                 })
@@ -325,7 +377,11 @@ impl BertEncoder {
         };
         Ok(Self {
             word: floats(t, be, "embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
-            position: floats(t, be, "embeddings.position_embeddings.weight", &[c.max_positions, h])?,
+            position: if nomic {
+                Vec::new()
+            } else {
+                floats(t, be, "embeddings.position_embeddings.weight", &[c.max_positions, h])?
+            },
             token_type: floats(t, be, "embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?,
             embed_norm: norm(t, be, "embeddings.LayerNorm", h)?,
             layers,
@@ -361,9 +417,12 @@ impl BertEncoder {
                     return Err(ModelError::BadBatch(format!("token {id} (type {ty}) is outside the vocabulary")));
                 }
                 let out = &mut x[row * h..(row + 1) * h];
-                let (w, p, t) = (&self.word[id * h..][..h], &self.position[pos * h..][..h], &self.token_type[ty * h..][..h]);
+                let (w, t) = (&self.word[id * h..][..h], &self.token_type[ty * h..][..h]);
                 for i in 0..h {
-                    out[i] = w[i] + p[i] + t[i];
+                    out[i] = w[i] + t[i];
+                }
+                if let Some(p) = self.position.get(pos * h..(pos + 1) * h) {
+                    out.iter_mut().zip(p).for_each(|(o, p)| *o += p);
                 }
                 row += 1;
             }
@@ -374,6 +433,11 @@ impl BertEncoder {
         let mut attn = vec![0.0; n * h];
         let mut proj = vec![0.0; n * h];
         let mut inter = vec![0.0; n * c.intermediate];
+        let mut gate = if self.layers.iter().any(|l| l.gate.is_some()) { vec![0.0; n * c.intermediate] } else { Vec::new() };
+        let head_dim = h / c.heads;
+        // Rotary positions restart at 0 in every packed sequence.
+        let positions: Vec<usize> = lens.iter().flat_map(|&l| 0..l).collect();
+        let rope = c.rope_base.map(|base| RopeParams { style: RopeStyle::NeoX, n_rot: head_dim, freq_base: base, freq_scale: 1.0 });
         for l in &self.layers {
             be.matmul_many(&mut [
                 MatmulJob { w: l.q.w.as_ref(), x: &x, n, out: &mut q },
@@ -383,6 +447,10 @@ impl BertEncoder {
             add_bias(&mut q, &l.q.b);
             add_bias(&mut k, &l.k.b);
             add_bias(&mut v, &l.v.b);
+            if let Some(rope) = &rope {
+                be.rope(&mut q, head_dim, &positions, rope);
+                be.rope(&mut k, head_dim, &positions, rope);
+            }
             let qkv = PackedQkv { q: &q, k: &k, v: &v, n_head: c.heads, head_dim: h / c.heads, seq_lens: &lens };
             be.encoder_attention(&qkv, &mut attn);
             be.matmul(l.out.w.as_ref(), &attn, n, &mut proj)?;
@@ -391,8 +459,19 @@ impl BertEncoder {
             be.layer_norm(&mut x, h, &l.attn_norm.w, &l.attn_norm.b, c.eps);
             be.matmul(l.up.w.as_ref(), &x, n, &mut inter)?;
             add_bias(&mut inter, &l.up.b);
-            be.gelu_erf(&mut inter);
-            be.matmul(l.down.w.as_ref(), &inter, n, &mut proj)?;
+            let act = match &l.gate {
+                Some(g) => {
+                    be.matmul(g.w.as_ref(), &x, n, &mut gate)?;
+                    add_bias(&mut gate, &g.b);
+                    be.gated_activation(&mut gate, &inter, Activation::Silu);
+                    &gate
+                }
+                None => {
+                    be.gelu_erf(&mut inter);
+                    &inter
+                }
+            };
+            be.matmul(l.down.w.as_ref(), act, n, &mut proj)?;
             add_bias(&mut proj, &l.down.b);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             be.layer_norm(&mut x, h, &l.ffn_norm.w, &l.ffn_norm.b, c.eps);
@@ -429,8 +508,11 @@ impl BertEncoder {
     }
 }
 
-/// Adds `bias` to every row of `x`.
+/// Adds `bias` to every row of `x` (nothing for an empty bias).
 fn add_bias(x: &mut [f32], bias: &[f32]) {
+    if bias.is_empty() {
+        return;
+    }
     for row in x.chunks_exact_mut(bias.len()) {
         row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
     }

@@ -5,7 +5,7 @@
 
 mod encoder;
 mod real;
-pub use encoder::{write_tiny_cross_encoder, CE_VOCAB};
+pub use encoder::{write_tiny_cross_encoder, write_tiny_nomic_bert, CE_VOCAB};
 pub use real::{catalog, cpu_backend, real_model};
 
 use hearth_core::GgmlType;
