@@ -71,7 +71,8 @@ fn unsupported(f: &GgufFile, arch: &str, types: &BTreeMap<String, (usize, usize)
         missing.push(format!("tensor types {}", described.join(", ")));
     }
     let tokenizer = f.get("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("none");
-    if !matches!(tokenizer, "gpt2" | "llama") && !(encoder && tokenizer == "bert") {
+    let known = matches!(tokenizer, "gpt2" | "llama") || (encoder && tokenizer == "bert");
+    if !known {
         missing.push(format!("tokenizer model {tokenizer:?} (supported: gpt2, llama; bert for encoders)"));
     }
     missing

@@ -459,17 +459,14 @@ impl BertEncoder {
             be.layer_norm(&mut x, h, &l.attn_norm.w, &l.attn_norm.b, c.eps);
             be.matmul(l.up.w.as_ref(), &x, n, &mut inter)?;
             add_bias(&mut inter, &l.up.b);
-            let act = match &l.gate {
-                Some(g) => {
-                    be.matmul(g.w.as_ref(), &x, n, &mut gate)?;
-                    add_bias(&mut gate, &g.b);
-                    be.gated_activation(&mut gate, &inter, Activation::Silu);
-                    &gate
-                }
-                None => {
-                    be.gelu_erf(&mut inter);
-                    &inter
-                }
+            let act = if let Some(g) = &l.gate {
+                be.matmul(g.w.as_ref(), &x, n, &mut gate)?;
+                add_bias(&mut gate, &g.b);
+                be.gated_activation(&mut gate, &inter, Activation::Silu);
+                &gate
+            } else {
+                be.gelu_erf(&mut inter);
+                &inter
             };
             be.matmul(l.down.w.as_ref(), act, n, &mut proj)?;
             add_bias(&mut proj, &l.down.b);
