@@ -234,7 +234,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Loadtest(a) => serve::cmd_loadtest(&a),
         Command::List => cmd_list(),
-        Command::Show { model } => show::show(&catalog().resolve(&model)?),
+        Command::Show { model } => show::show(&gguf_path(&model)?),
     }
 }
 
@@ -383,9 +383,21 @@ fn load_with_template(
         };
         template = Some(src.to_owned());
     }
-    let path = catalog().resolve(model)?;
+    let path = gguf_path(model)?;
     let backend = Arc::clone(backend) as Arc<dyn hearth_core::Backend>;
     Ok(LoadedModel::load_with_template(&path, backend, template.as_deref())?)
+}
+
+/// The GGUF file `model` names; an encoder folder is refused with where it belongs.
+fn gguf_path(model: &str) -> Result<PathBuf> {
+    let path = catalog().resolve(model)?;
+    if path.is_dir() {
+        bail!(
+            "{model} is an embedding model (a Hugging Face encoder folder): use `hearth embed {model} TEXT` \
+             or `hearth serve --model GGUF --embedding-model {model}`"
+        );
+    }
+    Ok(path)
 }
 
 /// The sampling flags as parameters, checked by the rule every entry point

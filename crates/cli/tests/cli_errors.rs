@@ -83,3 +83,30 @@ fn a_broken_chat_template_file_is_refused_at_start() {
     assert!(stderr.contains("chat template") && stderr.contains("nosuchfilter"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An embedding model's folder given where a GGUF chat model belongs is
+/// refused with where it does belong; `hearth embed` prints its vectors,
+/// and a constraint flag shapes `hearth run`'s reply.
+#[test]
+fn embedding_folders_and_constraints_on_the_command_line() {
+    let dir = hearth_testutil::real_model("minilm");
+    let folder = dir.to_str().expect("utf-8 path");
+    let (code, err) = hearth(&["show", folder]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("embedding model") && err.contains("hearth embed"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(["embed", folder, "a cat", "a dog"]).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Vec<f64>> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON vector")).collect();
+    assert_eq!((lines.len(), lines[0].len()), (2, 384));
+    let model = hearth_testutil::real_model("smollm2");
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["run", model.to_str().unwrap(), "Is water wet?", "--regex", "(yes|no)", "--temp", "0"])
+        .output()
+        .expect("runs");
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && matches!(reply.trim(), "yes" | "no"), "{reply}");
+    let (code, err) = hearth(&["run", model.to_str().unwrap(), "hi", "--json", "--stop", "x"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--stop"), "{err}");
+}
