@@ -62,7 +62,7 @@ fn yes() -> bool {
 
 /// Which model embeds a request.
 #[derive(Clone)]
-enum Source {
+pub(crate) enum Source {
     /// The embedding model served beside the chat model.
     Encoder(Embedder),
     /// The chat model itself.
@@ -70,7 +70,7 @@ enum Source {
 }
 
 impl Source {
-    fn name(&self, state: &AppState) -> String {
+    pub(crate) fn name(&self, state: &AppState) -> String {
         match self {
             Self::Encoder(e) => e.name.clone(),
             Self::Decoder => state.model_name.clone(),
@@ -85,7 +85,7 @@ impl Source {
     }
 
     /// Embeds `seqs` where this source computes.
-    async fn run(&self, state: &AppState, seqs: Vec<Vec<TokenId>>) -> Result<Vec<Vec<f32>>, ApiError> {
+    pub(crate) async fn run(&self, state: &AppState, seqs: Vec<Vec<TokenId>>) -> Result<Vec<Vec<f32>>, ApiError> {
         let result = match self {
             Self::Encoder(e) => e.handle.run(EmbedJob::Embed(seqs)).await,
             Self::Decoder => {
@@ -102,7 +102,7 @@ impl Source {
 
 /// The model `model` names: the embedding model (also when none is named
 /// and one is served) or the chat model.
-fn source(state: &AppState, model: Option<&str>) -> Result<Source, ApiError> {
+pub(crate) fn source(state: &AppState, model: Option<&str>) -> Result<Source, ApiError> {
     let named = model.filter(|m| !m.is_empty());
     match (&state.embedder, named) {
         (Some(e), None) => Ok(Source::Encoder(e.clone())),
@@ -119,14 +119,14 @@ type Tokenize = dyn Fn(&str) -> Result<Vec<TokenId>, String> + Send;
 
 /// The rule for one source's inputs: how to tokenize, the vocabulary, the
 /// longest input, and how to cut one.
-struct InputRule {
+pub(crate) struct InputRule {
     tokenize: Box<Tokenize>,
     vocab: usize,
     max_tokens: usize,
     cut: Box<dyn Fn(Vec<TokenId>) -> Vec<TokenId> + Send>,
 }
 
-fn input_rule(state: &AppState, src: &Source) -> InputRule {
+pub(crate) fn input_rule(state: &AppState, src: &Source) -> InputRule {
     match src {
         Source::Encoder(e) => {
             let (m, m2) = (Arc::clone(e.handle.model()), Arc::clone(e.handle.model()));
@@ -155,7 +155,7 @@ fn input_rule(state: &AppState, src: &Source) -> InputRule {
 
 /// Token sequences of the `input` field: a string, a list of strings, a list
 /// of token ids, or a list of such lists.
-fn inputs(m: &InputRule, input: &Value, truncate: bool) -> Result<Vec<Vec<TokenId>>, ApiError> {
+pub(crate) fn inputs(m: &InputRule, input: &Value, truncate: bool) -> Result<Vec<Vec<TokenId>>, ApiError> {
     let items: Vec<&Value> = match input {
         Value::String(_) => vec![input],
         Value::Array(a) if a.is_empty() => return Err(ApiError::invalid("input", "input must not be empty")),

@@ -18,6 +18,7 @@ mod error;
 mod format;
 mod generation;
 mod http;
+mod ollama;
 mod prompt;
 mod tokens;
 
@@ -98,11 +99,20 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     // llama-server's own endpoints, where Hearth drops in for it.
     let llama_server =
         Router::new().route("/tokenize", post(tokens::tokenize)).route("/detokenize", post(tokens::detokenize));
+    // Ollama's read-only and embedding endpoints.
+    let ollama = Router::new()
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings));
     // The same API without the `/v1` prefix, as llama-server serves it.
     let keyed = Router::new()
         .nest("/v1", api.clone())
         .merge(api)
         .merge(llama_server)
+        .merge(ollama)
         // Outermost first: the key is checked before a body is read.
         .layer(middleware::from_fn_with_state(limits.clone(), http::read_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_key));

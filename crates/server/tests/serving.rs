@@ -488,3 +488,32 @@ async fn thoughts_come_apart_and_the_schema_holds_after_them() {
     }
     assert_eq!((r.as_str(), c.as_str()), (thoughts, message["content"].as_str().unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_ollama_client_lists_shows_and_embeds() {
+    let _serial = SERIAL.lock().await;
+    let pydeps = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
+    let has_client = std::process::Command::new("python3")
+        .args(["-c", "import ollama"])
+        .env("PYTHONPATH", &pydeps)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_client {
+        assert!(std::env::var("CI").is_err(), "CI must install the ollama client (see .ci/run)");
+        eprintln!("skipped: `ollama` not importable (python3 -m pip install --target target/pydeps ollama)");
+        return;
+    }
+    let server = common::start_with_embedder(config(1, 1024, 4, 512)).await;
+    // Ollama's error shape, before the client runs.
+    let (status, v) = server.post("/api/show", &json!({"model": "nope"})).await;
+    assert_eq!((status, v["error"].is_string()), (404, true), "{v}");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ollama_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([&server.url, "smollm2", "minilm"])
+        .env("PYTHONPATH", &pydeps)
+        .output()
+        .await
+        .expect("python3");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
