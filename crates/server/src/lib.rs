@@ -105,6 +105,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/api/tags", get(ollama::tags))
         .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings));
     // The same API without the `/v1` prefix, as llama-server serves it.

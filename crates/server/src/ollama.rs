@@ -1,8 +1,11 @@
-//! The read-only and embedding parts of Ollama's API, on the same port and
-//! the same models: `GET /api/version`, `/api/tags`, `/api/ps`,
-//! `POST /api/show`, `/api/embed` and the legacy `/api/embeddings`. Errors
-//! come in Ollama's shape (`{"error": "…"}`). Model names may carry a tag
-//! (`smollm2:latest`); `latest` is the served model itself.
+//! Ollama's API on the same port and the same models: `POST /api/chat` and
+//! `/api/generate` (NDJSON streams by default), `/api/embed`, the legacy
+//! `/api/embeddings`, `POST /api/show`, `GET /api/tags`, `/api/ps`,
+//! `/api/version`. Generation is a translation: the request becomes an
+//! OpenAI request run by the same handlers (one request path, the same
+//! checks, metrics and engine), and their reply — JSON or SSE — becomes
+//! Ollama's. Errors come in Ollama's shape (`{"error": "…"}`). Model names
+//! may carry a tag (`smollm2:latest`); `latest` is the served model itself.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -173,4 +176,262 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
     let req: LegacyEmbedRequest = crate::parse(&body)?;
     let (mut vectors, _) = embed_with(&state, &req.model, Value::String(req.prompt), true).await?;
     Ok(Json(json!({"embedding": vectors.pop().unwrap_or_default()})))
+}
+
+/// `options` of Ollama's generation requests, as the OpenAI fields they
+/// stand for. Unknown options are ignored, as Ollama does.
+fn sampling_fields(req: &Value, openai: &mut serde_json::Map<String, Value>) -> Result<(), OllamaError> {
+    let opts = req.get("options").cloned().unwrap_or(Value::Null);
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("top_k", "top_k"),
+        ("min_p", "min_p"),
+        ("seed", "seed"),
+        ("repeat_penalty", "repeat_penalty"),
+        ("presence_penalty", "presence_penalty"),
+        ("frequency_penalty", "frequency_penalty"),
+        ("stop", "stop"),
+    ] {
+        if let Some(v) = opts.get(from).filter(|v| !v.is_null()) {
+            openai.insert(to.into(), v.clone());
+        }
+    }
+    // num_predict: -1 (or -2) means "until the context is full".
+    if let Some(n) = opts.get("num_predict").and_then(Value::as_i64).filter(|&n| n >= 0) {
+        openai.insert("max_tokens".into(), json!(n));
+    }
+    match req.get("format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "json" => {
+            openai.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(schema @ Value::Object(_)) => {
+            openai.insert("response_format".into(), json!({"type": "json_schema", "json_schema": {"name": "format", "schema": schema}}));
+        }
+        Some(other) => return Err(ApiError::invalid("format", format!("format must be \"json\" or a JSON schema, not {other}")).into()),
+    }
+    Ok(())
+}
+
+fn refuse_images(v: &Value, at: &str) -> Result<(), OllamaError> {
+    if v.get("images").is_some_and(|i| i.as_array().is_some_and(|a| !a.is_empty())) {
+        return Err(ApiError::invalid(at, "images are not supported: the served model reads text only").into());
+    }
+    Ok(())
+}
+
+/// Which Ollama endpoint a translated reply goes back to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Chat,
+    Generate,
+}
+
+pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
+    let req: Value = crate::parse(&body)?;
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
+    if untagged(&model) != state.model_name {
+        return Err(not_found(&model));
+    }
+    let messages = req.get("messages").cloned().unwrap_or(Value::Null);
+    for (i, m) in messages.as_array().into_iter().flatten().enumerate() {
+        refuse_images(m, &format!("messages[{i}].images"))?;
+    }
+    let mut openai = serde_json::Map::new();
+    openai.insert("messages".into(), messages);
+    if let Some(tools) = req.get("tools").filter(|t| !t.is_null()) {
+        openai.insert("tools".into(), tools.clone());
+    }
+    sampling_fields(&req, &mut openai)?;
+    translate(&state, Api::Chat, &model, openai, req.get("stream").and_then(Value::as_bool).unwrap_or(true), false).await
+}
+
+pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
+    let req: Value = crate::parse(&body)?;
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
+    if untagged(&model) != state.model_name {
+        return Err(not_found(&model));
+    }
+    refuse_images(&req, "images")?;
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(true);
+    if prompt.is_empty() {
+        // Ollama's way to load a model: an empty prompt answers at once.
+        return Ok(Json(json!({"model": model, "created_at": now(), "response": "", "done": true, "done_reason": "load"})).into_response());
+    }
+    let raw = req.get("raw").and_then(Value::as_bool).unwrap_or(false);
+    let mut openai = serde_json::Map::new();
+    if raw {
+        openai.insert("prompt".into(), json!(prompt));
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = req.get("system").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.push(json!({"role": "user", "content": prompt}));
+        openai.insert("messages".into(), Value::Array(messages));
+    }
+    sampling_fields(&req, &mut openai)?;
+    translate(&state, Api::Generate, &model, openai, stream, raw).await
+}
+
+/// The time now in RFC 3339 (UTC, to the second), Ollama's `created_at`.
+/// Hand-written: one timestamp does not justify a date crate, and the civil
+/// calendar conversion below is a known ten-line algorithm.
+fn now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Runs the translated request through the OpenAI handlers (the one request
+/// path) and turns their reply into Ollama's: one JSON body, or NDJSON lines
+/// (a line per piece of text, then a `done` line with the counts).
+async fn translate(
+    state: &Arc<AppState>,
+    api: Api,
+    model: &str,
+    mut openai: serde_json::Map<String, Value>,
+    stream: bool,
+    raw: bool,
+) -> Result<Response, OllamaError> {
+    use futures::StreamExt;
+    let t0 = Instant::now();
+    openai.insert("stream".into(), json!(stream));
+    if stream {
+        openai.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let body = Bytes::from(Value::Object(openai).to_string());
+    let reply = if raw {
+        crate::generation::completions(State(Arc::clone(state)), body).await?
+    } else {
+        crate::generation::chat(State(Arc::clone(state)), body).await?
+    };
+    let model = model.to_owned();
+    if !stream {
+        let bytes = axum::body::to_bytes(reply.into_body(), usize::MAX)
+            .await
+            .map_err(|_| ApiError::internal("reading the reply failed"))?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::internal("the reply was not JSON"))?;
+        let choice = &v["choices"][0];
+        let text = choice["message"]["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("").to_owned();
+        let mut out = done_line(&model, api, &v["usage"], choice["finish_reason"].as_str(), t0, None);
+        match api {
+            Api::Chat => out["message"] = assistant(&text, &choice["message"]),
+            Api::Generate => out["response"] = json!(text),
+        }
+        return Ok(Json(out).into_response());
+    }
+    // Stream: OpenAI's SSE events in, NDJSON lines out.
+    let events = reply.into_body().into_data_stream();
+    let state_model = model.clone();
+    let lines = futures::stream::unfold(
+        (events, String::new(), None::<Value>, None::<String>, None::<Instant>, false),
+        move |(mut events, mut buf, mut usage, mut finish, mut first, mut done)| {
+            let model = state_model.clone();
+            async move {
+                loop {
+                    if done {
+                        return None;
+                    }
+                    if let Some(end) = buf.find("\n\n") {
+                        let event: String = buf.drain(..end + 2).collect();
+                        let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                        if data == "[DONE]" {
+                            done = true;
+                            let usage_v = usage.take().unwrap_or(Value::Null);
+                            let line = done_line(&model, api, &usage_v, finish.as_deref(), t0, first);
+                            return Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), (events, buf, usage, finish, first, done)));
+                        }
+                        let Ok(v) = serde_json::from_str::<Value>(data) else { continue };
+                        if v.get("error").is_some() {
+                            done = true;
+                            let line = json!({"error": v["error"]["message"]});
+                            return Some((Ok(format!("{line}\n")), (events, buf, usage, finish, first, done)));
+                        }
+                        if !v["usage"].is_null() {
+                            usage = Some(v["usage"].clone());
+                        }
+                        let choice = &v["choices"][0];
+                        if let Some(f) = choice["finish_reason"].as_str() {
+                            finish = Some(f.to_owned());
+                        }
+                        let delta = &choice["delta"];
+                        let text = delta["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("");
+                        let calls = delta.get("tool_calls").filter(|c| c.is_array());
+                        if text.is_empty() && calls.is_none() {
+                            continue;
+                        }
+                        first.get_or_insert_with(Instant::now);
+                        let mut line = json!({"model": model, "created_at": now(), "done": false});
+                        match api {
+                            Api::Chat => line["message"] = assistant(text, delta),
+                            Api::Generate => line["response"] = json!(text),
+                        }
+                        return Some((Ok(format!("{line}\n")), (events, buf, usage, finish, first, done)));
+                    }
+                    match events.next().await {
+                        Some(Ok(bytes)) => buf.push_str(&String::from_utf8_lossy(&bytes)),
+                        _ => return None,
+                    }
+                }
+            }
+        },
+    );
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response())
+}
+
+/// An assistant message in Ollama's shape from OpenAI's message or delta:
+/// tool calls with their arguments as objects.
+fn assistant(text: &str, openai: &Value) -> Value {
+    let mut m = json!({"role": "assistant", "content": text});
+    if let Some(r) = openai.get("reasoning_content").and_then(Value::as_str) {
+        m["thinking"] = json!(r);
+    }
+    if let Some(calls) = openai.get("tool_calls").and_then(Value::as_array) {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|c| {
+                let args = c["function"]["arguments"].as_str().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(json!({}));
+                json!({"function": {"name": c["function"]["name"], "arguments": args}})
+            })
+            .collect();
+        m["tool_calls"] = Value::Array(calls);
+    }
+    m
+}
+
+/// The closing object with Ollama's counts and durations (nanoseconds).
+fn done_line(model: &str, api: Api, usage: &Value, finish: Option<&str>, t0: Instant, first: Option<Instant>) -> Value {
+    let total = t0.elapsed().as_nanos() as u64;
+    let prompt_ns = first.map_or(total, |f| (f - t0).as_nanos() as u64);
+    let mut v = json!({
+        "model": model,
+        "created_at": now(),
+        "done": true,
+        "done_reason": if finish == Some("length") { "length" } else { "stop" },
+        "total_duration": total,
+        "load_duration": 0,
+        "prompt_eval_count": usage["prompt_tokens"].as_u64().unwrap_or(0),
+        "prompt_eval_duration": prompt_ns,
+        "eval_count": usage["completion_tokens"].as_u64().unwrap_or(0),
+        "eval_duration": total - prompt_ns.min(total),
+    });
+    match api {
+        Api::Chat => v["message"] = json!({"role": "assistant", "content": ""}),
+        Api::Generate => v["response"] = json!(""),
+    }
+    v
 }

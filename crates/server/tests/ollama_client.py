@@ -1,13 +1,14 @@
 """The official `ollama` Python client, unmodified, against a running Hearth
-server: list, show, ps, version, embed (the parts of Ollama's API Hearth
-speaks so far). Usage: python3 ollama_client.py BASE_URL MODEL EMBEDDING_MODEL."""
+server: list, show, ps, embed, chat and generate (whole and streamed, and
+equal to the OpenAI API's greedy reply), JSON format, errors.
+Usage: python3 ollama_client.py BASE_URL MODEL EMBEDDING_MODEL OPENAI_GREEDY_REPLY."""
 
 import math
 import sys
 
 import ollama
 
-base, model, embedder = sys.argv[1], sys.argv[2], sys.argv[3]
+base, model, embedder, openai_reply = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 client = ollama.Client(host=base)
 
 names = [m.model for m in client.list().models]
@@ -29,5 +30,30 @@ try:
     raise AssertionError("an unknown model was shown")
 except ollama.ResponseError as e:
     assert e.status_code == 404 and "no-such-model" in e.error, e
+
+msgs = [{"role": "user", "content": "Name a color."}]
+opts = {"temperature": 0, "num_predict": 12, "seed": 1}
+whole = client.chat(model=f"{model}:latest", messages=msgs, options=opts, stream=False)
+assert whole.message.content == openai_reply, (whole.message.content, openai_reply)
+assert whole.done and whole.eval_count > 0 and whole.prompt_eval_count > 0 and whole.total_duration > 0, whole
+pieces = [c.message.content for c in client.chat(model=model, messages=msgs, options=opts, stream=True)]
+assert "".join(pieces) == whole.message.content, pieces
+
+gen = client.generate(model=model, prompt="Name a color.", options=opts, stream=False)
+assert gen.response == openai_reply and gen.done, gen
+streamed = "".join(c.response for c in client.generate(model=model, prompt="Name a color.", options=opts, stream=True))
+assert streamed == gen.response, streamed
+raw = client.generate(model=model, prompt="The capital of France is", raw=True, options={"temperature": 0, "num_predict": 4, "stop": ["\n"]})
+assert raw.response.startswith(" Paris"), raw.response
+
+as_json = client.chat(model=model, messages=msgs, format="json", options={"temperature": 1.0, "num_predict": 60, "seed": 3})
+import json as _json
+assert isinstance(_json.loads(as_json.message.content), dict), as_json.message.content
+
+try:
+    client.chat(model=model, messages=[{"role": "user", "content": "What is this?", "images": ["aGVsbG8="]}])
+    raise AssertionError("an image was accepted")
+except ollama.ResponseError as e:
+    assert e.status_code == 400 and "image" in e.error, e
 
 print("ollama client: ok")

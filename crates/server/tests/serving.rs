@@ -490,7 +490,7 @@ async fn thoughts_come_apart_and_the_schema_holds_after_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_ollama_client_lists_shows_and_embeds() {
+async fn the_official_ollama_client_lists_chats_generates_and_embeds() {
     let _serial = SERIAL.lock().await;
     let pydeps = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
     let has_client = std::process::Command::new("python3")
@@ -507,10 +507,15 @@ async fn the_official_ollama_client_lists_shows_and_embeds() {
     // Ollama's error shape, before the client runs.
     let (status, v) = server.post("/api/show", &json!({"model": "nope"})).await;
     assert_eq!((status, v["error"].is_string()), (404, true), "{v}");
+    // The OpenAI API's greedy reply, which Ollama's must equal.
+    let (_, v) = server
+        .post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Name a color."}], "temperature": 0, "max_tokens": 12, "seed": 1}))
+        .await;
+    let openai_reply = v["choices"][0]["message"]["content"].as_str().expect("reply").to_owned();
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ollama_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)
-        .args([&server.url, "smollm2", "minilm"])
+        .args([server.url.as_str(), "smollm2", "minilm", openai_reply.as_str()])
         .env("PYTHONPATH", &pydeps)
         .output()
         .await
