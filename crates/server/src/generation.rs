@@ -30,36 +30,9 @@ use crate::{parse, prompt, AppState};
 
 pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
-    let messages = req.messages()?;
-    let tools = req.tools()?;
     let (logprobs, mut checked) = (req.logprobs()?, check(&state, &req.sampling)?);
+    let PreparedChat { prompt, forced, calls } = prepare_chat(&state, &req).await?;
     let session = state.engine.session();
-    let format = ToolFormat::of(&session.template);
-    let shown: &[ToolSpec] = if tools.active() { &tools.specs } else { &[] };
-    // What forces a call (required or named). Tool definitions are checked
-    // by compiling that grammar whatever the choice: a malformed schema is a
-    // 400 now, not a surprise when a later request requires a call.
-    let mut forced: Option<(Constraint, &'static str)> = None;
-    if tools.active() {
-        let any_call = tool_call_constraint(&tools.specs, &ToolChoice::Required, tools.parallel, format)
-            .ok_or_else(|| ApiError::internal("no grammar for the tools"))?;
-        forced = match &tools.choice {
-            ToolChoice::Named(_) => tool_call_constraint(&tools.specs, &tools.choice, tools.parallel, format)
-                .map(|c| (c, "tool_choice")),
-            ToolChoice::Required => Some((any_call, "tools")),
-            _ => {
-                prompt::guide(&state, any_call, "tools").await?;
-                None
-            }
-        };
-    }
-    let extras = ChatExtras {
-        tools: (!shown.is_empty() && format != ToolFormat::Generic)
-            .then(|| serde_json::Value::Array(shown.iter().map(ToolSpec::to_openai).collect())),
-        kwargs: req.chat_template_kwargs.clone(),
-    };
-    let messages = hearth_text::tools::prepare_messages(&messages, shown, format);
-    let prompt = prompt::chat(&state, messages, extras, req.sampling.context_overflow).await?;
     // A reasoning model thinks first: thoughts are free (up to the budget),
     // and only the answer is held to the format or the forced call.
     let thinking = session.template.thinks().then(|| {
@@ -75,9 +48,54 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
         }
         (_, c) => c,
     };
-    let calls = tools.active().then(|| ToolReply { specs: Arc::new(tools.specs), format });
     let shape = ReplyShape { tools: calls, thinking };
     run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None, shape).await
+}
+
+/// A chat's prompt and what its tools ask of the reply.
+pub(crate) struct PreparedChat {
+    /// Prompt tokens (template, tools and all).
+    pub prompt: Vec<TokenId>,
+    /// The constraint that forces a call (required or named), and its field.
+    forced: Option<(Constraint, &'static str)>,
+    /// Calls to look for in the reply (tools offered).
+    calls: Option<ToolReply>,
+}
+
+/// Checks a chat's messages and tools and renders its prompt: what both
+/// generation and token counting (Anthropic's `count_tokens`) need.
+pub(crate) async fn prepare_chat(state: &Arc<AppState>, req: &ChatRequest) -> Result<PreparedChat, ApiError> {
+    let messages = req.messages()?;
+    let tools = req.tools()?;
+    let session = state.engine.session();
+    let format = ToolFormat::of(&session.template);
+    let shown: &[ToolSpec] = if tools.active() { &tools.specs } else { &[] };
+    // What forces a call (required or named). Tool definitions are checked
+    // by compiling that grammar whatever the choice: a malformed schema is a
+    // 400 now, not a surprise when a later request requires a call.
+    let mut forced: Option<(Constraint, &'static str)> = None;
+    if tools.active() {
+        let any_call = tool_call_constraint(&tools.specs, &ToolChoice::Required, tools.parallel, format)
+            .ok_or_else(|| ApiError::internal("no grammar for the tools"))?;
+        forced = match &tools.choice {
+            ToolChoice::Named(_) => tool_call_constraint(&tools.specs, &tools.choice, tools.parallel, format)
+                .map(|c| (c, "tool_choice")),
+            ToolChoice::Required => Some((any_call, "tools")),
+            _ => {
+                prompt::guide(state, any_call, "tools").await?;
+                None
+            }
+        };
+    }
+    let extras = ChatExtras {
+        tools: (!shown.is_empty() && format != ToolFormat::Generic)
+            .then(|| serde_json::Value::Array(shown.iter().map(ToolSpec::to_openai).collect())),
+        kwargs: req.chat_template_kwargs.clone(),
+    };
+    let messages = hearth_text::tools::prepare_messages(&messages, shown, format);
+    let prompt = prompt::chat(state, messages, extras, req.sampling.context_overflow).await?;
+    let calls = tools.active().then(|| ToolReply { specs: Arc::new(tools.specs), format });
+    Ok(PreparedChat { prompt, forced, calls })
 }
 
 pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {

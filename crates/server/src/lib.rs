@@ -20,6 +20,7 @@ mod generation;
 mod http;
 mod ollama;
 mod prompt;
+mod relay;
 mod tokens;
 
 use std::sync::Arc;

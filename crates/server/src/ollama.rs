@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::embeddings::{input_rule, inputs, source};
 use crate::error::ApiError;
+use crate::relay::{self, Target};
 use crate::AppState;
 
 /// An error as Ollama's clients read it.
@@ -313,18 +314,11 @@ async fn translate(
     if stream {
         openai.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    let body = Bytes::from(Value::Object(openai).to_string());
-    let reply = if raw {
-        crate::generation::completions(State(Arc::clone(state)), body).await?
-    } else {
-        crate::generation::chat(State(Arc::clone(state)), body).await?
-    };
+    let target = if raw { Target::Text } else { Target::Chat };
+    let reply = relay::call(state, target, &Value::Object(openai)).await?;
     let model = model.to_owned();
     if !stream {
-        let bytes = axum::body::to_bytes(reply.into_body(), usize::MAX)
-            .await
-            .map_err(|_| ApiError::internal("reading the reply failed"))?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::internal("the reply was not JSON"))?;
+        let v = relay::whole(reply).await?;
         let choice = &v["choices"][0];
         let text = choice["message"]["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("").to_owned();
         let mut out = done_line(&model, api, &v["usage"], choice["finish_reason"].as_str(), t0, None);
@@ -334,62 +328,51 @@ async fn translate(
         }
         return Ok(Json(out).into_response());
     }
-    // Stream: OpenAI's SSE events in, NDJSON lines out.
-    let events = reply.into_body().into_data_stream();
-    let state_model = model.clone();
-    let lines = futures::stream::unfold(
-        (events, String::new(), None::<Value>, None::<String>, None::<Instant>, false),
-        move |(mut events, mut buf, mut usage, mut finish, mut first, mut done)| {
-            let model = state_model.clone();
-            async move {
-                loop {
-                    if done {
-                        return None;
-                    }
-                    if let Some(end) = buf.find("\n\n") {
-                        let event: String = buf.drain(..end + 2).collect();
-                        let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
-                        if data == "[DONE]" {
-                            done = true;
-                            let usage_v = usage.take().unwrap_or(Value::Null);
-                            let line = done_line(&model, api, &usage_v, finish.as_deref(), t0, first);
-                            return Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), (events, buf, usage, finish, first, done)));
-                        }
-                        let Ok(v) = serde_json::from_str::<Value>(data) else { continue };
-                        if v.get("error").is_some() {
-                            done = true;
-                            let line = json!({"error": v["error"]["message"]});
-                            return Some((Ok(format!("{line}\n")), (events, buf, usage, finish, first, done)));
-                        }
-                        if !v["usage"].is_null() {
-                            usage = Some(v["usage"].clone());
-                        }
-                        let choice = &v["choices"][0];
-                        if let Some(f) = choice["finish_reason"].as_str() {
-                            finish = Some(f.to_owned());
-                        }
-                        let delta = &choice["delta"];
-                        let text = delta["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("");
-                        let calls = delta.get("tool_calls").filter(|c| c.is_array());
-                        if text.is_empty() && calls.is_none() {
-                            continue;
-                        }
-                        first.get_or_insert_with(Instant::now);
-                        let mut line = json!({"model": model, "created_at": now(), "done": false});
-                        match api {
-                            Api::Chat => line["message"] = assistant(text, delta),
-                            Api::Generate => line["response"] = json!(text),
-                        }
-                        return Some((Ok(format!("{line}\n")), (events, buf, usage, finish, first, done)));
-                    }
-                    match events.next().await {
-                        Some(Ok(bytes)) => buf.push_str(&String::from_utf8_lossy(&bytes)),
-                        _ => return None,
-                    }
+    // Stream: OpenAI's events in, NDJSON lines out, the counts last.
+    struct Relay {
+        events: futures::stream::BoxStream<'static, Value>,
+        usage: Value,
+        finish: Option<String>,
+        first: Option<Instant>,
+        done: bool,
+    }
+    let start = Relay { events: relay::events(reply), usage: Value::Null, finish: None, first: None, done: false };
+    let lines = futures::stream::unfold(start, move |mut r| {
+        let model = model.clone();
+        async move {
+            while !r.done {
+                let Some(v) = r.events.next().await else {
+                    r.done = true;
+                    let line = done_line(&model, api, &r.usage, r.finish.as_deref(), t0, r.first);
+                    return Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), r));
+                };
+                if v.get("error").is_some() {
+                    r.done = true;
+                    return Some((Ok(format!("{}\n", json!({"error": v["error"]["message"]}))), r));
                 }
+                if !v["usage"].is_null() {
+                    r.usage = v["usage"].clone();
+                }
+                let choice = &v["choices"][0];
+                if let Some(f) = choice["finish_reason"].as_str() {
+                    r.finish = Some(f.to_owned());
+                }
+                let delta = &choice["delta"];
+                let text = delta["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("");
+                if text.is_empty() && !delta["tool_calls"].is_array() {
+                    continue;
+                }
+                r.first.get_or_insert_with(Instant::now);
+                let mut line = json!({"model": model, "created_at": now(), "done": false});
+                match api {
+                    Api::Chat => line["message"] = assistant(text, delta),
+                    Api::Generate => line["response"] = json!(text),
+                }
+                return Some((Ok(format!("{line}\n")), r));
             }
-        },
-    );
+            None
+        }
+    });
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response())
 }
 

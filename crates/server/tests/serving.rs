@@ -520,5 +520,6 @@ async fn the_official_ollama_client_lists_chats_generates_and_embeds() {
         .output()
         .await
         .expect("python3");
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("ollama client: ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }

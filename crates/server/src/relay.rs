@@ -1,0 +1,66 @@
+//! Other protocols' handlers relay through the OpenAI ones: they translate
+//! their request into an OpenAI request, run it through the same handler
+//! (one request path: the same checks, engine, metrics), and translate the
+//! reply back. This is the reply side: a whole JSON body, or the data
+//! objects of its server-sent events.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use futures::stream::{self, BoxStream, StreamExt};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Which OpenAI handler serves a relayed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions` (raw prompts).
+    Text,
+}
+
+/// Runs `body` (an OpenAI request) through the handler of `target`.
+pub(crate) async fn call(state: &Arc<AppState>, target: Target, body: &Value) -> Result<Response, ApiError> {
+    let bytes = Bytes::from(body.to_string());
+    match target {
+        Target::Chat => crate::generation::chat(State(Arc::clone(state)), bytes).await,
+        Target::Text => crate::generation::completions(State(Arc::clone(state)), bytes).await,
+    }
+}
+
+/// A whole (not streamed) reply's JSON.
+pub(crate) async fn whole(reply: Response) -> Result<Value, ApiError> {
+    let bytes =
+        axum::body::to_bytes(reply.into_body(), usize::MAX).await.map_err(|_| ApiError::internal("reading the reply failed"))?;
+    serde_json::from_slice(&bytes).map_err(|_| ApiError::internal("the reply was not JSON"))
+}
+
+/// The data objects of a streamed reply's events, in order, up to `[DONE]`.
+pub(crate) fn events(reply: Response) -> BoxStream<'static, Value> {
+    let body = reply.into_body().into_data_stream();
+    stream::unfold((body, String::new()), |(mut body, mut buf)| async move {
+        loop {
+            if let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                if data == "[DONE]" {
+                    return None;
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    return Some((v, (body, buf)));
+                }
+                continue;
+            }
+            match body.next().await {
+                Some(Ok(bytes)) => buf.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    })
+    .boxed()
+}
