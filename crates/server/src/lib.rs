@@ -12,6 +12,7 @@
 //! bounded in number and in time ([`HttpLimits`]), so a silent or slow
 //! client costs one socket for a bounded time and never the others' service.
 
+mod anthropic;
 mod dto;
 mod embeddings;
 mod error;
@@ -96,6 +97,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/completions", post(generation::completions))
         .route("/models", get(models))
         .route("/embeddings", post(embeddings::embeddings))
+        .route("/messages", post(anthropic::messages))
+        .route("/messages/count_tokens", post(anthropic::count_tokens))
         .route("/rerank", post(embeddings::rerank));
     // llama-server's own endpoints, where Hearth drops in for it.
     let llama_server =
@@ -157,11 +160,13 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key {
-        let given = req
-            .headers()
+        // OpenAI's and Ollama's clients send a bearer token, Anthropic's `x-api-key`.
+        let headers = req.headers();
+        let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         if !given.is_some_and(|g| same_secret(g.as_bytes(), key.as_bytes())) {
             return ApiError::unauthorized().into_response();
         }

@@ -297,6 +297,15 @@ fn now() -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// A relayed stream's progress.
+struct Relay {
+    events: futures::stream::BoxStream<'static, Value>,
+    usage: Value,
+    finish: Option<String>,
+    first: Option<Instant>,
+    done: bool,
+}
+
 /// Runs the translated request through the OpenAI handlers (the one request
 /// path) and turns their reply into Ollama's: one JSON body, or NDJSON lines
 /// (a line per piece of text, then a `done` line with the counts).
@@ -329,13 +338,6 @@ async fn translate(
         return Ok(Json(out).into_response());
     }
     // Stream: OpenAI's events in, NDJSON lines out, the counts last.
-    struct Relay {
-        events: futures::stream::BoxStream<'static, Value>,
-        usage: Value,
-        finish: Option<String>,
-        first: Option<Instant>,
-        done: bool,
-    }
     let start = Relay { events: relay::events(reply), usage: Value::Null, finish: None, first: None, done: false };
     let lines = futures::stream::unfold(start, move |mut r| {
         let model = model.clone();

@@ -523,3 +523,43 @@ async fn the_official_ollama_client_lists_chats_generates_and_embeds() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("ollama client: ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_anthropic_client_creates_streams_uses_tools_and_counts() {
+    let _serial = SERIAL.lock().await;
+    let pydeps = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
+    let has_client = std::process::Command::new("python3")
+        .args(["-c", "import anthropic"])
+        .env("PYTHONPATH", &pydeps)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_client {
+        assert!(std::env::var("CI").is_err(), "CI must install the anthropic client (see .ci/run)");
+        eprintln!("skipped: `anthropic` not importable (python3 -m pip install --target target/pydeps anthropic)");
+        return;
+    }
+    // Behind a key: Anthropic's client sends it as `x-api-key`.
+    let server = start(config(2, 4096, 4, 2048), Some("sesame")).await;
+    let r = server.http.post(format!("{}/v1/messages", server.url)).json(&json!({"max_tokens": 4, "messages": []})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = server
+        .http
+        .post(format!("{}/v1/chat/completions", server.url))
+        .bearer_auth("sesame")
+        .json(&json!({"messages": [{"role": "user", "content": "Name a color."}], "temperature": 0, "max_tokens": 12}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let openai_reply = v["choices"][0]["message"]["content"].as_str().expect("reply").to_owned();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/anthropic_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([server.url.as_str(), "smollm2", openai_reply.as_str()])
+        .env("PYTHONPATH", &pydeps)
+        .output()
+        .await
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("anthropic client: ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,322 @@
+//! Anthropic's Messages API: `POST /v1/messages` (whole, or streamed as its
+//! event sequence `message_start` … `content_block_delta` … `message_stop`),
+//! with `tools`, `tool_use` and `tool_result` blocks, and
+//! `POST /v1/messages/count_tokens`. A translation: the request becomes an
+//! OpenAI chat request run by the same handler (one request path), and its
+//! reply becomes Anthropic's. Errors come in Anthropic's shape.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Map, Value};
+
+use crate::dto::ChatRequest;
+use crate::error::ApiError;
+use crate::relay::{self, Target};
+use crate::AppState;
+
+/// An error as Anthropic's clients read it.
+pub struct AnthropicError(ApiError);
+
+impl From<ApiError> for AnthropicError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let kind = match self.0.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "api_error",
+        };
+        let body = json!({"type": "error", "error": {"type": kind, "message": self.0.message}});
+        (self.0.status, Json(body)).into_response()
+    }
+}
+
+fn bad(field: &str, message: impl Into<String>) -> AnthropicError {
+    AnthropicError(ApiError::invalid(field, message))
+}
+
+/// The text of a `content` that is a string or a list of text blocks.
+fn text_of(content: &Value, at: &str) -> Result<String, AnthropicError> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("text") => Ok(b.get("text").and_then(Value::as_str).unwrap_or("").to_owned()),
+                other => Err(bad(at, format!("block type {} is not supported here (text only)", other.unwrap_or("(missing)")))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|parts| parts.concat()),
+        Value::Null => Ok(String::new()),
+        _ => Err(bad(at, "content must be a string or a list of blocks")),
+    }
+}
+
+/// The OpenAI chat request for an Anthropic Messages request.
+fn to_openai(req: &Value) -> Result<Map<String, Value>, AnthropicError> {
+    let mut messages = Vec::new();
+    if let Some(system) = req.get("system").filter(|s| !s.is_null()) {
+        messages.push(json!({"role": "system", "content": text_of(system, "system")?}));
+    }
+    let Some(turns) = req.get("messages").and_then(Value::as_array) else {
+        return Err(bad("messages", "messages must be a list"));
+    };
+    for (i, m) in turns.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if !matches!(role, "user" | "assistant") {
+            return Err(bad(&format!("messages.{i}.role"), format!("role {role:?} is not user or assistant")));
+        }
+        let content = m.get("content").cloned().unwrap_or(Value::Null);
+        let Value::Array(blocks) = content else {
+            messages.push(json!({"role": role, "content": text_of(&content, &format!("messages.{i}.content"))?}));
+            continue;
+        };
+        let (mut text, mut calls) = (String::new(), Vec::new());
+        for (j, b) in blocks.iter().enumerate() {
+            let at = format!("messages.{i}.content.{j}");
+            match b.get("type").and_then(Value::as_str).unwrap_or("") {
+                "text" => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+                "tool_use" if role == "assistant" => calls.push(json!({
+                    "id": b.get("id").cloned().unwrap_or(Value::Null),
+                    "type": "function",
+                    "function": {"name": b.get("name").cloned().unwrap_or(Value::Null), "arguments": b.get("input").cloned().unwrap_or(json!({}))},
+                })),
+                "tool_result" if role == "user" => {
+                    // Each result is a tool turn of its own, answering its call.
+                    if !text.is_empty() {
+                        messages.push(json!({"role": "user", "content": std::mem::take(&mut text)}));
+                    }
+                    let mut result = text_of(b.get("content").unwrap_or(&Value::Null), &at)?;
+                    if b.get("is_error").and_then(Value::as_bool) == Some(true) {
+                        result = format!("Error: {result}");
+                    }
+                    messages.push(json!({"role": "tool", "tool_call_id": b.get("tool_use_id").cloned().unwrap_or(Value::Null), "content": result}));
+                }
+                "image" | "document" => return Err(bad(&at, "images and documents are not supported: the served model reads text only")),
+                other => return Err(bad(&at, format!("block type {other:?} is not supported in a {role} message"))),
+            }
+        }
+        if role == "assistant" {
+            let mut msg = json!({"role": "assistant", "content": text});
+            if !calls.is_empty() {
+                msg["tool_calls"] = Value::Array(calls);
+            }
+            messages.push(msg);
+        } else if !text.is_empty() {
+            messages.push(json!({"role": "user", "content": text}));
+        }
+    }
+    let mut out = Map::new();
+    out.insert("messages".into(), Value::Array(messages));
+    for (from, to) in [("model", "model"), ("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"), ("stop_sequences", "stop")] {
+        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
+            out.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+        let tools: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.get("name").cloned().unwrap_or(Value::Null),
+                    "description": t.get("description").cloned().unwrap_or(Value::Null),
+                    "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"})),
+                }})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = req.get("tool_choice").filter(|c| !c.is_null()) {
+        let mapped = match choice.get("type").and_then(Value::as_str) {
+            Some("auto") => json!("auto"),
+            Some("any") => json!("required"),
+            Some("none") => json!("none"),
+            Some("tool") => json!({"type": "function", "function": {"name": choice.get("name").cloned().unwrap_or(Value::Null)}}),
+            _ => return Err(bad("tool_choice", "tool_choice type must be auto, any, tool or none")),
+        };
+        out.insert("tool_choice".into(), mapped);
+        if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+            out.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    Ok(out)
+}
+
+fn message_id() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("msg_{t:x}")
+}
+
+fn stop_reason(finish: Option<&str>, tool_calls: bool) -> &'static str {
+    match finish {
+        _ if tool_calls => "tool_use",
+        Some("length") => "max_tokens",
+        _ => "end_turn",
+    }
+}
+
+pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, AnthropicError> {
+    let req: Value = crate::parse(&body)?;
+    let Some(max_tokens) = req.get("max_tokens").and_then(Value::as_u64) else {
+        return Err(bad("max_tokens", "max_tokens is required"));
+    };
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let mut openai = to_openai(&req)?;
+    openai.insert("max_tokens".into(), json!(max_tokens));
+    openai.insert("stream".into(), json!(stream));
+    if stream {
+        openai.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let reply = relay::call(&state, Target::Chat, &Value::Object(openai)).await?;
+    let id = message_id();
+    if !stream {
+        let v = relay::whole(reply).await?;
+        let choice = &v["choices"][0];
+        let message = &choice["message"];
+        let mut content = Vec::new();
+        if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+            content.push(json!({"type": "text", "text": text}));
+        }
+        let calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
+        for c in &calls {
+            content.push(tool_use_block(c));
+        }
+        return Ok(Json(json!({
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason(choice["finish_reason"].as_str(), !calls.is_empty()),
+            "stop_sequence": null,
+            "usage": {"input_tokens": v["usage"]["prompt_tokens"], "output_tokens": v["usage"]["completion_tokens"]},
+        }))
+        .into_response());
+    }
+    Ok(stream_events(relay::events(reply), &id, &model).into_response())
+}
+
+/// A `tool_use` block for an OpenAI tool call (arguments parsed back to an object).
+fn tool_use_block(c: &Value) -> Value {
+    let input = c["function"]["arguments"].as_str().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(json!({}));
+    json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": input})
+}
+
+fn event(name: &str, data: &Value) -> SseEvent {
+    SseEvent::default().event(name).data(data.to_string())
+}
+
+/// OpenAI chunks in, Anthropic's event sequence out: `message_start`, a text
+/// block opened at the first text and streamed as `text_delta`s, each tool
+/// call as a `tool_use` block with its arguments as one `input_json_delta`,
+/// then `message_delta` (stop reason, usage) and `message_stop`.
+fn stream_events(
+    events: futures::stream::BoxStream<'static, Value>,
+    id: &str,
+    model: &str,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+    struct Relay {
+        events: futures::stream::BoxStream<'static, Value>,
+        pending: std::collections::VecDeque<SseEvent>,
+        text_open: Option<usize>,
+        blocks: usize,
+        usage: Value,
+        finish: Option<String>,
+        tool_calls: bool,
+        done: bool,
+    }
+    let start = json!({"type": "message_start", "message": {
+        "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0},
+    }});
+    let mut pending = std::collections::VecDeque::new();
+    pending.push_back(event("message_start", &start));
+    let r = Relay { events, pending, text_open: None, blocks: 0, usage: Value::Null, finish: None, tool_calls: false, done: false };
+    let body = stream::unfold(r, |mut r| async move {
+        loop {
+            if let Some(e) = r.pending.pop_front() {
+                return Some((Ok(e), r));
+            }
+            if r.done {
+                return None;
+            }
+            let Some(v) = r.events.next().await else {
+                if let Some(i) = r.text_open.take() {
+                    r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
+                }
+                let reason = stop_reason(r.finish.as_deref(), r.tool_calls);
+                r.pending.push_back(event("message_delta", &json!({
+                    "type": "message_delta",
+                    "delta": {"stop_reason": reason, "stop_sequence": null},
+                    "usage": {"input_tokens": r.usage["prompt_tokens"], "output_tokens": r.usage["completion_tokens"]},
+                })));
+                r.pending.push_back(event("message_stop", &json!({"type": "message_stop"})));
+                r.done = true;
+                continue;
+            };
+            if let Some(err) = v.get("error") {
+                let body = json!({"type": "error", "error": {"type": "api_error", "message": err["message"]}});
+                r.pending.push_back(event("error", &body));
+                r.done = true;
+                continue;
+            }
+            if !v["usage"].is_null() {
+                r.usage = v["usage"].clone();
+            }
+            let choice = &v["choices"][0];
+            if let Some(f) = choice["finish_reason"].as_str() {
+                r.finish = Some(f.to_owned());
+            }
+            let delta = &choice["delta"];
+            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                let index = *r.text_open.get_or_insert_with(|| {
+                    let i = r.blocks;
+                    r.blocks += 1;
+                    r.pending.push_back(event("content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})));
+                    i
+                });
+                r.pending.push_back(event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
+            }
+            for c in delta["tool_calls"].as_array().into_iter().flatten() {
+                if let Some(i) = r.text_open.take() {
+                    r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
+                }
+                r.tool_calls = true;
+                let i = r.blocks;
+                r.blocks += 1;
+                let mut block = tool_use_block(c);
+                let input = std::mem::replace(&mut block["input"], json!({}));
+                r.pending.push_back(event("content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": block})));
+                r.pending.push_back(event("content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}})));
+                r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
+            }
+        }
+    });
+    Sse::new(body)
+}
+
+pub async fn count_tokens(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, AnthropicError> {
+    let req: Value = crate::parse(&body)?;
+    let openai = to_openai(&req)?;
+    let chat: ChatRequest =
+        serde_json::from_value(Value::Object(openai)).map_err(|e| bad("messages", format!("invalid request: {e}")))?;
+    let prepared = crate::generation::prepare_chat(&state, &chat).await?;
+    Ok(Json(json!({"input_tokens": prepared.prompt.len()})))
+}

@@ -1,0 +1,69 @@
+"""The official `anthropic` Python client, unmodified, against a running
+Hearth server: messages.create whole and streamed (equal to the OpenAI API's
+greedy reply), a tool use round trip, count_tokens, errors.
+Usage: python3 anthropic_client.py BASE_URL MODEL OPENAI_GREEDY_REPLY."""
+
+import json
+import sys
+
+import anthropic
+
+base, model, openai_reply = sys.argv[1], sys.argv[2], sys.argv[3]
+client = anthropic.Anthropic(base_url=base, api_key="sesame", max_retries=0)
+
+msgs = [{"role": "user", "content": "Name a color."}]
+whole = client.messages.create(model=model, max_tokens=12, messages=msgs, extra_body={"temperature": 0})
+assert whole.content[0].type == "text" and whole.content[0].text == openai_reply, (whole, openai_reply)
+assert whole.stop_reason in ("end_turn", "max_tokens") and whole.usage.output_tokens > 0, whole
+
+with client.messages.stream(model=model, max_tokens=12, messages=msgs, extra_body={"temperature": 0}) as s:
+    streamed = "".join(s.text_stream)
+    final = s.get_final_message()
+assert streamed == openai_reply, (streamed, openai_reply)
+assert final.usage.output_tokens == whole.usage.output_tokens, final
+
+tools = [{
+    "name": "get_weather",
+    "description": "The current weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}}, "required": ["city"]},
+}]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+for stream in (False, True):
+    kwargs = dict(model=model, max_tokens=80, messages=ask, tools=tools, extra_body={"temperature": 0},
+                  tool_choice={"type": "any", "disable_parallel_tool_use": True})
+    if stream:
+        with client.messages.stream(**kwargs) as s:
+            m = s.get_final_message()
+    else:
+        m = client.messages.create(**kwargs)
+    assert m.stop_reason == "tool_use", m
+    use = [b for b in m.content if b.type == "tool_use"][0]
+    assert use.name == "get_weather" and isinstance(use.input["city"], str), use
+    answer = client.messages.create(
+        model=model, max_tokens=30, tools=tools, extra_body={"temperature": 0},
+        messages=ask + [
+            {"role": "assistant", "content": [use.model_dump()]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": json.dumps({"temperature": 18})}]},
+        ],
+    )
+    assert answer.content and answer.stop_reason in ("end_turn", "max_tokens", "tool_use"), answer
+
+# The count is the prompt the same request runs with.
+count = client.messages.count_tokens(model=model, messages=msgs)
+assert count.input_tokens == whole.usage.input_tokens, (count, whole.usage)
+with_system = client.messages.count_tokens(model=model, messages=msgs, system="Be brief.")
+brief = client.messages.create(model=model, max_tokens=1, messages=msgs, system="Be brief.")
+assert with_system.input_tokens == brief.usage.input_tokens, (with_system, brief.usage)
+
+try:
+    client.messages.create(model=model, max_tokens=4, messages=[{"role": "system", "content": "x"}])
+    raise AssertionError("a system-role message was accepted")
+except anthropic.BadRequestError as e:
+    assert e.body["error"]["type"] == "invalid_request_error", e.body
+try:
+    client.messages.create(model="claude-nonexistent", max_tokens=4, messages=msgs)
+    raise AssertionError("an unknown model was accepted")
+except anthropic.NotFoundError as e:
+    assert e.body["error"]["type"] == "not_found_error", e.body
+
+print("anthropic client: ok")
