@@ -18,22 +18,19 @@ use futures::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 
 use crate::dto::ChatRequest;
-use crate::error::ApiError;
-use crate::relay::{self, Target};
+use crate::error::{ApiError, ErrorShape, ShapedError};
+use crate::relay::{self, Tally, Target};
 use crate::AppState;
 
+/// Anthropic's error body.
+pub struct Anthropic;
+
 /// An error as Anthropic's clients read it.
-pub struct AnthropicError(ApiError);
+pub type AnthropicError = ShapedError<Anthropic>;
 
-impl From<ApiError> for AnthropicError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
-
-impl IntoResponse for AnthropicError {
-    fn into_response(self) -> Response {
-        let kind = match self.0.status {
+impl ErrorShape for Anthropic {
+    fn body(e: &ApiError) -> Value {
+        let kind = match e.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
@@ -42,13 +39,12 @@ impl IntoResponse for AnthropicError {
             s if s.is_client_error() => "invalid_request_error",
             _ => "api_error",
         };
-        let body = json!({"type": "error", "error": {"type": kind, "message": self.0.message}});
-        (self.0.status, Json(body)).into_response()
+        json!({"type": "error", "error": {"type": kind, "message": e.message}})
     }
 }
 
 fn bad(field: &str, message: impl Into<String>) -> AnthropicError {
-    AnthropicError(ApiError::invalid(field, message))
+    ApiError::invalid(field, message).into()
 }
 
 /// The text of a `content` that is a string or a list of text blocks.
@@ -237,8 +233,7 @@ fn stream_events(
         pending: std::collections::VecDeque<SseEvent>,
         text_open: Option<usize>,
         blocks: usize,
-        usage: Value,
-        finish: Option<String>,
+        tally: Tally,
         tool_calls: bool,
         done: bool,
     }
@@ -248,7 +243,7 @@ fn stream_events(
     }});
     let mut pending = std::collections::VecDeque::new();
     pending.push_back(event("message_start", &start));
-    let r = Relay { events, pending, text_open: None, blocks: 0, usage: Value::Null, finish: None, tool_calls: false, done: false };
+    let r = Relay { events, pending, text_open: None, blocks: 0, tally: Tally::default(), tool_calls: false, done: false };
     let body = stream::unfold(r, |mut r| async move {
         loop {
             if let Some(e) = r.pending.pop_front() {
@@ -261,11 +256,11 @@ fn stream_events(
                 if let Some(i) = r.text_open.take() {
                     r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
                 }
-                let reason = stop_reason(r.finish.as_deref(), r.tool_calls);
+                let reason = stop_reason(r.tally.finish.as_deref(), r.tool_calls);
                 r.pending.push_back(event("message_delta", &json!({
                     "type": "message_delta",
                     "delta": {"stop_reason": reason, "stop_sequence": null},
-                    "usage": {"input_tokens": r.usage["prompt_tokens"], "output_tokens": r.usage["completion_tokens"]},
+                    "usage": {"input_tokens": r.tally.usage["prompt_tokens"], "output_tokens": r.tally.usage["completion_tokens"]},
                 })));
                 r.pending.push_back(event("message_stop", &json!({"type": "message_stop"})));
                 r.done = true;
@@ -277,14 +272,8 @@ fn stream_events(
                 r.done = true;
                 continue;
             }
-            if !v["usage"].is_null() {
-                r.usage = v["usage"].clone();
-            }
-            let choice = &v["choices"][0];
-            if let Some(f) = choice["finish_reason"].as_str() {
-                r.finish = Some(f.to_owned());
-            }
-            let delta = &choice["delta"];
+            r.tally.note(&v);
+            let delta = &v["choices"][0]["delta"];
             if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
                 let index = *r.text_open.get_or_insert_with(|| {
                     let i = r.blocks;

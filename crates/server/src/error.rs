@@ -152,3 +152,30 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+/// How a protocol other than OpenAI's writes an error body.
+pub trait ErrorShape {
+    /// The body for `e` (its status and `Retry-After` stay as they are).
+    fn body(e: &ApiError) -> serde_json::Value;
+}
+
+/// An [`ApiError`] answered in protocol `P`'s shape: what the Ollama and
+/// Anthropic handlers return, so every refusal keeps its status and reason
+/// and only the body's form differs.
+pub struct ShapedError<P: ErrorShape>(pub ApiError, std::marker::PhantomData<P>);
+
+impl<P: ErrorShape> From<ApiError> for ShapedError<P> {
+    fn from(e: ApiError) -> Self {
+        Self(e, std::marker::PhantomData)
+    }
+}
+
+impl<P: ErrorShape> IntoResponse for ShapedError<P> {
+    fn into_response(self) -> Response {
+        let mut res = (self.0.status, Json(P::body(&self.0))).into_response();
+        if let Some(secs) = self.0.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}

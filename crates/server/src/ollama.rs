@@ -19,22 +19,19 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::embeddings::{input_rule, inputs, source};
-use crate::error::ApiError;
-use crate::relay::{self, Target};
+use crate::error::{ApiError, ErrorShape, ShapedError};
+use crate::relay::{self, Tally, Target};
 use crate::AppState;
 
+/// Ollama's error body: `{"error": "…"}`.
+pub struct Ollama;
+
 /// An error as Ollama's clients read it.
-pub struct OllamaError(ApiError);
+pub type OllamaError = ShapedError<Ollama>;
 
-impl From<ApiError> for OllamaError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
-
-impl IntoResponse for OllamaError {
-    fn into_response(self) -> Response {
-        (self.0.status, Json(json!({"error": self.0.message}))).into_response()
+impl ErrorShape for Ollama {
+    fn body(e: &ApiError) -> Value {
+        json!({"error": e.message})
     }
 }
 
@@ -44,7 +41,7 @@ fn untagged(name: &str) -> &str {
 }
 
 fn not_found(name: &str) -> OllamaError {
-    OllamaError(ApiError { status: StatusCode::NOT_FOUND, ..ApiError::invalid("model", format!("model '{name}' not found")) })
+    ApiError { status: StatusCode::NOT_FOUND, ..ApiError::invalid("model", format!("model '{name}' not found")) }.into()
 }
 
 /// The chat model's entry in `/api/tags` and `/api/ps`.
@@ -300,8 +297,7 @@ fn now() -> String {
 /// A relayed stream's progress.
 struct Relay {
     events: futures::stream::BoxStream<'static, Value>,
-    usage: Value,
-    finish: Option<String>,
+    tally: Tally,
     first: Option<Instant>,
     done: bool,
 }
@@ -338,27 +334,22 @@ async fn translate(
         return Ok(Json(out).into_response());
     }
     // Stream: OpenAI's events in, NDJSON lines out, the counts last.
-    let start = Relay { events: relay::events(reply), usage: Value::Null, finish: None, first: None, done: false };
+    let start = Relay { events: relay::events(reply), tally: Tally::default(), first: None, done: false };
     let lines = futures::stream::unfold(start, move |mut r| {
         let model = model.clone();
         async move {
             while !r.done {
                 let Some(v) = r.events.next().await else {
                     r.done = true;
-                    let line = done_line(&model, api, &r.usage, r.finish.as_deref(), t0, r.first);
+                    let line = done_line(&model, api, &r.tally.usage, r.tally.finish.as_deref(), t0, r.first);
                     return Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), r));
                 };
                 if v.get("error").is_some() {
                     r.done = true;
                     return Some((Ok(format!("{}\n", json!({"error": v["error"]["message"]}))), r));
                 }
-                if !v["usage"].is_null() {
-                    r.usage = v["usage"].clone();
-                }
+                r.tally.note(&v);
                 let choice = &v["choices"][0];
-                if let Some(f) = choice["finish_reason"].as_str() {
-                    r.finish = Some(f.to_owned());
-                }
                 let delta = &choice["delta"];
                 let text = delta["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("");
                 if text.is_empty() && !delta["tool_calls"].is_array() {

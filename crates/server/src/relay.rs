@@ -64,3 +64,25 @@ pub(crate) fn events(reply: Response) -> BoxStream<'static, Value> {
     })
     .boxed()
 }
+
+/// What a relayed stream learns on the way: the usage (sent last) and why
+/// the choice ended.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// OpenAI's `usage` object, once seen.
+    pub usage: Value,
+    /// The first choice's finish reason, once seen.
+    pub finish: Option<String>,
+}
+
+impl Tally {
+    /// Takes note of one OpenAI chunk.
+    pub fn note(&mut self, chunk: &Value) {
+        if !chunk["usage"].is_null() {
+            self.usage = chunk["usage"].clone();
+        }
+        if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
+            self.finish = Some(f.to_owned());
+        }
+    }
+}

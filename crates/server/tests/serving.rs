@@ -245,27 +245,11 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_python_client_works_unmodified() {
     let _serial = SERIAL.lock().await;
-    let pydeps = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
-    let has_client = std::process::Command::new("python3")
-        .args(["-c", "import openai"])
-        .env("PYTHONPATH", &pydeps)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_client {
-        assert!(std::env::var("CI").is_err(), "CI must install the openai client (see .ci/run)");
-        eprintln!("skipped: `openai` not importable (python3 -m pip install --target target/pydeps openai)");
+    if !common::has_python_client("openai") {
         return;
     }
     let server = common::start_with_embedder(config(4, 4096, 16, 1024)).await;
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .args([&server.url, "smollm2"])
-        .env("PYTHONPATH", &pydeps)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    common::run_python_client("openai_client.py", &[&server.url, "smollm2"], "openai client: ok").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,15 +476,7 @@ async fn thoughts_come_apart_and_the_schema_holds_after_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_ollama_client_lists_chats_generates_and_embeds() {
     let _serial = SERIAL.lock().await;
-    let pydeps = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
-    let has_client = std::process::Command::new("python3")
-        .args(["-c", "import ollama"])
-        .env("PYTHONPATH", &pydeps)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_client {
-        assert!(std::env::var("CI").is_err(), "CI must install the ollama client (see .ci/run)");
-        eprintln!("skipped: `ollama` not importable (python3 -m pip install --target target/pydeps ollama)");
+    if !common::has_python_client("ollama") {
         return;
     }
     let server = common::start_with_embedder(config(1, 1024, 4, 512)).await;
@@ -512,30 +488,13 @@ async fn the_official_ollama_client_lists_chats_generates_and_embeds() {
         .post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Name a color."}], "temperature": 0, "max_tokens": 12, "seed": 1}))
         .await;
     let openai_reply = v["choices"][0]["message"]["content"].as_str().expect("reply").to_owned();
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ollama_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .args([server.url.as_str(), "smollm2", "minilm", openai_reply.as_str()])
-        .env("PYTHONPATH", &pydeps)
-        .output()
-        .await
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("ollama client: ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    common::run_python_client("ollama_client.py", &[&server.url, "smollm2", "minilm", &openai_reply], "ollama client: ok").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_anthropic_client_creates_streams_uses_tools_and_counts() {
     let _serial = SERIAL.lock().await;
-    let pydeps = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps");
-    let has_client = std::process::Command::new("python3")
-        .args(["-c", "import anthropic"])
-        .env("PYTHONPATH", &pydeps)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_client {
-        assert!(std::env::var("CI").is_err(), "CI must install the anthropic client (see .ci/run)");
-        eprintln!("skipped: `anthropic` not importable (python3 -m pip install --target target/pydeps anthropic)");
+    if !common::has_python_client("anthropic") {
         return;
     }
     // Behind a key: Anthropic's client sends it as `x-api-key`.
@@ -552,14 +511,5 @@ async fn the_official_anthropic_client_creates_streams_uses_tools_and_counts() {
         .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     let openai_reply = v["choices"][0]["message"]["content"].as_str().expect("reply").to_owned();
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/anthropic_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .args([server.url.as_str(), "smollm2", openai_reply.as_str()])
-        .env("PYTHONPATH", &pydeps)
-        .output()
-        .await
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("anthropic client: ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    common::run_python_client("anthropic_client.py", &[&server.url, "smollm2", &openai_reply], "anthropic client: ok").await;
 }

@@ -146,3 +146,36 @@ pub async fn stream_chat(server: &Server, body: &Value) -> (String, Option<Strin
     }
     (out, finish, error)
 }
+
+/// Whether the official Python client `module` is importable from
+/// `target/pydeps` (CI installs it; elsewhere its test is skipped, saying how).
+pub fn has_python_client(module: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .env("PYTHONPATH", pydeps())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(std::env::var("CI").is_err(), "CI must install the {module} client (see .ci/run)");
+        eprintln!("skipped: `{module}` not importable (python3 -m pip install --target target/pydeps {module})");
+    }
+    ok
+}
+
+fn pydeps() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pydeps")
+}
+
+/// Runs `tests/SCRIPT` with `args` against a server; it must exit 0 and print `expect`.
+pub async fn run_python_client(script: &str, args: &[&str], expect: &str) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+    let out = tokio::process::Command::new("python3")
+        .arg(path)
+        .args(args)
+        .env("PYTHONPATH", pydeps())
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains(expect), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
