@@ -18,7 +18,7 @@ use hearth_engine::handle::{EngineHandle, Submitted};
 use hearth_engine::constraint::{after_thinking, tool_call_constraint, Thinking};
 use hearth_engine::{Constraint, FinishReason};
 use hearth_text::reasoning::{split_reasoning, PromptEnd, ReasoningSplitter};
-use hearth_text::{ChatExtras, ToolChoice, ToolFormat, ToolSpec};
+use hearth_text::{ChatExtras, Message, ToolChoice, ToolFormat, ToolSpec};
 use serde_json::json;
 use hearth_sampling::SamplingParams;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -50,6 +50,23 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
     };
     let shape = ReplyShape { tools: calls, thinking };
     run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None, shape).await
+}
+
+/// What the chat template renders for `messages` with `shown` tools: the
+/// tools go to a template that knows them, else into Hearth's tool prompt
+/// (`format` generic), with the request's template variables.
+pub(crate) fn template_input(
+    messages: &[Message],
+    shown: &[ToolSpec],
+    format: ToolFormat,
+    kwargs: &serde_json::Map<String, serde_json::Value>,
+) -> (Vec<Message>, ChatExtras) {
+    let extras = ChatExtras {
+        tools: (!shown.is_empty() && format != ToolFormat::Generic)
+            .then(|| serde_json::Value::Array(shown.iter().map(ToolSpec::to_openai).collect())),
+        kwargs: kwargs.clone(),
+    };
+    (hearth_text::tools::prepare_messages(messages, shown, format), extras)
 }
 
 /// A chat's prompt and what its tools ask of the reply.
@@ -87,12 +104,7 @@ pub(crate) async fn prepare_chat(state: &Arc<AppState>, req: &ChatRequest) -> Re
             }
         };
     }
-    let extras = ChatExtras {
-        tools: (!shown.is_empty() && format != ToolFormat::Generic)
-            .then(|| serde_json::Value::Array(shown.iter().map(ToolSpec::to_openai).collect())),
-        kwargs: req.chat_template_kwargs.clone(),
-    };
-    let messages = hearth_text::tools::prepare_messages(&messages, shown, format);
+    let (messages, extras) = template_input(&messages, shown, format, &req.chat_template_kwargs);
     let prompt = prompt::chat(state, messages, extras, req.sampling.context_overflow).await?;
     let calls = tools.active().then(|| ToolReply { specs: Arc::new(tools.specs), format });
     Ok(PreparedChat { prompt, forced, calls })

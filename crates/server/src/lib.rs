@@ -102,7 +102,11 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/rerank", post(embeddings::rerank));
     // llama-server's own endpoints, where Hearth drops in for it.
     let llama_server =
-        Router::new().route("/tokenize", post(tokens::tokenize)).route("/detokenize", post(tokens::detokenize));
+        Router::new()
+            .route("/tokenize", post(tokens::tokenize))
+            .route("/detokenize", post(tokens::detokenize))
+            .route("/apply-template", post(tokens::apply_template))
+            .route("/props", get(tokens::props));
     // Ollama's read-only and embedding endpoints.
     let ollama = Router::new()
         .route("/api/version", get(ollama::version))

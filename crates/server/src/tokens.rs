@@ -52,3 +52,42 @@ pub async fn detokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
     }
     Ok(Json(json!({ "content": tokenizer.decode_with_control(&req.tokens) })))
 }
+
+/// `POST /apply-template`: the prompt text a chat renders to (messages and
+/// tools through the chat template, ending with the assistant's turn), as
+/// llama-server answers it.
+pub async fn apply_template(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: crate::dto::ChatRequest = parse(&body)?;
+    let messages = req.messages()?;
+    let tools = req.tools()?;
+    let session = Arc::clone(state.engine.session());
+    let prompt = tokio::task::spawn_blocking(move || {
+        let format = hearth_text::ToolFormat::of(&session.template);
+        let shown: &[hearth_text::ToolSpec] = if tools.active() { &tools.specs } else { &[] };
+        let (messages, extras) = crate::generation::template_input(&messages, shown, format, &req.chat_template_kwargs);
+        session.template.render_with(&messages, &extras, true)
+    })
+    .await
+    .map_err(|_| ApiError::internal("rendering the template failed"))?
+    .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    Ok(Json(json!({ "prompt": prompt })))
+}
+
+/// `GET /props`: what llama-server reports about the loaded model, read-only.
+pub async fn props(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let session = state.engine.session();
+    let tok = &session.tokenizer;
+    let piece = |t: Option<u32>| t.and_then(|t| tok.token_text(t)).unwrap_or("").to_owned();
+    let d = hearth_sampling::SamplingParams::openai_defaults();
+    Json(json!({
+        "default_generation_settings": {
+            "n_ctx": state.engine.limits().max_seq_len(),
+            "params": {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p, "min_p": d.min_p},
+        },
+        "model_alias": state.model_name,
+        "chat_template": session.template.jinja(),
+        "bos_token": piece(tok.bos),
+        "eos_token": piece(tok.eos),
+        "build_info": concat!("hearth ", env!("CARGO_PKG_VERSION")),
+    }))
+}

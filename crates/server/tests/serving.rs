@@ -256,6 +256,15 @@ async fn the_official_openai_python_client_works_unmodified() {
 async fn llama_server_endpoints_and_unprefixed_aliases_work() {
     let _serial = SERIAL.lock().await;
     let server = start(config(2, 1024, 4, 512), None).await;
+    let (status, v) = server.post("/apply-template", &json!({"messages": [{"role": "user", "content": "Hi"}]})).await;
+    assert_eq!(status, 200, "{v}");
+    let prompt = v["prompt"].as_str().expect("prompt");
+    assert!(prompt.contains("<|im_start|>user\nHi<|im_end|>") && prompt.ends_with("<|im_start|>assistant\n"), "{prompt}");
+    let props: Value = server.http.get(format!("{}/props", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(props["default_generation_settings"]["n_ctx"], 512, "{props}");
+    assert!(props["chat_template"].as_str().is_some_and(|t| t.contains("im_start")), "{props}");
+    let (status, v) = server.post("/apply-template", &json!({"messages": []})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("messages")), "{v}");
     let (status, v) = server.post("/chat/completions", &chat_body("Name a color.", 4, false)).await;
     assert_eq!(status, 200, "{v}");
     let r = server.http.get(format!("{}/models", server.url)).send().await.expect("models");
