@@ -13,6 +13,7 @@ mod recursion;
 use std::sync::Arc;
 
 use hearth_core::TokenId;
+use hearth_text::reasoning::PromptEnd;
 use hearth_text::tools::{CALL_CLOSE, CALL_OPEN};
 use hearth_text::{ToolChoice, ToolFormat, ToolSpec, Tokenizer};
 use llguidance::api::TopLevelGrammar;
@@ -100,22 +101,15 @@ pub fn tool_call_constraint(tools: &[ToolSpec], choice: &ToolChoice, parallel: b
     Some(Constraint::Lark(lark))
 }
 
-/// Where a reply starts relative to a thinking model's `<think>` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Thinking {
-    /// The prompt ended inside `<think>`: the reply starts with thoughts.
-    Inside,
-    /// The model may open `<think>` itself (or answer at once).
-    MayOpen,
-}
-
 /// `c` applied after a reasoning model's thoughts: the `<think>…</think>`
 /// section is free text (at most `budget` tokens when given, then closed),
 /// and only the answer that follows must match. Without this a schema would
 /// forbid the thinking a model was trained to do first, and it answers worse
 /// or not at all.
 #[must_use]
-pub fn after_thinking(c: &Constraint, start: Thinking, budget: Option<usize>) -> Constraint {
+/// `start` is where the prompt left the model; after an empty (closed)
+/// `<think></think>` no thoughts follow and `c` stands as it is.
+pub fn after_thinking(c: &Constraint, start: PromptEnd, budget: Option<usize>) -> Constraint {
     let body = match c {
         Constraint::JsonObject => format!("%json {}", with_layout(serde_json::json!({"type": "object"}))),
         Constraint::JsonSchema(s) => format!("%json {}", prepare_schema(s)),
@@ -127,8 +121,9 @@ pub fn after_thinking(c: &Constraint, start: Thinking, budget: Option<usize>) ->
     // when a budget cuts them short, the close is forced. The gap before
     // the answer is bounded, so a sampled model cannot pad it forever.
     let grammar = match start {
-        Thinking::Inside => "start: thoughts \"</think>\" GAP? body\n",
-        Thinking::MayOpen => "start: (\"<think>\" thoughts \"</think>\" GAP?)? body\n",
+        PromptEnd::InThoughts => "start: thoughts \"</think>\" GAP? body\n",
+        PromptEnd::Open => "start: (\"<think>\" thoughts \"</think>\" GAP?)? body\n",
+        PromptEnd::AfterThoughts => return c.clone(),
     };
     Constraint::Lark(format!(
         "{grammar}thoughts{limit}: THOUGHTS\nTHOUGHTS: /(?s:.*)/ & ~/(?s:.*)<\\/think>(?s:.*)/\n\

@@ -125,10 +125,7 @@ fn unroll(
                     if open >= depth {
                         return Some(Value::Bool(false));
                     }
-                    *path.entry(target.clone()).or_insert(0) += 1;
-                    let inlined = unroll(&defs[target], defs, recursive, depth, path, budget, false);
-                    *path.get_mut(target).expect("opened above") -= 1;
-                    let inlined = inlined?;
+                    let inlined = inline(target, defs, recursive, depth, path, budget)?;
                     let rest: Map<String, Value> = m.iter().filter(|(k, _)| *k != "$ref").map(|(k, v)| (k.clone(), v.clone())).collect();
                     return Some(if rest.is_empty() {
                         inlined
@@ -152,10 +149,7 @@ fn unroll(
                 if let Some(Value::String(target)) = m.get("$ref") {
                     if recursive.contains(target) {
                         out.remove("$ref");
-                        *path.entry(target.clone()).or_insert(0) += 1;
-                        let inlined = unroll(&defs[target], defs, recursive, depth, path, budget, false);
-                        *path.get_mut(target).expect("opened above") -= 1;
-                        let inlined = inlined?;
+                        let inlined = inline(target, defs, recursive, depth, path, budget)?;
                         return Some(if out.keys().all(|k| k == "$defs" || k == "definitions") {
                             merge_defs(inlined, &out)
                         } else {
@@ -168,16 +162,30 @@ fn unroll(
                         });
                     }
                 }
-                // A root that refers to itself (`#`) is open once already.
-                if recursive.contains("#") {
-                    path.insert("#".to_owned(), 0);
-                }
             }
             Some(Value::Object(out))
         }
         Value::Array(a) => a.iter().map(|c| unroll(c, defs, recursive, depth, path, budget, false)).collect::<Option<Vec<_>>>().map(Value::Array),
         other => Some(other.clone()),
     }
+}
+
+/// The body of recursive definition `target`, unrolled with it open once
+/// more on the current path (and closed again after).
+fn inline(
+    target: &str,
+    defs: &HashMap<String, Value>,
+    recursive: &HashSet<String>,
+    depth: usize,
+    path: &mut HashMap<String, usize>,
+    budget: &mut usize,
+) -> Option<Value> {
+    let body = defs.get(target)?; // `recursive` holds only names of `defs`
+    let open = path.get(target).copied().unwrap_or(0);
+    path.insert(target.to_owned(), open + 1);
+    let inlined = unroll(body, defs, recursive, depth, path, budget, false);
+    path.insert(target.to_owned(), open);
+    inlined
 }
 
 /// `inlined` with the root's definitions attached (for references left in place).

@@ -65,13 +65,14 @@ fn random_walks_through_json_schemas_always_validate() {
 
 #[test]
 fn after_thinking_the_answer_still_validates() {
-    use hearth_constrain::{after_thinking, Thinking};
+    use hearth_constrain::after_thinking;
+    use hearth_text::reasoning::PromptEnd;
     let (g, tok) = grammars();
     let schema = serde_json::json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false});
-    for (start, seed) in [(Thinking::MayOpen, 1), (Thinking::MayOpen, 2), (Thinking::Inside, 3), (Thinking::Inside, 4)] {
+    for (start, seed) in [(PromptEnd::Open, 1), (PromptEnd::Open, 2), (PromptEnd::InThoughts, 3), (PromptEnd::InThoughts, 4)] {
         let c = after_thinking(&Constraint::JsonSchema(schema.clone()), start, Some(12));
         let text = walk(&g, &tok, &c, seed, 400).unwrap_or_else(|| panic!("{start:?} {seed}: no end"));
-        if start == Thinking::Inside || text.starts_with("<think>") {
+        if start == PromptEnd::InThoughts || text.starts_with("<think>") {
             assert!(text.contains("</think>"), "the budget must close the thoughts: {text:?}");
         }
         let answer = text.rsplit_once("</think>").map_or(text.as_str(), |(_, a)| a).trim_start();

@@ -183,6 +183,17 @@ pub struct Sampling {
     pub functions: Option<serde_json::Value>,
 }
 
+/// What is known of a request's shared fields once checked: every cheap
+/// check runs before its prompt is prepared, so a bad field costs no tokenizing.
+pub struct Checked {
+    /// Sampling parameters.
+    pub params: SamplingParams,
+    /// Choices asked for.
+    pub choices: usize,
+    /// What the output must match, and the field that asked for it.
+    pub constraint: Option<(Constraint, &'static str)>,
+}
+
 /// Most choices one request may ask for.
 pub const MAX_N: usize = 16;
 /// Most messages in one chat (OpenAI's bound is 2,048; truncation still
@@ -268,12 +279,6 @@ impl Sampling {
         Ok(found)
     }
 
-    /// Checks the constraint fields' shapes.
-    pub fn check_supported(&self) -> Result<(), ApiError> {
-        self.constraint()?;
-        Ok(())
-    }
-
     /// Whether the request offers tools (or legacy functions).
     #[must_use]
     pub fn has_tools(&self) -> bool {
@@ -286,10 +291,10 @@ impl Sampling {
     /// Every check of these fields, in the order the handlers run them:
     /// the sampling parameters (`max_tokens` defaulting to `default_max`)
     /// and the number of choices.
-    pub fn check(&self, default_max: usize, n_vocab: usize) -> Result<(SamplingParams, usize), ApiError> {
-        self.check_supported()?;
+    pub fn check(&self, default_max: usize, n_vocab: usize) -> Result<Checked, ApiError> {
+        let constraint = self.constraint()?;
         let choices = self.choices()?;
-        Ok((self.params(default_max, n_vocab)?, choices))
+        Ok(Checked { params: self.params(default_max, n_vocab)?, choices, constraint })
     }
 
     /// Whether the request sets its own token limit.

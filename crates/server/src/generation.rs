@@ -15,7 +15,7 @@ use futures::stream::{self, SelectAll, Stream, StreamExt};
 use hearth_core::{SeqId, TokenId};
 use hearth_engine::batching::{Event, GenRequest, Usage};
 use hearth_engine::handle::{EngineHandle, Submitted};
-use hearth_engine::constraint::{after_thinking, tool_call_constraint, Thinking};
+use hearth_engine::constraint::{after_thinking, tool_call_constraint};
 use hearth_engine::{Constraint, FinishReason};
 use hearth_text::reasoning::{split_reasoning, PromptEnd, ReasoningSplitter};
 use hearth_text::{ChatExtras, Message, ToolChoice, ToolFormat, ToolSpec};
@@ -23,7 +23,7 @@ use serde_json::json;
 use hearth_sampling::SamplingParams;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::dto::{ChatRequest, CompletionRequest, Sampling};
+use crate::dto::{ChatRequest, Checked, CompletionRequest, Sampling};
 use crate::error::ApiError;
 use crate::format::{logprobs_json, ChoiceText, Endpoint, Envelope};
 use crate::{parse, prompt, AppState};
@@ -41,10 +41,9 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
     });
     let constraint = forced.or(checked.constraint.take());
     checked.constraint = match (thinking, constraint) {
-        (Some(end @ (PromptEnd::InThoughts | PromptEnd::Open)), c) if c.is_some() || req.reasoning_budget.is_some() => {
+        (Some(end), c) if end != PromptEnd::AfterThoughts && (c.is_some() || req.reasoning_budget.is_some()) => {
             let (c, param) = c.unwrap_or((Constraint::Regex("(?s:.*)".into()), "reasoning_budget"));
-            let start = if end == PromptEnd::InThoughts { Thinking::Inside } else { Thinking::MayOpen };
-            Some((after_thinking(&c, start, req.reasoning_budget), param))
+            Some((after_thinking(&c, end, req.reasoning_budget), param))
         }
         (_, c) => c,
     };
@@ -123,15 +122,6 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, ReplyShape::default()).await
 }
 
-/// What is known of a request before its prompt is prepared: every cheap
-/// check runs first, so a bad field costs no tokenizing.
-struct Checked {
-    params: SamplingParams,
-    choices: usize,
-    /// What the output must match, and the field that asked for it.
-    constraint: Option<(Constraint, &'static str)>,
-}
-
 /// How a chat reply is taken apart before it goes out.
 #[derive(Clone, Default)]
 struct ReplyShape {
@@ -194,8 +184,7 @@ fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
         }
     }
     let n_vocab = state.engine.session().model.config().n_vocab;
-    let (params, choices) = sampling.check(state.engine.limits().max_seq_len(), n_vocab)?;
-    Ok(Checked { params, choices, constraint: sampling.constraint()? })
+    sampling.check(state.engine.limits().max_seq_len(), n_vocab)
 }
 
 async fn run(
