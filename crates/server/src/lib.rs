@@ -1,8 +1,10 @@
-//! Hearth's HTTP API, OpenAI-compatible: `POST /v1/chat/completions`,
-//! `POST /v1/completions` (both streamed with server-sent events or whole),
-//! `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus); the same
-//! without the `/v1` prefix and llama-server's `/tokenize` and
-//! `/detokenize`, so Hearth drops in where llama-server runs.
+//! Hearth's HTTP API. OpenAI's: `POST /v1/chat/completions` and
+//! `/v1/completions` (streamed with server-sent events or whole),
+//! `/v1/responses` (the Responses API), `/v1/embeddings`, `GET /v1/models`;
+//! Anthropic's `/v1/messages`; Ollama's `/api/*`; llama-server's own
+//! endpoints and the un-prefixed aliases, so Hearth drops in where
+//! llama-server runs; `GET /health` and `/metrics` (Prometheus). Other
+//! protocols are translations through the OpenAI handlers ([`relay`]).
 //!
 //! Handlers validate, render the chat template, tokenize (on a bounded
 //! blocking pool, never on the HTTP workers) and hand requests to the engine
@@ -22,6 +24,7 @@ mod http;
 mod ollama;
 mod prompt;
 mod relay;
+mod responses;
 mod tokens;
 
 use std::sync::Arc;
@@ -55,6 +58,8 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
     /// The embedding model served beside the chat model, if any.
     pub embedder: Option<Embedder>,
+    /// Responses kept for the Responses API's `previous_response_id`.
+    responses: Arc<responses::ResponseStore>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -72,6 +77,7 @@ impl AppState {
             api_key,
             cors_origins: Vec::new(),
             embedder: None,
+            responses: Arc::default(),
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -99,7 +105,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/embeddings", post(embeddings::embeddings))
         .route("/messages", post(anthropic::messages))
         .route("/messages/count_tokens", post(anthropic::count_tokens))
-        .route("/rerank", post(embeddings::rerank));
+        .route("/rerank", post(embeddings::rerank))
+        .route("/responses", post(responses::create))
+        .route("/responses/{id}", get(responses::retrieve).delete(responses::delete));
     // llama-server's own endpoints, where Hearth drops in for it.
     let llama_server =
         Router::new()

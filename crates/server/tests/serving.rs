@@ -522,3 +522,23 @@ async fn the_official_anthropic_client_creates_streams_uses_tools_and_counts() {
     let openai_reply = v["choices"][0]["message"]["content"].as_str().expect("reply").to_owned();
     common::run_python_client("anthropic_client.py", &[&server.url, "smollm2", &openai_reply], "anthropic client: ok").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_client_speaks_the_responses_api() {
+    let _serial = SERIAL.lock().await;
+    if !common::has_python_client("openai") {
+        return;
+    }
+    let server = start(config(2, 4096, 4, 2048), None).await;
+    let (_, v) = server
+        .post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Name a color."}], "temperature": 0, "max_tokens": 12}))
+        .await;
+    let openai_reply = v["choices"][0]["message"]["content"].as_str().expect("reply").to_owned();
+    common::run_python_client("responses_client.py", &[&server.url, "smollm2", &openai_reply], "responses client: ok").await;
+    // Bad input keeps OpenAI's error shape, and the server keeps serving.
+    let (status, v) = server.post("/v1/responses", &json!({"input": [{"type": "item_reference", "id": "x"}]})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("input[0]")), "{v}");
+    let (status, v) = server.post("/v1/responses", &json!({"input": "Hi", "max_output_tokens": 2})).await;
+    assert_eq!((status, v["object"].as_str()), (200, Some("response")), "{v}");
+    server.assert_drained().await;
+}
