@@ -198,7 +198,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    let args = serve::llama_server_flags(std::env::args_os().collect());
+    if let Err(e) = run(Cli::parse_from(args)) {
         let closed_pipe = e
             .chain()
             .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe));
@@ -577,4 +578,23 @@ fn cmd_list() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{serve, Cli, Command};
+
+    #[test]
+    fn llama_server_command_lines_parse_as_serve() {
+        let line = "hearth serve -m model.gguf -c 8k -np 3 -ngl 99 -a tiny --jinja --metrics -cb --port 9000";
+        let args = serve::llama_server_flags(line.split(' ').map(Into::into).collect());
+        let Command::Serve(a) = Cli::try_parse_from(args).expect("parses").command else { panic!("not serve") };
+        assert_eq!((a.ctx, a.parallel, a.name.as_deref(), a.port), (8192, Some(3), Some("tiny"), 9000));
+        assert_eq!(a.n_gpu_layers.as_deref(), Some("99"));
+        // Other commands' arguments are left alone.
+        let run: Vec<std::ffi::OsString> = ["hearth", "run", "-np"].iter().map(Into::into).collect();
+        assert_eq!(serve::llama_server_flags(run.clone()), run);
+    }
 }

@@ -57,7 +57,7 @@ pub struct ServeArgs {
     #[arg(long = "kv-memory", value_parser = parse_bytes)]
     pub kv_memory: Option<u64>,
     /// Context per user in tokens: 4096, 32k (default 4096).
-    #[arg(long = "ctx-size", alias = "context", value_parser = parse_tokens, default_value = "4096")]
+    #[arg(long = "ctx-size", short = 'c', alias = "context", value_parser = parse_tokens, default_value = "4096")]
     pub ctx: usize,
     /// Require `Authorization: Bearer KEY` on /v1 endpoints. Visible to
     /// other users in the process list: prefer --api-key-file or HEARTH_API_KEY.
@@ -87,7 +87,7 @@ pub struct ServeArgs {
     #[arg(long = "max-queue", default_value_t = 256)]
     pub max_queue: usize,
     /// Name the model is served under (default: the alias or file stem).
-    #[arg(long)]
+    #[arg(long, short = 'a', alias = "alias")]
     pub name: Option<String>,
     /// Also serve this embedding model (alias such as `minilm`, or a Hugging
     /// Face encoder folder) on /v1/embeddings and /v1/rerank.
@@ -96,6 +96,15 @@ pub struct ServeArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// llama-server's layers to offload (`-ngl`): accepted with a note, as
+    /// this build computes on the CPU.
+    #[arg(long = "n-gpu-layers", hide = true)]
+    pub n_gpu_layers: Option<String>,
+    /// llama-server's switches for what Hearth always does (Jinja chat
+    /// templates, metrics, slots, continuous batching, embeddings, no web
+    /// UI): accepted so its command lines work unchanged.
+    #[arg(long = "jinja", hide = true, action = clap::ArgAction::Count, aliases = ["metrics", "slots", "cont-batching", "embeddings", "embedding", "no-webui"])]
+    pub always_on: u8,
     #[command(flatten)]
     pub mem: MemoryArgs,
 }
@@ -187,6 +196,9 @@ pub fn cmd_plan(a: &PlanArgs, session: &LoadedModel) -> Result<()> {
 
 pub fn cmd_serve(a: &ServeArgs, session: LoadedModel, embedder: Option<Arc<EmbeddingModel>>) -> Result<()> {
     let name = a.name.clone().unwrap_or_else(|| model_name(&a.model));
+    if let Some(layers) = &a.n_gpu_layers {
+        eprintln!("note: -ngl {layers} ignored: this build computes on the CPU");
+    }
     let plan =
         plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
     let kv_blocks = (plan.kv_tokens as usize) / BLOCK_SIZE;
@@ -387,4 +399,22 @@ pub fn cmd_loadtest(a: &LoadtestArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// llama-server's multi-letter single-dash flags (`-np 4`, `-ngl 99`,
+/// `-cb`) in their long forms, which clap parses (its short flags are one
+/// letter), so llama-server command lines work with `hearth serve`.
+#[must_use]
+pub fn llama_server_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    if args.get(1).is_none_or(|a| a != "serve") {
+        return args;
+    }
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some("-np") => "--parallel".into(),
+            Some("-ngl") => "--n-gpu-layers".into(),
+            Some("-cb") => "--cont-batching".into(),
+            _ => a,
+        })
+        .collect()
 }

@@ -134,6 +134,8 @@ pub enum Event {
         text: String,
         /// Why it ended.
         finish: FinishReason,
+        /// The stop string that ended it, if one did (`finish` is then `Stop`).
+        stop_string: Option<String>,
         /// Counts.
         usage: Usage,
     },
@@ -441,9 +443,11 @@ impl<'s> Engine<'s> {
     /// the scheduler itself for sequences it could not keep).
     fn end(&mut self, id: SeqId, finish: FinishReason) {
         let Some(mut a) = self.active.remove(&id) else { return };
-        // After a stop string nothing more is due; otherwise flush what was
-        // held back (an incomplete character, a prefix of a stop string).
-        let text = if finish == FinishReason::Stop {
+        // After a stop string nothing more is due; otherwise (an end token,
+        // a finished grammar, a limit) flush what was held back: an
+        // incomplete character, text that might have begun a stop string.
+        let stop_string = a.stops.matched().map(str::to_owned);
+        let text = if stop_string.is_some() {
             String::new()
         } else {
             let (tail, _) = a.stops.push(&a.decoder.finish());
@@ -451,7 +455,7 @@ impl<'s> Engine<'s> {
         };
         let usage =
             Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: a.cached.unwrap_or(0) };
-        (a.sink)(Event::Done { text, finish, usage });
+        (a.sink)(Event::Done { text, finish, stop_string, usage });
         self.metrics.finished(finish.as_str());
     }
 

@@ -36,6 +36,7 @@ pub struct EngineHandle {
     session: Arc<LoadedModel>,
     metrics: Arc<Metrics>,
     limits: SeqLimits,
+    parallel: usize,
 }
 
 /// A submitted request: its id and its stream of events.
@@ -52,7 +53,7 @@ impl EngineHandle {
         let metrics = Arc::new(Metrics::new());
         let (commands, rx) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
-        let (s, m) = (Arc::clone(&session), Arc::clone(&metrics));
+        let (s, m, parallel) = (Arc::clone(&session), Arc::clone(&metrics), config.parallel);
         thread::Builder::new()
             .name("hearth-engine".into())
             .spawn(move || run(&s, config, &m, &rx, &ready_tx))
@@ -60,7 +61,7 @@ impl EngineHandle {
         // The engine is built on its thread (it borrows the session there);
         // its configuration errors and its limits come back before serving.
         let limits = ready.recv().map_err(|_| EngineError::Stopped)??;
-        Ok(Self { commands, session, metrics, limits })
+        Ok(Self { commands, session, metrics, limits, parallel })
     }
 
     /// The model being served.
@@ -80,6 +81,12 @@ impl EngineHandle {
     #[must_use]
     pub fn limits(&self) -> SeqLimits {
         self.limits
+    }
+
+    /// Sequences computed together at most (llama-server's slots).
+    #[must_use]
+    pub fn parallel(&self) -> usize {
+        self.parallel
     }
 
     /// Queues `req`; fails at once when it is refused (queue full, too long).

@@ -6,22 +6,32 @@
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
+    matched: Option<usize>,
 }
 
 impl StopMatcher {
     /// A matcher for `stops` (empty strings are ignored).
     #[must_use]
     pub fn new(stops: &[String]) -> Self {
-        Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
+        Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new(), matched: None }
+    }
+
+    /// The stop string that ended the text, once one has.
+    #[must_use]
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.map(|i| self.stops[i].as_str())
     }
 
     /// Adds new text. Returns the text safe to emit and whether a stop string was hit
     /// (in which case the text before it is returned and the rest discarded).
     pub fn push(&mut self, text: &str) -> (String, bool) {
         self.held.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        // The earliest match wins (the longest stop string at that place).
+        let hit = self.stops.iter().enumerate().filter_map(|(i, s)| self.held.find(s.as_str()).map(|at| (at, usize::MAX - s.len(), i))).min();
+        if let Some((at, _, i)) = hit {
             let out = self.held[..at].to_owned();
             self.held.clear();
+            self.matched = Some(i);
             return (out, true);
         }
         let keep = self.longest_partial_suffix();
@@ -62,6 +72,15 @@ mod tests {
         assert_eq!(m.push("x"), ("Ex".into(), false));
         assert_eq!(m.push("yEN"), ("y".into(), false));
         assert_eq!(m.push("D tail"), (String::new(), true));
+        assert_eq!(m.matched(), Some("END"));
+    }
+
+    #[test]
+    fn the_earliest_and_then_longest_stop_string_is_the_one_matched() {
+        let mut m = StopMatcher::new(&["b".into(), "ab".into(), "abc".into()]);
+        assert_eq!(m.push("xabcd"), ("x".into(), true));
+        assert_eq!(m.matched(), Some("abc"));
+        assert_eq!(StopMatcher::new(&["z".into()]).matched(), None);
     }
 
     #[test]

@@ -166,6 +166,9 @@ pub struct Sampling {
     /// Keep generating past end-of-text tokens (extension, for benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Name logprob tokens `token_id:ID` (vLLM's extension).
+    #[serde(default)]
+    pub return_tokens_as_token_ids: bool,
     /// Context overflow policy (extension).
     #[serde(default)]
     pub context_overflow: OverflowPolicy,
@@ -591,8 +594,9 @@ fn check_tool_answers(messages: Vec<Message>) -> Result<Vec<Message>, ApiError> 
 /// `POST /v1/completions`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
-    /// Text to continue (one string, or a list holding one).
-    pub prompt: OneOrMany,
+    /// What to continue: a string, token ids, or llama-server's mix of the
+    /// two (`[12, 34, "text", 56]`); a list holding one prompt of these.
+    pub prompt: serde_json::Value,
     /// Alternatives per token (legacy logprobs).
     pub logprobs: Option<usize>,
     /// Echo the prompt before the completion.
@@ -612,22 +616,55 @@ impl CompletionRequest {
         Ok(())
     }
 
-    /// The single prompt.
-    pub fn prompt(&self) -> Result<&str, ApiError> {
-        match &self.prompt {
-            OneOrMany::One(s) => Ok(s),
-            OneOrMany::Many(v) if v.len() == 1 => Ok(&v[0]),
-            OneOrMany::Many(_) => Err(ApiError::invalid("prompt", "send one prompt per request")),
+    /// The single prompt, as text and token pieces (ids checked against
+    /// the vocabulary when it is tokenized).
+    pub fn prompt(&self) -> Result<Vec<PromptPiece>, ApiError> {
+        use serde_json::Value;
+        let one = |v: &Value| -> Result<Vec<PromptPiece>, ApiError> {
+            let piece = |p: &Value| match p {
+                Value::String(s) => Ok(PromptPiece::Text(s.clone())),
+                Value::Number(n) => n
+                    .as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .map(PromptPiece::Token)
+                    .ok_or_else(|| ApiError::invalid("prompt", format!("{n} is not a token id"))),
+                _ => Err(ApiError::invalid("prompt", "a prompt is a string, token ids, or a list mixing the two")),
+            };
+            match v {
+                Value::Array(parts) => parts.iter().map(piece).collect(),
+                other => Ok(vec![piece(other)?]),
+            }
+        };
+        let pieces = match &self.prompt {
+            serde_json::Value::Array(items) if items.len() == 1 && matches!(items[0], Value::String(_) | Value::Array(_)) => one(&items[0])?,
+            serde_json::Value::Array(items) if items.iter().any(Value::is_array) || (items.len() > 1 && items.iter().all(Value::is_string)) => {
+                return Err(ApiError::invalid("prompt", "send one prompt per request"))
+            }
+            v => one(v)?,
+        };
+        if pieces.iter().all(|p| matches!(p, PromptPiece::Text(t) if t.is_empty())) {
+            return Err(ApiError::invalid("prompt", "prompt must not be empty"));
         }
+        Ok(pieces)
     }
 
     /// Alternatives per token, checked.
     pub fn logprobs(&self) -> Result<Option<usize>, ApiError> {
         match self.logprobs {
-            Some(k) if k > 5 => Err(ApiError::invalid("logprobs", "logprobs must be at most 5")),
+            Some(k) if k > MAX_TOP_LOGPROBS => Err(ApiError::invalid("logprobs", format!("logprobs must be at most {MAX_TOP_LOGPROBS}"))),
             k => Ok(k),
         }
     }
+}
+
+/// One piece of a text-completion prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptPiece {
+    /// Text, tokenized (control-token texts count: the client writes the
+    /// whole prompt).
+    Text(String),
+    /// A token id, used as it is.
+    Token(u32),
 }
 
 /// Parses and checks a request body as the endpoint's handler does, without

@@ -29,6 +29,9 @@ pub struct Envelope {
     pub created: u64,
     /// Served model name.
     pub model: String,
+    /// Name tokens in logprobs `token_id:ID` instead of their text (vLLM's
+    /// `return_tokens_as_token_ids`: exact where texts collide or are partial UTF-8).
+    pub token_ids: bool,
 }
 
 /// One choice, accumulated (non-streaming replies).
@@ -45,6 +48,8 @@ pub struct ChoiceText {
     pub tool_calls: Vec<Value>,
     /// A reasoning model's thoughts (`reasoning_content`).
     pub reasoning: Option<String>,
+    /// The stop string that ended the text, if one did (vLLM's `stop_reason`).
+    pub stop_string: Option<String>,
 }
 
 /// OpenAI's finish reason for ours (`context` is a `length` to clients).
@@ -67,18 +72,19 @@ pub fn usage_json(u: &Usage) -> Value {
     })
 }
 
-fn piece(tok: &Tokenizer, t: u32) -> (String, Vec<u8>) {
-    let bytes = tok.token_bytes(t).to_vec();
-    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
-}
-
-/// Log-probabilities of `tokens` in the endpoint's shape.
+/// Log-probabilities of `tokens` in the endpoint's shape; tokens named by
+/// their text, or `token_id:ID` with `token_ids`.
 #[must_use]
-pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[(u32, TokenLogprob)], offset0: usize) -> Value {
+pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[(u32, TokenLogprob)], offset0: usize, token_ids: bool) -> Value {
+    let piece = |t: u32| {
+        let bytes = tok.token_bytes(t).to_vec();
+        let name = if token_ids { format!("token_id:{t}") } else { String::from_utf8_lossy(&bytes).into_owned() };
+        (name, bytes)
+    };
     match endpoint {
         Endpoint::Chat => {
             let entry = |t: u32, lp: f32| {
-                let (text, bytes) = piece(tok, t);
+                let (text, bytes) = piece(t);
                 json!({"token": text, "logprob": lp, "bytes": bytes})
             };
             let content: Vec<Value> = tokens
@@ -95,13 +101,13 @@ pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[(u32, TokenL
             let mut offset = offset0;
             let (mut texts, mut lps, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (t, lp) in tokens {
-                let (text, _) = piece(tok, *t);
+                let (text, _) = piece(*t);
                 offsets.push(offset);
                 offset += text.len();
                 texts.push(text);
                 lps.push(lp.logprob);
                 let top: serde_json::Map<String, Value> =
-                    lp.top.iter().map(|&(a, l)| (piece(tok, a).0, json!(l))).collect();
+                    lp.top.iter().map(|&(a, l)| (piece(a).0, json!(l))).collect();
                 tops.push(Value::Object(top));
             }
             json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
@@ -129,7 +135,7 @@ impl Envelope {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let lp = (!c.logprobs.is_empty()).then(|| logprobs_json(self.endpoint, tok, &c.logprobs, 0));
+                let lp = (!c.logprobs.is_empty()).then(|| logprobs_json(self.endpoint, tok, &c.logprobs, 0, self.token_ids));
                 // Calls cut short by max_tokens still say `length`.
                 let finish = match c.finish {
                     Some(FinishReason::Stop) if !c.tool_calls.is_empty() => Some("tool_calls"),
@@ -147,9 +153,11 @@ impl Envelope {
                             }
                             message["tool_calls"] = Value::Array(c.tool_calls.clone());
                         }
-                        json!({"index": i, "message": message, "logprobs": lp, "finish_reason": finish})
+                        json!({"index": i, "message": message, "logprobs": lp, "finish_reason": finish, "stop_reason": c.stop_string})
                     }
-                    Endpoint::Text => json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": finish}),
+                    Endpoint::Text => {
+                        json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": finish, "stop_reason": c.stop_string})
+                    }
                 }
             })
             .collect();

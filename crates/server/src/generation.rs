@@ -23,7 +23,7 @@ use serde_json::json;
 use hearth_sampling::SamplingParams;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::dto::{ChatRequest, Checked, CompletionRequest, Sampling};
+use crate::dto::{ChatRequest, Checked, CompletionRequest, PromptPiece, Sampling};
 use crate::error::ApiError;
 use crate::format::{logprobs_json, ChoiceText, Endpoint, Envelope};
 use crate::{parse, prompt, AppState};
@@ -112,13 +112,20 @@ pub(crate) async fn prepare_chat(state: &Arc<AppState>, req: &ChatRequest) -> Re
 pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
     req.check_no_tools()?;
-    let text = req.prompt()?.to_owned();
-    if text.is_empty() {
-        return Err(ApiError::invalid("prompt", "prompt must not be empty"));
-    }
+    let pieces = req.prompt()?;
     let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
-    let echo = req.echo.then(|| text.clone());
-    let prompt = prompt::text(&state, text).await?;
+    // The prompt as sent (token pieces as their text).
+    let echo = req.echo.then(|| {
+        let tokenizer = &state.engine.session().tokenizer;
+        pieces
+            .iter()
+            .map(|p| match p {
+                PromptPiece::Text(t) => t.clone(),
+                PromptPiece::Token(t) => tokenizer.decode_with_control(&[*t]),
+            })
+            .collect::<String>()
+    });
+    let prompt = prompt::pieces(&state, pieces).await?;
     run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, ReplyShape::default()).await
 }
 
@@ -229,6 +236,7 @@ async fn run(
         id: format!("{prefix}-{created:x}{:x}", guard.ids[0].0),
         created,
         model: state.model_name.clone(),
+        token_ids: sampling.return_tokens_as_token_ids,
     };
     if sampling.stream {
         Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo.as_deref(), shape).into_response())
@@ -271,9 +279,10 @@ async fn collect_reply(
                         c.logprobs.push((token, lp));
                     }
                 }
-                Event::Done { text, finish, usage: u } => {
+                Event::Done { text, finish, stop_string, usage: u } => {
                     c.text.push_str(&text);
                     c.finish = Some(finish);
+                    c.stop_string = stop_string;
                     usage = add_usage(usage, u);
                 }
                 Event::Error(why) => return Err(ApiError::internal(why)),
@@ -397,7 +406,7 @@ impl StreamState {
         let tok = &self.state.engine.session().tokenizer;
         match event {
             Event::Token { token, text, logprob } => {
-                let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], 0));
+                let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], 0, self.env.token_ids));
                 let text = self.split_thoughts(i, &text, false);
                 let text = match &mut self.tools {
                     Some((t, held)) => {
@@ -411,7 +420,7 @@ impl StreamState {
                     self.pending.push_back(data(&self.env.chunk(i, &text, lp, None)));
                 }
             }
-            Event::Done { text, finish, usage } => {
+            Event::Done { text, finish, stop_string, usage } => {
                 let text = self.split_thoughts(i, &text, true);
                 let (text, calls) = match &mut self.tools {
                     Some((t, held)) => {
@@ -427,7 +436,9 @@ impl StreamState {
                     self.pending.push_back(data(&self.env.tool_calls_chunk(i, &calls)));
                 }
                 if calls.is_empty() || finish != FinishReason::Stop {
-                    self.pending.push_back(data(&self.env.chunk(i, "", None, Some(finish))));
+                    let mut last = self.env.chunk(i, "", None, Some(finish));
+                    last["choices"][0]["stop_reason"] = json!(stop_string);
+                    self.pending.push_back(data(&last));
                 } else {
                     self.pending.push_back(data(&self.env.tool_calls_finish_chunk(i)));
                 }

@@ -21,11 +21,12 @@ mod error;
 mod format;
 mod generation;
 mod http;
+mod llama_server;
 mod ollama;
 mod prompt;
 mod relay;
 mod responses;
-mod tokens;
+
 
 use std::sync::Arc;
 
@@ -111,10 +112,12 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     // llama-server's own endpoints, where Hearth drops in for it.
     let llama_server =
         Router::new()
-            .route("/tokenize", post(tokens::tokenize))
-            .route("/detokenize", post(tokens::detokenize))
-            .route("/apply-template", post(tokens::apply_template))
-            .route("/props", get(tokens::props));
+            .route("/tokenize", post(llama_server::tokenize))
+            .route("/detokenize", post(llama_server::detokenize))
+            .route("/apply-template", post(llama_server::apply_template))
+            .route("/props", get(llama_server::props))
+            .route("/slots", get(llama_server::slots))
+            .route("/completion", post(llama_server::completion));
     // Ollama's read-only and embedding endpoints.
     let ollama = Router::new()
         .route("/api/version", get(ollama::version))

@@ -12,7 +12,7 @@ use hearth_engine::batching::SeqLimits;
 use hearth_engine::{Constraint, EngineError, Guide, LoadedModel};
 use hearth_text::{ChatExtras, Message};
 
-use crate::dto::OverflowPolicy;
+use crate::dto::{OverflowPolicy, PromptPiece};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -21,6 +21,37 @@ use crate::AppState;
 pub async fn text(state: &AppState, text: String) -> Result<Vec<TokenId>, ApiError> {
     check_bytes(state, text.len(), "prompt")?;
     let tokens = off_worker(state, move |s| s.raw_prompt(&text)).await??;
+    check_tokens(state.engine.limits(), tokens.len(), "prompt")?;
+    Ok(tokens)
+}
+
+/// Tokens of a prompt given as text and token pieces (llama-server's mixed
+/// prompts): text is tokenized, with BOS where the model wants one only when
+/// the prompt starts with text; ids are checked against the vocabulary.
+pub async fn pieces(state: &AppState, pieces: Vec<PromptPiece>) -> Result<Vec<TokenId>, ApiError> {
+    if let [PromptPiece::Text(t)] = pieces.as_slice() {
+        return text(state, t.clone()).await;
+    }
+    let bytes = pieces.iter().map(|p| if let PromptPiece::Text(t) = p { t.len() } else { 0 }).sum();
+    check_bytes(state, bytes, "prompt")?;
+    let vocab = state.engine.session().tokenizer.vocab_size();
+    if let Some(bad) = pieces.iter().find_map(|p| match p {
+        PromptPiece::Token(t) if *t as usize >= vocab => Some(*t),
+        _ => None,
+    }) {
+        return Err(ApiError::invalid("prompt", format!("token {bad} is outside the vocabulary of {vocab} tokens")));
+    }
+    let tokens = off_worker(state, move |s| -> Result<Vec<TokenId>, EngineError> {
+        let mut out = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            match p {
+                PromptPiece::Text(t) => out.extend(s.tokenizer.encode(t, i == 0)?),
+                PromptPiece::Token(t) => out.push(*t),
+            }
+        }
+        Ok(out)
+    })
+    .await??;
     check_tokens(state.engine.limits(), tokens.len(), "prompt")?;
     Ok(tokens)
 }

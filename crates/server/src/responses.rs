@@ -296,7 +296,7 @@ fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Translated, A
 }
 
 /// The response object around `output`, echoing the request's settings.
-fn response_object(id: &str, created: u64, req: &Map<String, Value>, model: &str, status: &str, output: Vec<Value>, usage: &Value) -> Value {
+fn response_object(id: &str, created: u64, req: &Map<String, Value>, model: &str, status: &str, output: &[Value], usage: &Value) -> Value {
     let echo = |k: &str, default: Value| req.get(k).filter(|v| !v.is_null()).cloned().unwrap_or(default);
     let incomplete = (status == "incomplete").then(|| json!({"reason": "max_output_tokens"}));
     json!({
@@ -398,7 +398,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
         output.push(message_item(&id_of("msg"), text, "completed"));
     }
     output.extend(calls.iter().map(|c| call_item(&id_of("fc"), c, "completed")));
-    let response = response_object(&id, created, &req, &model, status_of(choice["finish_reason"].as_str()), output, &usage_of(&v["usage"]));
+    let response = response_object(&id, created, &req, &model, status_of(choice["finish_reason"].as_str()), &output, &usage_of(&v["usage"]));
     if store {
         conversation.push(assistant_turn(text, &calls));
         state.responses.put(id, response.clone(), conversation);
@@ -459,7 +459,7 @@ impl Relay {
 
     fn snapshot(&self, status: &str, usage: &Value) -> Value {
         let r = &self.run;
-        response_object(&r.id, r.created, &r.req, &r.model, status, self.output.clone(), usage)
+        response_object(&r.id, r.created, &r.req, &r.model, status, &self.output, usage)
     }
 
     /// Ends the open item, if any, with its `.done` events.
@@ -593,12 +593,11 @@ fn stream_events(chunks: BoxStream<'static, Value>, run: StreamRun) -> Sse<impl 
             if r.done {
                 return None;
             }
-            match r.chunks.next().await {
-                Some(v) => r.on_chunk(&v),
-                None => {
-                    r.finish();
-                    r.done = true;
-                }
+            if let Some(v) = r.chunks.next().await {
+                r.on_chunk(&v);
+            } else {
+                r.finish();
+                r.done = true;
             }
         }
     });

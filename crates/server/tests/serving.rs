@@ -287,6 +287,58 @@ async fn llama_server_endpoints_and_unprefixed_aliases_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_servers_native_completion_and_slots_answer_in_its_shape() {
+    let _serial = SERIAL.lock().await;
+    let server = start(config(2, 1024, 4, 512), None).await;
+    let slots: Value = server.http.get(format!("{}/slots", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(slots.as_array().map(Vec::len), Some(2), "{slots}");
+    assert_eq!(slots[0]["n_ctx"], 512, "{slots}");
+
+    // The same greedy text as the OpenAI endpoint, with llama-server's fields.
+    let (_, openai) = server.post("/v1/completions", &json!({"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})).await;
+    let body = json!({"prompt": "The capital of France is", "n_predict": 8, "temperature": 0, "n_probs": 2, "return_tokens": true});
+    let (status, v) = server.post("/completion", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["content"], openai["choices"][0]["text"], "{v}");
+    assert_eq!((v["stop"].as_bool(), v["stop_type"].as_str(), v["tokens_predicted"].as_u64()), (Some(true), Some("limit"), Some(8)), "{v}");
+    let tokens: Vec<u32> = v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    assert_eq!(session().tokenizer.decode(&tokens), v["content"].as_str().unwrap());
+    let probs = v["completion_probabilities"].as_array().expect("probs");
+    assert_eq!(probs.len(), 8);
+    assert_eq!(probs[0]["id"].as_u64(), Some(u64::from(tokens[0])));
+    assert_eq!(probs[0]["top_logprobs"].as_array().map(Vec::len), Some(2), "{}", probs[0]);
+    assert!(v["timings"]["predicted_per_second"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["generation_settings"]["n_predict"], 8);
+
+    // A stop string ends with `word` and names it; token ids and text mix in a prompt.
+    let ids = session().tokenizer.encode("The capital of", true).unwrap();
+    let mut mixed: Vec<Value> = ids.iter().map(|&t| json!(t)).collect();
+    mixed.push(json!(" France is"));
+    let (_, v) = server.post("/completion", &json!({"prompt": mixed, "n_predict": 20, "temperature": 0, "stop": ["."], "response_fields": ["content", "stop_type", "stopping_word", "generation_settings/n_ctx"]})).await;
+    assert_eq!((v["stop_type"].as_str(), v["stopping_word"].as_str()), (Some("word"), Some(".")), "{v}");
+    assert_eq!((v["n_ctx"].as_u64(), v.as_object().map(serde_json::Map::len)), (Some(512), Some(4)), "{v}");
+    assert!(openai["choices"][0]["text"].as_str().unwrap().starts_with(v["content"].as_str().unwrap()), "{v}");
+
+    // Streamed: text pieces with their tokens, then the closing object; no [DONE].
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = server.http.post(format!("{}/completion", server.url)).json(&streamed).send().await.unwrap().text().await.unwrap();
+    let events: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (last, pieces) = events.split_last().expect("events");
+    assert_eq!((last["stop"].as_bool(), last["tokens_predicted"].as_u64()), (Some(true), Some(8)), "{last}");
+    let joined: String = pieces.iter().map(|e| e["content"].as_str().unwrap_or("")).collect();
+    assert_eq!(joined, openai["choices"][0]["text"].as_str().unwrap());
+    assert!(pieces.iter().all(|e| e["stop"] == false && e["completion_probabilities"].is_array()));
+
+    // What cannot be honoured is refused by name, and the server keeps serving.
+    for (bad, param) in [(json!({"prompt": "x", "mirostat": 2}), "mirostat"), (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"), (json!({"n_predict": 2}), "prompt"), (json!({"prompt": [99_999_999]}), "prompt")] {
+        let (status, v) = server.post("/completion", &bad).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{v}");
+    }
+    server.assert_drained().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_is_off_by_default_and_answers_preflights_when_on() {
     let _serial = SERIAL.lock().await;
     let preflight = |server: &Server| {

@@ -1,0 +1,498 @@
+//! llama-server's own endpoints, so Hearth drops in where it runs:
+//! `/tokenize`, `/detokenize`, `/apply-template`, read-only `/props` and
+//! `/slots`, and the native `/completion` (its fields, defaults, `n_probs`,
+//! `timings` and stream shape). `/completion` is a translation: it runs as
+//! an OpenAI text completion through the same handler (one request path)
+//! and its reply is put back into llama-server's shape.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, BoxStream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::relay::{self, Target};
+use crate::{parse, prompt, AppState};
+
+/// `POST /tokenize`.
+#[derive(Debug, Deserialize)]
+struct TokenizeRequest {
+    /// Text to tokenize (control-token texts count, as in a raw prompt).
+    content: String,
+    /// Prepend BOS where the model wants one.
+    #[serde(default)]
+    add_special: bool,
+    /// Return `{id, piece}` objects instead of ids.
+    #[serde(default)]
+    with_pieces: bool,
+}
+
+/// `POST /detokenize`.
+#[derive(Debug, Deserialize)]
+struct DetokenizeRequest {
+    /// Token ids.
+    tokens: Vec<u32>,
+}
+
+pub async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: TokenizeRequest = parse(&body)?;
+    let ids = prompt::tokenize(&state, req.content, req.add_special).await?;
+    let tokenizer = &state.engine.session().tokenizer;
+    let tokens: Vec<Value> = if req.with_pieces {
+        ids.iter().map(|&id| json!({"id": id, "piece": tokenizer.decode_with_control(&[id])})).collect()
+    } else {
+        ids.iter().map(|&id| json!(id)).collect()
+    };
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+pub async fn detokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: DetokenizeRequest = parse(&body)?;
+    let tokenizer = &state.engine.session().tokenizer;
+    let vocab = tokenizer.vocab_size();
+    if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(ApiError::invalid("tokens", format!("token {bad} is outside the vocabulary of {vocab} tokens")));
+    }
+    Ok(Json(json!({ "content": tokenizer.decode_with_control(&req.tokens) })))
+}
+
+/// `POST /apply-template`: the prompt text a chat renders to (messages and
+/// tools through the chat template, ending with the assistant's turn), as
+/// llama-server answers it.
+pub async fn apply_template(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: crate::dto::ChatRequest = parse(&body)?;
+    let messages = req.messages()?;
+    let tools = req.tools()?;
+    let session = Arc::clone(state.engine.session());
+    let prompt = tokio::task::spawn_blocking(move || {
+        let format = hearth_text::ToolFormat::of(&session.template);
+        let shown: &[hearth_text::ToolSpec] = if tools.active() { &tools.specs } else { &[] };
+        let (messages, extras) = crate::generation::template_input(&messages, shown, format, &req.chat_template_kwargs);
+        session.template.render_with(&messages, &extras, true)
+    })
+    .await
+    .map_err(|_| ApiError::internal("rendering the template failed"))?
+    .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    Ok(Json(json!({ "prompt": prompt })))
+}
+
+/// `GET /props`: what llama-server reports about the loaded model, read-only.
+pub async fn props(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let session = state.engine.session();
+    let tok = &session.tokenizer;
+    let piece = |t: Option<u32>| t.and_then(|t| tok.token_text(t)).unwrap_or("").to_owned();
+    let d = hearth_sampling::SamplingParams::openai_defaults();
+    Json(json!({
+        "default_generation_settings": {
+            "n_ctx": state.engine.limits().max_seq_len(),
+            "params": {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p, "min_p": d.min_p},
+        },
+        "model_alias": state.model_name,
+        "chat_template": session.template.jinja(),
+        "bos_token": piece(tok.bos),
+        "eos_token": piece(tok.eos),
+        "build_info": concat!("hearth ", env!("CARGO_PKG_VERSION")),
+    }))
+}
+
+/// `GET /slots`: one entry per sequence the engine computes together; the
+/// first `running` are busy (Hearth schedules sequences, not fixed slots).
+pub async fn slots(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let running = usize::try_from(state.engine.metrics().running.get().max(0)).unwrap_or(0);
+    let n_ctx = state.engine.limits().max_seq_len();
+    let slots: Vec<Value> = (0..state.engine.parallel())
+        .map(|id| json!({"id": id, "n_ctx": n_ctx, "is_processing": id < running, "speculative": false}))
+        .collect();
+    Json(Value::Array(slots))
+}
+
+/// llama-server's sampling defaults for `/completion` (its clients rely on
+/// them; the OpenAI endpoints keep OpenAI's).
+fn native_defaults() -> [(&'static str, Value); 4] {
+    [("temperature", json!(0.8)), ("top_k", json!(40)), ("top_p", json!(0.95)), ("min_p", json!(0.05))]
+}
+
+/// Fields `/completion` takes straight into the OpenAI request.
+const PASSED: &[&str] = &[
+    "prompt", "temperature", "top_k", "top_p", "min_p", "stop", "repeat_penalty", "presence_penalty",
+    "frequency_penalty", "ignore_eos", "grammar", "json_schema", "model",
+];
+
+/// Fields accepted at the value that means "off" (or that cannot change the
+/// output here), refused otherwise: never silently ignored.
+fn inert(key: &str, v: &Value) -> Option<bool> {
+    let num = v.as_f64();
+    Some(match key {
+        // Always on or meaningless here (prefix caching, slots, timings).
+        "cache_prompt" | "timings_per_token" | "return_progress" | "id_slot" | "n_keep" | "n_cache_reuse" | "sse_ping_interval"
+        // Settings of samplers that are off unless their switch below is set.
+        | "mirostat_tau" | "mirostat_eta" | "dynatemp_exponent" | "dry_base" | "dry_allowed_length" | "dry_penalty_last_n"
+        | "dry_sequence_breakers" | "xtc_threshold" | "samplers" | "repeat_last_n" => true,
+        "typical_p" => num == Some(1.0),
+        "dynatemp_range" | "dry_multiplier" | "xtc_probability" | "n_indent" | "t_max_predict_ms" | "min_keep" | "mirostat" => {
+            num == Some(0.0)
+        }
+        "post_sampling_probs" => v.as_bool() != Some(true),
+        "lora" => v.as_array().is_some_and(Vec::is_empty),
+        _ => return None,
+    })
+}
+
+/// A checked `/completion` request: the OpenAI request it runs as, and
+/// what the reply needs.
+struct Native {
+    openai: Map<String, Value>,
+    n_probs: usize,
+    return_tokens: bool,
+    stream: bool,
+    fields: Option<Vec<String>>,
+    settings: Value,
+}
+
+fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Native, ApiError> {
+    let mut openai = Map::new();
+    for (key, v) in req {
+        if v.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            k if PASSED.contains(&k) => {
+                openai.insert(k.into(), v.clone());
+            }
+            "n_predict" | "max_tokens" => match v.as_i64() {
+                Some(n) if n < 0 => {}
+                Some(n) => {
+                    openai.insert("max_tokens".into(), json!(n));
+                }
+                None => return Err(ApiError::invalid(key, format!("{key} must be an integer (-1: no limit)"))),
+            },
+            "seed" => match v.as_i64() {
+                Some(-1) => {}
+                Some(seed) => {
+                    openai.insert("seed".into(), json!(seed as u64));
+                }
+                None => return Err(ApiError::invalid("seed", "seed must be an integer (-1: random)")),
+            },
+            "n_cmpl" | "n" => {
+                openai.insert("n".into(), v.clone());
+            }
+            "logit_bias" => {
+                openai.insert("logit_bias".into(), logit_bias(state, v)?);
+            }
+            "n_probs" | "stream" | "return_tokens" | "response_fields" => {}
+            k => match inert(k, v) {
+                Some(true) => {}
+                Some(false) => return Err(ApiError::invalid(k, format!("{k} = {v} is not supported by this server"))),
+                None => return Err(ApiError::invalid(k, format!("field {k:?} is not supported by this server's /completion"))),
+            },
+        }
+    }
+    if !req.contains_key("prompt") {
+        return Err(ApiError::invalid("prompt", "prompt is required"));
+    }
+    for (k, d) in native_defaults() {
+        openai.entry(k).or_insert(d);
+    }
+    let n_probs = match req.get("n_probs").and_then(Value::as_i64) {
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX).min(crate::dto::MAX_TOP_LOGPROBS),
+        _ => 0,
+    };
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    // Always streamed inside, with each token's id: the reply's `tokens`,
+    // `completion_probabilities` and `timings` (first token = prompt done).
+    openai.insert("stream".into(), json!(true));
+    openai.insert("stream_options".into(), json!({"include_usage": true}));
+    openai.insert("logprobs".into(), json!(n_probs));
+    openai.insert("return_tokens_as_token_ids".into(), json!(true));
+    let fields = req.get("response_fields").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    let mut settings: Map<String, Value> = openai.iter().filter(|(k, _)| !matches!(k.as_str(), "prompt" | "stream_options" | "logprobs" | "return_tokens_as_token_ids" | "max_tokens")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    settings.insert("n_predict".into(), openai.get("max_tokens").cloned().unwrap_or(json!(-1)));
+    settings.insert("n_probs".into(), json!(n_probs));
+    settings.insert("stream".into(), json!(stream));
+    settings.insert("n_ctx".into(), json!(state.engine.limits().max_seq_len()));
+    settings.insert("model".into(), json!(state.model_name));
+    Ok(Native {
+        openai,
+        n_probs,
+        return_tokens: req.get("return_tokens").and_then(Value::as_bool).unwrap_or(false),
+        stream,
+        fields,
+        settings: Value::Object(settings),
+    })
+}
+
+/// llama-server's `logit_bias` (`[[id or text, bias or false], …]`, or
+/// OpenAI's object) as OpenAI's object; a text stands for its tokens.
+fn logit_bias(state: &AppState, v: &Value) -> Result<Value, ApiError> {
+    let Some(pairs) = v.as_array() else { return Ok(v.clone()) };
+    let tokenizer = &state.engine.session().tokenizer;
+    let mut out = Map::new();
+    for (i, pair) in pairs.iter().enumerate() {
+        let at = format!("logit_bias[{i}]");
+        let (Some(target), Some(bias)) = (pair.get(0), pair.get(1)) else {
+            return Err(ApiError::invalid(&at, "each entry is [token id or text, bias or false]"));
+        };
+        let bias = match bias {
+            Value::Bool(false) => -100.0,
+            b => b.as_f64().ok_or_else(|| ApiError::invalid(&at, "a bias is a number or false"))?,
+        };
+        let ids = match target {
+            Value::String(text) => tokenizer.encode(text, false).map_err(|e| ApiError::invalid(&at, e.to_string()))?,
+            t => vec![t.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| ApiError::invalid(&at, "a token id is a non-negative integer"))?],
+        };
+        for id in ids {
+            out.insert(id.to_string(), json!(bias.clamp(-100.0, 100.0)));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// One generated token, read back from an OpenAI chunk's logprobs.
+fn token_entries(state: &AppState, logprobs: &Value) -> Vec<(u32, Value)> {
+    let tokenizer = &state.engine.session().tokenizer;
+    let id_of = |name: &str| name.strip_prefix("token_id:").and_then(|n| n.parse::<u32>().ok());
+    let entry = |id: u32, logprob: &Value| {
+        let bytes = tokenizer.token_bytes(id);
+        json!({"id": id, "token": String::from_utf8_lossy(bytes), "bytes": bytes, "logprob": logprob})
+    };
+    let names = logprobs["tokens"].as_array().cloned().unwrap_or_default();
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(k, name)| {
+            let id = id_of(name.as_str()?)?;
+            let mut e = entry(id, &logprobs["token_logprobs"][k]);
+            let top: Vec<Value> = logprobs["top_logprobs"][k]
+                .as_object()
+                .map(|m| m.iter().filter_map(|(n, lp)| Some(entry(id_of(n)?, lp))).collect())
+                .unwrap_or_default();
+            e["top_logprobs"] = Value::Array(top);
+            Some((id, e))
+        })
+        .collect()
+}
+
+/// One choice of a `/completion`, accumulated.
+#[derive(Default)]
+struct Choice {
+    content: String,
+    tokens: Vec<u32>,
+    probs: Vec<Value>,
+    finish: Option<String>,
+    stop_word: Option<String>,
+    first_token: Option<Instant>,
+}
+
+impl Choice {
+    /// llama-server's `stop_type`: `eos`, `word` or `limit`.
+    fn stop_type(&self) -> &'static str {
+        match (self.finish.as_deref(), &self.stop_word) {
+            (Some("stop"), Some(_)) => "word",
+            (Some("stop"), None) => "eos",
+            (Some(_), _) => "limit",
+            (None, _) => "none",
+        }
+    }
+}
+
+/// The closing object of choice `index`: text (whole replies), tokens,
+/// probabilities, counts, timings, settings.
+fn final_object(native: &Native, prompt_text: &str, c: &Choice, index: usize, usage: &Value, started: Instant, whole: bool) -> Value {
+    let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
+    let now = Instant::now();
+    let first = c.first_token.unwrap_or(now);
+    let (prompt_n, cached) = (usage["prompt_tokens"].as_u64().unwrap_or(0), usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0));
+    let predicted_n = usage["completion_tokens"].as_u64().unwrap_or(c.tokens.len() as u64);
+    let (prompt_ms, predicted_ms) = (ms(started, first), ms(first, now));
+    let evaluated = prompt_n.saturating_sub(cached);
+    let per = |n: u64, t: f64| if n == 0 { 0.0 } else { t / n as f64 };
+    let rate = |n: u64, t: f64| if t <= 0.0 { 0.0 } else { n as f64 * 1000.0 / t };
+    let mut v = json!({
+        "index": index,
+        "content": if whole { c.content.as_str() } else { "" },
+        "tokens": if whole && native.return_tokens { json!(c.tokens) } else { json!([]) },
+        "id_slot": -1,
+        "stop": true,
+        "model": native.settings["model"],
+        "tokens_predicted": predicted_n,
+        "tokens_evaluated": prompt_n,
+        "tokens_cached": cached,
+        "generation_settings": native.settings,
+        "prompt": prompt_text,
+        "has_new_line": c.content.contains('\n'),
+        "truncated": false,
+        "stop_type": c.stop_type(),
+        "stopping_word": c.stop_word.clone().unwrap_or_default(),
+        "timings": {
+            "cache_n": cached,
+            "prompt_n": evaluated, "prompt_ms": prompt_ms, "prompt_per_token_ms": per(evaluated, prompt_ms), "prompt_per_second": rate(evaluated, prompt_ms),
+            "predicted_n": predicted_n, "predicted_ms": predicted_ms, "predicted_per_token_ms": per(predicted_n, predicted_ms), "predicted_per_second": rate(predicted_n, predicted_ms),
+        },
+    });
+    if whole && native.n_probs > 0 {
+        v["completion_probabilities"] = Value::Array(c.probs.clone());
+    }
+    select_fields(v, native.fields.as_deref())
+}
+
+/// `response_fields`: only the named fields; `a/b` takes `b` out of `a`.
+fn select_fields(v: Value, fields: Option<&[String]>) -> Value {
+    let Some(fields) = fields else { return v };
+    let mut out = Map::new();
+    for f in fields {
+        let mut at = &v;
+        for part in f.split('/') {
+            at = &at[part];
+        }
+        if !at.is_null() {
+            out.insert(f.rsplit('/').next().unwrap_or(f).to_owned(), at.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// The prompt as text, for the reply's `prompt`.
+fn prompt_text(state: &AppState, prompt: &Value) -> String {
+    let tokenizer = &state.engine.session().tokenizer;
+    let piece = |p: &Value| match p {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.as_u64().and_then(|t| u32::try_from(t).ok()).map(|t| tokenizer.decode_with_control(&[t])).unwrap_or_default(),
+        Value::Array(a) => a.iter().map(|p| if let Value::String(s) = p { s.clone() } else { String::new() }).collect(),
+        _ => String::new(),
+    };
+    match prompt {
+        Value::Array(a) => a.iter().map(piece).collect(),
+        p => piece(p),
+    }
+}
+
+/// `POST /completion`: llama-server's native completion.
+pub async fn completion(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: Map<String, Value> = parse(&body)?;
+    let native = translate(&state, &req)?;
+    let started = Instant::now();
+    let reply = relay::call(&state, Target::Text, &Value::Object(native.openai.clone())).await?;
+    let prompt = prompt_text(&state, req.get("prompt").unwrap_or(&Value::Null));
+    let chunks = relay::events(reply);
+    if native.stream {
+        return Ok(stream_native(state, native, prompt, chunks, started).into_response());
+    }
+    let mut choices: Vec<Choice> = Vec::new();
+    let mut usage = Value::Null;
+    let mut chunks = chunks;
+    while let Some(v) = chunks.next().await {
+        if let Some(err) = v.get("error") {
+            return Err(ApiError::internal(err["message"].as_str().unwrap_or("generation failed")));
+        }
+        if !v["usage"].is_null() {
+            usage = v["usage"].clone();
+        }
+        for c in v["choices"].as_array().into_iter().flatten() {
+            let i = c["index"].as_u64().unwrap_or(0) as usize;
+            if choices.len() <= i {
+                choices.resize_with(i + 1, Choice::default);
+            }
+            note(&state, &mut choices[i], c);
+        }
+    }
+    let mut out: Vec<Value> =
+        choices.iter().enumerate().map(|(i, c)| final_object(&native, &prompt, c, i, &usage, started, true)).collect();
+    Ok(if out.len() == 1 { Json(out.remove(0)) } else { Json(Value::Array(out)) }.into_response())
+}
+
+/// Takes one OpenAI choice chunk into `c`; returns its new tokens' entries.
+fn note(state: &AppState, c: &mut Choice, chunk: &Value) -> Vec<(u32, Value)> {
+    let text = chunk["text"].as_str().unwrap_or("");
+    c.content.push_str(text);
+    let entries = token_entries(state, &chunk["logprobs"]);
+    if !entries.is_empty() && c.first_token.is_none() {
+        c.first_token = Some(Instant::now());
+    }
+    for (id, e) in &entries {
+        c.tokens.push(*id);
+        c.probs.push(e.clone());
+    }
+    if let Some(f) = chunk["finish_reason"].as_str() {
+        c.finish = Some(f.to_owned());
+        c.stop_word = chunk["stop_reason"].as_str().map(str::to_owned);
+    }
+    entries
+}
+
+/// llama-server's stream: a `data:` object per piece of text (`content`,
+/// `tokens`, `stop: false`), then each choice's closing object (`stop: true`,
+/// counts, timings); no `[DONE]`.
+fn stream_native(
+    state: Arc<AppState>,
+    native: Native,
+    prompt: String,
+    chunks: BoxStream<'static, Value>,
+    started: Instant,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+    struct Run {
+        state: Arc<AppState>,
+        native: Native,
+        prompt: String,
+        chunks: BoxStream<'static, Value>,
+        started: Instant,
+        choices: Vec<Choice>,
+        pending: std::collections::VecDeque<Value>,
+        done: bool,
+    }
+    let run = Run { state, native, prompt, chunks, started, choices: Vec::new(), pending: std::collections::VecDeque::new(), done: false };
+    let body = stream::unfold(run, |mut r| async move {
+        loop {
+            if let Some(v) = r.pending.pop_front() {
+                return Some((Ok(SseEvent::default().data(v.to_string())), r));
+            }
+            if r.done {
+                return None;
+            }
+            let Some(v) = r.chunks.next().await else {
+                r.done = true;
+                continue;
+            };
+            if let Some(err) = v.get("error") {
+                r.pending.push_back(json!({"error": err}));
+                r.done = true;
+                continue;
+            }
+            if !v["usage"].is_null() {
+                // Sent last: every choice's closing object, with the counts.
+                for (i, c) in r.choices.iter().enumerate() {
+                    r.pending.push_back(final_object(&r.native, &r.prompt, c, i, &v["usage"], r.started, false));
+                }
+                continue;
+            }
+            for chunk in v["choices"].as_array().cloned().unwrap_or_default() {
+                let i = chunk["index"].as_u64().unwrap_or(0) as usize;
+                if r.choices.len() <= i {
+                    r.choices.resize_with(i + 1, Choice::default);
+                }
+                let before = r.choices[i].content.len();
+                let entries = note(&r.state, &mut r.choices[i], &chunk);
+                let text = &r.choices[i].content[before..];
+                if text.is_empty() && entries.is_empty() {
+                    continue;
+                }
+                let mut piece = json!({
+                    "index": i, "content": text, "tokens": entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                    "stop": false, "id_slot": -1, "tokens_predicted": r.choices[i].tokens.len(),
+                });
+                if r.native.n_probs > 0 {
+                    piece["completion_probabilities"] = Value::Array(entries.into_iter().map(|(_, e)| e).collect());
+                }
+                r.pending.push_back(piece);
+            }
+        }
+    });
+    Sse::new(body).keep_alive(KeepAlive::default())
+}
