@@ -330,6 +330,17 @@ async fn llama_servers_native_completion_and_slots_answer_in_its_shape() {
     assert_eq!(joined, openai["choices"][0]["text"].as_str().unwrap());
     assert!(pieces.iter().all(|e| e["stop"] == false && e["completion_probabilities"].is_array()));
 
+    // Text held back because it might begin a stop string is kept when an end token comes instead.
+    let ask = json!({"messages": [{"role": "user", "content": "Say hello."}], "temperature": 0, "max_tokens": 300});
+    let (_, whole) = server.post("/v1/chat/completions", &ask).await;
+    assert_eq!(whole["choices"][0]["finish_reason"], "stop", "{whole}");
+    let reply = whole["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    let last = reply.chars().last().expect("a reply");
+    let mut held = ask.clone();
+    held["stop"] = json!([format!("{last}\u{1}never")]);
+    let (_, v) = server.post("/v1/chat/completions", &held).await;
+    assert_eq!((v["choices"][0]["message"]["content"].as_str(), v["choices"][0]["stop_reason"].as_str()), (Some(reply.as_str()), None), "{v}");
+
     // What cannot be honoured is refused by name, and the server keeps serving.
     for (bad, param) in [(json!({"prompt": "x", "mirostat": 2}), "mirostat"), (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"), (json!({"n_predict": 2}), "prompt"), (json!({"prompt": [99_999_999]}), "prompt")] {
         let (status, v) = server.post("/completion", &bad).await;
