@@ -46,11 +46,26 @@ enum Command {
     Bench(BenchArgs),
     /// Fetch a model (alias, URL or local path) into the cache.
     Pull {
-        /// Alias (see `hearth list`), http(s) URL, or path to a .gguf.
+        /// Alias (see `hearth list`; `name:tag` works), http(s) URL, or path to a .gguf.
         what: String,
         /// Expected sha256 of the file (aliases carry their own).
         #[arg(long)]
         sha256: Option<String>,
+        /// Name it `name:tag` (e.g. `--as llama4-8b:1.58bit`) for run, serve and the API.
+        #[arg(long = "as")]
+        as_name: Option<String>,
+    },
+    /// Give a local model another name (`name:tag`), like `ollama cp`.
+    Cp {
+        /// Model name (or alias).
+        source: String,
+        /// New name.
+        destination: String,
+    },
+    /// Forget a model's name; its file goes with its last name, like `ollama rm`.
+    Rm {
+        /// Model name (or alias).
+        model: String,
     },
     /// Serve the OpenAI-compatible API with continuous batching.
     Serve(serve::ServeArgs),
@@ -216,17 +231,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => cmd_run(&a),
         Command::Perplexity(a) => cmd_perplexity(&a),
         Command::Bench(a) => cmd_bench(&a),
-        Command::Pull { what, sha256 } => {
-            let p = catalog().pull(&what, sha256.as_deref())?;
-            eprintln!("ok: {}", p.display());
+        Command::Pull { what, sha256, as_name } => {
+            let as_name = as_name.as_deref().map(hearth_catalog::ModelName::parse).transpose()?;
+            let p = catalog().pull_as(&what, sha256.as_deref(), as_name.as_ref(), &mut |_| {})?;
+            match as_name {
+                Some(n) => eprintln!("ok: {n} → {}", p.display()),
+                None => eprintln!("ok: {}", p.display()),
+            }
             Ok(())
         }
+        Command::Cp { source, destination } => Ok(catalog().copy(&source, &destination)?),
+        Command::Rm { model } => Ok(catalog().delete(&model)?),
         Command::Serve(a) => {
             let backend = backend(a.threads)?;
             let session =
                 load_with_template(&a.model, &backend, a.chat_template_file.as_deref(), a.chat_template.as_deref())?;
             let embedder = a.embedding_model.as_deref().map(|m| load_embedder(m, &backend)).transpose()?;
-            serve::cmd_serve(&a, session, embedder)
+            serve::cmd_serve(&a, session, embedder, catalog())
         }
         Command::Embed(a) => cmd_embed(&a),
         Command::Plan(a) => {
@@ -569,6 +590,13 @@ fn cmd_list() -> Result<()> {
     for e in hearth_catalog::CATALOG {
         let status = if catalog.is_cached(e.alias) { "cached" } else { "-" };
         outln!("{:<16} {:<10} {}", e.alias, status, e.description);
+    }
+    let named: Vec<_> = catalog.local_models()?.into_iter().filter(|m| hearth_catalog::entry(&m.name).is_none()).collect();
+    if !named.is_empty() {
+        outln!("\n{:<32} {:>9}  FILE", "NAME", "SIZE");
+        for m in named {
+            outln!("{:<32} {:>6.1} MB  {}", m.name, m.bytes as f64 / 1e6, m.path.display());
+        }
     }
     let cached = catalog.cached_models();
     if !cached.is_empty() {

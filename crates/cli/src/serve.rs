@@ -194,7 +194,12 @@ pub fn cmd_plan(a: &PlanArgs, session: &LoadedModel) -> Result<()> {
     Ok(())
 }
 
-pub fn cmd_serve(a: &ServeArgs, session: LoadedModel, embedder: Option<Arc<EmbeddingModel>>) -> Result<()> {
+pub fn cmd_serve(
+    a: &ServeArgs,
+    session: LoadedModel,
+    embedder: Option<Arc<EmbeddingModel>>,
+    catalog: hearth_catalog::Catalog,
+) -> Result<()> {
     let name = a.name.clone().unwrap_or_else(|| model_name(&a.model));
     if let Some(layers) = &a.n_gpu_layers {
         eprintln!("note: -ngl {layers} ignored: this build computes on the CPU");
@@ -237,7 +242,7 @@ pub fn cmd_serve(a: &ServeArgs, session: LoadedModel, embedder: Option<Arc<Embed
         ..HttpLimits::default()
     };
     let engine = EngineHandle::spawn(Arc::new(session), config)?;
-    let mut state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone());
+    let mut state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone()).with_catalog(catalog);
     if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
         let name = model_name(model);
         eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);

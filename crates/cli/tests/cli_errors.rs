@@ -110,3 +110,37 @@ fn embedding_folders_and_constraints_on_the_command_line() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--stop"), "{err}");
 }
+
+/// `hearth pull FILE --as name:tag` names a local file; `show`, `cp`, `rm`
+/// and `list` take the name, as Ollama's commands do.
+#[test]
+fn a_local_file_pulled_under_a_name_answers_to_it() {
+    use hearth_gguf::{GgufWriter, MetaValue};
+    let dir = std::env::temp_dir().join(format!("hearth-cli-names-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("strange.gguf");
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", MetaValue::String("mamba".into()));
+    w.write_to(&path).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).env("HEARTH_MODELS", dir.join("cache")).output().expect("runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = run(&["pull", path.to_str().unwrap(), "--as", "odd:v1"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out) = run(&["show", "odd:v1"]);
+    assert!(out.contains("architecture \"mamba\""), "{out}");
+    assert_eq!(run(&["cp", "odd:v1", "odd"]).0, Some(0));
+    let (_, listed) = run(&["list"]);
+    assert!(listed.contains("odd:latest") && listed.contains("odd:v1"), "{listed}");
+    assert_eq!(run(&["rm", "odd:v1"]).0, Some(0));
+    assert_eq!(run(&["rm", "odd"]).0, Some(0));
+    let (code, out) = run(&["show", "odd"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("odd") && out.contains("hearth list"), "{out}");
+    let (code, out) = run(&["pull", path.to_str().unwrap(), "--as", "smollm2"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("built-in"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

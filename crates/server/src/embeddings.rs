@@ -106,8 +106,8 @@ pub(crate) fn source(state: &AppState, model: Option<&str>) -> Result<Source, Ap
     let named = model.filter(|m| !m.is_empty());
     match (&state.embedder, named) {
         (Some(e), None) => Ok(Source::Encoder(e.clone())),
-        (Some(e), Some(m)) if m == e.name => Ok(Source::Encoder(e.clone())),
-        (_, Some(m)) if m == state.model_name => Ok(Source::Decoder),
+        (Some(e), Some(m)) if hearth_catalog::same_model(m, &e.name) => Ok(Source::Encoder(e.clone())),
+        (_, Some(m)) if state.serves(m) => Ok(Source::Decoder),
         (None, None) => Ok(Source::Decoder),
         (Some(e), Some(m)) => Err(ApiError::unknown_model(m, &format!("{} or {}", e.name, state.model_name))),
         (None, Some(m)) => Err(ApiError::unknown_model(m, &state.model_name)),

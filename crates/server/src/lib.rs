@@ -61,6 +61,8 @@ pub struct AppState {
     pub embedder: Option<Embedder>,
     /// Responses kept for the Responses API's `previous_response_id`.
     responses: Arc<responses::ResponseStore>,
+    /// The local model cache, for Ollama's pull, copy, delete and list.
+    pub catalog: Option<hearth_catalog::Catalog>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -79,6 +81,7 @@ impl AppState {
             cors_origins: Vec::new(),
             embedder: None,
             responses: Arc::default(),
+            catalog: None,
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -87,6 +90,18 @@ impl AppState {
     #[must_use]
     pub fn with_embedder(self, name: String, handle: EmbedHandle) -> Self {
         Self { embedder: Some(Embedder { name, handle }), ..self }
+    }
+
+    /// The same, with the model cache behind Ollama's pull, copy, delete and list.
+    #[must_use]
+    pub fn with_catalog(self, catalog: hearth_catalog::Catalog) -> Self {
+        Self { catalog: Some(catalog), ..self }
+    }
+
+    /// Whether `name` names the chat model served (`x` and `x:latest` are one).
+    #[must_use]
+    pub fn serves(&self, name: &str) -> bool {
+        hearth_catalog::same_model(name, &self.model_name)
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS
@@ -127,7 +142,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
         .route("/api/embed", post(ollama::embed))
-        .route("/api/embeddings", post(ollama::embeddings));
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/pull", post(ollama::pull))
+        .route("/api/delete", axum::routing::delete(ollama::delete))
+        .route("/api/copy", post(ollama::copy));
     // The same API without the `/v1` prefix, as llama-server serves it.
     let keyed = Router::new()
         .nest("/v1", api.clone())

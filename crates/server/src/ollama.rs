@@ -1,7 +1,8 @@
 //! Ollama's API on the same port and the same models: `POST /api/chat` and
 //! `/api/generate` (NDJSON streams by default), `/api/embed`, the legacy
 //! `/api/embeddings`, `POST /api/show`, `GET /api/tags`, `/api/ps`,
-//! `/api/version`. Generation is a translation: the request becomes an
+//! `/api/version`, and the model cache: `/api/pull` (status lines),
+//! `/api/copy`, `DELETE /api/delete` (names only, never paths or URLs). Generation is a translation: the request becomes an
 //! OpenAI request run by the same handlers (one request path, the same
 //! checks, metrics and engine), and their reply — JSON or SSE — becomes
 //! Ollama's. Errors come in Ollama's shape (`{"error": "…"}`). Model names
@@ -33,11 +34,6 @@ impl ErrorShape for Ollama {
     fn body(e: &ApiError) -> Value {
         json!({"error": e.message})
     }
-}
-
-/// The served name for an Ollama model name: `name` or `name:latest`.
-fn untagged(name: &str) -> &str {
-    name.strip_suffix(":latest").unwrap_or(name)
 }
 
 fn not_found(name: &str) -> OllamaError {
@@ -79,8 +75,139 @@ pub async fn version() -> Json<Value> {
     Json(json!({"version": env!("CARGO_PKG_VERSION")}))
 }
 
-pub async fn tags(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({"models": [model_entry(&state)]}))
+/// `GET /api/tags`: the served model, then every other model in the cache
+/// by the names it answers to.
+pub async fn tags(State(state): State<Arc<AppState>>) -> Result<Json<Value>, OllamaError> {
+    let mut models = vec![model_entry(&state)];
+    if let Some(catalog) = state.catalog.clone() {
+        let local = tokio::task::spawn_blocking(move || catalog.local_models())
+            .await
+            .map_err(|_| ApiError::internal("listing the models failed"))?
+            .map_err(catalog_error)?;
+        for m in local.into_iter().filter(|m| !state.serves(&m.name)) {
+            let format = if m.path.is_dir() { "safetensors" } else { "gguf" };
+            models.push(json!({
+                "name": m.name, "model": m.name,
+                "modified_at": m.modified.map_or_else(|| "1970-01-01T00:00:00Z".into(), rfc3339),
+                "size": m.bytes,
+                "digest": m.sha256.unwrap_or_default(),
+                "details": {"parent_model": "", "format": format, "family": "", "families": [], "parameter_size": "", "quantization_level": ""},
+            }));
+        }
+    }
+    Ok(Json(json!({ "models": models })))
+}
+
+/// A catalog failure as Ollama's error, with the status it means.
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(catalog_error)`
+fn catalog_error(e: hearth_catalog::CatalogError) -> OllamaError {
+    use hearth_catalog::CatalogError as E;
+    let status = match &e {
+        E::UnknownModel(_) | E::NotPulled(_) => StatusCode::NOT_FOUND,
+        E::BadName(..) | E::Refused(_) => StatusCode::BAD_REQUEST,
+        E::Fetch { .. } | E::Checksum { .. } => StatusCode::BAD_GATEWAY,
+        E::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError { status, ..ApiError::invalid("model", e.to_string()) }.into()
+}
+
+fn the_catalog(state: &AppState) -> Result<hearth_catalog::Catalog, OllamaError> {
+    state.catalog.clone().ok_or_else(|| {
+        ApiError { status: StatusCode::NOT_IMPLEMENTED, ..ApiError::bad_json("this server was started without a model cache") }.into()
+    })
+}
+
+#[derive(Deserialize)]
+struct NameRequest {
+    model: Option<String>,
+    name: Option<String>,
+    #[serde(default = "yes")]
+    stream: bool,
+}
+
+/// `POST /api/pull`: fetches a catalog model (names only: never a path or
+/// URL from a client) with Ollama's status lines as NDJSON, or one line at
+/// the end with `"stream": false`. A model already local answers at once.
+pub async fn pull(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
+    let req: NameRequest = crate::parse(&body)?;
+    let name = req.model.or(req.name).unwrap_or_default();
+    let catalog = the_catalog(&state)?;
+    if !catalog.knows(&name) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            ..ApiError::invalid("model", format!("model '{name}' is not in the catalog (see `hearth list`)"))
+        }
+        .into());
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let _ = tx.send(json!({"status": "pulling manifest"}));
+    let worker = tokio::task::spawn_blocking(move || {
+        use hearth_catalog::PullEvent;
+        let mut current = String::new();
+        let result = catalog.pull_as(&name, None, None, &mut |e| {
+            let line = match e {
+                PullEvent::Fetching { what, .. } => {
+                    current = what;
+                    json!({"status": format!("pulling {current}"), "digest": current})
+                }
+                PullEvent::Bytes { done, total } => {
+                    json!({"status": format!("pulling {current}"), "digest": current, "completed": done, "total": total.unwrap_or(done)})
+                }
+                PullEvent::Verifying => json!({"status": "verifying sha256 digest"}),
+                PullEvent::Tagging(_) => json!({"status": "writing manifest"}),
+            };
+            let _ = tx.send(line);
+        });
+        let _ = tx.send(match result {
+            Ok(_) => json!({"status": "success"}),
+            Err(e) => json!({"error": e.to_string()}),
+        });
+    });
+    if req.stream {
+        let lines = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|v| (Ok::<_, std::convert::Infallible>(format!("{v}\n")), rx))
+        });
+        return Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response());
+    }
+    let _ = worker.await;
+    let mut rx = rx;
+    let mut last = json!({"status": "success"});
+    while let Ok(v) = rx.try_recv() {
+        last = v;
+    }
+    if let Some(e) = last.get("error").and_then(Value::as_str) {
+        return Err(ApiError { status: StatusCode::BAD_GATEWAY, ..ApiError::bad_json(e) }.into());
+    }
+    Ok(Json(last).into_response())
+}
+
+/// `DELETE /api/delete`: forgets a name; the file goes with its last name.
+pub async fn delete(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
+    let req: NameRequest = crate::parse(&body)?;
+    let name = req.model.or(req.name).unwrap_or_default();
+    let catalog = the_catalog(&state)?;
+    tokio::task::spawn_blocking(move || catalog.delete(&name))
+        .await
+        .map_err(|_| ApiError::internal("deleting failed"))?
+        .map_err(catalog_error)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Deserialize)]
+struct CopyRequest {
+    source: String,
+    destination: String,
+}
+
+/// `POST /api/copy`: gives a local model a further name.
+pub async fn copy(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
+    let req: CopyRequest = crate::parse(&body)?;
+    let catalog = the_catalog(&state)?;
+    tokio::task::spawn_blocking(move || catalog.copy(&req.source, &req.destination))
+        .await
+        .map_err(|_| ApiError::internal("copying failed"))?
+        .map_err(catalog_error)?;
+    Ok(StatusCode::OK.into_response())
 }
 
 pub async fn ps(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -99,7 +226,7 @@ struct ShowRequest {
 pub async fn show(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, OllamaError> {
     let req: ShowRequest = crate::parse(&body)?;
     let name = req.model.or(req.name).unwrap_or_default();
-    if untagged(&name) != state.model_name {
+    if !state.serves(&name) {
         return Err(not_found(&name));
     }
     let session = state.engine.session();
@@ -142,7 +269,7 @@ fn yes() -> bool {
 /// Embeddings of `input` by the model Ollama's name `model` stands for,
 /// and how many tokens they took.
 async fn embed_with(state: &AppState, model: &str, input: Value, truncate: bool) -> Result<(Vec<Vec<f32>>, usize), OllamaError> {
-    let src = source(state, Some(untagged(model))).map_err(|_| not_found(model))?;
+    let src = source(state, Some(model)).map_err(|_| not_found(model))?;
     let rule = input_rule(state, &src);
     let seqs = tokio::task::spawn_blocking(move || inputs(&rule, &input, truncate))
         .await
@@ -230,7 +357,7 @@ enum Api {
 pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: Value = crate::parse(&body)?;
     let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
-    if untagged(&model) != state.model_name {
+    if !state.serves(&model) {
         return Err(not_found(&model));
     }
     let messages = req.get("messages").cloned().unwrap_or(Value::Null);
@@ -249,7 +376,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
 pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: Value = crate::parse(&body)?;
     let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
-    if untagged(&model) != state.model_name {
+    if !state.serves(&model) {
         return Err(not_found(&model));
     }
     refuse_images(&req, "images")?;
@@ -279,7 +406,12 @@ pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Result
 /// Hand-written: one timestamp does not justify a date crate, and the civil
 /// calendar conversion below is a known ten-line algorithm.
 fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `t` as RFC 3339 in UTC (Ollama's timestamps).
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;

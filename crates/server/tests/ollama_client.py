@@ -1,6 +1,7 @@
 """The official `ollama` Python client, unmodified, against a running Hearth
 server: list, show, ps, embed, chat and generate (whole and streamed, and
-equal to the OpenAI API's greedy reply), JSON format, errors.
+equal to the OpenAI API's greedy reply), JSON format, pull with progress,
+copy and delete, errors.
 Usage: python3 ollama_client.py BASE_URL MODEL EMBEDDING_MODEL OPENAI_GREEDY_REPLY."""
 
 import math
@@ -55,5 +56,30 @@ try:
     raise AssertionError("an image was accepted")
 except ollama.ResponseError as e:
     assert e.status_code == 400 and "image" in e.error, e
+
+# The model cache: pull (already local: it answers at once), copy, list, delete.
+progress = list(client.pull(model, stream=True))
+assert progress[0].status == "pulling manifest" and progress[-1].status == "success", progress
+assert client.pull(model).status == "success"
+try:
+    client.pull("no-such-model:7b")
+    raise AssertionError("an unknown model was pulled")
+except ollama.ResponseError as e:
+    assert e.status_code == 404, e
+client.copy(model, "tiny:chat")
+assert "tiny:chat" in [m.model for m in client.list().models]
+client.delete("tiny:chat")
+assert "tiny:chat" not in [m.model for m in client.list().models]
+for call in (lambda: client.delete("tiny:chat"), lambda: client.copy("no-such-model", "x")):
+    try:
+        call()
+        raise AssertionError("a missing model was found")
+    except ollama.ResponseError as e:
+        assert e.status_code == 404, e
+try:
+    client.copy(model, "../escape")
+    raise AssertionError("a bad name was accepted")
+except ollama.ResponseError as e:
+    assert e.status_code == 400, e
 
 print("ollama client: ok")

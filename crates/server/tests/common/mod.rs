@@ -71,10 +71,18 @@ pub async fn start_session(session: Arc<LoadedModel>, cfg: EngineConfig) -> Serv
     serve_state(AppState::new(engine, "smollm2".into(), None), HttpLimits::default()).await
 }
 
-/// SmolLM2 for chat and MiniLM (as `minilm`) for embeddings and rerank.
+/// SmolLM2 for chat and MiniLM (as `minilm`) for embeddings and rerank,
+/// over a model cache of its own (SmolLM2 linked in as pulled), for
+/// Ollama's pull, copy, delete and list.
 pub async fn start_with_embedder(cfg: EngineConfig) -> Server {
     let engine = EngineHandle::spawn(session(), cfg).expect("engine");
-    let state = AppState::new(engine, "smollm2".into(), None).with_embedder("minilm".into(), EmbedHandle::spawn(minilm()));
+    let cache = std::env::temp_dir().join(format!("hearth-server-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).expect("cache");
+    std::os::unix::fs::symlink(hearth_testutil::real_model("smollm2"), cache.join("smollm2.gguf")).expect("link");
+    let state = AppState::new(engine, "smollm2".into(), None)
+        .with_embedder("minilm".into(), EmbedHandle::spawn(minilm()))
+        .with_catalog(hearth_catalog::Catalog::new(cache, "python3".into()));
     serve_state(state, HttpLimits::default()).await
 }
 
