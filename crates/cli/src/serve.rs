@@ -64,7 +64,7 @@ pub struct ServeArgs {
     #[arg(long = "api-key", conflicts_with = "api_key_file")]
     pub api_key: Option<String>,
     /// Let browser pages from this origin call the API (repeatable; `*` for any). Off by default.
-    #[arg(long = "cors-origin")]
+    #[arg(long = "cors-origin", alias = "cors-origins", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
     /// Chat template (Jinja) to use instead of the model file's.
     #[arg(long = "chat-template-file")]
@@ -96,14 +96,55 @@ pub struct ServeArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Default temperature of requests that leave it out (else OpenAI's 1.0).
+    #[arg(long = "temp", help_heading = "Request defaults (llama-server's flags)")]
+    pub temp: Option<f32>,
+    /// Default top-k.
+    #[arg(long = "top-k", help_heading = "Request defaults (llama-server's flags)")]
+    pub top_k: Option<usize>,
+    /// Default top-p.
+    #[arg(long = "top-p", help_heading = "Request defaults (llama-server's flags)")]
+    pub top_p: Option<f32>,
+    /// Default min-p.
+    #[arg(long = "min-p", help_heading = "Request defaults (llama-server's flags)")]
+    pub min_p: Option<f32>,
+    /// Default repetition penalty.
+    #[arg(long = "repeat-penalty", help_heading = "Request defaults (llama-server's flags)")]
+    pub repeat_penalty: Option<f32>,
+    /// Default seed (-1: a fresh one per request).
+    #[arg(long = "seed", short = 's', allow_negative_numbers = true, help_heading = "Request defaults (llama-server's flags)")]
+    pub seed: Option<i64>,
+    /// Default reply limit in tokens (-1: the rest of the context).
+    #[arg(long = "n-predict", short = 'n', allow_negative_numbers = true, help_heading = "Request defaults (llama-server's flags)")]
+    pub n_predict: Option<i64>,
+    /// Answer requests naming any model with the served one, as llama-server
+    /// does (by default an unknown name is a 404, as OpenAI's).
+    #[arg(long = "any-model-name")]
+    pub any_model_name: bool,
+    /// Do not serve llama-server's `/slots`.
+    #[arg(long = "no-slots")]
+    pub no_slots: bool,
+    /// Tokens computed per step at most (llama-server's `-b`; default 512):
+    /// larger steps take prompts in faster, smaller ones keep decoding smooth.
+    #[arg(long = "batch-size", short = 'b')]
+    pub batch_size: Option<usize>,
     /// llama-server's layers to offload (`-ngl`): accepted with a note, as
     /// this build computes on the CPU.
     #[arg(long = "n-gpu-layers", hide = true)]
     pub n_gpu_layers: Option<String>,
+    /// llama-server's micro-batch (`-ub`): accepted with a note (Hearth
+    /// sizes its own steps), so its command lines work unchanged.
+    #[arg(long = "ubatch-size", hide = true)]
+    pub ubatch_size: Option<String>,
+    /// llama-server's flash attention switch (`-fa on|off|auto`): accepted
+    /// with a note (Hearth's attention is always tiled).
+    #[arg(long = "flash-attn", hide = true)]
+    pub flash_attn: Option<String>,
     /// llama-server's switches for what Hearth always does (Jinja chat
     /// templates, metrics, slots, continuous batching, embeddings, no web
-    /// UI): accepted so its command lines work unchanged.
-    #[arg(long = "jinja", hide = true, action = clap::ArgAction::Count, aliases = ["metrics", "slots", "cont-batching", "embeddings", "embedding", "no-webui"])]
+    /// UI, no downloads while serving; `--no-jinja`: Hearth renders every
+    /// template with Jinja): accepted so its command lines work unchanged.
+    #[arg(long = "jinja", hide = true, action = clap::ArgAction::Count, aliases = ["metrics", "slots", "cont-batching", "embeddings", "embedding", "no-webui", "no-jinja", "offline"])]
     pub always_on: u8,
     #[command(flatten)]
     pub mem: MemoryArgs,
@@ -204,6 +245,13 @@ pub fn cmd_serve(
     if let Some(layers) = &a.n_gpu_layers {
         eprintln!("note: -ngl {layers} ignored: this build computes on the CPU");
     }
+    if let Some(v) = &a.ubatch_size {
+        eprintln!("note: --ubatch-size {v} ignored: Hearth sizes its own steps (see --batch-size)");
+    }
+    if let Some(v) = &a.flash_attn {
+        eprintln!("note: --flash-attn {v} ignored: Hearth's attention is always tiled");
+    }
+    let defaults = request_defaults(a, session.model.config().n_vocab)?;
     let plan =
         plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
     let kv_blocks = (plan.kv_tokens as usize) / BLOCK_SIZE;
@@ -228,7 +276,7 @@ pub fn cmd_serve(
     );
     let config = EngineConfig {
         parallel,
-        token_budget: TOKEN_BUDGET,
+        token_budget: a.batch_size.unwrap_or(TOKEN_BUDGET).max(1),
         max_waiting: a.max_queue,
         kv_type: a.mem.kv_type,
         block_size: BLOCK_SIZE,
@@ -243,6 +291,9 @@ pub fn cmd_serve(
     };
     let engine = EngineHandle::spawn(Arc::new(session), config)?;
     let mut state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone()).with_catalog(catalog);
+    state.defaults = defaults;
+    state.any_model_name = a.any_model_name;
+    state.slots = !a.no_slots;
     if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
         let name = model_name(model);
         eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);
@@ -419,7 +470,27 @@ pub fn llama_server_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStri
             Some("-np") => "--parallel".into(),
             Some("-ngl") => "--n-gpu-layers".into(),
             Some("-cb") => "--cont-batching".into(),
+            Some("-ub") => "--ubatch-size".into(),
+            Some("-fa") => "--flash-attn".into(),
             _ => a,
         })
         .collect()
+}
+
+/// The request defaults `serve` was given, checked by the rule every
+/// request meets (a bad one names its flag before serving starts).
+fn request_defaults(a: &ServeArgs, n_vocab: usize) -> Result<hearth_server::SamplingDefaults> {
+    let d = hearth_server::SamplingDefaults {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repeat_penalty: a.repeat_penalty,
+        seed: a.seed.and_then(|s| u64::try_from(s).ok()),
+        max_tokens: a.n_predict.and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0),
+    };
+    if let Err(e) = d.params().validate(n_vocab) {
+        anyhow::bail!("invalid --{}: {}", e.field.replace('_', "-").replace("temperature", "temp"), e.message);
+    }
+    Ok(d)
 }

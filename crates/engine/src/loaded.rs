@@ -26,6 +26,8 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
     /// The parsed file (metadata for `show`).
     pub file: GgufFile,
+    /// Where it was loaded from.
+    pub path: std::path::PathBuf,
     /// The vocabulary as the constraint compiler sees it, built on the first
     /// constrained request (a large vocabulary's trie costs tens of ms).
     grammars: OnceLock<Result<Grammars, ConstraintError>>,
@@ -69,7 +71,7 @@ impl LoadedModel {
         tracing::info!("backend: {}", backend.describe());
         let model = hearth_models::load(file.clone(), backend)?;
         file.release_pages();
-        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, file, grammars: OnceLock::new() })
+        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, file, path: path.to_path_buf(), grammars: OnceLock::new() })
     }
 
     /// Tokens of a chat: the messages through the chat template, ending with

@@ -178,7 +178,8 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
     openai.insert("max_tokens".into(), json!(max_tokens));
     openai.insert("stream".into(), json!(stream));
     if stream {
-        openai.insert("stream_options".into(), json!({"include_usage": true}));
+        // Counts on every chunk: `message_start` reports the prompt's size.
+        openai.insert("stream_options".into(), json!({"include_usage": true, "continuous_usage_stats": true}));
     }
     let reply = relay::call(&state, Target::Chat, &Value::Object(openai)).await?;
     let id = message_id();
@@ -202,11 +203,24 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
             "content": content,
             "stop_reason": stop_reason(choice["finish_reason"].as_str(), !calls.is_empty()),
             "stop_sequence": null,
-            "usage": {"input_tokens": v["usage"]["prompt_tokens"], "output_tokens": v["usage"]["completion_tokens"]},
+            "usage": usage(&v["usage"]),
         }))
         .into_response());
     }
     Ok(stream_events(relay::events(reply), &id, &model).into_response())
+}
+
+/// Anthropic's `usage` for OpenAI's: input read from the prefix cache is
+/// counted apart (`cache_read_input_tokens`), as Anthropic counts it.
+fn usage(u: &Value) -> Value {
+    let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
+    let cached = u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0).min(prompt);
+    json!({
+        "input_tokens": prompt - cached,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": u["completion_tokens"].as_u64().unwrap_or(0),
+    })
 }
 
 /// A `tool_use` block for an OpenAI tool call (arguments parsed back to an object).
@@ -231,19 +245,20 @@ fn stream_events(
     struct Relay {
         events: futures::stream::BoxStream<'static, Value>,
         pending: std::collections::VecDeque<SseEvent>,
+        start: Option<Value>,
         text_open: Option<usize>,
         blocks: usize,
         tally: Tally,
         tool_calls: bool,
         done: bool,
     }
+    // Sent with the first chunk, which carries the prompt's size.
     let start = json!({"type": "message_start", "message": {
         "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0},
+        "stop_reason": null, "stop_sequence": null, "usage": usage(&Value::Null),
     }});
-    let mut pending = std::collections::VecDeque::new();
-    pending.push_back(event("message_start", &start));
-    let r = Relay { events, pending, text_open: None, blocks: 0, tally: Tally::default(), tool_calls: false, done: false };
+    let pending = std::collections::VecDeque::new();
+    let r = Relay { events, pending, start: Some(start), text_open: None, blocks: 0, tally: Tally::default(), tool_calls: false, done: false };
     let body = stream::unfold(r, |mut r| async move {
         loop {
             if let Some(e) = r.pending.pop_front() {
@@ -252,7 +267,14 @@ fn stream_events(
             if r.done {
                 return None;
             }
-            let Some(v) = r.events.next().await else {
+            let next = r.events.next().await;
+            if let Some(mut start) = r.start.take() {
+                if let Some(v) = &next {
+                    start["message"]["usage"] = usage(&v["usage"]);
+                }
+                r.pending.push_back(event("message_start", &start));
+            }
+            let Some(v) = next else {
                 if let Some(i) = r.text_open.take() {
                     r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
                 }
@@ -260,7 +282,7 @@ fn stream_events(
                 r.pending.push_back(event("message_delta", &json!({
                     "type": "message_delta",
                     "delta": {"stop_reason": reason, "stop_sequence": null},
-                    "usage": {"input_tokens": r.tally.usage["prompt_tokens"], "output_tokens": r.tally.usage["completion_tokens"]},
+                    "usage": usage(&r.tally.usage),
                 })));
                 r.pending.push_back(event("message_stop", &json!({"type": "message_stop"})));
                 r.done = true;

@@ -114,6 +114,9 @@ pub struct StreamOptions {
     /// Send a last chunk with token counts.
     #[serde(default)]
     pub include_usage: bool,
+    /// Counts on every chunk (vLLM's extension).
+    #[serde(default)]
+    pub continuous_usage_stats: bool,
 }
 
 /// What to do when the conversation does not fit the context (Hearth extension).
@@ -207,12 +210,49 @@ const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 /// Most alternatives per token in logprobs (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
+/// What a request's left-out sampling fields become when the server was
+/// started with its own defaults (`hearth serve --temp 0.8 --seed 42
+/// --n-predict 128`, llama-server's flags); else OpenAI's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SamplingDefaults {
+    /// Temperature.
+    pub temperature: Option<f32>,
+    /// Top-k.
+    pub top_k: Option<usize>,
+    /// Nucleus sampling.
+    pub top_p: Option<f32>,
+    /// Min-p.
+    pub min_p: Option<f32>,
+    /// Repetition penalty.
+    pub repeat_penalty: Option<f32>,
+    /// RNG seed (else a fresh one per request).
+    pub seed: Option<u64>,
+    /// Token limit of a reply (else the rest of the context).
+    pub max_tokens: Option<usize>,
+}
+
+impl SamplingDefaults {
+    /// OpenAI's defaults with the server's over them.
+    #[must_use]
+    pub fn params(&self) -> SamplingParams {
+        let d = SamplingParams::openai_defaults();
+        SamplingParams {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
+            ..d
+        }
+    }
+}
+
 impl Sampling {
     /// Sampling parameters for a model of `n_vocab` tokens, checked by
     /// [`SamplingParams::validate`] (the rule every entry point shares);
-    /// fields left out take OpenAI's defaults, `max_tokens` `default_max`.
-    pub fn params(&self, default_max: usize, n_vocab: usize) -> Result<SamplingParams, ApiError> {
-        let d = SamplingParams::openai_defaults();
+    /// fields left out take the server's `defaults`, `max_tokens` `default_max`.
+    pub fn params(&self, defaults: &SamplingDefaults, default_max: usize, n_vocab: usize) -> Result<SamplingParams, ApiError> {
+        let d = defaults.params();
         let top_k = match self.top_k {
             None => d.top_k,
             Some(k) => {
@@ -236,7 +276,7 @@ impl Sampling {
             presence_penalty: self.presence_penalty.unwrap_or(d.presence_penalty),
             frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
             logit_bias,
-            seed: self.seed.unwrap_or_else(rand_seed),
+            seed: self.seed.or(defaults.seed).unwrap_or_else(rand_seed),
             max_tokens: self.max_completion_tokens.or(self.max_tokens).unwrap_or(default_max),
             stop: self.stop.clone().map(OneOrMany::into_vec).unwrap_or_default(),
             ..d
@@ -294,10 +334,10 @@ impl Sampling {
     /// Every check of these fields, in the order the handlers run them:
     /// the sampling parameters (`max_tokens` defaulting to `default_max`)
     /// and the number of choices.
-    pub fn check(&self, default_max: usize, n_vocab: usize) -> Result<Checked, ApiError> {
+    pub fn check(&self, defaults: &SamplingDefaults, default_max: usize, n_vocab: usize) -> Result<Checked, ApiError> {
         let constraint = self.constraint()?;
         let choices = self.choices()?;
-        Ok(Checked { params: self.params(default_max, n_vocab)?, choices, constraint })
+        Ok(Checked { params: self.params(defaults, default_max, n_vocab)?, choices, constraint })
     }
 
     /// Whether the request sets its own token limit.
@@ -319,6 +359,12 @@ impl Sampling {
     #[must_use]
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+
+    /// Whether every stream chunk carries the counts so far.
+    #[must_use]
+    pub fn continuous_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.continuous_usage_stats)
     }
 }
 
@@ -685,7 +731,7 @@ pub fn check_body(chat: bool, body: &[u8], n_vocab: usize, max_seq_len: usize) -
         req.logprobs()?;
         req.sampling
     };
-    sampling.check(max_seq_len, n_vocab)?;
+    sampling.check(&SamplingDefaults::default(), max_seq_len, n_vocab)?;
     Ok(())
 }
 

@@ -47,6 +47,8 @@ struct EmbeddingsRequest {
 #[derive(Debug, Deserialize)]
 struct RerankRequest {
     query: String,
+    /// Cohere's and Jina's name; Hugging Face TEI's is `texts`.
+    #[serde(alias = "texts")]
     documents: Vec<Value>,
     model: Option<String>,
     top_n: Option<usize>,
@@ -106,7 +108,7 @@ pub(crate) fn source(state: &AppState, model: Option<&str>) -> Result<Source, Ap
     let named = model.filter(|m| !m.is_empty());
     match (&state.embedder, named) {
         (Some(e), None) => Ok(Source::Encoder(e.clone())),
-        (Some(e), Some(m)) if hearth_catalog::same_model(m, &e.name) => Ok(Source::Encoder(e.clone())),
+        (Some(e), Some(m)) if hearth_catalog::same_model(m, &e.name) || state.any_model_name => Ok(Source::Encoder(e.clone())),
         (_, Some(m)) if state.serves(m) => Ok(Source::Decoder),
         (None, None) => Ok(Source::Decoder),
         (Some(e), Some(m)) => Err(ApiError::unknown_model(m, &format!("{} or {}", e.name, state.model_name))),
@@ -179,6 +181,15 @@ pub(crate) fn inputs(m: &InputRule, input: &Value, truncate: bool) -> Result<Vec
                         return Err(too_long(i, s.split_whitespace().count(), m.max_tokens));
                     }
                     (m.tokenize)(s).map_err(|err| ApiError::invalid(&format!("input[{i}]"), err))?
+                }
+                // `{"content": "…" | [{"type": "text", "text": "…"}, …]}` (llama-server's multimodal-ready form).
+                Value::Object(o) if o.contains_key("content") => {
+                    let text = match &o["content"] {
+                        Value::String(s) => s.clone(),
+                        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+                        _ => return Err(ApiError::invalid(&format!("input[{i}].content"), "content is a string or a list of text parts")),
+                    };
+                    (m.tokenize)(&text).map_err(|err| ApiError::invalid(&format!("input[{i}]"), err))?
                 }
                 Value::Array(ids) => ids
                     .iter()
@@ -262,6 +273,8 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
 
 pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: RerankRequest = parse(&body)?;
+    // Hugging Face TEI's request (`texts`) gets TEI's answer: a bare list.
+    let tei = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.get("texts").is_some());
     let src = source(&state, req.model.as_deref())?;
     if req.documents.is_empty() {
         return Err(ApiError::invalid("documents", "documents must not be empty"));
@@ -333,6 +346,10 @@ pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<J
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     order.truncate(req.top_n.unwrap_or(order.len()).min(order.len()));
+    if tei {
+        let list = order.into_iter().map(|i| json!({"index": i, "score": scores[i], "text": texts[i]})).collect();
+        return Ok(Json(Value::Array(list)));
+    }
     let results: Vec<Value> = order
         .into_iter()
         .map(|i| {

@@ -109,6 +109,14 @@ pub(crate) async fn prepare_chat(state: &Arc<AppState>, req: &ChatRequest) -> Re
     Ok(PreparedChat { prompt, forced, calls })
 }
 
+/// `POST /v1/chat/completions/input_tokens`: the prompt tokens a chat
+/// request would run with (template, tools and all), without running it.
+pub async fn input_tokens(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(&body)?;
+    let prepared = prepare_chat(&state, &req).await?;
+    Ok(Json(json!({"object": "response.input_tokens", "input_tokens": prepared.prompt.len()})).into_response())
+}
+
 pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
     req.check_no_tools()?;
@@ -191,7 +199,7 @@ fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
         }
     }
     let n_vocab = state.engine.session().model.config().n_vocab;
-    sampling.check(state.engine.limits().max_seq_len(), n_vocab)
+    sampling.check(&state.defaults, state.engine.limits().max_seq_len(), n_vocab)
 }
 
 async fn run(
@@ -210,9 +218,12 @@ async fn run(
         None => None,
     };
     if !sampling.sets_max_tokens() {
-        // The rest of the sequence's room (the prompt fits, so at least 1).
-        params.max_tokens = state.engine.limits().max_seq_len().saturating_sub(prompt.len()).max(1);
+        // The server's default, within the rest of the sequence's room (the
+        // prompt fits, so at least 1).
+        let room = state.engine.limits().max_seq_len().saturating_sub(prompt.len()).max(1);
+        params.max_tokens = state.defaults.max_tokens.map_or(room, |n| n.clamp(1, room));
     }
+    let prompt_len = prompt.len();
     let mut subs = Vec::with_capacity(n);
     let mut guard = AbortGuard { engine: state.engine.clone(), ids: Vec::new() };
     for i in 0..n {
@@ -239,7 +250,8 @@ async fn run(
         token_ids: sampling.return_tokens_as_token_ids,
     };
     if sampling.stream {
-        Ok(stream_reply(state, env, subs, guard, sampling.include_usage(), echo.as_deref(), shape).into_response())
+        let usage = StreamUsage { last: sampling.include_usage(), continuous: sampling.continuous_usage().then_some(prompt_len) };
+        Ok(stream_reply(state, env, subs, guard, usage, echo.as_deref(), shape).into_response())
     } else {
         collect_reply(state, &env, subs, echo, &shape).await
     }
@@ -323,6 +335,11 @@ struct StreamState {
     tools: Option<(ToolReply, Vec<String>)>,
     /// With a reasoning model: per choice, thoughts apart from the answer.
     thoughts: Option<Vec<ReasoningSplitter>>,
+    /// vLLM's `continuous_usage_stats`: every chunk carries the counts so
+    /// far (the prompt's length, tokens generated).
+    continuous: Option<usize>,
+    /// Tokens generated so far, all choices.
+    generated: usize,
     _guard: AbortGuard,
 }
 
@@ -330,38 +347,49 @@ fn events_of(index: usize, rx: UnboundedReceiver<Event>) -> Tagged {
     stream::unfold(rx, move |mut rx| async move { rx.recv().await.map(|e| ((index, e), rx)) }).boxed()
 }
 
+/// How a streamed reply reports usage.
+#[derive(Clone, Copy)]
+struct StreamUsage {
+    /// A last chunk with the totals.
+    last: bool,
+    /// Counts on every chunk, with the prompt's length.
+    continuous: Option<usize>,
+}
+
 fn stream_reply(
     state: &AppState,
     env: Envelope,
     subs: Vec<Submitted>,
     guard: AbortGuard,
-    include_usage: bool,
+    usage: StreamUsage,
     echo: Option<&str>,
     shape: ReplyShape,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let tools = shape.tools.map(|t| (t, vec![String::new(); subs.len()]));
     let thoughts = shape.thinking.map(|end| vec![ReasoningSplitter::new(end); subs.len()]);
-    let mut pending = VecDeque::new();
-    for i in 0..subs.len() {
-        match (&env.endpoint, echo) {
-            (Endpoint::Chat, _) => pending.push_back(data(&env.role_chunk(i))),
-            (Endpoint::Text, Some(text)) => pending.push_back(data(&env.chunk(i, text, None, None))),
-            (Endpoint::Text, None) => {}
-        }
-    }
+    let choices = subs.len();
     let merged = stream::select_all(subs.into_iter().enumerate().map(|(i, s)| events_of(i, s.events)));
-    let st = StreamState {
+    let mut st = StreamState {
         state: state.clone(),
         env,
         merged,
-        pending,
+        pending: VecDeque::new(),
         usage: Usage::default(),
-        include_usage,
+        include_usage: usage.last,
         done: false,
         tools,
         thoughts,
+        continuous: usage.continuous,
+        generated: 0,
         _guard: guard,
     };
+    for i in 0..choices {
+        match (&st.env.endpoint, echo) {
+            (Endpoint::Chat, _) => st.push(st.env.role_chunk(i)),
+            (Endpoint::Text, Some(text)) => st.push(st.env.chunk(i, text, None, None)),
+            (Endpoint::Text, None) => {}
+        }
+    }
     let body = stream::unfold(st, |mut st| async move {
         loop {
             if let Some(ev) = st.pending.pop_front() {
@@ -386,6 +414,14 @@ fn stream_reply(
 }
 
 impl StreamState {
+    /// Queues `chunk`, with the counts so far when they go on every chunk.
+    fn push(&mut self, mut chunk: serde_json::Value) {
+        if let Some(prompt) = self.continuous {
+            chunk["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": self.generated, "total_tokens": prompt + self.generated});
+        }
+        self.pending.push_back(data(&chunk));
+    }
+
     /// Sends the thoughts in `text` (choice `i`) as `reasoning_content`
     /// chunks; returns the answer text. `last`: the choice is ending.
     fn split_thoughts(&mut self, i: usize, text: &str, last: bool) -> String {
@@ -397,7 +433,7 @@ impl StreamState {
             answer.push_str(&a);
         }
         if !thoughts.is_empty() {
-            self.pending.push_back(data(&self.env.reasoning_chunk(i, &thoughts)));
+            self.push(self.env.reasoning_chunk(i, &thoughts));
         }
         answer
     }
@@ -406,6 +442,7 @@ impl StreamState {
         let tok = &self.state.engine.session().tokenizer;
         match event {
             Event::Token { token, text, logprob } => {
+                self.generated += 1;
                 let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], 0, self.env.token_ids));
                 let text = self.split_thoughts(i, &text, false);
                 let text = match &mut self.tools {
@@ -417,7 +454,7 @@ impl StreamState {
                     None => text,
                 };
                 if !text.is_empty() || lp.is_some() {
-                    self.pending.push_back(data(&self.env.chunk(i, &text, lp, None)));
+                    self.push(self.env.chunk(i, &text, lp, None));
                 }
             }
             Event::Done { text, finish, stop_string, usage } => {
@@ -430,17 +467,17 @@ impl StreamState {
                     None => (text, Vec::new()),
                 };
                 if !text.is_empty() {
-                    self.pending.push_back(data(&self.env.chunk(i, &text, None, None)));
+                    self.push(self.env.chunk(i, &text, None, None));
                 }
                 if !calls.is_empty() {
-                    self.pending.push_back(data(&self.env.tool_calls_chunk(i, &calls)));
+                    self.push(self.env.tool_calls_chunk(i, &calls));
                 }
                 if calls.is_empty() || finish != FinishReason::Stop {
                     let mut last = self.env.chunk(i, "", None, Some(finish));
                     last["choices"][0]["stop_reason"] = json!(stop_string);
-                    self.pending.push_back(data(&last));
+                    self.push(last);
                 } else {
-                    self.pending.push_back(data(&self.env.tool_calls_finish_chunk(i)));
+                    self.push(self.env.tool_calls_finish_chunk(i));
                 }
                 self.usage = add_usage(self.usage, usage);
             }

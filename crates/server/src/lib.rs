@@ -41,7 +41,7 @@ use hearth_engine::handle::EngineHandle;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-pub use dto::{check_body, ChatRequest, CompletionRequest};
+pub use dto::{check_body, ChatRequest, CompletionRequest, SamplingDefaults};
 pub use embeddings::Embedder;
 pub use error::ApiError;
 pub use http::{serve, HttpLimits};
@@ -63,6 +63,13 @@ pub struct AppState {
     responses: Arc<responses::ResponseStore>,
     /// The local model cache, for Ollama's pull, copy, delete and list.
     pub catalog: Option<hearth_catalog::Catalog>,
+    /// What left-out sampling fields become.
+    pub defaults: SamplingDefaults,
+    /// Answer requests naming any model with the served one (llama-server's
+    /// way); by default an unknown name is a 404, as OpenAI's.
+    pub any_model_name: bool,
+    /// Serve llama-server's `/slots` (on unless `--no-slots`).
+    pub slots: bool,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -82,6 +89,9 @@ impl AppState {
             embedder: None,
             responses: Arc::default(),
             catalog: None,
+            defaults: SamplingDefaults::default(),
+            any_model_name: false,
+            slots: true,
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -98,10 +108,11 @@ impl AppState {
         Self { catalog: Some(catalog), ..self }
     }
 
-    /// Whether `name` names the chat model served (`x` and `x:latest` are one).
+    /// Whether `name` names the chat model served (`x` and `x:latest` are
+    /// one; any name with `any_model_name`).
     #[must_use]
     pub fn serves(&self, name: &str) -> bool {
-        hearth_catalog::same_model(name, &self.model_name)
+        self.any_model_name || hearth_catalog::same_model(name, &self.model_name)
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS
@@ -116,7 +127,7 @@ impl AppState {
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let api = Router::new()
         .route("/chat/completions", post(generation::chat))
-        .route("/completions", post(generation::completions))
+        .route("/chat/completions/input_tokens", post(generation::input_tokens))
         .route("/models", get(models))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/messages", post(anthropic::messages))
@@ -132,7 +143,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             .route("/apply-template", post(llama_server::apply_template))
             .route("/props", get(llama_server::props))
             .route("/slots", get(llama_server::slots))
-            .route("/completion", post(llama_server::completion));
+            .route("/predict", post(llama_server::predict))
+            // Un-prefixed, llama-server's native completion; `/v1/completions` is OpenAI's.
+            .route("/completion", post(llama_server::completion))
+            .route("/completions", post(llama_server::completion));
     // Ollama's read-only and embedding endpoints.
     let ollama = Router::new()
         .route("/api/version", get(ollama::version))
@@ -148,7 +162,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/api/copy", post(ollama::copy));
     // The same API without the `/v1` prefix, as llama-server serves it.
     let keyed = Router::new()
-        .nest("/v1", api.clone())
+        .nest("/v1", api.clone().route("/completions", post(generation::completions)))
         .merge(api)
         .merge(llama_server)
         .merge(ollama)

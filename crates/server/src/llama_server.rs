@@ -89,12 +89,18 @@ pub async fn props(State(state): State<Arc<AppState>>) -> Json<Value> {
     let session = state.engine.session();
     let tok = &session.tokenizer;
     let piece = |t: Option<u32>| t.and_then(|t| tok.token_text(t)).unwrap_or("").to_owned();
-    let d = hearth_sampling::SamplingParams::openai_defaults();
+    let d = state.defaults.params();
     Json(json!({
         "default_generation_settings": {
             "n_ctx": state.engine.limits().max_seq_len(),
-            "params": {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p, "min_p": d.min_p},
+            "params": {
+                "temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p, "min_p": d.min_p,
+                "repeat_penalty": d.repeat_penalty, "seed": state.defaults.seed.map_or(-1, |s| s as i64),
+                "n_predict": state.defaults.max_tokens.map_or(-1, |n| n as i64),
+            },
         },
+        "total_slots": state.engine.parallel(),
+        "model_path": session.path.display().to_string(),
         "model_alias": state.model_name,
         "chat_template": session.template.jinja(),
         "bos_token": piece(tok.bos),
@@ -105,19 +111,31 @@ pub async fn props(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 /// `GET /slots`: one entry per sequence the engine computes together; the
 /// first `running` are busy (Hearth schedules sequences, not fixed slots).
-pub async fn slots(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn slots(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    if !state.slots {
+        return Err(ApiError {
+            status: axum::http::StatusCode::NOT_IMPLEMENTED,
+            code: Some("not_supported"),
+            ..ApiError::bad_json("this server does not serve /slots (started with --no-slots)")
+        });
+    }
     let running = usize::try_from(state.engine.metrics().running.get().max(0)).unwrap_or(0);
     let n_ctx = state.engine.limits().max_seq_len();
     let slots: Vec<Value> = (0..state.engine.parallel())
         .map(|id| json!({"id": id, "n_ctx": n_ctx, "is_processing": id < running, "speculative": false}))
         .collect();
-    Json(Value::Array(slots))
+    Ok(Json(Value::Array(slots)))
 }
 
 /// llama-server's sampling defaults for `/completion` (its clients rely on
-/// them; the OpenAI endpoints keep OpenAI's).
-fn native_defaults() -> [(&'static str, Value); 4] {
-    [("temperature", json!(0.8)), ("top_k", json!(40)), ("top_p", json!(0.95)), ("min_p", json!(0.05))]
+/// them; the OpenAI endpoints keep OpenAI's), under the server's own.
+fn native_defaults(d: &crate::SamplingDefaults) -> [(&'static str, Value); 4] {
+    [
+        ("temperature", json!(d.temperature.unwrap_or(0.8))),
+        ("top_k", json!(d.top_k.unwrap_or(40))),
+        ("top_p", json!(d.top_p.unwrap_or(0.95))),
+        ("min_p", json!(d.min_p.unwrap_or(0.05))),
+    ]
 }
 
 /// Fields `/completion` takes straight into the OpenAI request.
@@ -195,10 +213,19 @@ fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Native, ApiEr
             },
         }
     }
-    if !req.contains_key("prompt") {
-        return Err(ApiError::invalid("prompt", "prompt is required"));
+    match openai.get("prompt") {
+        None => return Err(ApiError::invalid("prompt", "prompt is required")),
+        // `{"prompt_string": …}`: the form that may carry media (refused: text only).
+        Some(Value::Object(o)) => {
+            if o.get("multimodal_data").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
+                return Err(ApiError::invalid("prompt.multimodal_data", "images and audio are not supported: the served model reads text only"));
+            }
+            let text = o.get("prompt_string").cloned().ok_or_else(|| ApiError::invalid("prompt.prompt_string", "prompt_string is required"))?;
+            openai.insert("prompt".into(), text);
+        }
+        Some(_) => {}
     }
-    for (k, d) in native_defaults() {
+    for (k, d) in native_defaults(&state.defaults) {
         openai.entry(k).or_insert(d);
     }
     let n_probs = match req.get("n_probs").and_then(Value::as_i64) {
@@ -212,10 +239,27 @@ fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Native, ApiEr
     openai.insert("stream_options".into(), json!({"include_usage": true}));
     openai.insert("logprobs".into(), json!(n_probs));
     openai.insert("return_tokens_as_token_ids".into(), json!(true));
-    let fields = req.get("response_fields").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    // An empty list asks for everything, as no list does.
+    let fields = req
+        .get("response_fields")
+        .and_then(Value::as_array)
+        .filter(|f| !f.is_empty())
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_owned).collect());
     let mut settings: Map<String, Value> = openai.iter().filter(|(k, _)| !matches!(k.as_str(), "prompt" | "stream_options" | "logprobs" | "return_tokens_as_token_ids" | "max_tokens")).map(|(k, v)| (k.clone(), v.clone())).collect();
     settings.insert("n_predict".into(), openai.get("max_tokens").cloned().unwrap_or(json!(-1)));
     settings.insert("n_probs".into(), json!(n_probs));
+    // The biases as llama-server reports them; with `ignore_eos`, the end
+    // tokens' (null: minus infinity).
+    let mut biases: Vec<Value> = openai
+        .get("logit_bias")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(t, b)| json!({"token": t.parse::<u32>().ok(), "bias": b})).collect())
+        .unwrap_or_default();
+    if openai.get("ignore_eos").and_then(Value::as_bool) == Some(true) {
+        let eog = state.engine.session().tokenizer.end_of_generation_tokens().to_vec();
+        biases.extend(eog.into_iter().map(|t| json!({"token": t, "bias": null})));
+    }
+    settings.insert("logit_bias".into(), Value::Array(biases));
     settings.insert("stream".into(), json!(stream));
     settings.insert("n_ctx".into(), json!(state.engine.limits().max_seq_len()));
     settings.insert("model".into(), json!(state.model_name));
@@ -232,7 +276,18 @@ fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Native, ApiEr
 /// llama-server's `logit_bias` (`[[id or text, bias or false], …]`, or
 /// OpenAI's object) as OpenAI's object; a text stands for its tokens.
 fn logit_bias(state: &AppState, v: &Value) -> Result<Value, ApiError> {
-    let Some(pairs) = v.as_array() else { return Ok(v.clone()) };
+    let pairs: Vec<Value> = match v {
+        Value::Array(pairs) => pairs.clone(),
+        // OpenAI's object, whose keys may be texts here too.
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, b)| match k.trim().parse::<u32>() {
+                Ok(id) => json!([id, b]),
+                Err(_) => json!([k, b]),
+            })
+            .collect(),
+        _ => return Err(ApiError::invalid("logit_bias", "logit_bias is a list of [token or text, bias] or an object")),
+    };
     let tokenizer = &state.engine.session().tokenizer;
     let mut out = Map::new();
     for (i, pair) in pairs.iter().enumerate() {
@@ -495,4 +550,47 @@ fn stream_native(
         }
     });
     Sse::new(body).keep_alive(KeepAlive::default())
+}
+
+/// `POST /predict`: Google Vertex AI's custom-container protocol, as
+/// llama-server answers it: each of `instances` is an OpenAI request
+/// (`@requestFormat`: `chatCompletions`, `completions` or `embeddings`, by
+/// default a chat when it has messages), run through its handler in turn;
+/// `predictions` holds the replies in order. No streaming.
+pub async fn predict(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: Value = parse(&body)?;
+    let Some(instances) = req.get("instances").and_then(Value::as_array) else {
+        return Err(ApiError::invalid("instances", "instances must be a list of requests"));
+    };
+    if instances.is_empty() || instances.len() > crate::dto::MAX_N {
+        return Err(ApiError::invalid("instances", format!("send 1 to {} instances", crate::dto::MAX_N)));
+    }
+    let mut predictions = Vec::with_capacity(instances.len());
+    for (i, instance) in instances.iter().enumerate() {
+        let Some(fields) = instance.as_object() else {
+            return Err(ApiError::invalid(&format!("instances[{i}]"), "an instance is a request object"));
+        };
+        let format = fields.get("@requestFormat").and_then(Value::as_str);
+        let mut openai = fields.clone();
+        openai.remove("@requestFormat");
+        openai.insert("stream".into(), json!(false));
+        let target = match format {
+            Some("chatCompletions") => Target::Chat,
+            Some("completions") => Target::Text,
+            None if fields.contains_key("messages") => Target::Chat,
+            None => Target::Text,
+            Some(other) => {
+                return Err(ApiError::invalid(&format!("instances[{i}].@requestFormat"), format!("{other:?} is not chatCompletions or completions")))
+            }
+        };
+        let reply = relay::call(&state, target, &Value::Object(openai)).await?;
+        let status = reply.status();
+        let v = relay::whole(reply).await?;
+        if !status.is_success() {
+            let message = v["error"]["message"].as_str().unwrap_or("the request failed");
+            return Err(ApiError { status, ..ApiError::invalid(&format!("instances[{i}]"), message) });
+        }
+        predictions.push(v);
+    }
+    Ok(Json(json!({ "predictions": predictions })))
 }

@@ -17,8 +17,10 @@ assert whole.content[0].type == "text" and whole.content[0].text == openai_reply
 assert whole.stop_reason in ("end_turn", "max_tokens") and whole.usage.output_tokens > 0, whole
 
 with client.messages.stream(model=model, max_tokens=12, messages=msgs, extra_body={"temperature": 0}) as s:
-    streamed = "".join(s.text_stream)
+    events = list(s)
     final = s.get_final_message()
+streamed = "".join(e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta")
+assert events[0].type == "message_start" and events[0].message.usage.input_tokens > 0, events[0]
 assert streamed == openai_reply, (streamed, openai_reply)
 assert final.usage.output_tokens == whole.usage.output_tokens, final
 
@@ -49,11 +51,17 @@ for stream in (False, True):
     assert answer.content and answer.stop_reason in ("end_turn", "max_tokens", "tool_use"), answer
 
 # The count is the prompt the same request runs with.
+# (Input read from the prefix cache is counted apart, as Anthropic counts it.)
+def prompt_of(usage):
+    return usage.input_tokens + (usage.cache_read_input_tokens or 0)
+
 count = client.messages.count_tokens(model=model, messages=msgs)
-assert count.input_tokens == whole.usage.input_tokens, (count, whole.usage)
+assert count.input_tokens == prompt_of(whole.usage), (count, whole.usage)
 with_system = client.messages.count_tokens(model=model, messages=msgs, system="Be brief.")
 brief = client.messages.create(model=model, max_tokens=1, messages=msgs, system="Be brief.")
-assert with_system.input_tokens == brief.usage.input_tokens, (with_system, brief.usage)
+assert with_system.input_tokens == prompt_of(brief.usage), (with_system, brief.usage)
+again = client.messages.create(model=model, max_tokens=1, messages=msgs, system="Be brief.")
+assert again.usage.cache_read_input_tokens > 0 and prompt_of(again.usage) == with_system.input_tokens, again.usage
 
 try:
     client.messages.create(model=model, max_tokens=4, messages=[{"role": "system", "content": "x"}])
