@@ -91,6 +91,9 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .keep_alive(true)
+            // `Content-Type`, not `content-type`: the same header to HTTP,
+            // but some clients look names up case-sensitively.
+            .title_case_headers(true)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

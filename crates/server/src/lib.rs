@@ -193,6 +193,13 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     }
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
+    } else if origins.iter().any(|o| o == "localhost") {
+        // `localhost`: pages served from this machine, on any port.
+        let listed: Vec<String> = origins.iter().filter(|o| *o != "localhost").cloned().collect();
+        AllowOrigin::predicate(move |origin, _| {
+            let origin = origin.to_str().unwrap_or("");
+            listed.iter().any(|o| o == origin) || is_loopback_origin(origin)
+        })
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()))
     };
@@ -203,6 +210,24 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .allow_headers(Any)
             .max_age(std::time::Duration::from_secs(600)),
     )
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is a page on this machine.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else { return false };
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()) => h,
+            _ => return false,
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((h, port)) if port.parse::<u16>().is_ok() => h,
+            Some(_) => return false,
+            None => rest,
+        }
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -283,6 +308,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::same_secret;
+
+    #[test]
+    fn loopback_origins_are_pages_on_this_machine() {
+        use super::is_loopback_origin as ok;
+        for o in ["http://localhost", "http://localhost:8080", "https://127.0.0.1:3000", "http://[::1]", "http://[::1]:3000", "http://127.0.0.2"] {
+            assert!(ok(o), "{o}");
+        }
+        for o in ["http://localhost.evil.com", "http://evil.com", "http://notlocalhost", "http://web.mydomain.fr", "localhost", "http://localhost:x", "ftp://localhost", "http://[::1]x"] {
+            assert!(!ok(o), "{o}");
+        }
+    }
 
     #[test]
     fn secrets_compare_whole() {

@@ -217,7 +217,7 @@ fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Native, ApiEr
         None => return Err(ApiError::invalid("prompt", "prompt is required")),
         // `{"prompt_string": …}`: the form that may carry media (refused: text only).
         Some(Value::Object(o)) => {
-            if o.get("multimodal_data").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
+            if o.get("multimodal_data").is_some_and(|m| !m.is_null() && m.as_array().is_none_or(|a| !a.is_empty())) {
                 return Err(ApiError::invalid("prompt.multimodal_data", "images and audio are not supported: the served model reads text only"));
             }
             let text = o.get("prompt_string").cloned().ok_or_else(|| ApiError::invalid("prompt.prompt_string", "prompt_string is required"))?;
@@ -432,7 +432,48 @@ fn prompt_text(state: &AppState, prompt: &Value) -> String {
 /// `POST /completion`: llama-server's native completion.
 pub async fn completion(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: Map<String, Value> = parse(&body)?;
-    let native = translate(&state, &req)?;
+    if let Some(prompts) = batch(req.get("prompt")) {
+        // Several prompts: each runs as its own request, all at once; the
+        // replies come back as a list, in order.
+        if req.get("stream").and_then(Value::as_bool) == Some(true) {
+            return Err(ApiError::invalid("prompt", "stream one prompt per request"));
+        }
+        if prompts.len() > crate::dto::MAX_N {
+            return Err(ApiError::invalid("prompt", format!("at most {} prompts per request", crate::dto::MAX_N)));
+        }
+        let runs = prompts.into_iter().map(|p| {
+            let mut one = req.clone();
+            one.insert("prompt".into(), p);
+            let state = Arc::clone(&state);
+            async move { one_completion(&state, &one).await }
+        });
+        let mut out = Vec::new();
+        for (i, reply) in futures::future::join_all(runs).await.into_iter().enumerate() {
+            let v = relay::whole(reply?).await?;
+            let mut items = if let Value::Array(a) = v { a } else { vec![v] };
+            for item in &mut items {
+                item["index"] = json!(i);
+            }
+            out.extend(items);
+        }
+        return Ok(Json(Value::Array(out)).into_response());
+    }
+    one_completion(&state, &req).await
+}
+
+/// A prompt that is a list of prompts (strings, token lists, or objects),
+/// not one prompt of mixed pieces.
+fn batch(prompt: Option<&Value>) -> Option<Vec<Value>> {
+    let items = prompt?.as_array()?;
+    let several = (items.len() > 1 && items.iter().all(|p| p.is_string() || p.is_object()))
+        || items.iter().any(Value::is_array);
+    (several && !items.is_empty()).then(|| items.clone())
+}
+
+/// One prompt's `/completion`, whole or streamed.
+async fn one_completion(state: &Arc<AppState>, req: &Map<String, Value>) -> Result<Response, ApiError> {
+    let state = Arc::clone(state);
+    let native = translate(&state, req)?;
     let started = Instant::now();
     let reply = relay::call(&state, Target::Text, &Value::Object(native.openai.clone())).await?;
     let prompt = prompt_text(&state, req.get("prompt").unwrap_or(&Value::Null));

@@ -330,6 +330,31 @@ async fn llama_servers_native_completion_and_slots_answer_in_its_shape() {
     assert_eq!(joined, openai["choices"][0]["text"].as_str().unwrap());
     assert!(pieces.iter().all(|e| e["stop"] == false && e["completion_probabilities"].is_array()));
 
+    // Un-prefixed `/completions` is llama-server's native one; several prompts answer as a list.
+    let (_, v) = server.post("/completions", &json!({"prompt": "The capital of France is", "n_predict": 8, "temperature": 0})).await;
+    assert_eq!(v["content"], openai["choices"][0]["text"], "{v}");
+    let (_, v) = server.post("/completion", &json!({"prompt": ["The capital of France is", [ids[0], ids[1]]], "n_predict": 2})).await;
+    assert_eq!((v.as_array().map(Vec::len), v[1]["index"].as_u64()), (Some(2), Some(1)), "{v}");
+    // Vertex AI's /predict runs each instance through its OpenAI handler.
+    let instance = json!({"@requestFormat": "chatCompletions", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
+    let (status, v) = server.post("/predict", &json!({"instances": [instance, instance]})).await;
+    assert_eq!((status, v["predictions"].as_array().map(Vec::len)), (200, Some(2)), "{v}");
+    assert_eq!(v["predictions"][1]["object"], "chat.completion", "{v}");
+    // A chat's prompt size without running it equals what running it counts.
+    let ask_hi = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
+    let (_, counted) = server.post("/v1/chat/completions/input_tokens", &ask_hi).await;
+    let (_, ran) = server.post("/v1/chat/completions", &ask_hi).await;
+    assert_eq!(counted["input_tokens"], ran["usage"]["prompt_tokens"], "{counted}");
+    // vLLM's continuous usage: every chunk carries the counts so far.
+    let mut every = ask_hi.clone();
+    every["stream"] = json!(true);
+    every["max_tokens"] = json!(3);
+    every["stream_options"] = json!({"continuous_usage_stats": true});
+    let text = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&every).send().await.unwrap().text().await.unwrap();
+    let chunks: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]").map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(chunks.iter().all(|c| c["usage"]["prompt_tokens"] == ran["usage"]["prompt_tokens"]), "{text}");
+    assert_eq!(chunks[0]["usage"]["completion_tokens"], 0, "{text}");
+
     // Text held back because it might begin a stop string is kept when an end token comes instead.
     let ask = json!({"messages": [{"role": "user", "content": "Say hello."}], "temperature": 0, "max_tokens": 300});
     let (_, whole) = server.post("/v1/chat/completions", &ask).await;
@@ -424,6 +449,12 @@ async fn embeddings_and_rerank_answer_in_openai_shape_and_refuse_bad_input() {
     let results = v["results"].as_array().unwrap();
     assert_eq!((results.len(), results[0]["index"].as_u64()), (2, Some(1)));
     assert_eq!(results[0]["document"]["text"], docs[1]);
+    // Hugging Face TEI's request shape gets TEI's answer (a bare list).
+    let (status, v) = server.post("/rerank", &json!({"query": "What is the capital of France?", "texts": docs})).await;
+    assert_eq!((status, v[0]["index"].as_u64(), v.as_array().map(Vec::len)), (200, Some(1), Some(3)), "{v}");
+    // llama-server's `{content: [parts]}` input is the same text.
+    let (_, a) = server.post("/v1/embeddings", &json!({"input": ["hello world", {"content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}]})).await;
+    assert_eq!(a["data"][0]["embedding"], a["data"][1]["embedding"]);
     // Bad input: a clear 400 naming the field, and the server goes on.
     let many: Vec<&str> = vec!["x"; 100_000];
     let cases = [
