@@ -617,9 +617,8 @@ pub async fn predict(State(state): State<Arc<AppState>>, body: Bytes) -> Result<
         openai.insert("stream".into(), json!(false));
         let target = match format {
             Some("chatCompletions") => Target::Chat,
-            Some("completions") => Target::Text,
             None if fields.contains_key("messages") => Target::Chat,
-            None => Target::Text,
+            Some("completions") | None => Target::Text,
             Some(other) => {
                 return Err(ApiError::invalid(&format!("instances[{i}].@requestFormat"), format!("{other:?} is not chatCompletions or completions")))
             }
