@@ -457,7 +457,8 @@ fn constraint(a: &RunArgs) -> Result<Option<(Constraint, String)>> {
             .with_context(|| format!("invalid --json-schema {}: not JSON", p.display()))?;
         Some((Constraint::JsonSchema(schema), format!("--json-schema {}", p.display())))
     } else if let Some(p) = &a.grammar {
-        Some((Constraint::Lark(read(p)?), format!("--grammar {}", p.display())))
+        let grammar = Constraint::grammar_text(&read(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        Some((grammar, format!("--grammar {}", p.display())))
     } else if let Some(rx) = &a.regex {
         Some((Constraint::Regex(rx.clone()), "--regex".to_owned()))
     } else {

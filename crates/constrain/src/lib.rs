@@ -8,6 +8,7 @@
 //! and llguidance's parser factory); it is built once per model, on the first
 //! constrained request.
 
+pub mod gbnf;
 mod recursion;
 
 use std::sync::Arc;
@@ -36,6 +37,15 @@ pub enum Constraint {
 }
 
 impl Constraint {
+    /// A grammar given as text: llguidance's Lark, or llama.cpp's GBNF
+    /// (recognised by its `::=` rules and translated to Lark).
+    pub fn grammar_text(src: &str) -> Result<Self, String> {
+        if gbnf::is_gbnf(src) {
+            return Ok(Self::Lark(gbnf::to_lark(src).map_err(|e| format!("GBNF grammar: {e}"))?));
+        }
+        Ok(Self::Lark(src.to_owned()))
+    }
+
     /// The llguidance grammar for this constraint. JSON is written compactly
     /// with one space after `,` and `:` (as Python's `json.dumps`): no free
     /// whitespace, so a sampled model cannot wander off into blank lines and

@@ -166,3 +166,47 @@ fn constrained_decode_speed() {
         }
     }
 }
+
+/// llama.cpp's GBNF grammars, translated to Lark, hold on the real model at
+/// temperature 1.0: each output is in the grammar's language and ends by itself.
+#[test]
+fn gbnf_grammars_hold_on_the_real_model() {
+    let s = session("smollm2");
+    let digits = |t: &str| (1..=3).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
+    let cases: Vec<(&str, Box<dyn Fn(&str) -> bool>)> = vec![
+        ("root ::= \"a\"{5,5}", Box::new(|t| t == "aaaaa")),
+        (
+            "root ::= \"[\" item (\",\" item){0,4} \"]\"\nitem ::= [0-9]{1,3}",
+            Box::new(move |t| {
+                let inner = t.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+                inner.is_some_and(|i| i.split(',').count() <= 5 && i.split(',').all(digits))
+            }),
+        ),
+        ("# an answer\nroot ::= yes-no \".\"\nyes-no ::= \"yes\" | \"no\"", Box::new(|t| t == "yes." || t == "no.")),
+        (
+            "root ::= \"\\\"\" [^\"\\n]{1,20} \"\\\"\"",
+            Box::new(|t| {
+                let inner = t.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or("\"");
+                (1..=20).contains(&inner.chars().count()) && !inner.contains(['"', '\n'])
+            }),
+        ),
+        ("root ::= \"x\" . \"y\"", Box::new(|t| t.starts_with('x') && t.ends_with('y') && t.chars().count() == 3)),
+    ];
+    let mut requests = Vec::new();
+    for (src, _) in &cases {
+        let constraint = Constraint::grammar_text(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let guide = s.guide(&constraint).unwrap_or_else(|e| panic!("{src}: {e}"));
+        for seed in 0..3 {
+            let params = SamplingParams { max_tokens: 100, seed, ..SamplingParams::openai_defaults() };
+            let mut r = GenRequest::new(s.chat_prompt(&[Message::new("user", "Answer.")]).expect("prompt"), params);
+            r.guide = Some(guide.clone());
+            requests.push(r);
+        }
+    }
+    let replies = run_all(&s, requests, 8);
+    for (k, r) in replies.iter().enumerate() {
+        let (src, valid) = &cases[k / 3];
+        assert!(r.error.is_none() && r.finish == Some(FinishReason::Stop), "{src}: {:?} {:?}", r.error, r.finish);
+        assert!(valid(&r.text), "{src}: {:?}", r.text);
+    }
+}

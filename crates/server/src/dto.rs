@@ -177,7 +177,7 @@ pub struct Sampling {
     pub context_overflow: OverflowPolicy,
     /// Structured output: `{"type": "text" | "json_object" | "json_schema"}`.
     pub response_format: Option<serde_json::Value>,
-    /// A grammar in llguidance's Lark syntax the output must match (extension).
+    /// A grammar the output must match, in llguidance's Lark or llama.cpp's GBNF (extension).
     pub grammar: Option<String>,
     /// A regular expression the whole output must match (extension).
     pub regex: Option<String>,
@@ -297,7 +297,7 @@ impl Sampling {
             }
         }
         if let Some(g) = &self.grammar {
-            found.push((Constraint::Lark(g.clone()), "grammar"));
+            found.push((Constraint::grammar_text(g).map_err(|e| ApiError::invalid("grammar", e))?, "grammar"));
         }
         if let Some(r) = &self.regex {
             found.push((Constraint::Regex(r.clone()), "regex"));

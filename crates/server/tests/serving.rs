@@ -355,6 +355,10 @@ async fn llama_servers_native_completion_and_slots_answer_in_its_shape() {
     assert!(chunks.iter().all(|c| c["usage"]["prompt_tokens"] == ran["usage"]["prompt_tokens"]), "{text}");
     assert_eq!(chunks[0]["usage"]["completion_tokens"], 0, "{text}");
 
+    // llama.cpp's GBNF grammars are read too.
+    let (_, v) = server.post("/completion", &json!({"prompt": "Say a.", "grammar": "root ::= \"a\"{3}", "n_predict": 10})).await;
+    assert_eq!((v["content"].as_str(), v["stop_type"].as_str()), (Some("aaa"), Some("eos")), "{v}");
+
     // Text held back because it might begin a stop string is kept when an end token comes instead.
     let ask = json!({"messages": [{"role": "user", "content": "Say hello."}], "temperature": 0, "max_tokens": 300});
     let (_, whole) = server.post("/v1/chat/completions", &ask).await;
@@ -367,7 +371,7 @@ async fn llama_servers_native_completion_and_slots_answer_in_its_shape() {
     assert_eq!((v["choices"][0]["message"]["content"].as_str(), v["choices"][0]["stop_reason"].as_str()), (Some(reply.as_str()), None), "{v}");
 
     // What cannot be honoured is refused by name, and the server keeps serving.
-    for (bad, param) in [(json!({"prompt": "x", "mirostat": 2}), "mirostat"), (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"), (json!({"n_predict": 2}), "prompt"), (json!({"prompt": [99_999_999]}), "prompt")] {
+    for (bad, param) in [(json!({"prompt": "x", "mirostat": 2}), "mirostat"), (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"), (json!({"n_predict": 2}), "prompt"), (json!({"prompt": [99_999_999]}), "prompt"), (json!({"prompt": "x", "grammar": "root ::= \"a"}), "grammar")] {
         let (status, v) = server.post("/completion", &bad).await;
         assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{v}");
     }
