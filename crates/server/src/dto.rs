@@ -183,6 +183,14 @@ pub struct Sampling {
     pub regex: Option<String>,
     /// A JSON schema the output must match (llama-server's extension).
     pub json_schema: Option<serde_json::Value>,
+    /// OpenAI's audio output: refused (text only).
+    pub audio: Option<serde_json::Value>,
+    /// OpenAI's output modalities: only `["text"]`.
+    pub modalities: Option<Vec<String>>,
+    /// OpenAI's predicted outputs: refused (no speculative decoding here).
+    pub prediction: Option<serde_json::Value>,
+    /// OpenAI's hosted web search: refused (no network at run time).
+    pub web_search_options: Option<serde_json::Value>,
     /// Function tools (chat only).
     pub tools: Option<serde_json::Value>,
     /// Legacy function calling (chat only).
@@ -335,9 +343,30 @@ impl Sampling {
     /// the sampling parameters (`max_tokens` defaulting to `default_max`)
     /// and the number of choices.
     pub fn check(&self, defaults: &SamplingDefaults, default_max: usize, n_vocab: usize) -> Result<Checked, ApiError> {
+        self.check_supported()?;
         let constraint = self.constraint()?;
         let choices = self.choices()?;
         Ok(Checked { params: self.params(defaults, default_max, n_vocab)?, choices, constraint })
+    }
+
+    /// OpenAI features Hearth does not have are refused by name, never
+    /// silently dropped (a client asking for audio must not get text
+    /// thinking it was heard).
+    fn check_supported(&self) -> Result<(), ApiError> {
+        let refused = |field: &str, why: &str| Err(ApiError::invalid(field, format!("{field} is not supported: {why}")));
+        if self.audio.as_ref().is_some_and(|v| !v.is_null()) {
+            return refused("audio", "the served model reads and writes text only");
+        }
+        if self.modalities.as_ref().is_some_and(|m| m.iter().any(|x| x != "text")) {
+            return refused("modalities", "the served model writes text only");
+        }
+        if self.prediction.as_ref().is_some_and(|v| !v.is_null()) {
+            return refused("prediction", "predicted outputs are not used by this server");
+        }
+        if self.web_search_options.as_ref().is_some_and(|v| !v.is_null()) {
+            return refused("web_search_options", "this server does not search the web (nothing leaves the machine)");
+        }
+        Ok(())
     }
 
     /// Whether the request sets its own token limit.

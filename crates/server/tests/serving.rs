@@ -202,6 +202,13 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
     let (status, v) =
         server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "n": 0})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("n")));
+    // OpenAI features Hearth does not have are refused by name, not ignored.
+    for (field, value) in [("audio", json!({"voice": "alloy", "format": "wav"})), ("modalities", json!(["text", "audio"])), ("prediction", json!({"type": "content", "content": "x"})), ("web_search_options", json!({}))] {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
+        body[field] = value;
+        let (status, v) = server.post("/v1/chat/completions", &body).await;
+        assert_eq!((status, v["error"]["param"].as_str()), (400, Some(field)), "{v}");
+    }
 
     // One running, one waiting, the third is refused with 429 + Retry-After. The running reply is
     // long enough (3,000 tokens, far more than any machine decodes in the few seconds this takes)
