@@ -110,7 +110,7 @@ impl LoadedModel {
                 forged(&format!("messages[{i}]"), field)?;
             }
         }
-        let chat = self.template.render_marked_with(messages, extras, true)?;
+        let chat = self.template.render_prompt(messages, extras)?;
         if !chat.located {
             if let Some(i) = messages.iter().position(|m| self.tokenizer.contains_control_text(&m.content)) {
                 return Err(EngineError::Invalid(format!(

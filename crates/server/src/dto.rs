@@ -455,6 +455,12 @@ pub struct ChatRequest {
     /// More variables for the chat template (e.g. `{"enable_thinking": false}`).
     #[serde(default)]
     pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// End the prompt with the assistant's opening (default true; vLLM's and
+    /// llama-server's extension).
+    pub add_generation_prompt: Option<bool>,
+    /// Continue the last message, an assistant's, instead of answering it.
+    #[serde(default)]
+    pub continue_final_message: bool,
     /// Most tokens a reasoning model may think before its answer (extension;
     /// the close is forced when they run out).
     pub reasoning_budget: Option<usize>,
@@ -469,6 +475,21 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// How the prompt ends; asking for both a new turn and the last one
+    /// continued is a 400.
+    pub fn ending(&self) -> Result<hearth_text::ChatEnding, ApiError> {
+        use hearth_text::ChatEnding;
+        match (self.add_generation_prompt, self.continue_final_message) {
+            (Some(true), true) => Err(ApiError::invalid(
+                "continue_final_message",
+                "continue_final_message and add_generation_prompt cannot both be true",
+            )),
+            (_, true) => Ok(ChatEnding::ContinueLast),
+            (Some(false), false) => Ok(ChatEnding::Bare),
+            (None | Some(true), false) => Ok(ChatEnding::GenerationPrompt),
+        }
+    }
+
     /// The offered tools and the choice among them, checked: each a
     /// `function` with a valid, unique name and an object schema for its
     /// parameters; a required or named choice needs tools (and the name

@@ -59,11 +59,13 @@ pub(crate) fn template_input(
     shown: &[ToolSpec],
     format: ToolFormat,
     kwargs: &serde_json::Map<String, serde_json::Value>,
+    ending: hearth_text::ChatEnding,
 ) -> (Vec<Message>, ChatExtras) {
     let extras = ChatExtras {
         tools: (!shown.is_empty() && format != ToolFormat::Generic)
             .then(|| serde_json::Value::Array(shown.iter().map(ToolSpec::to_openai).collect())),
         kwargs: kwargs.clone(),
+        ending,
     };
     (hearth_text::tools::prepare_messages(messages, shown, format), extras)
 }
@@ -103,7 +105,7 @@ pub(crate) async fn prepare_chat(state: &Arc<AppState>, req: &ChatRequest) -> Re
             }
         };
     }
-    let (messages, extras) = template_input(&messages, shown, format, &req.chat_template_kwargs);
+    let (messages, extras) = template_input(&messages, shown, format, &req.chat_template_kwargs, req.ending()?);
     let prompt = prompt::chat(state, messages, extras, req.sampling.context_overflow).await?;
     let calls = tools.active().then(|| ToolReply { specs: Arc::new(tools.specs), format });
     Ok(PreparedChat { prompt, forced, calls })

@@ -71,12 +71,13 @@ pub async fn apply_template(State(state): State<Arc<AppState>>, body: Bytes) -> 
     let req: crate::dto::ChatRequest = parse(&body)?;
     let messages = req.messages()?;
     let tools = req.tools()?;
+    let ending = req.ending()?;
     let session = Arc::clone(state.engine.session());
     let prompt = tokio::task::spawn_blocking(move || {
         let format = hearth_text::ToolFormat::of(&session.template);
         let shown: &[hearth_text::ToolSpec] = if tools.active() { &tools.specs } else { &[] };
-        let (messages, extras) = crate::generation::template_input(&messages, shown, format, &req.chat_template_kwargs);
-        session.template.render_with(&messages, &extras, true)
+        let (messages, extras) = crate::generation::template_input(&messages, shown, format, &req.chat_template_kwargs, ending);
+        session.template.render_prompt(&messages, &extras).map(|chat| chat.text)
     })
     .await
     .map_err(|_| ApiError::internal("rendering the template failed"))?

@@ -272,6 +272,15 @@ async fn llama_server_endpoints_and_unprefixed_aliases_work() {
     assert!(props["chat_template"].as_str().is_some_and(|t| t.contains("im_start")), "{props}");
     let (status, v) = server.post("/apply-template", &json!({"messages": []})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("messages")), "{v}");
+    // The last assistant message continued (vLLM's and llama-server's continue_final_message).
+    let started = json!([{"role": "user", "content": "Count to five."}, {"role": "assistant", "content": "1, 2,"}]);
+    let (_, v) = server.post("/apply-template", &json!({"messages": started, "continue_final_message": true})).await;
+    assert!(v["prompt"].as_str().is_some_and(|p| p.ends_with("<|im_start|>assistant\n1, 2,")), "{v}");
+    let (status, v) = server.post("/v1/chat/completions", &json!({"messages": started, "continue_final_message": true, "max_tokens": 4, "temperature": 0})).await;
+    assert_eq!(status, 200, "{v}");
+    let both = json!({"messages": started, "continue_final_message": true, "add_generation_prompt": true});
+    let (status, v) = server.post("/v1/chat/completions", &both).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("continue_final_message")), "{v}");
     let (status, v) = server.post("/chat/completions", &chat_body("Name a color.", 4, false)).await;
     assert_eq!(status, 200, "{v}");
     let r = server.http.get(format!("{}/models", server.url)).send().await.expect("models");

@@ -64,6 +64,21 @@ pub struct ChatExtras {
     pub tools: Option<serde_json::Value>,
     /// More template variables (`chat_template_kwargs`, e.g. `enable_thinking`).
     pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// How the prompt ends.
+    pub ending: ChatEnding,
+}
+
+/// How a chat prompt ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChatEnding {
+    /// With the opening of the assistant's turn (the usual case).
+    #[default]
+    GenerationPrompt,
+    /// After the last message, closed as the template closes it.
+    Bare,
+    /// Inside the last message, an assistant's, right after its text: the
+    /// reply continues it (vLLM's and llama-server's `continue_final_message`).
+    ContinueLast,
 }
 
 /// A rendered chat and where the messages' own text lies in it.
@@ -126,9 +141,38 @@ const CHATML_TOOLS_TEMPLATE: &str = "\
 {%- endfor -%}\
 {%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}";
 
-/// The built-in templates by name (`--chat-template NAME`).
-pub const BUILTIN_TEMPLATES: &[(&str, &str)] =
-    &[("chatml", CHATML_TEMPLATE), ("chatml-tools", CHATML_TOOLS_TEMPLATE), ("gemma", GEMMA_TEMPLATE)];
+/// Llama 3's turn format (headers, `<|eot_id|>`; BOS is the tokenizer's).
+const LLAMA3_TEMPLATE: &str = "{%- for message in messages -%}\
+{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + (message['content'] | trim) + '<|eot_id|>' }}\
+{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif -%}";
+
+/// Command R's turn format.
+const COMMAND_R_TEMPLATE: &str = "{%- for message in messages -%}\
+{%- set token = {'system': '<|SYSTEM_TOKEN|>', 'user': '<|USER_TOKEN|>', 'assistant': '<|CHATBOT_TOKEN|>'}.get(message['role'], '<|USER_TOKEN|>') -%}\
+{{ '<|START_OF_TURN_TOKEN|>' + token + (message['content'] | trim) + '<|END_OF_TURN_TOKEN|>' }}\
+{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{%- endif -%}";
+
+/// Phi-3's turn format.
+const PHI3_TEMPLATE: &str = "{%- for message in messages -%}\
+{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}\
+{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|assistant|>\n' }}{%- endif -%}";
+
+/// Zephyr's turn format.
+const ZEPHYR_TEMPLATE: &str = "{%- for message in messages -%}\
+{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}\
+{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|assistant|>\n' }}{%- endif -%}";
+
+/// The built-in templates by name (`--chat-template NAME`), with the names
+/// llama-server uses for the same formats.
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    ("chatml", CHATML_TEMPLATE),
+    ("chatml-tools", CHATML_TOOLS_TEMPLATE),
+    ("gemma", GEMMA_TEMPLATE),
+    ("llama3", LLAMA3_TEMPLATE),
+    ("command-r", COMMAND_R_TEMPLATE),
+    ("phi3", PHI3_TEMPLATE),
+    ("zephyr", ZEPHYR_TEMPLATE),
+];
 
 /// The Jinja source of the built-in template `name`.
 #[must_use]
@@ -229,6 +273,24 @@ impl ChatTemplate {
         self.render_marked_with(messages, &ChatExtras::default(), add_generation_prompt)
     }
 
+    /// The prompt for `messages`, ending as `extras.ending` says, with the
+    /// messages' text located. To continue the last message, the rendering
+    /// is cut right after its text.
+    pub fn render_prompt(&self, messages: &[Message], extras: &ChatExtras) -> Result<RenderedChat, TextError> {
+        let mut chat = self.render_marked_with(messages, extras, extras.ending == ChatEnding::GenerationPrompt)?;
+        if extras.ending == ChatEnding::ContinueLast {
+            let last = messages.last().filter(|m| m.role == "assistant" && !m.content.trim().is_empty());
+            let end = chat.plain.last().map(|r| r.end).filter(|_| chat.located && last.is_some());
+            let Some(end) = end else {
+                return Err(TextError::Template(
+                    "continue_final_message needs a last message from the assistant, with text, and a template that keeps message text whole".into(),
+                ));
+            };
+            chat.text.truncate(end);
+        }
+        Ok(chat)
+    }
+
     /// As [`ChatTemplate::render_marked`], with tools and extra variables.
     pub fn render_marked_with(
         &self,
@@ -291,6 +353,33 @@ mod tests {
         let t = ChatTemplate::for_model(None, "gemma3", "<bos>", "<eos>").unwrap();
         let s = t.render(&[Message::new("system", "Be brief."), Message::new("user", "Hi")], true).unwrap();
         assert_eq!(s, "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+    }
+
+    #[test]
+    fn named_templates_render_their_formats() {
+        let msgs = [Message::new("system", "You are a test."), Message::new("user", "Hi there")];
+        let render = |name: &str| {
+            let t = ChatTemplate::for_model(builtin_template(name), "llama", "<s>", "</s>").unwrap();
+            let r = t.render_marked(&msgs, true).unwrap();
+            assert!(r.located, "{name}");
+            r.text
+        };
+        assert_eq!(render("command-r"), "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>You are a test.<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi there<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>");
+        assert_eq!(render("llama3"), "<|start_header_id|>system<|end_header_id|>\n\nYou are a test.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+        assert_eq!(render("phi3"), "<|system|>\nYou are a test.<|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\n");
+        assert_eq!(render("zephyr"), "<|system|>\nYou are a test.</s>\n<|user|>\nHi there</s>\n<|assistant|>\n");
+    }
+
+    #[test]
+    fn a_last_assistant_message_can_be_continued() {
+        let t = ChatTemplate::for_model(None, "llama", "", "").unwrap();
+        let msgs = [Message::new("user", "Count."), Message::new("assistant", "1, 2,")];
+        let extras = |ending| ChatExtras { ending, ..ChatExtras::default() };
+        let r = t.render_prompt(&msgs, &extras(ChatEnding::ContinueLast)).unwrap();
+        assert_eq!(r.text, "<|im_start|>user\nCount.<|im_end|>\n<|im_start|>assistant\n1, 2,");
+        let r = t.render_prompt(&msgs, &extras(ChatEnding::Bare)).unwrap();
+        assert!(r.text.ends_with("1, 2,<|im_end|>\n"), "{}", r.text);
+        assert!(t.render_prompt(&msgs[..1], &extras(ChatEnding::ContinueLast)).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod reasoning;
 mod tokenizer;
 pub mod tools;
 
-pub use chat::{builtin_template, ChatExtras, ChatTemplate, FunctionCall, Message, RenderedChat, ToolCall, BUILTIN_TEMPLATES};
+pub use chat::{builtin_template, ChatEnding, ChatExtras, ChatTemplate, FunctionCall, Message, RenderedChat, ToolCall, BUILTIN_TEMPLATES};
 pub use tools::{ToolChoice, ToolFormat, ToolSpec};
 pub use decoder::IncrementalDecoder;
 pub use encoder_tokenizer::EncoderTokenizer;
