@@ -173,7 +173,8 @@ fn constrained_decode_speed() {
 fn gbnf_grammars_hold_on_the_real_model() {
     let s = session("smollm2");
     let digits = |t: &str| (1..=3).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> bool>)> = vec![
+    type Valid = Box<dyn Fn(&str) -> bool>;
+    let cases: Vec<(&str, Valid)> = vec![
         ("root ::= \"a\"{5,5}", Box::new(|t| t == "aaaaa")),
         (
             "root ::= \"[\" item (\",\" item){0,4} \"]\"\nitem ::= [0-9]{1,3}",
