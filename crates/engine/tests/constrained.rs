@@ -167,13 +167,15 @@ fn constrained_decode_speed() {
     }
 }
 
+/// Whether an output is in a grammar's language.
+type Valid = Box<dyn Fn(&str) -> bool>;
+
 /// llama.cpp's GBNF grammars, translated to Lark, hold on the real model at
 /// temperature 1.0: each output is in the grammar's language and ends by itself.
 #[test]
 fn gbnf_grammars_hold_on_the_real_model() {
     let s = session("smollm2");
     let digits = |t: &str| (1..=3).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
-    type Valid = Box<dyn Fn(&str) -> bool>;
     let cases: Vec<(&str, Valid)> = vec![
         ("root ::= \"a\"{5,5}", Box::new(|t| t == "aaaaa")),
         (
