@@ -124,6 +124,9 @@ pub struct ServeArgs {
     /// Do not serve llama-server's `/slots`.
     #[arg(long = "no-slots")]
     pub no_slots: bool,
+    /// Do not serve the chat and dashboard page at `/`.
+    #[arg(long = "no-ui", alias = "no-webui")]
+    pub no_ui: bool,
     /// Tokens computed per step at most (llama-server's `-b`; default 512):
     /// larger steps take prompts in faster, smaller ones keep decoding smooth.
     #[arg(long = "batch-size", short = 'b')]
@@ -141,10 +144,10 @@ pub struct ServeArgs {
     #[arg(long = "flash-attn", hide = true)]
     pub flash_attn: Option<String>,
     /// llama-server's switches for what Hearth always does (Jinja chat
-    /// templates, metrics, slots, continuous batching, embeddings, no web
-    /// UI, no downloads while serving; `--no-jinja`: Hearth renders every
+    /// templates, metrics, slots, continuous batching, embeddings, no
+    /// downloads while serving; `--no-jinja`: Hearth renders every
     /// template with Jinja): accepted so its command lines work unchanged.
-    #[arg(long = "jinja", hide = true, action = clap::ArgAction::Count, aliases = ["metrics", "slots", "cont-batching", "embeddings", "embedding", "no-webui", "no-jinja", "offline"])]
+    #[arg(long = "jinja", hide = true, action = clap::ArgAction::Count, aliases = ["metrics", "slots", "cont-batching", "embeddings", "embedding", "no-jinja", "offline"])]
     pub always_on: u8,
     #[command(flatten)]
     pub mem: MemoryArgs,
@@ -294,6 +297,7 @@ pub fn cmd_serve(
     state.defaults = defaults;
     state.any_model_name = a.any_model_name;
     state.slots = !a.no_slots;
+    state.ui = !a.no_ui;
     if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
         let name = model_name(model);
         eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);

@@ -141,6 +141,54 @@ impl Metrics {
         out
     }
 
+    /// The figures a dashboard shows, read from the same counters as
+    /// [`Metrics::render`] (its text, so the two always agree).
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        let text = self.render();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.split(|c: char| c == ' ' || c == '{').next() == Some(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .fold(0.0, |a, b| a + b)
+        };
+        let quantiles = |name: &str| -> [f64; 3] {
+            let prefix = format!("{name}_bucket{{le=\"");
+            let buckets: Vec<(f64, f64)> = text
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix(&prefix)?;
+                    let (le, count) = rest.split_once("\"} ")?;
+                    Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, count.parse().ok()?))
+                })
+                .collect();
+            let total = buckets.last().map_or(0.0, |b| b.1);
+            [0.5, 0.9, 0.99].map(|q| {
+                if total == 0.0 {
+                    return 0.0;
+                }
+                let upper = buckets.iter().find(|b| b.1 >= q * total).map_or(f64::INFINITY, |b| b.0);
+                // The open last bucket reads as the largest finite bound.
+                if upper.is_finite() { upper } else { buckets.iter().rev().find(|b| b.0.is_finite()).map_or(0.0, |b| b.0) }
+            })
+        };
+        Snapshot {
+            waiting: value("hearth_queue_depth"),
+            running: value("hearth_running_sequences"),
+            kv_blocks_used: value("hearth_kv_blocks_used"),
+            kv_blocks_free: value("hearth_kv_blocks_free"),
+            kv_blocks_total: value("hearth_kv_blocks_total"),
+            generation_tokens: value("hearth_generation_tokens_total"),
+            tokens_per_second: value("hearth_generation_tokens_per_second"),
+            prefix_cache_hit_rate: value("hearth_prefix_cache_hit_rate"),
+            preemptions: value("hearth_preemptions_total"),
+            requests_finished: value("hearth_requests_finished_total"),
+            requests_rejected: value("hearth_requests_rejected_total"),
+            ttft_seconds: quantiles("hearth_time_to_first_token_seconds"),
+            itl_seconds: quantiles("hearth_inter_token_latency_seconds"),
+        }
+    }
+
     fn update_rate(&self) {
         let now = Instant::now();
         let total = self.generation_tokens.get();
@@ -155,5 +203,63 @@ impl Metrics {
                 self.tokens_per_second.set((n1 - n0) as f64 / secs);
             }
         }
+    }
+}
+
+/// A dashboard's view of the serving figures at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Snapshot {
+    /// Requests waiting for a slot.
+    pub waiting: f64,
+    /// Sequences in the running batch.
+    pub running: f64,
+    /// KV blocks owned by sequences.
+    pub kv_blocks_used: f64,
+    /// KV blocks free or evictable.
+    pub kv_blocks_free: f64,
+    /// KV blocks in the pool.
+    pub kv_blocks_total: f64,
+    /// Tokens sampled since start.
+    pub generation_tokens: f64,
+    /// Tokens sampled per second, last 5 s.
+    pub tokens_per_second: f64,
+    /// Prefix-cache hit tokens / queried tokens since start.
+    pub prefix_cache_hit_rate: f64,
+    /// Sequences preempted since start.
+    pub preemptions: f64,
+    /// Requests ended since start.
+    pub requests_finished: f64,
+    /// Requests refused since start (429s and the like).
+    pub requests_rejected: f64,
+    /// Time to first token: p50, p90, p99 (bucket upper bounds), seconds.
+    pub ttft_seconds: [f64; 3],
+    /// Inter-token latency: p50, p90, p99, seconds.
+    pub itl_seconds: [f64; 3],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn the_snapshot_reads_what_the_exposition_says() {
+        let m = Metrics::new();
+        m.running.set(3);
+        m.queue_depth.set(2);
+        m.kv_blocks_total.set(100);
+        m.generation_tokens.inc_by(42);
+        m.rejected("queue_full");
+        m.rejected("queue_full");
+        m.finished("stop");
+        for t in [0.004, 0.004, 0.004, 0.004, 0.004, 0.004, 0.004, 0.004, 0.2, 3.0] {
+            m.ttft.observe(t);
+        }
+        let s = m.snapshot();
+        assert_eq!((s.running, s.waiting, s.kv_blocks_total, s.generation_tokens), (3.0, 2.0, 100.0, 42.0));
+        assert_eq!((s.requests_rejected, s.requests_finished), (2.0, 1.0));
+        assert_eq!(s.ttft_seconds[0], 0.005);
+        assert!(s.ttft_seconds[1] >= 0.2 && s.ttft_seconds[1] < 0.5, "{:?}", s.ttft_seconds);
+        assert!(s.ttft_seconds[2] >= 3.0, "{:?}", s.ttft_seconds);
+        assert_eq!(Metrics::new().snapshot().itl_seconds, [0.0; 3]);
     }
 }

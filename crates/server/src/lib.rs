@@ -26,6 +26,7 @@ mod ollama;
 mod prompt;
 mod relay;
 mod responses;
+mod ui;
 
 
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub any_model_name: bool,
     /// Serve llama-server's `/slots` (on unless `--no-slots`).
     pub slots: bool,
+    /// Serve the page at `/` (on unless `--no-ui`).
+    pub ui: bool,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -92,6 +95,7 @@ impl AppState {
             defaults: SamplingDefaults::default(),
             any_model_name: false,
             slots: true,
+            ui: true,
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -160,18 +164,32 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/api/pull", post(ollama::pull))
         .route("/api/delete", axum::routing::delete(ollama::delete))
         .route("/api/copy", post(ollama::copy));
+    // The page's live figures, behind the key like the API.
+    let ui_data = if state.ui {
+        Router::new().route("/ui/stats", get(ui::stats)).route("/ui/stats/stream", get(ui::stats_stream))
+    } else {
+        Router::new()
+    };
     // The same API without the `/v1` prefix, as llama-server serves it.
     let keyed = Router::new()
         .nest("/v1", api.clone().route("/completions", post(generation::completions)))
         .merge(api)
         .merge(llama_server)
         .merge(ollama)
+        .merge(ui_data)
         // Outermost first: the key is checked before a body is read.
         .layer(middleware::from_fn_with_state(limits.clone(), http::read_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_key));
     let cors = cors_layer(&state.cors_origins);
+    // The page itself needs no key (it asks for one).
+    let page = if state.ui {
+        Router::new().route("/", get(ui::index)).route("/ui/app.js", get(ui::script)).route("/ui/app.css", get(ui::style))
+    } else {
+        Router::new()
+    };
     let app = Router::new()
         .merge(keyed)
+        .merge(page)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

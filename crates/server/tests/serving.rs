@@ -656,3 +656,28 @@ async fn the_official_openai_client_speaks_the_responses_api() {
     assert_eq!((status, v["object"].as_str()), (200, Some("response")), "{v}");
     server.assert_drained().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_chats_stops_and_shows_the_load_in_a_real_browser() {
+    let _serial = SERIAL.lock().await;
+    let browser = std::path::Path::new("/usr/bin/chromium").exists() && std::path::Path::new("/usr/bin/chromedriver").exists();
+    if !browser {
+        assert!(std::env::var("CI").is_err(), "CI must install chromium and chromium-driver (see .ci/run)");
+        eprintln!("skipped: no /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)");
+        return;
+    }
+    if !common::has_python_client("selenium") {
+        return;
+    }
+    let server = start(config(4, 8192, 8, 4096), Some("sesame")).await;
+    // The page itself needs no key; its figures do.
+    let r = server.http.get(format!("{}/", server.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("content-security-policy").is_some_and(|v| v.to_str().unwrap().contains("script-src 'self'")));
+    let r = server.http.get(format!("{}/ui/stats", server.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let shots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    common::run_python_client("webui_client.py", &[&server.url, "sesame", shots.to_str().unwrap()], "webui client: ok").await;
+    assert!(shots.join("chat.png").is_file() && shots.join("dashboard.png").is_file());
+    server.assert_drained().await;
+}
