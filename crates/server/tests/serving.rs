@@ -681,3 +681,16 @@ async fn the_page_chats_stops_and_shows_the_load_in_a_real_browser() {
     assert!(shots.join("chat.png").is_file() && shots.join("dashboard.png").is_file());
     server.assert_drained().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_off_with_no_ui() {
+    let _serial = SERIAL.lock().await;
+    let engine = hearth_engine::handle::EngineHandle::spawn(common::session(), config(1, 256, 1, 256)).expect("engine");
+    let mut state = hearth_server::AppState::new(engine, "smollm2".into(), None);
+    state.ui = false;
+    let server = common::serve_state(state, hearth_server::HttpLimits::default()).await;
+    for path in ["/", "/ui/app.js", "/ui/stats"] {
+        let r = server.http.get(format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+    }
+}

@@ -59,6 +59,7 @@ try:
     loaded_ms = driver.execute_script("return performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
     # The server wants a key: the page asks, and names a wrong one as wrong.
     wait.until(lambda d: by_id("key-banner").is_displayed())
+    paint_ms = driver.execute_script("const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : -1")
     set_value("key-input", "not-the-key")
     driver.find_element(By.CSS_SELECTOR, "#key-form button").click()
     wait.until(lambda d: "refused" in by_id("key-error").text)
@@ -79,6 +80,14 @@ try:
     # The conversation is kept in the browser.
     saved = json.loads(driver.execute_script("return localStorage.getItem('hearth-conversations')"))
     assert saved[0]["messages"][-1]["content"], saved
+
+    # A JSON schema in the settings holds the reply to it.
+    set_value("schema", json.dumps({"type": "object", "properties": {"color": {"type": "string", "maxLength": 20}}, "required": ["color"], "additionalProperties": False}))
+    set_value("max-tokens", 60)
+    send("Name a color.")
+    wait.until(lambda d: last_reply().get_attribute("data-done"))
+    assert set(json.loads(last_reply().find_element(By.CLASS_NAME, "body").text)) == {"color"}, last_reply().text
+    by_id("schema").clear()
 
     # Stop ends a long reply early.
     set_value("max-tokens", 3000)
@@ -103,7 +112,13 @@ try:
     assert "more users of" in by_id("capacity").text, by_id("capacity").text
     assert by_id("models-table").find_elements(By.TAG_NAME, "td")[0].text == "smollm2"
     driver.save_screenshot(os.path.join(shots, "dashboard.png"))
-    print(f"page: DOM ready in {loaded_ms:.0f} ms; test took {time.time() - t0:.1f} s")
+    # The tabs answer the keyboard; a narrow window still shows everything.
+    by_id("tab-dash").send_keys("\ue012")  # ArrowLeft
+    wait.until(lambda d: by_id("view-chat").is_displayed() and not by_id("view-dash").is_displayed())
+    driver.set_window_size(420, 900)
+    assert by_id("input").is_displayed() and by_id("send").is_displayed()
+    driver.save_screenshot(os.path.join(shots, "chat-narrow.png"))
+    print(f"page: first paint {paint_ms:.0f} ms, DOM ready {loaded_ms:.0f} ms; test took {time.time() - t0:.1f} s")
 finally:
     driver.quit()
 

@@ -215,7 +215,21 @@ async function send(text) {
     temperature: Number($("temperature").value),
     max_tokens: Number($("max-tokens").value),
   };
-  if ($("json-mode").checked) request.response_format = { type: "json_object" };
+  const schema = $("schema").value.trim();
+  if (schema) {
+    let parsed;
+    try { parsed = JSON.parse(schema); } catch (e) { parsed = null; }
+    if (!parsed) {
+      reply.content = "⚠ The JSON schema in the settings is not valid JSON.";
+      renderMarkdown(reply.content, body);
+      li.dataset.done = "error";
+      saveChats();
+      return;
+    }
+    request.response_format = { type: "json_schema", json_schema: { name: "reply", schema: parsed, strict: true } };
+  } else if ($("json-mode").checked) {
+    request.response_format = { type: "json_object" };
+  }
   const controller = new AbortController();
   running = { controller, li };
   setRunning(true);
@@ -363,6 +377,7 @@ function selectTab(name) {
   for (const [tab, view] of [["tab-chat", "view-chat"], ["tab-dash", "view-dash"]]) {
     const on = tab === "tab-" + name;
     $(tab).setAttribute("aria-selected", String(on));
+    $(tab).tabIndex = on ? 0 : -1;
     $(view).hidden = !on;
   }
   if (name === "dash") watchStats(); else stopStats();
@@ -388,6 +403,12 @@ document.addEventListener("DOMContentLoaded", () => {
   renderAll();
   $("tab-chat").addEventListener("click", () => selectTab("chat"));
   $("tab-dash").addEventListener("click", () => selectTab("dash"));
+  // Arrow keys move between the tabs (the ARIA tabs pattern).
+  for (const [id, other] of [["tab-chat", "dash"], ["tab-dash", "chat"]]) {
+    $(id).addEventListener("keydown", (e) => {
+      if (e.key === "ArrowRight" || e.key === "ArrowLeft") { selectTab(other); $("tab-" + other).focus(); }
+    });
+  }
   $("new-chat").addEventListener("click", () => { newChat(); renderAll(); $("input").focus(); });
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();

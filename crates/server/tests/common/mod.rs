@@ -86,7 +86,7 @@ pub async fn start_with_embedder(cfg: EngineConfig) -> Server {
     serve_state(state, HttpLimits::default()).await
 }
 
-async fn serve_state(state: AppState, limits: HttpLimits) -> Server {
+pub async fn serve_state(state: AppState, limits: HttpLimits) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(hearth_server::serve(listener, state, limits, std::future::pending()));
@@ -186,4 +186,5 @@ pub async fn run_python_client(script: &str, args: &[&str], expect: &str) {
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains(expect), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    eprint!("{stdout}");
 }
