@@ -5,21 +5,20 @@
 //! OpenAI chat request run by the same handler (one request path), and its
 //! reply becomes Anthropic's. Errors come in Anthropic's shape.
 
-use std::convert::Infallible;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 
 use crate::dto::ChatRequest;
 use crate::error::{ApiError, ErrorShape, ShapedError};
-use crate::relay::{self, Tally, Target};
+use crate::relay::{self, Tally, Target, Translator};
 use crate::AppState;
 
 /// Anthropic's error body.
@@ -207,7 +206,7 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
         }))
         .into_response());
     }
-    Ok(stream_events(relay::events(reply), &id, &model).into_response())
+    Ok(relay::translate(relay::events(reply), Relay::new(&id, &model)).into_response())
 }
 
 /// Anthropic's `usage` for OpenAI's: input read from the prefix cache is
@@ -233,94 +232,105 @@ fn event(name: &str, data: &Value) -> SseEvent {
     SseEvent::default().event(name).data(data.to_string())
 }
 
-/// OpenAI chunks in, Anthropic's event sequence out: `message_start`, a text
-/// block opened at the first text and streamed as `text_delta`s, each tool
-/// call as a `tool_use` block with its arguments as one `input_json_delta`,
-/// then `message_delta` (stop reason, usage) and `message_stop`.
-fn stream_events(
-    events: futures::stream::BoxStream<'static, Value>,
-    id: &str,
-    model: &str,
-) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    struct Relay {
-        events: futures::stream::BoxStream<'static, Value>,
-        pending: std::collections::VecDeque<SseEvent>,
-        start: Option<Value>,
-        text_open: Option<usize>,
-        blocks: usize,
-        tally: Tally,
-        tool_calls: bool,
-        done: bool,
+/// OpenAI chunks in, Anthropic's event sequence out: `message_start` (with
+/// the first chunk, which carries the prompt's size), a text block opened at
+/// the first text and streamed as `text_delta`s, each tool call as a
+/// `tool_use` block with its arguments as one `input_json_delta`, then
+/// `message_delta` (stop reason, usage) and `message_stop`.
+struct Relay {
+    pending: VecDeque<SseEvent>,
+    start: Option<Value>,
+    text_open: Option<usize>,
+    blocks: usize,
+    tally: Tally,
+    tool_calls: bool,
+    failed: bool,
+}
+
+impl Relay {
+    fn new(id: &str, model: &str) -> Self {
+        let start = json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": usage(&Value::Null),
+        }});
+        Self { pending: VecDeque::new(), start: Some(start), text_open: None, blocks: 0, tally: Tally::default(), tool_calls: false, failed: false }
     }
-    // Sent with the first chunk, which carries the prompt's size.
-    let start = json!({"type": "message_start", "message": {
-        "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": null, "stop_sequence": null, "usage": usage(&Value::Null),
-    }});
-    let pending = std::collections::VecDeque::new();
-    let r = Relay { events, pending, start: Some(start), text_open: None, blocks: 0, tally: Tally::default(), tool_calls: false, done: false };
-    let body = stream::unfold(r, |mut r| async move {
-        loop {
-            if let Some(e) = r.pending.pop_front() {
-                return Some((Ok(e), r));
+
+    fn push(&mut self, name: &str, data: &Value) {
+        self.pending.push_back(event(name, data));
+    }
+
+    fn started(&mut self, chunk: Option<&Value>) {
+        if let Some(mut start) = self.start.take() {
+            if let Some(v) = chunk {
+                start["message"]["usage"] = usage(&v["usage"]);
             }
-            if r.done {
-                return None;
-            }
-            let next = r.events.next().await;
-            if let Some(mut start) = r.start.take() {
-                if let Some(v) = &next {
-                    start["message"]["usage"] = usage(&v["usage"]);
-                }
-                r.pending.push_back(event("message_start", &start));
-            }
-            let Some(v) = next else {
-                if let Some(i) = r.text_open.take() {
-                    r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
-                }
-                let reason = stop_reason(r.tally.finish.as_deref(), r.tool_calls);
-                r.pending.push_back(event("message_delta", &json!({
-                    "type": "message_delta",
-                    "delta": {"stop_reason": reason, "stop_sequence": null},
-                    "usage": usage(&r.tally.usage),
-                })));
-                r.pending.push_back(event("message_stop", &json!({"type": "message_stop"})));
-                r.done = true;
-                continue;
-            };
-            if let Some(err) = v.get("error") {
-                let body = json!({"type": "error", "error": {"type": "api_error", "message": err["message"]}});
-                r.pending.push_back(event("error", &body));
-                r.done = true;
-                continue;
-            }
-            r.tally.note(&v);
-            let delta = &v["choices"][0]["delta"];
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                let index = *r.text_open.get_or_insert_with(|| {
-                    let i = r.blocks;
-                    r.blocks += 1;
-                    r.pending.push_back(event("content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})));
-                    i
-                });
-                r.pending.push_back(event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
-            }
-            for c in delta["tool_calls"].as_array().into_iter().flatten() {
-                if let Some(i) = r.text_open.take() {
-                    r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
-                }
-                r.tool_calls = true;
-                let i = r.blocks;
-                r.blocks += 1;
-                let mut block = tool_use_block(c);
-                let input = std::mem::replace(&mut block["input"], json!({}));
-                r.pending.push_back(event("content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": block})));
-                r.pending.push_back(event("content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}})));
-                r.pending.push_back(event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
-            }
+            self.push("message_start", &start);
         }
-    });
-    Sse::new(body)
+    }
+
+    fn close_text(&mut self) {
+        if let Some(i) = self.text_open.take() {
+            self.push("content_block_stop", &json!({"type": "content_block_stop", "index": i}));
+        }
+    }
+}
+
+impl Translator for Relay {
+    fn chunk(&mut self, v: &Value) {
+        self.started(Some(v));
+        if let Some(err) = v.get("error") {
+            self.push("error", &json!({"type": "error", "error": {"type": "api_error", "message": err["message"]}}));
+            self.failed = true;
+            return;
+        }
+        self.tally.note(v);
+        let delta = &v["choices"][0]["delta"];
+        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+            let index = if let Some(i) = self.text_open {
+                i
+            } else {
+                let i = self.blocks;
+                self.blocks += 1;
+                self.push("content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}));
+                self.text_open = Some(i);
+                i
+            };
+            self.push("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}));
+        }
+        for c in delta["tool_calls"].as_array().into_iter().flatten() {
+            self.close_text();
+            self.tool_calls = true;
+            let i = self.blocks;
+            self.blocks += 1;
+            let mut block = tool_use_block(c);
+            let input = std::mem::replace(&mut block["input"], json!({}));
+            self.push("content_block_start", &json!({"type": "content_block_start", "index": i, "content_block": block}));
+            self.push("content_block_delta", &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}));
+            self.push("content_block_stop", &json!({"type": "content_block_stop", "index": i}));
+        }
+    }
+
+    fn end(&mut self) {
+        self.started(None);
+        self.close_text();
+        let reason = stop_reason(self.tally.finish.as_deref(), self.tool_calls);
+        let delta = json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": null},
+            "usage": usage(&self.tally.usage),
+        });
+        self.push("message_delta", &delta);
+        self.push("message_stop", &json!({"type": "message_stop"}));
+    }
+
+    fn queue(&mut self) -> &mut VecDeque<SseEvent> {
+        &mut self.pending
+    }
+
+    fn stopped(&self) -> bool {
+        self.failed
+    }
 }
 
 pub async fn count_tokens(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, AnthropicError> {

@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -527,6 +527,70 @@ fn note(state: &AppState, c: &mut Choice, chunk: &Value) -> Vec<(u32, Value)> {
 /// llama-server's stream: a `data:` object per piece of text (`content`,
 /// `tokens`, `stop: false`), then each choice's closing object (`stop: true`,
 /// counts, timings); no `[DONE]`.
+struct NativeStream {
+    state: Arc<AppState>,
+    native: Native,
+    prompt: String,
+    started: Instant,
+    choices: Vec<Choice>,
+    pending: std::collections::VecDeque<SseEvent>,
+    failed: bool,
+}
+
+impl NativeStream {
+    fn push(&mut self, v: &Value) {
+        self.pending.push_back(SseEvent::default().data(v.to_string()));
+    }
+}
+
+impl relay::Translator for NativeStream {
+    fn chunk(&mut self, v: &Value) {
+        if let Some(err) = v.get("error") {
+            self.push(&json!({"error": err}));
+            self.failed = true;
+            return;
+        }
+        if !v["usage"].is_null() {
+            // Sent last: every choice's closing object, with the counts.
+            let closing: Vec<Value> = (0..self.choices.len())
+                .map(|i| final_object(&self.native, &self.prompt, &self.choices[i], i, &v["usage"], self.started, false))
+                .collect();
+            closing.iter().for_each(|c| self.push(c));
+            return;
+        }
+        for chunk in v["choices"].as_array().into_iter().flatten() {
+            let i = chunk["index"].as_u64().unwrap_or(0) as usize;
+            if self.choices.len() <= i {
+                self.choices.resize_with(i + 1, Choice::default);
+            }
+            let before = self.choices[i].content.len();
+            let entries = note(&self.state, &mut self.choices[i], chunk);
+            let text = &self.choices[i].content[before..];
+            if text.is_empty() && entries.is_empty() {
+                continue;
+            }
+            let mut piece = json!({
+                "index": i, "content": text, "tokens": entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                "stop": false, "id_slot": -1, "tokens_predicted": self.choices[i].tokens.len(),
+            });
+            if self.native.n_probs > 0 {
+                piece["completion_probabilities"] = Value::Array(entries.into_iter().map(|(_, e)| e).collect());
+            }
+            self.push(&piece);
+        }
+    }
+
+    fn end(&mut self) {}
+
+    fn queue(&mut self) -> &mut std::collections::VecDeque<SseEvent> {
+        &mut self.pending
+    }
+
+    fn stopped(&self) -> bool {
+        self.failed
+    }
+}
+
 fn stream_native(
     state: Arc<AppState>,
     native: Native,
@@ -534,64 +598,8 @@ fn stream_native(
     chunks: BoxStream<'static, Value>,
     started: Instant,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    struct Run {
-        state: Arc<AppState>,
-        native: Native,
-        prompt: String,
-        chunks: BoxStream<'static, Value>,
-        started: Instant,
-        choices: Vec<Choice>,
-        pending: std::collections::VecDeque<Value>,
-        done: bool,
-    }
-    let run = Run { state, native, prompt, chunks, started, choices: Vec::new(), pending: std::collections::VecDeque::new(), done: false };
-    let body = stream::unfold(run, |mut r| async move {
-        loop {
-            if let Some(v) = r.pending.pop_front() {
-                return Some((Ok(SseEvent::default().data(v.to_string())), r));
-            }
-            if r.done {
-                return None;
-            }
-            let Some(v) = r.chunks.next().await else {
-                r.done = true;
-                continue;
-            };
-            if let Some(err) = v.get("error") {
-                r.pending.push_back(json!({"error": err}));
-                r.done = true;
-                continue;
-            }
-            if !v["usage"].is_null() {
-                // Sent last: every choice's closing object, with the counts.
-                for (i, c) in r.choices.iter().enumerate() {
-                    r.pending.push_back(final_object(&r.native, &r.prompt, c, i, &v["usage"], r.started, false));
-                }
-                continue;
-            }
-            for chunk in v["choices"].as_array().cloned().unwrap_or_default() {
-                let i = chunk["index"].as_u64().unwrap_or(0) as usize;
-                if r.choices.len() <= i {
-                    r.choices.resize_with(i + 1, Choice::default);
-                }
-                let before = r.choices[i].content.len();
-                let entries = note(&r.state, &mut r.choices[i], &chunk);
-                let text = &r.choices[i].content[before..];
-                if text.is_empty() && entries.is_empty() {
-                    continue;
-                }
-                let mut piece = json!({
-                    "index": i, "content": text, "tokens": entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-                    "stop": false, "id_slot": -1, "tokens_predicted": r.choices[i].tokens.len(),
-                });
-                if r.native.n_probs > 0 {
-                    piece["completion_probabilities"] = Value::Array(entries.into_iter().map(|(_, e)| e).collect());
-                }
-                r.pending.push_back(piece);
-            }
-        }
-    });
-    Sse::new(body).keep_alive(KeepAlive::default())
+    let translator = NativeStream { state, native, prompt, started, choices: Vec::new(), pending: std::collections::VecDeque::new(), failed: false };
+    relay::translate(chunks, translator)
 }
 
 /// `POST /predict`: Google Vertex AI's custom-container protocol, as

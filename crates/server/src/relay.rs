@@ -4,12 +4,15 @@
 //! reply back. This is the reply side: a whole JSON body, or the data
 //! objects of its server-sent events.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::Response;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, Stream, StreamExt};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -85,4 +88,44 @@ impl Tally {
             self.finish = Some(f.to_owned());
         }
     }
+}
+
+/// A protocol's stream built from OpenAI chunks: it reads each chunk (and
+/// the end) and queues the events its protocol sends.
+pub(crate) trait Translator: Send + 'static {
+    /// Reads one OpenAI chunk.
+    fn chunk(&mut self, chunk: &Value);
+    /// The OpenAI stream ended: queues the closing events.
+    fn end(&mut self);
+    /// Events ready to go, in order.
+    fn queue(&mut self) -> &mut VecDeque<SseEvent>;
+    /// Whether nothing more is to be sent once the queue is empty (after
+    /// an error, say), even if chunks remain.
+    fn stopped(&self) -> bool {
+        false
+    }
+}
+
+/// The SSE body that `translator` makes of `chunks`.
+pub(crate) fn translate<T: Translator>(
+    chunks: BoxStream<'static, Value>,
+    translator: T,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let body = stream::unfold((chunks, translator, false), |(mut chunks, mut t, mut ended)| async move {
+        loop {
+            if let Some(event) = t.queue().pop_front() {
+                return Some((Ok(event), (chunks, t, ended)));
+            }
+            if ended || t.stopped() {
+                return None;
+            }
+            if let Some(v) = chunks.next().await {
+                t.chunk(&v);
+            } else {
+                t.end();
+                ended = true;
+            }
+        }
+    });
+    Sse::new(body).keep_alive(KeepAlive::default())
 }

@@ -20,10 +20,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
@@ -438,7 +438,6 @@ enum Open {
 
 struct Relay {
     run: StreamRun,
-    chunks: BoxStream<'static, Value>,
     pending: VecDeque<SseEvent>,
     sequence: u64,
     open: Option<Open>,
@@ -568,11 +567,28 @@ impl Relay {
     }
 }
 
+impl relay::Translator for Relay {
+    fn chunk(&mut self, chunk: &Value) {
+        self.on_chunk(chunk);
+    }
+
+    fn end(&mut self) {
+        self.finish();
+    }
+
+    fn queue(&mut self) -> &mut VecDeque<SseEvent> {
+        &mut self.pending
+    }
+
+    fn stopped(&self) -> bool {
+        self.done
+    }
+}
+
 /// OpenAI chat chunks in, the Responses API's semantic events out.
 fn stream_events(chunks: BoxStream<'static, Value>, run: StreamRun) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let mut r = Relay {
         run,
-        chunks,
         pending: VecDeque::new(),
         sequence: 0,
         open: None,
@@ -585,23 +601,7 @@ fn stream_events(chunks: BoxStream<'static, Value>, run: StreamRun) -> Sse<impl 
     let start = r.snapshot("in_progress", &Value::Null);
     r.emit("response.created", json!({"response": start.clone()}));
     r.emit("response.in_progress", json!({"response": start}));
-    let body = stream::unfold(r, |mut r| async move {
-        loop {
-            if let Some(e) = r.pending.pop_front() {
-                return Some((Ok(e), r));
-            }
-            if r.done {
-                return None;
-            }
-            if let Some(v) = r.chunks.next().await {
-                r.on_chunk(&v);
-            } else {
-                r.finish();
-                r.done = true;
-            }
-        }
-    });
-    Sse::new(body).keep_alive(KeepAlive::default())
+    relay::translate(chunks, r)
 }
 
 #[cfg(test)]
