@@ -620,7 +620,7 @@ mod tests {
         let line = "hearth serve -m model.gguf -c 8k -np 3 -ngl 99 -a tiny --jinja --metrics -cb --port 9000";
         let args = serve::llama_server_flags(line.split(' ').map(Into::into).collect());
         let Command::Serve(a) = Cli::try_parse_from(args).expect("parses").command else { panic!("not serve") };
-        assert_eq!((a.ctx, a.parallel, a.name.as_deref(), a.port), (8192, Some(3), Some("tiny"), 9000));
+        assert_eq!((a.ctx, a.parallel, a.name.as_slice(), a.port), (8192, Some(3), &["tiny".to_owned()][..], 9000));
         assert_eq!(a.n_gpu_layers.as_deref(), Some("99"));
         // Other commands' arguments are left alone.
         let run: Vec<std::ffi::OsString> = ["hearth", "run", "-np"].iter().map(Into::into).collect();

@@ -45,8 +45,8 @@ pub struct ServeArgs {
     #[arg(long, short = 'm')]
     pub model: String,
     /// Address to bind (loopback unless you say otherwise).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: std::net::IpAddr,
+    #[arg(long, default_value = "127.0.0.1", value_delimiter = ',')]
+    pub host: Vec<std::net::IpAddr>,
     /// Port.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
@@ -86,9 +86,13 @@ pub struct ServeArgs {
     /// Requests allowed to wait for a slot; more get 429.
     #[arg(long = "max-queue", default_value_t = 256)]
     pub max_queue: usize,
-    /// Name the model is served under (default: the alias or file stem).
-    #[arg(long, short = 'a', alias = "alias")]
-    pub name: Option<String>,
+    /// Names the model is served under, comma-separated (default: the alias
+    /// or file stem); listed by `/v1/models` under the first in order.
+    #[arg(long, short = 'a', alias = "alias", value_delimiter = ',')]
+    pub name: Vec<String>,
+    /// Free-form tags listed with the model by `/v1/models`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
     /// Also serve this embedding model (alias such as `minilm`, or a Hugging
     /// Face encoder folder) on /v1/embeddings and /v1/rerank.
     #[arg(long = "embedding-model")]
@@ -244,7 +248,12 @@ pub fn cmd_serve(
     embedder: Option<Arc<EmbeddingModel>>,
     catalog: hearth_catalog::Catalog,
 ) -> Result<()> {
-    let name = a.name.clone().unwrap_or_else(|| model_name(&a.model));
+    // Several names: listed under the first in order (as llama-server does),
+    // answering to all.
+    let mut names: Vec<String> = a.name.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+    names.sort();
+    names.dedup();
+    let name = names.first().cloned().unwrap_or_else(|| model_name(&a.model));
     if let Some(layers) = &a.n_gpu_layers {
         eprintln!("note: -ngl {layers} ignored: this build computes on the CPU");
     }
@@ -298,13 +307,15 @@ pub fn cmd_serve(
     state.any_model_name = a.any_model_name;
     state.slots = !a.no_slots;
     state.ui = !a.no_ui;
+    state.aliases = names;
+    state.tags = a.tags.clone();
     if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
         let name = model_name(model);
         eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);
         state = state.with_embedder(name, EmbedHandle::spawn(e));
     }
-    let addr = SocketAddr::new(a.host, a.port);
-    if !a.host.is_loopback() {
+    let addrs: Vec<SocketAddr> = a.host.iter().map(|&h| SocketAddr::new(h, a.port)).collect();
+    for addr in addrs.iter().filter(|addr| !addr.ip().is_loopback()) {
         if api_key.is_some() {
             eprintln!("warning: listening on {addr}, reachable from other machines");
         } else {
@@ -316,13 +327,15 @@ pub fn cmd_serve(
     }
     let rt = http_runtime()?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let mut listeners = Vec::with_capacity(addrs.len());
+        for addr in &addrs {
+            listeners.push(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?);
+        }
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        hearth_server::serve(listener, state, limits, shutdown).await
-    })
-    .with_context(|| format!("serving on {addr}"))?;
+        hearth_server::serve_on(listeners, state, limits, shutdown).await.context("serving")
+    })?;
     Ok(())
 }
 

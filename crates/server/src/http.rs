@@ -63,7 +63,23 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    tracing::info!("listening on http://{}", listener.local_addr()?);
+    serve_on(vec![listener], state, limits, shutdown).await
+}
+
+/// The same on several listeners at once (`--host 127.0.0.1,::1`): one
+/// router, one connection cap for all of them.
+pub async fn serve_on(
+    listeners: Vec<TcpListener>,
+    state: AppState,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    if listeners.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"));
+    }
+    for l in &listeners {
+        tracing::info!("listening on http://{}", l.local_addr()?);
+    }
     let app = router(state, &limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
@@ -73,8 +89,9 @@ pub async fn serve(
             p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             () = &mut shutdown => break,
         };
+        let accept = futures::future::select_all(listeners.iter().map(|l| Box::pin(l.accept())));
         let stream = tokio::select! {
-            r = listener.accept() => match r {
+            (r, _, _) = accept => match r {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of descriptors or a connection reset before accept:
@@ -103,7 +120,7 @@ pub async fn serve(
             drop(permit);
         });
     }
-    drop(listener);
+    drop(listeners);
     graceful.shutdown().await;
     Ok(())
 }

@@ -45,7 +45,7 @@ use tokio::sync::Semaphore;
 pub use dto::{check_body, ChatRequest, CompletionRequest, SamplingDefaults};
 pub use embeddings::Embedder;
 pub use error::ApiError;
-pub use http::{serve, HttpLimits};
+pub use http::{serve, serve_on, HttpLimits};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -73,6 +73,10 @@ pub struct AppState {
     pub slots: bool,
     /// Serve the page at `/` (on unless `--no-ui`).
     pub ui: bool,
+    /// Every name the chat model answers to (`model_name` among them).
+    pub aliases: Vec<String>,
+    /// Free-form tags listed with the model.
+    pub tags: Vec<String>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -96,6 +100,8 @@ impl AppState {
             any_model_name: false,
             slots: true,
             ui: true,
+            aliases: Vec::new(),
+            tags: Vec::new(),
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -116,7 +122,9 @@ impl AppState {
     /// one; any name with `any_model_name`).
     #[must_use]
     pub fn serves(&self, name: &str) -> bool {
-        self.any_model_name || hearth_catalog::same_model(name, &self.model_name)
+        self.any_model_name
+            || hearth_catalog::same_model(name, &self.model_name)
+            || self.aliases.iter().any(|a| hearth_catalog::same_model(name, a))
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS
@@ -285,6 +293,12 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "owned_by": "hearth",
         "meta": {"architecture": session.model.config().arch, "n_ctx": state.engine.limits().max_seq_len()},
     })];
+    if !state.aliases.is_empty() {
+        data[0]["aliases"] = json!(state.aliases);
+    }
+    if !state.tags.is_empty() {
+        data[0]["tags"] = json!(state.tags);
+    }
     if let Some(e) = &state.embedder {
         let m = e.handle.model();
         data.push(json!({

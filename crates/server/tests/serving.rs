@@ -694,3 +694,28 @@ async fn the_page_is_off_with_no_ui() {
         assert_eq!(r.status().as_u16(), 404, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_listens_on_several_addresses_and_answers_to_several_names() {
+    let _serial = SERIAL.lock().await;
+    let engine = hearth_engine::handle::EngineHandle::spawn(common::session(), config(1, 512, 2, 512)).expect("engine");
+    let mut state = hearth_server::AppState::new(engine, "code".into(), None);
+    state.aliases = vec!["code".into(), "fim".into()];
+    state.tags = vec!["small".into()];
+    let mut listeners = vec![tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()];
+    // IPv6 loopback where the machine has it.
+    if let Ok(v6) = tokio::net::TcpListener::bind("[::1]:0").await {
+        listeners.push(v6);
+    }
+    let addrs: Vec<std::net::SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    tokio::spawn(hearth_server::serve_on(listeners, state, hearth_server::HttpLimits::default(), std::future::pending()));
+    let http = reqwest::Client::new();
+    for addr in &addrs {
+        let v: Value = http.get(format!("http://{addr}/v1/models")).send().await.unwrap().json().await.unwrap();
+        assert_eq!((v["data"][0]["id"].as_str(), v["data"][0]["tags"][0].as_str()), (Some("code"), Some("small")), "{v}");
+        assert_eq!(v["data"][0]["aliases"], json!(["code", "fim"]), "{v}");
+    }
+    let body = json!({"model": "fim", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
+    let r = http.post(format!("http://{}/v1/chat/completions", addrs[0])).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
