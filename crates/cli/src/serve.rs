@@ -308,7 +308,7 @@ pub fn cmd_serve(
     state.slots = !a.no_slots;
     state.ui = !a.no_ui;
     state.aliases = names;
-    state.tags = a.tags.clone();
+    state.tags.clone_from(&a.tags);
     if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
         let name = model_name(model);
         eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);
