@@ -370,7 +370,7 @@ fn final_object(native: &Native, prompt_text: &str, c: &Choice, index: usize, us
     let (prompt_ms, predicted_ms) = (ms(started, first), ms(first, now));
     let evaluated = prompt_n.saturating_sub(cached);
     let per = |n: u64, t: f64| if n == 0 { 0.0 } else { t / n as f64 };
-    let rate = |n: u64, t: f64| if t <= 0.0 { 0.0 } else { n as f64 * 1000.0 / t };
+    let rate = |n: u64, t: f64| if t <= 0.0 || n == 0 { 0.0 } else { n as f64 * 1000.0 / t };
     let mut v = json!({
         "index": index,
         "content": if whole { c.content.as_str() } else { "" },
@@ -390,7 +390,9 @@ fn final_object(native: &Native, prompt_text: &str, c: &Choice, index: usize, us
         "timings": {
             "cache_n": cached,
             "prompt_n": evaluated, "prompt_ms": prompt_ms, "prompt_per_token_ms": per(evaluated, prompt_ms), "prompt_per_second": rate(evaluated, prompt_ms),
-            "predicted_n": predicted_n, "predicted_ms": predicted_ms, "predicted_per_token_ms": per(predicted_n, predicted_ms), "predicted_per_second": rate(predicted_n, predicted_ms),
+            "predicted_n": predicted_n, "predicted_ms": predicted_ms,
+            // The clock starts at the first token, so the rate is over the steps after it.
+            "predicted_per_token_ms": per(predicted_n.saturating_sub(1), predicted_ms), "predicted_per_second": rate(predicted_n.saturating_sub(1), predicted_ms),
         },
     });
     if whole && native.n_probs > 0 {
