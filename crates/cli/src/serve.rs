@@ -121,10 +121,11 @@ pub struct ServeArgs {
     /// Default reply limit in tokens (-1: the rest of the context).
     #[arg(long = "n-predict", short = 'n', allow_negative_numbers = true, help_heading = "Request defaults (llama-server's flags)")]
     pub n_predict: Option<i64>,
-    /// Answer requests naming any model with the served one, as llama-server
-    /// does (by default an unknown name is a 404, as OpenAI's).
-    #[arg(long = "any-model-name")]
-    pub any_model_name: bool,
+    /// Refuse requests naming a model not served (404, as OpenAI's) instead
+    /// of answering them with the served model (the reply's `model` says
+    /// which answered).
+    #[arg(long = "no-default-model")]
+    pub no_default_model: bool,
     /// Do not serve llama-server's `/slots`.
     #[arg(long = "no-slots")]
     pub no_slots: bool,
@@ -304,7 +305,7 @@ pub fn cmd_serve(
     let engine = EngineHandle::spawn(Arc::new(session), config)?;
     let mut state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone()).with_catalog(catalog);
     state.defaults = defaults;
-    state.any_model_name = a.any_model_name;
+    state.default_model = !a.no_default_model;
     state.slots = !a.no_slots;
     state.ui = !a.no_ui;
     state.aliases = names;

@@ -171,7 +171,9 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
     let Some(max_tokens) = req.get("max_tokens").and_then(Value::as_u64) else {
         return Err(bad("max_tokens", "max_tokens is required"));
     };
-    let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
+    let asked = req.get("model").and_then(Value::as_str).unwrap_or("");
+    // The reply names the model that answered (the default one for a name not served).
+    let model = state.answering_name(asked).to_owned();
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut openai = to_openai(&req)?;
     openai.insert("max_tokens".into(), json!(max_tokens));

@@ -108,8 +108,11 @@ pub(crate) fn source(state: &AppState, model: Option<&str>) -> Result<Source, Ap
     let named = model.filter(|m| !m.is_empty());
     match (&state.embedder, named) {
         (Some(e), None) => Ok(Source::Encoder(e.clone())),
-        (Some(e), Some(m)) if hearth_catalog::same_model(m, &e.name) || state.any_model_name => Ok(Source::Encoder(e.clone())),
+        (Some(e), Some(m)) if hearth_catalog::same_model(m, &e.name) => Ok(Source::Encoder(e.clone())),
         (_, Some(m)) if state.serves(m) => Ok(Source::Decoder),
+        // The default model for embeddings is the embedding model, if any.
+        (Some(e), Some(_)) if state.default_model => Ok(Source::Encoder(e.clone())),
+        (None, Some(_)) if state.default_model => Ok(Source::Decoder),
         (None, None) => Ok(Source::Decoder),
         (Some(e), Some(m)) => Err(ApiError::unknown_model(m, &format!("{} or {}", e.name, state.model_name))),
         (None, Some(m)) => Err(ApiError::unknown_model(m, &state.model_name)),

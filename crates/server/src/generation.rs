@@ -196,7 +196,7 @@ fn call_id() -> String {
 
 fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
     if let Some(name) = &sampling.model {
-        if !name.is_empty() && !state.serves(name) {
+        if !name.is_empty() && !state.answers(name) {
             return Err(ApiError::unknown_model(name, &state.model_name));
         }
     }

@@ -66,9 +66,12 @@ pub struct AppState {
     pub catalog: Option<hearth_catalog::Catalog>,
     /// What left-out sampling fields become.
     pub defaults: SamplingDefaults,
-    /// Answer requests naming any model with the served one (llama-server's
-    /// way); by default an unknown name is a 404, as OpenAI's.
-    pub any_model_name: bool,
+    /// Answer generation requests that name no model or one not served
+    /// with the served model, the default (implied with one model served:
+    /// many clients send "gpt-3.5-turbo" and cannot be told otherwise); the
+    /// reply's `model` says which answered. Off with `--no-default-model`:
+    /// an unknown name is then a 404, as OpenAI's.
+    pub default_model: bool,
     /// Serve llama-server's `/slots` (on unless `--no-slots`).
     pub slots: bool,
     /// Serve the page at `/` (on unless `--no-ui`).
@@ -97,7 +100,7 @@ impl AppState {
             responses: Arc::default(),
             catalog: None,
             defaults: SamplingDefaults::default(),
-            any_model_name: false,
+            default_model: true,
             slots: true,
             ui: true,
             aliases: Vec::new(),
@@ -119,12 +122,28 @@ impl AppState {
     }
 
     /// Whether `name` names the chat model served (`x` and `x:latest` are
-    /// one; any name with `any_model_name`).
+    /// one; its aliases too).
     #[must_use]
     pub fn serves(&self, name: &str) -> bool {
-        self.any_model_name
-            || hearth_catalog::same_model(name, &self.model_name)
-            || self.aliases.iter().any(|a| hearth_catalog::same_model(name, a))
+        hearth_catalog::same_model(name, &self.model_name) || self.aliases.iter().any(|a| hearth_catalog::same_model(name, a))
+    }
+
+    /// Whether a generation request naming `name` is answered: the model
+    /// is served, or the default model answers for it.
+    #[must_use]
+    pub fn answers(&self, name: &str) -> bool {
+        self.default_model || self.serves(name)
+    }
+
+    /// The name a reply gives for a request that asked for `asked`: that
+    /// name when it is served, else the default model's.
+    #[must_use]
+    pub fn answering_name<'a>(&'a self, asked: &'a str) -> &'a str {
+        if !asked.is_empty() && self.serves(asked) {
+            asked
+        } else {
+            &self.model_name
+        }
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS

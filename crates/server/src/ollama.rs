@@ -357,7 +357,7 @@ enum Api {
 pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: Value = crate::parse(&body)?;
     let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
-    if !state.serves(&model) {
+    if !state.answers(&model) {
         return Err(not_found(&model));
     }
     let messages = req.get("messages").cloned().unwrap_or(Value::Null);
@@ -376,7 +376,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
 pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, OllamaError> {
     let req: Value = crate::parse(&body)?;
     let model = req.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
-    if !state.serves(&model) {
+    if !state.answers(&model) {
         return Err(not_found(&model));
     }
     refuse_images(&req, "images")?;
@@ -384,7 +384,7 @@ pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Result
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(true);
     if prompt.is_empty() {
         // Ollama's way to load a model: an empty prompt answers at once.
-        return Ok(Json(json!({"model": model, "created_at": now(), "response": "", "done": true, "done_reason": "load"})).into_response());
+        return Ok(Json(json!({"model": state.answering_name(&model), "created_at": now(), "response": "", "done": true, "done_reason": "load"})).into_response());
     }
     let raw = req.get("raw").and_then(Value::as_bool).unwrap_or(false);
     let mut openai = serde_json::Map::new();
@@ -447,6 +447,8 @@ async fn translate(
 ) -> Result<Response, OllamaError> {
     use futures::StreamExt;
     let t0 = Instant::now();
+    // The reply names the model that answered (the default one for a name not served).
+    let model = state.answering_name(model).to_owned();
     openai.insert("stream".into(), json!(stream));
     if stream {
         openai.insert("stream_options".into(), json!({"include_usage": true}));

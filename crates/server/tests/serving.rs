@@ -195,10 +195,17 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
     assert_eq!(status, 200, "{v}");
     let (status, v) = server.post("/v1/chat/completions", &json!({"messages": "nope"})).await;
     assert_eq!((status, v["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{v}");
-    let (status, _) = server
-        .post("/v1/chat/completions", &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}))
-        .await;
-    assert_eq!(status, 404);
+    // A name not served is answered by the default model, which the reply names;
+    // with --no-default-model it is a 404.
+    let gpt9 = json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let (status, v) = server.post("/v1/chat/completions", &gpt9).await;
+    assert_eq!((status, v["model"].as_str()), (200, Some("smollm2")), "{v}");
+    let engine = hearth_engine::handle::EngineHandle::spawn(common::session(), config(1, 256, 1, 256)).expect("engine");
+    let mut strict = hearth_server::AppState::new(engine, "smollm2".into(), None);
+    strict.default_model = false;
+    let strict = common::serve_state(strict, hearth_server::HttpLimits::default()).await;
+    let (status, v) = strict.post("/v1/chat/completions", &gpt9).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("model_not_found")), "{v}");
     let (status, v) =
         server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "n": 0})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("n")));
@@ -493,9 +500,9 @@ async fn embeddings_and_rerank_answer_in_openai_shape_and_refuse_bad_input() {
     }
     let (status, v) = server.post("/v1/embeddings", &json!({"input": "word ".repeat(600), "truncate": true})).await;
     assert_eq!(status, 200, "{v}");
-    let (status, v) = server.post("/v1/embeddings", &json!({"input": "x", "model": "gpt-embed"})).await;
-    assert_eq!(status, 404, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("minilm"), "{v}");
+    // A name not served: the embedding model answers, and says so.
+    let (status, v) = server.post("/v1/embeddings", &json!({"input": "x", "model": "text-embedding-3-small"})).await;
+    assert_eq!((status, v["model"].as_str()), (200, Some("minilm")), "{v}");
     let (status, v) = server.post("/v1/rerank", &json!({"query": "q", "documents": []})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("documents")), "{v}");
     // The chat model embeds too when named (its pooled final hidden states).
