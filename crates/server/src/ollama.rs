@@ -455,7 +455,6 @@ async fn translate(
     }
     let target = if raw { Target::Text } else { Target::Chat };
     let reply = relay::call(state, target, &Value::Object(openai)).await?;
-    let model = model.to_owned();
     if !stream {
         let v = relay::whole(reply).await?;
         let choice = &v["choices"][0];
