@@ -2,16 +2,7 @@
 
 /// Parses a token count with an optional `k` (×1024) or `m` (×1024²) suffix.
 pub fn parse_tokens(s: &str) -> Result<usize, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let (num, mult) = match t.strip_suffix('k') {
-        Some(n) => (n, 1024),
-        None => match t.strip_suffix('m') {
-            Some(n) => (n, 1024 * 1024),
-            None => (t.as_str(), 1),
-        },
-    };
-    let n: usize = num.parse().map_err(|_| format!("{s:?} is not a size like 4096, 32k or 1m"))?;
-    n.checked_mul(mult).filter(|&v| v > 0).ok_or_else(|| format!("{s:?} is out of range"))
+    hearth_core::parse_token_count(s).ok_or_else(|| format!("{s:?} is not a size like 4096, 32k or 1m"))
 }
 
 /// Parses a byte size: `512M`, `24G`, `1.5G`, `2GiB`, `1000000` (binary units).

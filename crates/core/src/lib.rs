@@ -18,3 +18,18 @@ pub use backend::{
 pub use batch::{ForwardBatch, SeqId, TokenId};
 pub use ggml_type::{GgmlType, UnknownGgmlType};
 pub use kv::{AttentionSpan, BlockId, KvData, KvDataMut, KvLayer, KvType};
+
+/// A token count as people write it: `4096`, `32k`, `1m` (k = 1024, m =
+/// 1024²), case-insensitive; none when it is not one (or is zero).
+#[must_use]
+pub fn parse_token_count(s: &str) -> Option<usize> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.strip_suffix('k') {
+        Some(n) => (n, 1024),
+        None => match t.strip_suffix('m') {
+            Some(n) => (n, 1024 * 1024),
+            None => (t.as_str(), 1),
+        },
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult).filter(|&v| v > 0)
+}

@@ -15,6 +15,7 @@
 //! client costs one socket for a bounded time and never the others' service.
 
 mod anthropic;
+mod capacity;
 mod dto;
 mod embeddings;
 mod error;
@@ -160,6 +161,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/chat/completions", post(generation::chat))
         .route("/chat/completions/input_tokens", post(generation::input_tokens))
         .route("/models", get(models))
+        .route("/capacity", get(capacity::capacity))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/messages", post(anthropic::messages))
         .route("/messages/count_tokens", post(anthropic::count_tokens))

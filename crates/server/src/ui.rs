@@ -28,9 +28,6 @@ const STYLE: &str = include_str!("../ui/app.css");
 /// Scripts, styles and connections from this origin only; never framed.
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// The context the capacity answer is given for ("N more users of 4k").
-const CAPACITY_CONTEXT: usize = 4096;
-
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     (
         [
@@ -60,9 +57,7 @@ pub async fn style() -> Response {
 fn stats_of(state: &AppState) -> Value {
     let now = state.engine.metrics().snapshot();
     let limits = state.engine.limits();
-    let block_tokens = if now.kv_blocks_total > 0.0 { limits.pool_tokens as f64 / now.kv_blocks_total } else { 0.0 };
-    let free_tokens = (now.kv_blocks_free * block_tokens) as usize;
-    let context = CAPACITY_CONTEXT.min(limits.max_seq_len());
+    let capacity = crate::capacity::of(state, crate::capacity::DEFAULT_CONTEXT);
     let session = state.engine.session();
     let weights: u64 = session.file.tensors().iter().map(|t| t.size as u64).sum();
     let mut models = vec![json!({
@@ -78,7 +73,7 @@ fn stats_of(state: &AppState) -> Value {
     }
     json!({
         "now": now,
-        "capacity": {"context": context, "free_tokens": free_tokens, "more_users": free_tokens / context.max(1)},
+        "capacity": {"context": capacity.context, "free_tokens": capacity.free_kv_tokens, "more_users": capacity.more_users},
         "models": models,
     })
 }

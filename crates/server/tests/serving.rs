@@ -726,3 +726,58 @@ async fn one_server_listens_on_several_addresses_and_answers_to_several_names() 
     let r = http.post(format!("http://{}/v1/chat/completions", addrs[0])).json(&body).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_answers_how_many_more_users_fit_and_agrees_with_what_does() {
+    let _serial = SERIAL.lock().await;
+    // 4 slots, 4,096 KV tokens, contexts up to 2,048.
+    let server = start(config(4, 4096, 8, 2048), None).await;
+    let capacity = |context: &'static str| {
+        let (http, url) = (server.http.clone(), server.url.clone());
+        async move {
+            let v: Value = http.get(format!("{url}/v1/capacity?context={context}")).send().await.unwrap().json().await.unwrap();
+            v["data"][0]["capacity"].clone()
+        }
+    };
+    assert_eq!(capacity("1024").await["more_users"], 4);
+    assert_eq!(capacity("2k").await["more_users"], 2);
+    // Beyond the model's context: answered for its context.
+    assert_eq!(capacity("32k").await["context"], 2048);
+    let r = server.http.get(format!("{}/v1/capacity?context=lots", server.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Fill it with that many users, and one more: the extra one waits, nobody fails.
+    let long = json!({"messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 900, "ignore_eos": true, "stream": true});
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        let mut r = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let first = r.chunk().await.unwrap().unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&first).contains("\"error\""));
+        users.push(r);
+    }
+    let mut full = false;
+    for _ in 0..200 {
+        if server.metric("hearth_running_sequences").await >= 4.0 {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(full, "four users never ran together");
+    assert_eq!(capacity("1024").await["more_users"], 0);
+    let extra = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long).send();
+    let extra = tokio::spawn(async move { extra.await.unwrap().text().await.unwrap() });
+    let mut queued = false;
+    for _ in 0..200 {
+        if server.metric("hearth_queue_depth").await >= 1.0 {
+            queued = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(queued, "the fifth user did not wait");
+    drop(users);
+    let text = extra.await.unwrap();
+    assert!(!text.contains("\"error\"") && text.contains("[DONE]"), "the extra user failed: {text}");
+    server.assert_drained().await;
+}
