@@ -42,7 +42,7 @@ pub fn of(state: &AppState, context: usize) -> Capacity {
     let limits = state.engine.limits();
     let count = |g: i64| usize::try_from(g).unwrap_or(0);
     let (free_blocks, total_blocks) = (count(m.kv_blocks_free.get()), count(m.kv_blocks_total.get()));
-    let block_tokens = if total_blocks == 0 { 0 } else { limits.pool_tokens / total_blocks };
+    let block_tokens = limits.pool_tokens.checked_div(total_blocks).unwrap_or(0);
     let free_kv_tokens = free_blocks * block_tokens;
     let context = context.clamp(1, limits.max_seq_len());
     let (running, waiting, parallel) = (count(m.running.get()), count(m.queue_depth.get()), state.engine.parallel());
