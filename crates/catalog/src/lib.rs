@@ -259,6 +259,9 @@ impl Catalog {
         if let Some(n) = as_name {
             check_free(n)?;
         }
+        // One pull at a time in this process: two pulls of one model would
+        // share its staging files (a server may get two /api/pull at once).
+        let _pulling = PULL_LOCK.lock();
         let path = if let Some(e) = entry(what) {
             self.pull_alias(e, progress)?
         } else if what.starts_with("http://") || what.starts_with("https://") {
@@ -498,6 +501,9 @@ fn check_free(name: &ModelName) -> Result<(), CatalogError> {
     }
     Ok(())
 }
+
+/// Serializes pulls within this process.
+static PULL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Serializes changes to the tag file within this process (a read, a
 /// change, a whole-file write).

@@ -441,8 +441,11 @@ pub async fn completion(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
         if req.get("stream").and_then(Value::as_bool) == Some(true) {
             return Err(ApiError::invalid("prompt", "stream one prompt per request"));
         }
-        if prompts.len() > crate::dto::MAX_N {
-            return Err(ApiError::invalid("prompt", format!("at most {} prompts per request", crate::dto::MAX_N)));
+        // Prompts × completions each: bounded as `n` is, so one request
+        // cannot flood the queue.
+        let per_prompt = req.get("n_cmpl").or_else(|| req.get("n")).and_then(Value::as_u64).unwrap_or(1).max(1);
+        if prompts.len() as u64 * per_prompt > crate::dto::MAX_N as u64 {
+            return Err(ApiError::invalid("prompt", format!("at most {} completions per request (prompts × n_cmpl)", crate::dto::MAX_N)));
         }
         let runs = prompts.into_iter().map(|p| {
             let mut one = req.clone();

@@ -394,7 +394,7 @@ async fn llama_servers_native_completion_and_slots_answer_in_its_shape() {
     assert_eq!((v["choices"][0]["message"]["content"].as_str(), v["choices"][0]["stop_reason"].as_str()), (Some(reply.as_str()), None), "{v}");
 
     // What cannot be honoured is refused by name, and the server keeps serving.
-    for (bad, param) in [(json!({"prompt": "x", "mirostat": 2}), "mirostat"), (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"), (json!({"n_predict": 2}), "prompt"), (json!({"prompt": [99_999_999]}), "prompt"), (json!({"prompt": "x", "grammar": "root ::= \"a"}), "grammar")] {
+    for (bad, param) in [(json!({"prompt": "x", "mirostat": 2}), "mirostat"), (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"), (json!({"n_predict": 2}), "prompt"), (json!({"prompt": [99_999_999]}), "prompt"), (json!({"prompt": "x", "grammar": "root ::= \"a"}), "grammar"), (json!({"prompt": ["a", "b", "c"], "n_cmpl": 6}), "prompt")] {
         let (status, v) = server.post("/completion", &bad).await;
         assert_eq!((status, v["error"]["param"].as_str()), (400, Some(param)), "{v}");
     }
