@@ -42,17 +42,7 @@ fn not_found(name: &str) -> OllamaError {
 
 /// The chat model's entry in `/api/tags` and `/api/ps`.
 fn model_entry(state: &AppState) -> Value {
-    let session = state.engine.session();
-    let file = &session.file;
-    let arch = session.model.config().arch.clone();
-    let size: u64 = file.tensors().iter().map(|t| t.size as u64).sum();
-    // The type most of the weights are stored in, as Ollama's quantization level.
-    let mut by_type: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-    for t in file.tensors().iter().filter(|t| t.dims.len() == 2) {
-        *by_type.entry(t.ty.name()).or_default() += t.size as u64;
-    }
-    let quant = by_type.iter().max_by_key(|(_, &b)| b).map_or("unknown", |(n, _)| *n);
-    let size_label = file.get("general.size_label").and_then(hearth_gguf::MetaValue::as_str).unwrap_or("");
+    let (details, size) = gguf_details(&state.engine.session().file);
     let name = format!("{}:latest", state.model_name);
     json!({
         "name": name,
@@ -60,15 +50,30 @@ fn model_entry(state: &AppState) -> Value {
         "modified_at": "1970-01-01T00:00:00Z",
         "size": size,
         "digest": "",
-        "details": {
-            "parent_model": "",
-            "format": "gguf",
-            "family": arch,
-            "families": [arch],
-            "parameter_size": size_label,
-            "quantization_level": quant,
-        },
+        "details": details,
     })
+}
+
+/// Ollama's `details` of a GGUF file (family, size label, the type most
+/// weights are stored in as the quantization level) and its weights' bytes.
+fn gguf_details(file: &hearth_gguf::GgufFile) -> (Value, u64) {
+    let arch = file.get("general.architecture").and_then(hearth_gguf::MetaValue::as_str).unwrap_or("").to_owned();
+    let size: u64 = file.tensors().iter().map(|t| t.size as u64).sum();
+    let mut by_type: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for t in file.tensors().iter().filter(|t| t.dims.len() == 2) {
+        *by_type.entry(t.ty.name()).or_default() += t.size as u64;
+    }
+    let quant = by_type.iter().max_by_key(|(_, &b)| b).map_or("unknown", |(n, _)| *n);
+    let size_label = file.get("general.size_label").and_then(hearth_gguf::MetaValue::as_str).unwrap_or("");
+    let details = json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": arch,
+        "families": [arch],
+        "parameter_size": size_label,
+        "quantization_level": quant,
+    });
+    (details, size)
 }
 
 pub async fn version() -> Json<Value> {
@@ -80,18 +85,31 @@ pub async fn version() -> Json<Value> {
 pub async fn tags(State(state): State<Arc<AppState>>) -> Result<Json<Value>, OllamaError> {
     let mut models = vec![model_entry(&state)];
     if let Some(catalog) = state.catalog.clone() {
-        let local = tokio::task::spawn_blocking(move || catalog.local_models())
-            .await
-            .map_err(|_| ApiError::internal("listing the models failed"))?
-            .map_err(catalog_error)?;
-        for m in local.into_iter().filter(|m| !state.serves(&m.name)) {
-            let format = if m.path.is_dir() { "safetensors" } else { "gguf" };
+        // What each file says of itself (a GGUF header is read, not its weights).
+        let local = tokio::task::spawn_blocking(move || {
+            catalog.local_models().map(|models| {
+                models
+                    .into_iter()
+                    .map(|m| {
+                        let details = match hearth_gguf::GgufFile::open(&m.path) {
+                            Ok(file) if !m.path.is_dir() => gguf_details(&file).0,
+                            _ => json!({"parent_model": "", "format": if m.path.is_dir() { "safetensors" } else { "gguf" }, "family": "", "families": [], "parameter_size": "", "quantization_level": ""}),
+                        };
+                        (m, details)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|_| ApiError::internal("listing the models failed"))?
+        .map_err(catalog_error)?;
+        for (m, details) in local.into_iter().filter(|(m, _)| !state.serves(&m.name)) {
             models.push(json!({
                 "name": m.name, "model": m.name,
                 "modified_at": m.modified.map_or_else(|| "1970-01-01T00:00:00Z".into(), rfc3339),
                 "size": m.bytes,
                 "digest": m.sha256.unwrap_or_default(),
-                "details": {"parent_model": "", "format": format, "family": "", "families": [], "parameter_size": "", "quantization_level": ""},
+                "details": details,
             }));
         }
     }
@@ -115,6 +133,39 @@ fn the_catalog(state: &AppState) -> Result<hearth_catalog::Catalog, OllamaError>
     state.catalog.clone().ok_or_else(|| {
         ApiError { status: StatusCode::NOT_IMPLEMENTED, ..ApiError::bad_json("this server was started without a model cache") }.into()
     })
+}
+
+/// `/api/show` for a model in the cache that is not the one served: what
+/// its file says (an encoder folder: that it embeds).
+async fn show_local(state: &AppState, name: String) -> Result<Json<Value>, OllamaError> {
+    let Some(catalog) = state.catalog.clone() else { return Err(not_found(&name)) };
+    let asked = name.clone();
+    let shown = tokio::task::spawn_blocking(move || -> Option<Value> {
+        let path = catalog.resolve_name(&name).ok()?;
+        if path.is_dir() {
+            let details = json!({"parent_model": "", "format": "safetensors", "family": "bert", "families": ["bert"], "parameter_size": "", "quantization_level": ""});
+            return Some(json!({"modelfile": "", "parameters": "", "template": "", "details": details, "model_info": {"general.architecture": "bert"}, "capabilities": ["embedding"]}));
+        }
+        let file = hearth_gguf::GgufFile::open(&path).ok()?;
+        let (details, _) = gguf_details(&file);
+        let arch = details["family"].as_str().unwrap_or("").to_owned();
+        let mut info = serde_json::Map::new();
+        info.insert("general.architecture".into(), json!(arch));
+        for key in ["context_length", "embedding_length", "block_count"] {
+            if let Some(v) = file.get(&format!("{arch}.{key}")).and_then(hearth_gguf::MetaValue::as_u64) {
+                info.insert(format!("{arch}.{key}"), json!(v));
+            }
+        }
+        let template = file.get("tokenizer.chat_template").and_then(hearth_gguf::MetaValue::as_str).unwrap_or("").to_owned();
+        let mut capabilities = vec!["completion"];
+        if template.contains("tools") {
+            capabilities.push("tools");
+        }
+        Some(json!({"modelfile": "", "parameters": "", "template": template, "details": details, "model_info": info, "capabilities": capabilities}))
+    })
+    .await
+    .map_err(|_| ApiError::internal("reading the model failed"))?;
+    shown.map(Json).ok_or_else(|| not_found(&asked))
 }
 
 #[derive(Deserialize)]
@@ -227,7 +278,7 @@ pub async fn show(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Jso
     let req: ShowRequest = crate::parse(&body)?;
     let name = req.model.or(req.name).unwrap_or_default();
     if !state.serves(&name) {
-        return Err(not_found(&name));
+        return show_local(&state, name).await;
     }
     let session = state.engine.session();
     let cfg = session.model.config();

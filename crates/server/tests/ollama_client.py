@@ -67,7 +67,11 @@ try:
 except ollama.ResponseError as e:
     assert e.status_code == 404, e
 client.copy(model, "tiny:chat")
-assert "tiny:chat" in [m.model for m in client.list().models]
+listed = {m.model: m for m in client.list().models}
+assert "tiny:chat" in listed and listed["tiny:chat"].details.family == "llama", listed
+other = client.show("tiny:chat")
+assert other.details.quantization_level == "Q4_1" and "completion" in other.capabilities, other
+assert other.modelinfo["llama.context_length"] > 0, other.modelinfo
 client.delete("tiny:chat")
 assert "tiny:chat" not in [m.model for m in client.list().models]
 for call in (lambda: client.delete("tiny:chat"), lambda: client.copy("no-such-model", "x")):
