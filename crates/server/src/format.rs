@@ -50,6 +50,8 @@ pub struct ChoiceText {
     pub reasoning: Option<String>,
     /// The stop string that ended the text, if one did (vLLM's `stop_reason`).
     pub stop_string: Option<String>,
+    /// Bytes of echoed prompt at the start of `text` (where token offsets begin).
+    pub echo_len: usize,
 }
 
 /// OpenAI's finish reason for ours (`context` is a `length` to clients).
@@ -101,9 +103,11 @@ pub fn logprobs_json(endpoint: Endpoint, tok: &Tokenizer, tokens: &[(u32, TokenL
             let mut offset = offset0;
             let (mut texts, mut lps, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (t, lp) in tokens {
-                let (text, _) = piece(*t);
+                let (text, bytes) = piece(*t);
                 offsets.push(offset);
-                offset += text.len();
+                // Offsets count the token's bytes (a piece that is part of a
+                // character shows as U+FFFD but takes its own bytes).
+                offset += bytes.len();
                 texts.push(text);
                 lps.push(lp.logprob);
                 let top: serde_json::Map<String, Value> =
@@ -135,7 +139,7 @@ impl Envelope {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let lp = (!c.logprobs.is_empty()).then(|| logprobs_json(self.endpoint, tok, &c.logprobs, 0, self.token_ids));
+                let lp = (!c.logprobs.is_empty()).then(|| logprobs_json(self.endpoint, tok, &c.logprobs, c.echo_len, self.token_ids));
                 // Calls cut short by max_tokens still say `length`.
                 let finish = match c.finish {
                     Some(FinishReason::Stop) if !c.tool_calls.is_empty() => Some("tool_calls"),

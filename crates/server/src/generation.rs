@@ -284,7 +284,8 @@ async fn collect_reply(
     let mut choices = Vec::with_capacity(subs.len());
     let mut usage = Usage::default();
     for mut sub in subs {
-        let mut c = ChoiceText { text: echo.clone().unwrap_or_default(), ..ChoiceText::default() };
+        let text = echo.clone().unwrap_or_default();
+        let mut c = ChoiceText { echo_len: text.len(), text, ..ChoiceText::default() };
         while let Some(event) = sub.events.recv().await {
             match event {
                 Event::Token { token, text, logprob } => {
@@ -342,6 +343,9 @@ struct StreamState {
     continuous: Option<usize>,
     /// Tokens generated so far, all choices.
     generated: usize,
+    /// Per choice, where the next token's text begins in the choice's text
+    /// (legacy logprobs' `text_offset`; the echoed prompt comes first).
+    text_offsets: Vec<usize>,
     _guard: AbortGuard,
 }
 
@@ -383,6 +387,7 @@ fn stream_reply(
         thoughts,
         continuous: usage.continuous,
         generated: 0,
+        text_offsets: vec![echo.map_or(0, str::len); choices],
         _guard: guard,
     };
     for i in 0..choices {
@@ -445,7 +450,9 @@ impl StreamState {
         match event {
             Event::Token { token, text, logprob } => {
                 self.generated += 1;
-                let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], 0, self.env.token_ids));
+                let offset = self.text_offsets[i];
+                self.text_offsets[i] += tok.token_bytes(token).len();
+                let lp = logprob.map(|lp| logprobs_json(self.env.endpoint, tok, &[(token, lp)], offset, self.env.token_ids));
                 let text = self.split_thoughts(i, &text, false);
                 let text = match &mut self.tools {
                     Some((t, held)) => {

@@ -29,7 +29,6 @@ mod relay;
 mod responses;
 mod ui;
 
-
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};

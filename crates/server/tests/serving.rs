@@ -378,6 +378,22 @@ async fn llama_servers_native_completion_and_slots_answer_in_its_shape() {
     assert!(chunks.iter().all(|c| c["usage"]["prompt_tokens"] == ran["usage"]["prompt_tokens"]), "{text}");
     assert_eq!(chunks[0]["usage"]["completion_tokens"], 0, "{text}");
 
+    // Legacy logprobs' text offsets run on through a stream, as in the whole reply (echo first).
+    let lp_body = json!({"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0, "logprobs": 1, "echo": true});
+    let (_, whole) = server.post("/v1/completions", &lp_body).await;
+    let mut streamed_body = lp_body.clone();
+    streamed_body["stream"] = json!(true);
+    let text = server.http.post(format!("{}/v1/completions", server.url)).json(&streamed_body).send().await.unwrap().text().await.unwrap();
+    let offsets: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|c| c["choices"][0]["logprobs"]["text_offset"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(Value::Array(offsets), whole["choices"][0]["logprobs"]["text_offset"], "{text}");
+    assert_eq!(whole["choices"][0]["logprobs"]["text_offset"][0], "The capital of France is".len());
+
     // llama.cpp's GBNF grammars are read too.
     let (_, v) = server.post("/completion", &json!({"prompt": "Say a.", "grammar": "root ::= \"a\"{3}", "n_predict": 10})).await;
     assert_eq!((v["content"].as_str(), v["stop_type"].as_str()), (Some("aaa"), Some("eos")), "{v}");
