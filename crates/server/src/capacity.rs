@@ -44,7 +44,7 @@ pub fn of(state: &AppState, context: usize) -> Capacity {
     let (free_blocks, total_blocks) = (count(m.kv_blocks_free.get()), count(m.kv_blocks_total.get()));
     let block_tokens = limits.pool_tokens.checked_div(total_blocks).unwrap_or(0);
     let free_kv_tokens = free_blocks * block_tokens;
-    let context = context.clamp(1, limits.max_seq_len());
+    let context = context.min(limits.max_seq_len()).max(1);
     let (running, waiting, parallel) = (count(m.running.get()), count(m.queue_depth.get()), state.engine.parallel());
     let by_slots = parallel.saturating_sub(running);
     let by_memory = free_kv_tokens / context;
