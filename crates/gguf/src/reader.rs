@@ -192,6 +192,12 @@ impl GgufFile {
         &self.tensors
     }
 
+    /// Bytes of all tensor data (the weights as stored).
+    #[must_use]
+    pub fn tensor_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.size as u64).sum()
+    }
+
     /// Tells the OS that the mapped pages read so far are not needed now
     /// (after the weights were repacked into their own memory). They stay
     /// valid: a later read faults them back in from the file. Keeps resident

@@ -153,10 +153,6 @@ fn to_openai(req: &Value) -> Result<Map<String, Value>, AnthropicError> {
     Ok(out)
 }
 
-fn message_id() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("msg_{t:x}")
-}
 
 fn stop_reason(finish: Option<&str>, tool_calls: bool) -> &'static str {
     match finish {
@@ -183,7 +179,7 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
         openai.insert("stream_options".into(), json!({"include_usage": true, "continuous_usage_stats": true}));
     }
     let reply = relay::call(&state, Target::Chat, &Value::Object(openai)).await?;
-    let id = message_id();
+    let id = crate::format::unique_id("msg");
     if !stream {
         let v = relay::whole(reply).await?;
         let choice = &v["choices"][0];

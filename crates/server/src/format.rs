@@ -9,6 +9,17 @@ use serde_json::{json, Value};
 /// OpenAI's `system_fingerprint`: which backend configuration answered.
 pub const SYSTEM_FINGERPRINT: &str = concat!("hearth-", env!("CARGO_PKG_VERSION"));
 
+/// An id unique within the process, `PREFIX_` and 24 hex digits (the
+/// clock and a counter): call ids, message and response ids.
+#[must_use]
+pub fn unique_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{prefix}_{t:016x}{:08x}", n as u32)
+}
+
 /// Which endpoint's shapes to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

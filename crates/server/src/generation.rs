@@ -25,7 +25,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::dto::{ChatRequest, Checked, CompletionRequest, PromptPiece, Sampling};
 use crate::error::ApiError;
-use crate::format::{logprobs_json, ChoiceText, Endpoint, Envelope};
+use crate::format::{logprobs_json, unique_id, ChoiceText, Endpoint, Envelope};
 use crate::{parse, prompt, AppState};
 
 pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
@@ -125,16 +125,7 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     let pieces = req.prompt()?;
     let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
     // The prompt as sent (token pieces as their text).
-    let echo = req.echo.then(|| {
-        let tokenizer = &state.engine.session().tokenizer;
-        pieces
-            .iter()
-            .map(|p| match p {
-                PromptPiece::Text(t) => t.clone(),
-                PromptPiece::Token(t) => tokenizer.decode_with_control(&[*t]),
-            })
-            .collect::<String>()
-    });
+    let echo = req.echo.then(|| PromptPiece::text_of(&pieces, &state.engine.session().tokenizer));
     let prompt = prompt::pieces(&state, pieces).await?;
     run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, ReplyShape::default()).await
 }
@@ -178,21 +169,13 @@ impl ToolReply {
             .calls
             .into_iter()
             .map(|(name, args)| {
-                json!({"id": call_id(), "type": "function", "function": {"name": name, "arguments": args.to_string()}})
+                json!({"id": unique_id("call"), "type": "function", "function": {"name": name, "arguments": args.to_string()}})
             })
             .collect();
         (parsed.content.unwrap_or_default(), calls)
     }
 }
 
-/// A call id unique within the process (`call_` and 24 hex digits).
-fn call_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("call_{:016x}{:08x}", t ^ n.rotate_left(40), n as u32)
-}
 
 fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
     if let Some(name) = &sampling.model {

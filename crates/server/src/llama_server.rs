@@ -417,20 +417,6 @@ fn select_fields(v: Value, fields: Option<&[String]>) -> Value {
     Value::Object(out)
 }
 
-/// The prompt as text, for the reply's `prompt`.
-fn prompt_text(state: &AppState, prompt: &Value) -> String {
-    let tokenizer = &state.engine.session().tokenizer;
-    let piece = |p: &Value| match p {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.as_u64().and_then(|t| u32::try_from(t).ok()).map(|t| tokenizer.decode_with_control(&[t])).unwrap_or_default(),
-        Value::Array(a) => a.iter().map(|p| if let Value::String(s) = p { s.clone() } else { String::new() }).collect(),
-        _ => String::new(),
-    };
-    match prompt {
-        Value::Array(a) => a.iter().map(piece).collect(),
-        p => piece(p),
-    }
-}
 
 /// `POST /completion`: llama-server's native completion.
 pub async fn completion(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
@@ -482,7 +468,9 @@ async fn one_completion(state: &Arc<AppState>, req: &Map<String, Value>) -> Resu
     let native = translate(&state, req)?;
     let started = Instant::now();
     let reply = relay::call(&state, Target::Text, &Value::Object(native.openai.clone())).await?;
-    let prompt = prompt_text(&state, req.get("prompt").unwrap_or(&Value::Null));
+    // The prompt as text, for the reply's `prompt` (as translated: `{prompt_string}` unwrapped).
+    let pieces = crate::dto::prompt_pieces(native.openai.get("prompt").unwrap_or(&Value::Null)).unwrap_or_default();
+    let prompt = crate::dto::PromptPiece::text_of(&pieces, &state.engine.session().tokenizer);
     let chunks = relay::events(reply);
     if native.stream {
         return Ok(stream_native(state, native, prompt, chunks, started).into_response());

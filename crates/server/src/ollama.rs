@@ -58,7 +58,7 @@ fn model_entry(state: &AppState) -> Value {
 /// weights are stored in as the quantization level) and its weights' bytes.
 fn gguf_details(file: &hearth_gguf::GgufFile) -> (Value, u64) {
     let arch = file.get("general.architecture").and_then(hearth_gguf::MetaValue::as_str).unwrap_or("").to_owned();
-    let size: u64 = file.tensors().iter().map(|t| t.size as u64).sum();
+    let size = file.tensor_bytes();
     let mut by_type: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for t in file.tensors().iter().filter(|t| t.dims.len() == 2) {
         *by_type.entry(t.ty.name()).or_default() += t.size as u64;

@@ -27,6 +27,7 @@ use futures::stream::BoxStream;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
+use crate::format::unique_id;
 use crate::relay::{self, Tally, Target};
 use crate::AppState;
 
@@ -105,13 +106,6 @@ const RESPONSES_FIELDS: &[&str] = &[
 const PASSED_THROUGH: &[&str] =
     &["seed", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "logit_bias", "ignore_eos", "chat_template_kwargs", "reasoning_budget"];
 
-fn id_of(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("{prefix}_{t:016x}{n:08x}")
-}
 
 /// The text of a content that is a string or a list of text parts.
 fn text_of(content: &Value, at: &str) -> Result<String, ApiError> {
@@ -380,7 +374,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
     let req: Map<String, Value> = crate::parse(&body)?;
     let Translated { chat, mut conversation, store, stream } = translate(&state, &req)?;
     let reply = relay::call(&state, Target::Chat, &Value::Object(chat)).await?;
-    let (id, created) = (id_of("resp"), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    let (id, created) = (unique_id("resp"), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     let model = state.model_name.clone();
     if stream {
         let run = StreamRun { state: Arc::clone(&state), req, id, created, model, conversation, store };
@@ -392,12 +386,12 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
     let calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
     let mut output = Vec::new();
     if let Some(thoughts) = message["reasoning_content"].as_str().filter(|t| !t.is_empty()) {
-        output.push(reasoning_item(&id_of("rs"), thoughts));
+        output.push(reasoning_item(&unique_id("rs"), thoughts));
     }
     if !text.is_empty() || calls.is_empty() {
-        output.push(message_item(&id_of("msg"), text, "completed"));
+        output.push(message_item(&unique_id("msg"), text, "completed"));
     }
-    output.extend(calls.iter().map(|c| call_item(&id_of("fc"), c, "completed")));
+    output.extend(calls.iter().map(|c| call_item(&unique_id("fc"), c, "completed")));
     let response = response_object(&id, created, &req, &model, status_of(choice["finish_reason"].as_str()), &output, &usage_of(&v["usage"]));
     if store {
         conversation.push(assistant_turn(text, &calls));
@@ -484,7 +478,7 @@ impl Relay {
     fn thoughts(&mut self, delta: &str) {
         if !matches!(self.open, Some(Open::Reasoning { .. })) {
             self.close();
-            let (index, id) = (self.output.len(), id_of("rs"));
+            let (index, id) = (self.output.len(), unique_id("rs"));
             self.emit("response.output_item.added", json!({"output_index": index, "item": {"type": "reasoning", "id": id, "summary": [], "content": []}}));
             self.open = Some(Open::Reasoning { index, id, text: String::new() });
         }
@@ -498,7 +492,7 @@ impl Relay {
     fn answer(&mut self, delta: &str) {
         if !matches!(self.open, Some(Open::Message { .. })) {
             self.close();
-            let (index, id) = (self.output.len(), id_of("msg"));
+            let (index, id) = (self.output.len(), unique_id("msg"));
             self.emit("response.output_item.added", json!({"output_index": index, "item": message_item(&id, "", "in_progress")}));
             self.emit("response.content_part.added", json!({"item_id": id, "output_index": index, "content_index": 0, "part": text_part("")}));
             self.open = Some(Open::Message { index, id, text: String::new() });
@@ -513,7 +507,7 @@ impl Relay {
 
     fn call(&mut self, call: &Value) {
         self.close();
-        let (index, id) = (self.output.len(), id_of("fc"));
+        let (index, id) = (self.output.len(), unique_id("fc"));
         let arguments = call["function"]["arguments"].clone();
         self.emit("response.output_item.added", json!({"output_index": index, "item": call_item(&id, call, "in_progress")}));
         self.emit("response.function_call_arguments.delta", json!({"item_id": id, "output_index": index, "delta": arguments}));

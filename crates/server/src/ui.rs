@@ -59,7 +59,7 @@ fn stats_of(state: &AppState) -> Value {
     let limits = state.engine.limits();
     let capacity = crate::capacity::of(state, crate::capacity::DEFAULT_CONTEXT);
     let session = state.engine.session();
-    let weights: u64 = session.file.tensors().iter().map(|t| t.size as u64).sum();
+    let weights = session.file.tensor_bytes();
     let mut models = vec![json!({
         "name": state.model_name,
         "architecture": session.model.config().arch,

@@ -229,14 +229,7 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
     // Keep reading: dropping the response would be a client leaving.
     let waiting = tokio::spawn(async move { waiting.await.unwrap().text().await });
     // Wait until the second request is queued (a fixed sleep races on a busy machine).
-    let mut queued = false;
-    for _ in 0..400 {
-        if server.metric("hearth_queue_depth").await >= 1.0 {
-            queued = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let queued = server.wait_for_metric("hearth_queue_depth", 1.0, Duration::from_secs(10)).await;
     assert!(queued, "the second request never reached the queue");
     let refused =
         server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
@@ -771,26 +764,12 @@ async fn capacity_answers_how_many_more_users_fit_and_agrees_with_what_does() {
         assert!(!String::from_utf8_lossy(&first).contains("\"error\""));
         users.push(r);
     }
-    let mut full = false;
-    for _ in 0..200 {
-        if server.metric("hearth_running_sequences").await >= 4.0 {
-            full = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let full = server.wait_for_metric("hearth_running_sequences", 4.0, Duration::from_secs(5)).await;
     assert!(full, "four users never ran together");
     assert_eq!(capacity("1024").await["more_users"], 0);
     let extra = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long).send();
     let extra = tokio::spawn(async move { extra.await.unwrap().text().await.unwrap() });
-    let mut queued = false;
-    for _ in 0..200 {
-        if server.metric("hearth_queue_depth").await >= 1.0 {
-            queued = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let queued = server.wait_for_metric("hearth_queue_depth", 1.0, Duration::from_secs(5)).await;
     assert!(queued, "the fifth user did not wait");
     drop(users);
     let text = extra.await.unwrap();

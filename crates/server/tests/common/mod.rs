@@ -110,6 +110,18 @@ impl Server {
             .unwrap_or_else(|| panic!("metric {name} missing"))
     }
 
+    /// Waits (up to `limit`) until metric `name` reaches `at_least`; whether it did.
+    pub async fn wait_for_metric(&self, name: &str, at_least: f64, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if self.metric(name).await >= at_least {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
     /// Waits until no sequence runs or waits and no KV block is held.
     pub async fn assert_drained(&self) {
         let t0 = Instant::now();
