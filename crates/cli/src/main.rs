@@ -244,10 +244,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rm { model } => Ok(catalog().delete(&model)?),
         Command::Serve(a) => {
             let backend = backend(a.threads)?;
-            let session =
-                load_with_template(&a.model, &backend, a.chat_template_file.as_deref(), a.chat_template.as_deref())?;
+            let template = template_source(a.chat_template_file.as_deref(), a.chat_template.as_deref())?;
+            let mut models = Vec::with_capacity(a.model.len());
+            for (i, m) in a.model.iter().enumerate() {
+                let (name, reference) = serve::named_model(m);
+                // A chat template given on the command line is the first (default) model's.
+                let template = if i == 0 { template.clone() } else { None };
+                let name = name.unwrap_or_else(|| serve::model_name(std::path::Path::new(&reference)));
+                models.push(serve::ModelArg { name, path: gguf_path(&reference)?, template });
+            }
             let embedder = a.embedding_model.as_deref().map(|m| load_embedder(m, &backend)).transpose()?;
-            serve::cmd_serve(&a, session, embedder, catalog())
+            serve::cmd_serve(&a, models, backend, embedder, catalog())
         }
         Command::Embed(a) => cmd_embed(&a),
         Command::Plan(a) => {
@@ -395,6 +402,15 @@ fn load_with_template(
     file: Option<&std::path::Path>,
     name: Option<&str>,
 ) -> Result<LoadedModel> {
+    let template = template_source(file, name)?;
+    let path = gguf_path(model)?;
+    let backend = Arc::clone(backend) as Arc<dyn hearth_core::Backend>;
+    Ok(LoadedModel::load_with_template(&path, backend, template.as_deref())?)
+}
+
+/// The chat template's source from `--chat-template-file` or a built-in
+/// `--chat-template` name, if either is given.
+fn template_source(file: Option<&std::path::Path>, name: Option<&str>) -> Result<Option<String>> {
     let mut template = file
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading the chat template {}", p.display())))
         .transpose()?;
@@ -405,9 +421,7 @@ fn load_with_template(
         };
         template = Some(src.to_owned());
     }
-    let path = gguf_path(model)?;
-    let backend = Arc::clone(backend) as Arc<dyn hearth_core::Backend>;
-    Ok(LoadedModel::load_with_template(&path, backend, template.as_deref())?)
+    Ok(template)
 }
 
 /// The GGUF file `model` names; an encoder folder is refused with where it belongs.

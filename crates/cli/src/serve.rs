@@ -9,7 +9,7 @@ use clap::Args;
 use hearth_core::KvType;
 use hearth_engine::batching::EngineConfig;
 use hearth_engine::embed::{EmbedHandle, EmbeddingModel};
-use hearth_engine::handle::EngineHandle;
+use hearth_engine::registry::{Loader, ModelSpec, Registry};
 use hearth_engine::plan::{available_memory, Footprint, MemoryPriority, Plan};
 use hearth_engine::LoadedModel;
 use hearth_server::{AppState, HttpLimits};
@@ -20,6 +20,8 @@ const BLOCK_SIZE: usize = EngineConfig::BLOCK_SIZE;
 const TOKEN_BUDGET: usize = EngineConfig::TOKEN_BUDGET;
 /// Most users run at once when `--parallel` is not given.
 const MAX_AUTO_PARALLEL: usize = 64;
+/// Users each model runs at once when several are served and `--parallel` is not given.
+const MULTI_MODEL_PARALLEL: usize = 4;
 
 #[derive(Args)]
 pub struct MemoryArgs {
@@ -41,9 +43,21 @@ pub struct MemoryArgs {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Alias or path of the model to serve.
-    #[arg(long, short = 'm')]
-    pub model: String,
+    /// Model to serve: an alias, a name or a path, as `NAME=MODEL` to serve
+    /// it under NAME. Repeat to serve several under one --memory budget: the
+    /// first is the default and loads at start; the others load on first
+    /// use, and idle ones are unloaded (least recently used first) when
+    /// another needs their room.
+    #[arg(long, short = 'm', required = true)]
+    pub model: Vec<String>,
+    /// Unload a model after this long without requests (e.g. 5m, 30s, 1h;
+    /// default: only when another model needs its room).
+    #[arg(long = "keep-alive", value_parser = parse_duration)]
+    pub keep_alive: Option<std::time::Duration>,
+    /// Seconds a request waits for its model to load, or for busy models
+    /// to free the room it needs, before a 503 with Retry-After.
+    #[arg(long = "model-wait", default_value_t = 60)]
+    pub model_wait: u64,
     /// Address to bind (loopback unless you say otherwise).
     #[arg(long, default_value = "127.0.0.1", value_delimiter = ',')]
     pub host: Vec<std::net::IpAddr>,
@@ -243,9 +257,45 @@ pub fn cmd_plan(a: &PlanArgs, session: &LoadedModel) -> Result<()> {
     Ok(())
 }
 
+/// A model `hearth serve` was given: the name it is served under, its file
+/// and its chat template (when given on the command line).
+pub struct ModelArg {
+    /// The name given (`NAME=`), else the model as given (an alias, a name, a path).
+    pub name: String,
+    pub path: std::path::PathBuf,
+    pub template: Option<String>,
+}
+
+/// `NAME=MODEL` apart (a bare model has no name of its own); a path that
+/// holds `=` is taken whole when it exists.
+#[must_use]
+pub fn named_model(arg: &str) -> (Option<String>, String) {
+    match arg.split_once('=') {
+        Some((name, model)) if !name.is_empty() && !model.is_empty() && !std::path::Path::new(arg).exists() => {
+            (Some(name.trim().to_owned()), model.trim().to_owned())
+        }
+        _ => (None, arg.to_owned()),
+    }
+}
+
+/// How long: `30s`, `5m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, ""), |i| s.split_at(i));
+    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration (30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 pub fn cmd_serve(
     a: &ServeArgs,
-    session: LoadedModel,
+    models: Vec<ModelArg>,
+    backend: Arc<hearth_cpu::CpuBackend>,
     embedder: Option<Arc<EmbeddingModel>>,
     catalog: hearth_catalog::Catalog,
 ) -> Result<()> {
@@ -254,7 +304,6 @@ pub fn cmd_serve(
     let mut names: Vec<String> = a.name.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
     names.sort();
     names.dedup();
-    let name = names.first().cloned().unwrap_or_else(|| model_name(&a.model));
     if let Some(layers) = &a.n_gpu_layers {
         eprintln!("note: -ngl {layers} ignored: this build computes on the CPU");
     }
@@ -264,54 +313,111 @@ pub fn cmd_serve(
     if let Some(v) = &a.flash_attn {
         eprintln!("note: --flash-attn {v} ignored: Hearth's attention is always tiled");
     }
-    let defaults = request_defaults(a, session.model.config().n_vocab)?;
-    let plan =
-        plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
-    let kv_blocks = (plan.kv_tokens as usize) / BLOCK_SIZE;
-    let parallel = a.parallel.unwrap_or_else(|| {
-        (kv_blocks * BLOCK_SIZE / a.mem.priority.tokens_per_user(a.ctx)).clamp(1, MAX_AUTO_PARALLEL)
-    });
-    if a.mem.priority.lock_weights() {
-        match hearth_cpu::lock_resident_memory() {
-            Ok(()) => tracing::info!("weights locked in RAM"),
-            Err(e) => eprintln!(
-                "warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced"
-            ),
+    let backend = backend as Arc<dyn hearth_core::Backend>;
+    let mut specs = Vec::with_capacity(models.len());
+    let budget;
+    let mut n_vocab = 0;
+    if let [only] = models.as_slice() {
+        // One model: the plan sizes its KV pool from the budget.
+        let session = LoadedModel::load_with_template(&only.path, Arc::clone(&backend), only.template.as_deref())?;
+        n_vocab = session.model.config().n_vocab;
+        let plan =
+            plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
+        let kv_blocks = (plan.kv_tokens as usize) / BLOCK_SIZE;
+        let parallel = a.parallel.unwrap_or_else(|| {
+            (kv_blocks * BLOCK_SIZE / a.mem.priority.tokens_per_user(a.ctx)).clamp(1, MAX_AUTO_PARALLEL)
+        });
+        if a.mem.priority.lock_weights() {
+            match hearth_cpu::lock_resident_memory() {
+                Ok(()) => tracing::info!("weights locked in RAM"),
+                Err(e) => eprintln!(
+                    "warning: could not lock weights in RAM ({e}); raise `ulimit -l` or use --memory-priority balanced"
+                ),
+            }
+        }
+        for line in describe(&plan, &a.mem, a.ctx) {
+            eprintln!("{line}");
+        }
+        let name = names.first().cloned().unwrap_or_else(|| only.name.clone());
+        eprintln!(
+            "serving {name:?}: up to {parallel} users at once, {} KV blocks of {BLOCK_SIZE} tokens, context {} per user",
+            kv_blocks,
+            a.ctx.min(kv_blocks * BLOCK_SIZE)
+        );
+        let config = engine_config(a, parallel, kv_blocks, a.ctx);
+        budget = plan.budget.max(plan.total());
+        let preloaded = std::sync::Mutex::new(Some(session));
+        let (path, template, backend) = (only.path.clone(), only.template.clone(), Arc::clone(&backend));
+        let load: Loader = Arc::new(move || {
+            // The model loaded above serves its first load; later ones read the file again.
+            let session = match preloaded.lock().ok().and_then(|mut s| s.take()) {
+                Some(s) => s,
+                None => LoadedModel::load_with_template(&path, Arc::clone(&backend), template.as_deref())?,
+            };
+            Ok((session, config))
+        });
+        specs.push(spec(name, only, plan.total(), config, a, load)?);
+    } else {
+        // Several: each gets a KV pool of its users' full contexts, and
+        // the budget bounds what is loaded at once.
+        budget = match a.mem.memory {
+            Some(b) => b,
+            None => available_memory().context("cannot read available memory; pass --memory")?,
+        };
+        let parallel = a.parallel.unwrap_or(MULTI_MODEL_PARALLEL);
+        eprintln!("memory budget {} for {} models (loaded on first use)", human_bytes(budget), models.len());
+        for (i, m) in models.iter().enumerate() {
+            let file = hearth_gguf::GgufFile::open(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
+            let model_config = hearth_models::ModelConfig::from_gguf(&file).map_err(hearth_engine::EngineError::from)?;
+            if i == 0 {
+                n_vocab = model_config.n_vocab;
+            }
+            let ctx = a.ctx.min(model_config.n_ctx_train.max(BLOCK_SIZE));
+            let kv_blocks = match a.kv_memory {
+                Some(bytes) => {
+                    let f = Footprint::estimate(&file, a.mem.kv_type, TOKEN_BUDGET, parallel)?;
+                    usize::try_from(bytes / f.kv_per_token.max(1)).unwrap_or(usize::MAX) / BLOCK_SIZE
+                }
+                None => (parallel * ctx).div_ceil(BLOCK_SIZE),
+            };
+            let config = engine_config(a, parallel, kv_blocks, ctx);
+            let estimate = Footprint::estimate(&file, a.mem.kv_type, config.token_budget, parallel)?
+                .with_kv((kv_blocks * BLOCK_SIZE) as u64);
+            let name = if i == 0 { names.first().cloned() } else { None }.unwrap_or_else(|| m.name.clone());
+            eprintln!(
+                "  {name:?}: {} ({} users of {ctx} tokens), {}",
+                human_bytes(estimate),
+                parallel,
+                m.path.display()
+            );
+            let (path, template, backend) = (m.path.clone(), m.template.clone(), Arc::clone(&backend));
+            let load: Loader = Arc::new(move || {
+                Ok((LoadedModel::load_with_template(&path, Arc::clone(&backend), template.as_deref())?, config))
+            });
+            specs.push(spec(name, m, estimate, config, a, load)?);
         }
     }
-    for line in describe(&plan, &a.mem, a.ctx) {
-        eprintln!("{line}");
+    if let Some(first) = specs.first_mut() {
+        first.aliases.clone_from(&names);
+        first.tags.clone_from(&a.tags);
     }
-    eprintln!(
-        "serving {name:?}: up to {parallel} users at once, {} KV blocks of {BLOCK_SIZE} tokens, context {} per user",
-        kv_blocks,
-        a.ctx.min(kv_blocks * BLOCK_SIZE)
-    );
-    let config = EngineConfig {
-        parallel,
-        token_budget: a.batch_size.unwrap_or(TOKEN_BUDGET).max(1),
-        max_waiting: a.max_queue,
-        kv_type: a.mem.kv_type,
-        block_size: BLOCK_SIZE,
-        kv_blocks,
-        n_ctx: a.ctx,
-    };
+    let defaults = request_defaults(a, n_vocab)?;
     let api_key = api_key(a)?;
     let limits = HttpLimits {
         max_connections: a.max_connections.min(connection_ceiling()),
         header_timeout: std::time::Duration::from_secs(a.header_timeout.max(1)),
         ..HttpLimits::default()
     };
-    let engine = EngineHandle::spawn(Arc::new(session), config)?;
-    let mut state = AppState::new(engine, name, api_key.clone()).with_cors(a.cors_origin.clone()).with_catalog(catalog);
+    let metrics = Arc::new(hearth_engine::metrics::MetricsRegistry::new());
+    let registry = Registry::new(specs, budget, std::time::Duration::from_secs(a.model_wait.max(1)), metrics);
+    let mut state =
+        AppState::over(Arc::clone(&registry), api_key.clone()).with_cors(a.cors_origin.clone()).with_catalog(catalog);
     state.defaults = defaults;
     state.default_model = !a.no_default_model;
     state.slots = !a.no_slots;
     state.ui = !a.no_ui;
-    state.aliases = names;
-    state.tags.clone_from(&a.tags);
     if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
-        let name = model_name(model);
+        let name = model_name(std::path::Path::new(model));
         eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);
         state = state.with_embedder(name, EmbedHandle::spawn(e));
     }
@@ -332,6 +438,15 @@ pub fn cmd_serve(
         for addr in &addrs {
             listeners.push(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?);
         }
+        // The default model loads now: a bad file fails the start, not the first request.
+        drop(registry.acquire(0).await?);
+        let reaper = Arc::clone(&registry);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                reaper.expire_idle().await;
+            }
+        });
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
@@ -372,9 +487,42 @@ fn http_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
 }
 
-/// The name a model is served under: the alias, or the file stem of a path.
-fn model_name(model: &str) -> String {
-    std::path::Path::new(model).file_stem().map_or_else(|| model.to_owned(), |s| s.to_string_lossy().into_owned())
+/// The name a model is served under when none is given: the alias or name
+/// as given, or a path's file stem.
+pub fn model_name(path: &std::path::Path) -> String {
+    path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The engine's configuration for `parallel` users of `ctx` tokens over
+/// `kv_blocks` blocks, with the command line's step and queue sizes.
+fn engine_config(a: &ServeArgs, parallel: usize, kv_blocks: usize, ctx: usize) -> EngineConfig {
+    EngineConfig {
+        parallel,
+        token_budget: a.batch_size.unwrap_or(TOKEN_BUDGET).max(1),
+        max_waiting: a.max_queue,
+        kv_type: a.mem.kv_type,
+        block_size: BLOCK_SIZE,
+        kv_blocks,
+        n_ctx: ctx,
+    }
+}
+
+/// The registry's entry for model `m`, served as `name`.
+fn spec(name: String, m: &ModelArg, estimate: u64, config: EngineConfig, a: &ServeArgs, load: Loader) -> Result<ModelSpec> {
+    let file = hearth_gguf::GgufFile::open(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
+    let arch = file.get_str("general.architecture").unwrap_or("unknown").to_owned();
+    Ok(ModelSpec {
+        name,
+        aliases: Vec::new(),
+        tags: Vec::new(),
+        path: m.path.clone(),
+        arch,
+        n_ctx: config.n_ctx,
+        estimate,
+        keep_alive: a.keep_alive,
+        planned: Some(config),
+        load,
+    })
 }
 
 /// `hearth run`: one user of `context` tokens. The context's KV must fit the

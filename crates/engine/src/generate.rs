@@ -1,7 +1,7 @@
 //! Single-request generation (the serving engine with a batch of one) and
 //! the raw single-sequence prefill that benches use.
 
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use hearth_core::{ForwardBatch, SeqId, TokenId};
@@ -94,7 +94,7 @@ impl LoadedModel {
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerateOutput, EngineError> {
         let prompt_tokens = request.prompt.len();
-        let mut engine = Engine::new(self, *config, Arc::new(Metrics::new()))?;
+        let mut engine = Engine::new(self, *config, Metrics::new())?;
         let (tx, rx) = mpsc::channel();
         engine.submit(request, Box::new(move |e| tx.send(e).is_ok()))?;
         let mut out = GenerateOutput {

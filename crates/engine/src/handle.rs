@@ -37,6 +37,7 @@ pub struct EngineHandle {
     metrics: Arc<Metrics>,
     limits: SeqLimits,
     parallel: usize,
+    config: EngineConfig,
 }
 
 /// A submitted request: its id and its stream of events.
@@ -48,12 +49,17 @@ pub struct Submitted {
 }
 
 impl EngineHandle {
-    /// Starts the engine thread over `session`.
+    /// Starts the engine thread over `session`, its figures under the name `model`.
     pub fn spawn(session: Arc<LoadedModel>, config: EngineConfig) -> Result<Self, EngineError> {
-        let metrics = Arc::new(Metrics::new());
+        Self::spawn_with(session, config, Metrics::new())
+    }
+
+    /// As [`EngineHandle::spawn`], updating `metrics` (a model's series in
+    /// a registry shared with other models).
+    pub fn spawn_with(session: Arc<LoadedModel>, config: EngineConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
         let (commands, rx) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
-        let (s, m, parallel) = (Arc::clone(&session), Arc::clone(&metrics), config.parallel);
+        let (s, m, parallel, kept) = (Arc::clone(&session), Arc::clone(&metrics), config.parallel, config);
         thread::Builder::new()
             .name("hearth-engine".into())
             .spawn(move || run(&s, config, &m, &rx, &ready_tx))
@@ -61,7 +67,7 @@ impl EngineHandle {
         // The engine is built on its thread (it borrows the session there);
         // its configuration errors and its limits come back before serving.
         let limits = ready.recv().map_err(|_| EngineError::Stopped)??;
-        Ok(Self { commands, session, metrics, limits, parallel })
+        Ok(Self { commands, session, metrics, limits, parallel, config: kept })
     }
 
     /// The model being served.
@@ -81,6 +87,12 @@ impl EngineHandle {
     #[must_use]
     pub fn limits(&self) -> SeqLimits {
         self.limits
+    }
+
+    /// How the engine runs.
+    #[must_use]
+    pub fn config(&self) -> EngineConfig {
+        self.config
     }
 
     /// Sequences computed together at most (llama-server's slots).

@@ -12,6 +12,7 @@ mod loaded;
 pub mod metrics;
 pub mod perplexity;
 pub mod plan;
+pub mod registry;
 
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateOutput};

@@ -87,16 +87,41 @@ impl Footprint {
         token_budget: usize,
         parallel: usize,
     ) -> Result<Self, EngineError> {
-        let c = session.model.config();
         let embd = session.file.tensors().iter().find(|t| t.name == "token_embd.weight").map_or(0, |t| t.size);
+        let weights = session.model.matmul_bytes() + embd as u64;
+        Self::from_parts(session.model.config(), weights, kv_type, token_budget, parallel)
+    }
+
+    /// The footprint a model file will have once loaded, from its header
+    /// alone (weights as stored: the repacked forms are within a few
+    /// percent): what a registry needs to make room before loading it.
+    pub fn estimate(
+        file: &hearth_gguf::GgufFile,
+        kv_type: KvType,
+        token_budget: usize,
+        parallel: usize,
+    ) -> Result<Self, EngineError> {
+        let config = hearth_models::ModelConfig::from_gguf(file)?;
+        Self::from_parts(&config, file.tensor_bytes(), kv_type, token_budget, parallel)
+    }
+
+    fn from_parts(
+        c: &hearth_models::ModelConfig,
+        weights: u64,
+        kv_type: KvType,
+        token_budget: usize,
+        parallel: usize,
+    ) -> Result<Self, EngineError> {
         let q_dim = c.n_head * c.head_dim;
         let per_token = 6 * c.n_embd + 2 * q_dim + c.kv_floats_per_layer() + 3 * c.n_ff;
         let scratch = 4 * (token_budget * per_token + 2 * parallel.max(1) * c.n_vocab);
-        Ok(Self {
-            weights: session.model.matmul_bytes() + embd as u64,
-            kv_per_token: KvStore::bytes_per_token(c, kv_type)?,
-            scratch: scratch as u64,
-        })
+        Ok(Self { weights, kv_per_token: KvStore::bytes_per_token(c, kv_type)?, scratch: scratch as u64 })
+    }
+
+    /// Bytes with a KV pool of `kv_tokens` tokens.
+    #[must_use]
+    pub fn with_kv(&self, kv_tokens: u64) -> u64 {
+        self.weights + self.scratch + kv_tokens * self.kv_per_token
     }
 }
 

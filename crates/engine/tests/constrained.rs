@@ -34,7 +34,7 @@ struct Reply {
 /// Runs `requests` through one engine of `parallel` slots; replies in order.
 fn run_all(s: &LoadedModel, requests: Vec<GenRequest>, parallel: usize) -> Vec<Reply> {
     let config = EngineConfig { parallel, max_waiting: requests.len(), kv_blocks: parallel * 1024 / 16, n_ctx: 1024, ..EngineConfig::single(1024) };
-    let mut engine = Engine::new(s, config, Arc::new(Metrics::new())).expect("engine");
+    let mut engine = Engine::new(s, config, Metrics::new()).expect("engine");
     let (tx, rx) = mpsc::channel();
     let mut index = HashMap::new();
     for (i, r) in requests.into_iter().enumerate() {

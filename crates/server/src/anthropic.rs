@@ -336,6 +336,7 @@ pub async fn count_tokens(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     let openai = to_openai(&req)?;
     let chat: ChatRequest =
         serde_json::from_value(Value::Object(openai)).map_err(|e| bad("messages", format!("invalid request: {e}")))?;
-    let prepared = crate::generation::prepare_chat(&state, &chat).await?;
+    let served = state.served(chat.sampling.model_asked()).await?;
+    let prepared = crate::generation::prepare_chat(&served, &chat).await?;
     Ok(Json(json!({"input_tokens": prepared.prompt.len()})))
 }

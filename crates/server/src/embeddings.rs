@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::{parse, AppState};
+use crate::{parse, AppState, Served};
 
 /// Most inputs in one embeddings request (OpenAI's bound).
 pub const MAX_INPUTS: usize = 2048;
@@ -67,30 +67,30 @@ fn yes() -> bool {
 pub(crate) enum Source {
     /// The embedding model served beside the chat model.
     Encoder(Embedder),
-    /// The chat model itself.
-    Decoder,
+    /// A chat model itself.
+    Decoder(Arc<Served>),
 }
 
 impl Source {
-    pub(crate) fn name(&self, state: &AppState) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Self::Encoder(e) => e.name.clone(),
-            Self::Decoder => state.model_name.clone(),
+            Self::Decoder(state) => state.model_name.clone(),
         }
     }
 
     fn normalized(&self) -> bool {
         match self {
             Self::Encoder(e) => e.handle.model().normalize,
-            Self::Decoder => true,
+            Self::Decoder(_) => true,
         }
     }
 
     /// Embeds `seqs` where this source computes.
-    pub(crate) async fn run(&self, state: &AppState, seqs: Vec<Vec<TokenId>>) -> Result<Vec<Vec<f32>>, ApiError> {
+    pub(crate) async fn run(&self, seqs: Vec<Vec<TokenId>>) -> Result<Vec<Vec<f32>>, ApiError> {
         let result = match self {
             Self::Encoder(e) => e.handle.run(EmbedJob::Embed(seqs)).await,
-            Self::Decoder => {
+            Self::Decoder(state) => {
                 let session = state.engine.session();
                 state.engine.embed(seqs, session.pooling()).await
             }
@@ -104,18 +104,20 @@ impl Source {
 
 /// The model `model` names: the embedding model (also when none is named
 /// and one is served) or the chat model.
-pub(crate) fn source(state: &AppState, model: Option<&str>) -> Result<Source, ApiError> {
+pub(crate) async fn source(state: &Arc<AppState>, model: Option<&str>) -> Result<Source, ApiError> {
     let named = model.filter(|m| !m.is_empty());
+    let decoder = |m: &str| {
+        let m = m.to_owned();
+        async move { Ok(Source::Decoder(Arc::new(state.served(&m).await?))) }
+    };
     match (&state.embedder, named) {
         (Some(e), None) => Ok(Source::Encoder(e.clone())),
         (Some(e), Some(m)) if hearth_catalog::same_model(m, &e.name) => Ok(Source::Encoder(e.clone())),
-        (_, Some(m)) if state.serves(m) => Ok(Source::Decoder),
+        (_, Some(m)) if state.serves(m) => decoder(m).await,
         // The default model for embeddings is the embedding model, if any.
         (Some(e), Some(_)) if state.default_model => Ok(Source::Encoder(e.clone())),
-        (None, Some(_)) if state.default_model => Ok(Source::Decoder),
-        (None, None) => Ok(Source::Decoder),
-        (Some(e), Some(m)) => Err(ApiError::unknown_model(m, &format!("{} or {}", e.name, state.model_name))),
-        (None, Some(m)) => Err(ApiError::unknown_model(m, &state.model_name)),
+        (None, _) => decoder(named.unwrap_or("")).await,
+        (Some(e), Some(m)) => Err(ApiError::unknown_model(m, &format!("{} or {}", e.name, state.model_name()))),
     }
 }
 
@@ -131,7 +133,7 @@ pub(crate) struct InputRule {
     cut: Box<dyn Fn(Vec<TokenId>) -> Vec<TokenId> + Send>,
 }
 
-pub(crate) fn input_rule(state: &AppState, src: &Source) -> InputRule {
+pub(crate) fn input_rule(src: &Source) -> InputRule {
     match src {
         Source::Encoder(e) => {
             let (m, m2) = (Arc::clone(e.handle.model()), Arc::clone(e.handle.model()));
@@ -142,7 +144,7 @@ pub(crate) fn input_rule(state: &AppState, src: &Source) -> InputRule {
                 cut: Box::new(move |ids| m2.truncate(ids)),
             }
         }
-        Source::Decoder => {
+        Source::Decoder(state) => {
             let session = Arc::clone(state.engine.session());
             let max = state.engine.limits().max_seq_len();
             InputRule {
@@ -222,10 +224,10 @@ fn too_long(i: usize, len: usize, max: usize) -> ApiError {
 
 pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: EmbeddingsRequest = parse(&body)?;
-    let src = source(&state, req.model.as_deref())?;
+    let src = source(&state, req.model.as_deref()).await?;
     let dims = match &src {
         Source::Encoder(e) => e.handle.model().dims(),
-        Source::Decoder => state.engine.session().model.config().n_embd,
+        Source::Decoder(state) => state.engine.session().model.config().n_embd,
     };
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -237,12 +239,12 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
         Some(d) if (1..=dims).contains(&d) => d,
         Some(d) => return Err(ApiError::invalid("dimensions", format!("dimensions must be 1..={dims}, not {d}"))),
     };
-    let (rule, input, truncate) = (input_rule(&state, &src), req.input, req.truncate);
+    let (rule, input, truncate) = (input_rule(&src), req.input, req.truncate);
     let seqs = tokio::task::spawn_blocking(move || inputs(&rule, &input, truncate))
         .await
         .map_err(|_| ApiError::internal("tokenizing the inputs failed"))??;
     let tokens: usize = seqs.iter().map(Vec::len).sum();
-    let vectors = src.run(&state, seqs).await?;
+    let vectors = src.run(seqs).await?;
     let normalized = src.normalized();
     let data: Vec<Value> = vectors
         .into_iter()
@@ -269,7 +271,7 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
     Ok(Json(json!({
         "object": "list",
         "data": data,
-        "model": src.name(&state),
+        "model": src.name(),
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     })))
 }
@@ -278,7 +280,7 @@ pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<J
     let req: RerankRequest = parse(&body)?;
     // Hugging Face TEI's request (`texts`) gets TEI's answer: a bare list.
     let tei = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.get("texts").is_some());
-    let src = source(&state, req.model.as_deref())?;
+    let src = source(&state, req.model.as_deref()).await?;
     if req.documents.is_empty() {
         return Err(ApiError::invalid("documents", "documents must not be empty"));
     }
@@ -336,12 +338,12 @@ pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<J
         // An embedding model ranks by the cosine of query and document.
         let mut all = vec![Value::String(query)];
         all.extend(docs.into_iter().map(Value::String));
-        let rule = input_rule(&state, &src);
+        let rule = input_rule(&src);
         let seqs = tokio::task::spawn_blocking(move || inputs(&rule, &Value::Array(all), truncate))
             .await
             .map_err(|_| ApiError::internal("tokenizing the documents failed"))??;
         let tokens: usize = seqs.iter().map(Vec::len).sum();
-        let mut vectors = src.run(&state, seqs).await?;
+        let mut vectors = src.run(seqs).await?;
         vectors.iter_mut().for_each(|v| normalize(v));
         let q = vectors.remove(0);
         (vectors.iter().map(|d| d.iter().zip(&q).map(|(a, b)| a * b).sum()).collect(), tokens)
@@ -363,5 +365,5 @@ pub async fn rerank(State(state): State<Arc<AppState>>, body: Bytes) -> Result<J
             r
         })
         .collect();
-    Ok(Json(json!({"object": "list", "model": src.name(&state), "results": results, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})))
+    Ok(Json(json!({"object": "list", "model": src.name(), "results": results, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})))
 }

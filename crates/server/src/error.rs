@@ -143,6 +143,28 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<hearth_engine::registry::RegistryError> for ApiError {
+    fn from(e: hearth_engine::registry::RegistryError) -> Self {
+        use hearth_engine::registry::RegistryError as R;
+        let message = e.to_string();
+        let unavailable = |code, retry_after| Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: Some(code),
+            param: None,
+            message: message.clone(),
+            retry_after,
+        };
+        match e {
+            R::Busy { retry_after, .. } => {
+                unavailable("model_busy", Some(u32::try_from(retry_after.as_secs()).unwrap_or(5).max(1)))
+            }
+            R::TooBig { .. } => unavailable("model_too_large", None),
+            R::Load { .. } => Self { code: Some("model_load_failed"), ..Self::internal(message.clone()) },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, Json(self.body())).into_response();

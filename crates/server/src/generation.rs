@@ -26,10 +26,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::dto::{ChatRequest, Checked, CompletionRequest, PromptPiece, Sampling};
 use crate::error::ApiError;
 use crate::format::{logprobs_json, unique_id, ChoiceText, Endpoint, Envelope};
-use crate::{parse, prompt, AppState};
+use crate::{parse, prompt, AppState, Served};
 
-pub async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
+    let state = Arc::new(app.served(req.sampling.model_asked()).await?);
     let (logprobs, mut checked) = (req.logprobs()?, check(&state, &req.sampling)?);
     let PreparedChat { prompt, forced, calls } = prepare_chat(&state, &req).await?;
     let session = state.engine.session();
@@ -82,7 +83,7 @@ pub(crate) struct PreparedChat {
 
 /// Checks a chat's messages and tools and renders its prompt: what both
 /// generation and token counting (Anthropic's `count_tokens`) need.
-pub(crate) async fn prepare_chat(state: &Arc<AppState>, req: &ChatRequest) -> Result<PreparedChat, ApiError> {
+pub(crate) async fn prepare_chat(state: &Served, req: &ChatRequest) -> Result<PreparedChat, ApiError> {
     let messages = req.messages()?;
     let tools = req.tools()?;
     let session = state.engine.session();
@@ -113,14 +114,16 @@ pub(crate) async fn prepare_chat(state: &Arc<AppState>, req: &ChatRequest) -> Re
 
 /// `POST /v1/chat/completions/input_tokens`: the prompt tokens a chat
 /// request would run with (template, tools and all), without running it.
-pub async fn input_tokens(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn input_tokens(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
+    let state = app.served(req.sampling.model_asked()).await?;
     let prepared = prepare_chat(&state, &req).await?;
     Ok(Json(json!({"object": "response.input_tokens", "input_tokens": prepared.prompt.len()})).into_response())
 }
 
-pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn completions(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
+    let state = Arc::new(app.served(req.sampling.model_asked()).await?);
     req.check_no_tools()?;
     let pieces = req.prompt()?;
     let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
@@ -177,18 +180,13 @@ impl ToolReply {
 }
 
 
-fn check(state: &AppState, sampling: &Sampling) -> Result<Checked, ApiError> {
-    if let Some(name) = &sampling.model {
-        if !name.is_empty() && !state.answers(name) {
-            return Err(ApiError::unknown_model(name, &state.model_name));
-        }
-    }
+fn check(state: &Served, sampling: &Sampling) -> Result<Checked, ApiError> {
     let n_vocab = state.engine.session().model.config().n_vocab;
     sampling.check(&state.defaults, state.engine.limits().max_seq_len(), n_vocab)
 }
 
 async fn run(
-    state: &AppState,
+    state: &Arc<Served>,
     endpoint: Endpoint,
     sampling: &Sampling,
     checked: Checked,
@@ -258,7 +256,7 @@ impl Drop for AbortGuard {
 }
 
 async fn collect_reply(
-    state: &AppState,
+    state: &Served,
     env: &Envelope,
     subs: Vec<Submitted>,
     echo: Option<String>,
@@ -309,7 +307,7 @@ fn add_usage(total: Usage, u: Usage) -> Usage {
 type Tagged = stream::BoxStream<'static, (usize, Event)>;
 
 struct StreamState {
-    state: AppState,
+    state: Arc<Served>,
     env: Envelope,
     merged: SelectAll<Tagged>,
     pending: VecDeque<SseEvent>,
@@ -346,7 +344,7 @@ struct StreamUsage {
 }
 
 fn stream_reply(
-    state: &AppState,
+    state: &Arc<Served>,
     env: Envelope,
     subs: Vec<Submitted>,
     guard: AbortGuard,
@@ -359,7 +357,7 @@ fn stream_reply(
     let choices = subs.len();
     let merged = stream::select_all(subs.into_iter().enumerate().map(|(i, s)| events_of(i, s.events)));
     let mut st = StreamState {
-        state: state.clone(),
+        state: Arc::clone(state),
         env,
         merged,
         pending: VecDeque::new(),

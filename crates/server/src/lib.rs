@@ -39,6 +39,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hearth_engine::embed::EmbedHandle;
 use hearth_engine::handle::EngineHandle;
+use hearth_engine::registry::{Lease, ModelSpec, Registry};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -50,10 +51,9 @@ pub use http::{serve, serve_on, HttpLimits};
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The engine thread.
-    pub engine: EngineHandle,
-    /// Name the model is served under.
-    pub model_name: String,
+    /// The chat models served (the first is the default), loaded on first
+    /// use under one memory budget.
+    pub models: Arc<Registry>,
     /// Required bearer token, if any.
     pub api_key: Option<String>,
     /// Browser origins allowed to call the API (CORS); none by default.
@@ -67,7 +67,7 @@ pub struct AppState {
     /// What left-out sampling fields become.
     pub defaults: SamplingDefaults,
     /// Answer generation requests that name no model or one not served
-    /// with the served model, the default (implied with one model served:
+    /// with the first model, the default (implied with one model served:
     /// many clients send "gpt-3.5-turbo" and cannot be told otherwise); the
     /// reply's `model` says which answered. Off with `--no-default-model`:
     /// an unknown name is then a 404, as OpenAI's.
@@ -76,24 +76,45 @@ pub struct AppState {
     pub slots: bool,
     /// Serve the page at `/` (on unless `--no-ui`).
     pub ui: bool,
-    /// Every name the chat model answers to (`model_name` among them).
-    pub aliases: Vec<String>,
-    /// Free-form tags listed with the model.
-    pub tags: Vec<String>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
     prep_slots: Arc<Semaphore>,
 }
 
+/// The server's state with the model one request is answered by, held for
+/// the request's life: the model stays loaded under it (its lease).
+pub(crate) struct Served {
+    app: Arc<AppState>,
+    /// The model's engine.
+    pub engine: EngineHandle,
+    /// The name replies give: the one asked for when it is served, else
+    /// the default model's.
+    pub model_name: String,
+    _lease: Lease,
+}
+
+impl std::ops::Deref for Served {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.app
+    }
+}
+
 impl AppState {
-    /// State for serving `engine` as `model_name`, behind `api_key` if given.
+    /// State for serving `engine` (already running) as `model_name`,
+    /// behind `api_key` if given.
     #[must_use]
     pub fn new(engine: EngineHandle, model_name: String, api_key: Option<String>) -> Self {
+        Self::over(Registry::running(ModelSpec::running(model_name, &engine), engine), api_key)
+    }
+
+    /// State for serving the models of `models`, behind `api_key` if given.
+    #[must_use]
+    pub fn over(models: Arc<Registry>, api_key: Option<String>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Self {
-            engine,
-            model_name,
+            models,
             api_key,
             cors_origins: Vec::new(),
             embedder: None,
@@ -103,8 +124,6 @@ impl AppState {
             default_model: true,
             slots: true,
             ui: true,
-            aliases: Vec::new(),
-            tags: Vec::new(),
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -121,11 +140,25 @@ impl AppState {
         Self { catalog: Some(catalog), ..self }
     }
 
-    /// Whether `name` names the chat model served (`x` and `x:latest` are
-    /// one; its aliases too).
+    /// The default model's name (the first served).
+    #[must_use]
+    pub fn model_name(&self) -> &str {
+        &self.models.specs()[0].name
+    }
+
+    /// Which served chat model `name` names (`x` and `x:latest` are one;
+    /// aliases too), if any.
+    #[must_use]
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.models.specs().iter().position(|s| {
+            hearth_catalog::same_model(name, &s.name) || s.aliases.iter().any(|a| hearth_catalog::same_model(name, a))
+        })
+    }
+
+    /// Whether `name` names a chat model served.
     #[must_use]
     pub fn serves(&self, name: &str) -> bool {
-        hearth_catalog::same_model(name, &self.model_name) || self.aliases.iter().any(|a| hearth_catalog::same_model(name, a))
+        self.find(name).is_some()
     }
 
     /// Whether a generation request naming `name` is answered: the model
@@ -142,8 +175,32 @@ impl AppState {
         if !asked.is_empty() && self.serves(asked) {
             asked
         } else {
-            &self.model_name
+            self.model_name()
         }
+    }
+
+    /// Every served model's names, for an error that lists them.
+    fn served_names(&self) -> String {
+        self.models.specs().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The model a request naming `asked` (or none: `""`) is answered by,
+    /// loaded (waiting for a load or for room) and held for the request:
+    /// 404 for a name not served without a default model, 503 with
+    /// `Retry-After` when the models in use leave no room for it.
+    pub(crate) async fn served(self: &Arc<Self>, asked: &str) -> Result<Served, ApiError> {
+        let index = match self.find(asked) {
+            Some(i) => i,
+            None if asked.is_empty() || self.default_model => 0,
+            None => return Err(ApiError::unknown_model(asked, &self.served_names())),
+        };
+        let lease = self.models.acquire(index).await?;
+        let model_name = if !asked.is_empty() && self.find(asked).is_some() {
+            asked.to_owned()
+        } else {
+            self.models.specs()[index].name.clone()
+        };
+        Ok(Served { app: Arc::clone(self), engine: lease.engine.clone(), model_name, _lease: lease })
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS
@@ -300,25 +357,45 @@ fn same_secret(given: &[u8], key: &[u8]) -> bool {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let m = state.engine.metrics();
-    Json(json!({"status": "ok", "model": state.model_name, "running": m.running.get(), "waiting": m.queue_depth.get()}))
+    let figures: Vec<_> = (0..state.models.specs().len()).map(|i| state.models.figures(i).snapshot()).collect();
+    let (running, waiting) = figures.iter().fold((0.0, 0.0), |(r, w), f| (r + f.running, w + f.waiting));
+    Json(json!({"status": "ok", "model": state.model_name(), "running": running, "waiting": waiting}))
 }
 
+/// `GET /v1/models`: every chat model served, loaded or not (with what it
+/// holds, its KV pool and when it unloads), then the embedding model.
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let session = state.engine.session();
-    let mut data = vec![json!({
-        "id": state.model_name,
-        "object": "model",
-        "created": 0,
-        "owned_by": "hearth",
-        "meta": {"architecture": session.model.config().arch, "n_ctx": state.engine.limits().max_seq_len()},
-    })];
-    if !state.aliases.is_empty() {
-        data[0]["aliases"] = json!(state.aliases);
-    }
-    if !state.tags.is_empty() {
-        data[0]["tags"] = json!(state.tags);
-    }
+    let registry = &state.models;
+    let mut data: Vec<serde_json::Value> = registry
+        .specs()
+        .iter()
+        .zip(registry.states())
+        .enumerate()
+        .map(|(i, (spec, now))| {
+            let n_ctx = registry.loaded(i).map_or(spec.n_ctx, |e| e.limits().max_seq_len());
+            let mut entry = json!({
+                "id": spec.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "hearth",
+                "meta": {"architecture": spec.arch, "n_ctx": n_ctx},
+                "status": {
+                    "value": now.state,
+                    "memory_bytes": now.bytes,
+                    "requests": now.requests,
+                    "kv_tokens": now.kv_tokens,
+                    "expires_in_seconds": now.expires_in.map(|d| d.as_secs()),
+                },
+            });
+            if !spec.aliases.is_empty() {
+                entry["aliases"] = json!(spec.aliases);
+            }
+            if !spec.tags.is_empty() {
+                entry["tags"] = json!(spec.tags);
+            }
+            entry
+        })
+        .collect();
     if let Some(e) = &state.embedder {
         let m = e.handle.model();
         data.push(json!({
@@ -329,13 +406,17 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
             "meta": {"architecture": "bert", "dimensions": m.dims(), "max_input_tokens": m.max_tokens, "cross_encoder": m.is_cross_encoder()},
         }));
     }
-    Json(json!({"object": "list", "data": data}))
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "memory": {"budget_bytes": registry.budget(), "used_bytes": registry.used()},
+    }))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.engine.metrics().render(),
+        state.models.metrics().render(),
     )
         .into_response()
 }

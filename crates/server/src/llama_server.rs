@@ -5,12 +5,13 @@
 //! an OpenAI text completion through the same handler (one request path)
 //! and its reply is put back into llama-server's shape.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,11 +21,14 @@ use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::relay::{self, Target};
-use crate::{parse, prompt, AppState};
+use crate::{parse, prompt, AppState, Served};
 
 /// `POST /tokenize`.
 #[derive(Debug, Deserialize)]
 struct TokenizeRequest {
+    /// Whose vocabulary (default: the default model's).
+    #[serde(default)]
+    model: Option<String>,
     /// Text to tokenize (control-token texts count, as in a raw prompt).
     content: String,
     /// Prepend BOS where the model wants one.
@@ -38,12 +42,16 @@ struct TokenizeRequest {
 /// `POST /detokenize`.
 #[derive(Debug, Deserialize)]
 struct DetokenizeRequest {
+    /// Whose vocabulary (default: the default model's).
+    #[serde(default)]
+    model: Option<String>,
     /// Token ids.
     tokens: Vec<u32>,
 }
 
-pub async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn tokenize(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: TokenizeRequest = parse(&body)?;
+    let state = app.served(req.model.as_deref().unwrap_or("")).await?;
     let ids = prompt::tokenize(&state, req.content, req.add_special).await?;
     let tokenizer = &state.engine.session().tokenizer;
     let tokens: Vec<Value> = if req.with_pieces {
@@ -54,8 +62,9 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result
     Ok(Json(json!({ "tokens": tokens })))
 }
 
-pub async fn detokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn detokenize(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: DetokenizeRequest = parse(&body)?;
+    let state = app.served(req.model.as_deref().unwrap_or("")).await?;
     let tokenizer = &state.engine.session().tokenizer;
     let vocab = tokenizer.vocab_size();
     if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -67,8 +76,9 @@ pub async fn detokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Resu
 /// `POST /apply-template`: the prompt text a chat renders to (messages and
 /// tools through the chat template, ending with the assistant's turn), as
 /// llama-server answers it.
-pub async fn apply_template(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn apply_template(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: crate::dto::ChatRequest = parse(&body)?;
+    let state = app.served(req.sampling.model_asked()).await?;
     let messages = req.messages()?;
     let tools = req.tools()?;
     let ending = req.ending()?;
@@ -86,12 +96,13 @@ pub async fn apply_template(State(state): State<Arc<AppState>>, body: Bytes) -> 
 }
 
 /// `GET /props`: what llama-server reports about the loaded model, read-only.
-pub async fn props(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn props(State(app): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let state = app.served(q.get("model").map_or("", String::as_str)).await?;
     let session = state.engine.session();
     let tok = &session.tokenizer;
     let piece = |t: Option<u32>| t.and_then(|t| tok.token_text(t)).unwrap_or("").to_owned();
     let d = state.defaults.params();
-    Json(json!({
+    Ok(Json(json!({
         "default_generation_settings": {
             "n_ctx": state.engine.limits().max_seq_len(),
             "params": {
@@ -107,19 +118,20 @@ pub async fn props(State(state): State<Arc<AppState>>) -> Json<Value> {
         "bos_token": piece(tok.bos),
         "eos_token": piece(tok.eos),
         "build_info": concat!("hearth ", env!("CARGO_PKG_VERSION")),
-    }))
+    })))
 }
 
 /// `GET /slots`: one entry per sequence the engine computes together; the
 /// first `running` are busy (Hearth schedules sequences, not fixed slots).
-pub async fn slots(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    if !state.slots {
+pub async fn slots(State(app): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    if !app.slots {
         return Err(ApiError {
             status: axum::http::StatusCode::NOT_IMPLEMENTED,
             code: Some("not_supported"),
             ..ApiError::bad_json("this server does not serve /slots (started with --no-slots)")
         });
     }
+    let state = app.served(q.get("model").map_or("", String::as_str)).await?;
     let running = usize::try_from(state.engine.metrics().running.get().max(0)).unwrap_or(0);
     let n_ctx = state.engine.limits().max_seq_len();
     let slots: Vec<Value> = (0..state.engine.parallel())
@@ -176,7 +188,7 @@ struct Native {
     settings: Value,
 }
 
-fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Native, ApiError> {
+fn translate(state: &Served, req: &Map<String, Value>) -> Result<Native, ApiError> {
     let mut openai = Map::new();
     for (key, v) in req {
         if v.is_null() {
@@ -276,7 +288,7 @@ fn translate(state: &AppState, req: &Map<String, Value>) -> Result<Native, ApiEr
 
 /// llama-server's `logit_bias` (`[[id or text, bias or false], …]`, or
 /// OpenAI's object) as OpenAI's object; a text stands for its tokens.
-fn logit_bias(state: &AppState, v: &Value) -> Result<Value, ApiError> {
+fn logit_bias(state: &Served, v: &Value) -> Result<Value, ApiError> {
     let pairs: Vec<Value> = match v {
         Value::Array(pairs) => pairs.clone(),
         // OpenAI's object, whose keys may be texts here too.
@@ -312,7 +324,7 @@ fn logit_bias(state: &AppState, v: &Value) -> Result<Value, ApiError> {
 }
 
 /// One generated token, read back from an OpenAI chunk's logprobs.
-fn token_entries(state: &AppState, logprobs: &Value) -> Vec<(u32, Value)> {
+fn token_entries(state: &Served, logprobs: &Value) -> Vec<(u32, Value)> {
     let tokenizer = &state.engine.session().tokenizer;
     let id_of = |name: &str| name.strip_prefix("token_id:").and_then(|n| n.parse::<u32>().ok());
     let entry = |id: u32, logprob: &Value| {
@@ -463,11 +475,11 @@ fn batch(prompt: Option<&Value>) -> Option<Vec<Value>> {
 }
 
 /// One prompt's `/completion`, whole or streamed.
-async fn one_completion(state: &Arc<AppState>, req: &Map<String, Value>) -> Result<Response, ApiError> {
-    let state = Arc::clone(state);
+async fn one_completion(app: &Arc<AppState>, req: &Map<String, Value>) -> Result<Response, ApiError> {
+    let state = Arc::new(app.served(req.get("model").and_then(Value::as_str).unwrap_or("")).await?);
     let native = translate(&state, req)?;
     let started = Instant::now();
-    let reply = relay::call(&state, Target::Text, &Value::Object(native.openai.clone())).await?;
+    let reply = relay::call(app, Target::Text, &Value::Object(native.openai.clone())).await?;
     // The prompt as text, for the reply's `prompt` (as translated: `{prompt_string}` unwrapped).
     let pieces = crate::dto::prompt_pieces(native.openai.get("prompt").unwrap_or(&Value::Null)).unwrap_or_default();
     let prompt = crate::dto::PromptPiece::text_of(&pieces, &state.engine.session().tokenizer);
@@ -499,7 +511,7 @@ async fn one_completion(state: &Arc<AppState>, req: &Map<String, Value>) -> Resu
 }
 
 /// Takes one OpenAI choice chunk into `c`; returns its new tokens' entries.
-fn note(state: &AppState, c: &mut Choice, chunk: &Value) -> Vec<(u32, Value)> {
+fn note(state: &Served, c: &mut Choice, chunk: &Value) -> Vec<(u32, Value)> {
     let text = chunk["text"].as_str().unwrap_or("");
     c.content.push_str(text);
     let entries = token_entries(state, &chunk["logprobs"]);
@@ -521,7 +533,7 @@ fn note(state: &AppState, c: &mut Choice, chunk: &Value) -> Vec<(u32, Value)> {
 /// `tokens`, `stop: false`), then each choice's closing object (`stop: true`,
 /// counts, timings); no `[DONE]`.
 struct NativeStream {
-    state: Arc<AppState>,
+    state: Arc<Served>,
     native: Native,
     prompt: String,
     started: Instant,
@@ -585,7 +597,7 @@ impl relay::Translator for NativeStream {
 }
 
 fn stream_native(
-    state: Arc<AppState>,
+    state: Arc<Served>,
     native: Native,
     prompt: String,
     chunks: BoxStream<'static, Value>,

@@ -40,10 +40,14 @@ fn not_found(name: &str) -> OllamaError {
     ApiError { status: StatusCode::NOT_FOUND, ..ApiError::invalid("model", format!("model '{name}' not found")) }.into()
 }
 
-/// The chat model's entry in `/api/tags` and `/api/ps`.
-fn model_entry(state: &AppState) -> Value {
-    let (details, size) = gguf_details(&state.engine.session().file);
-    let name = format!("{}:latest", state.model_name);
+/// A served chat model's entry in `/api/tags` and `/api/ps` (its GGUF
+/// header is read, not its weights).
+fn model_entry(spec: &hearth_engine::registry::ModelSpec) -> Value {
+    let (details, size) = match hearth_gguf::GgufFile::open(&spec.path) {
+        Ok(file) => gguf_details(&file),
+        Err(_) => (json!({"format": "gguf", "family": spec.arch, "families": [spec.arch]}), 0),
+    };
+    let name = hearth_catalog::ModelName::parse(&spec.name).map_or_else(|_| spec.name.clone(), |n| n.to_string());
     json!({
         "name": name,
         "model": name,
@@ -83,7 +87,7 @@ pub async fn version() -> Json<Value> {
 /// `GET /api/tags`: the served model, then every other model in the cache
 /// by the names it answers to.
 pub async fn tags(State(state): State<Arc<AppState>>) -> Result<Json<Value>, OllamaError> {
-    let mut models = vec![model_entry(&state)];
+    let mut models: Vec<Value> = state.models.specs().iter().map(model_entry).collect();
     if let Some(catalog) = state.catalog.clone() {
         // What each file says of itself (a GGUF header is read, not its weights).
         let local = tokio::task::spawn_blocking(move || {
@@ -261,11 +265,28 @@ pub async fn copy(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
     Ok(StatusCode::OK.into_response())
 }
 
+/// `GET /api/ps`: the models loaded now, with the memory each holds and
+/// when it unloads.
 pub async fn ps(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let mut entry = model_entry(&state);
-    entry["size_vram"] = json!(0);
-    entry["expires_at"] = json!("2318-01-01T00:00:00Z"); // loaded for the server's lifetime
-    Json(json!({"models": [entry]}))
+    let registry = &state.models;
+    let models: Vec<Value> = registry
+        .specs()
+        .iter()
+        .zip(registry.states())
+        .filter(|(_, now)| now.state == "loaded")
+        .map(|(spec, now)| {
+            let mut entry = model_entry(spec);
+            entry["size"] = json!(now.bytes);
+            entry["size_vram"] = json!(0);
+            // Idle with a keep-alive: when it runs out; else as long as the server runs.
+            entry["expires_at"] = json!(now.expires_in.map_or_else(
+                || "2318-01-01T00:00:00Z".to_owned(),
+                |d| rfc3339(std::time::SystemTime::now() + d)
+            ));
+            entry
+        })
+        .collect();
+    Json(json!({ "models": models }))
 }
 
 #[derive(Deserialize)]
@@ -277,12 +298,13 @@ struct ShowRequest {
 pub async fn show(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, OllamaError> {
     let req: ShowRequest = crate::parse(&body)?;
     let name = req.model.or(req.name).unwrap_or_default();
-    if !state.serves(&name) {
+    let Some(index) = state.find(&name) else {
         return show_local(&state, name).await;
-    }
-    let session = state.engine.session();
+    };
+    let served = state.served(&name).await?;
+    let session = served.engine.session();
     let cfg = session.model.config();
-    let entry = model_entry(&state);
+    let entry = model_entry(&state.models.specs()[index]);
     let mut info = serde_json::Map::new();
     info.insert("general.architecture".into(), json!(cfg.arch));
     info.insert(format!("{}.context_length", cfg.arch), json!(cfg.n_ctx_train));
@@ -319,14 +341,14 @@ fn yes() -> bool {
 
 /// Embeddings of `input` by the model Ollama's name `model` stands for,
 /// and how many tokens they took.
-async fn embed_with(state: &AppState, model: &str, input: Value, truncate: bool) -> Result<(Vec<Vec<f32>>, usize), OllamaError> {
-    let src = source(state, Some(model)).map_err(|_| not_found(model))?;
-    let rule = input_rule(state, &src);
+async fn embed_with(state: &Arc<AppState>, model: &str, input: Value, truncate: bool) -> Result<(Vec<Vec<f32>>, usize), OllamaError> {
+    let src = source(state, Some(model)).await.map_err(|e| if e.status == StatusCode::NOT_FOUND { not_found(model) } else { e.into() })?;
+    let rule = input_rule(&src);
     let seqs = tokio::task::spawn_blocking(move || inputs(&rule, &input, truncate))
         .await
         .map_err(|_| ApiError::internal("tokenizing the inputs failed"))??;
     let tokens = seqs.iter().map(Vec::len).sum();
-    Ok((src.run(state, seqs).await?, tokens))
+    Ok((src.run(seqs).await?, tokens))
 }
 
 pub async fn embed(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, OllamaError> {

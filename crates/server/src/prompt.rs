@@ -14,11 +14,11 @@ use hearth_text::{ChatExtras, Message};
 
 use crate::dto::{OverflowPolicy, PromptPiece};
 use crate::error::ApiError;
-use crate::AppState;
+use crate::Served;
 
 /// Tokens of a text-completion prompt (control-token texts count: the
 /// client writes the whole prompt).
-pub async fn text(state: &AppState, text: String) -> Result<Vec<TokenId>, ApiError> {
+pub async fn text(state: &Served, text: String) -> Result<Vec<TokenId>, ApiError> {
     check_bytes(state, text.len(), "prompt")?;
     let tokens = off_worker(state, move |s| s.raw_prompt(&text)).await??;
     check_tokens(state.engine.limits(), tokens.len(), "prompt")?;
@@ -28,7 +28,7 @@ pub async fn text(state: &AppState, text: String) -> Result<Vec<TokenId>, ApiErr
 /// Tokens of a prompt given as text and token pieces (llama-server's mixed
 /// prompts): text is tokenized, with BOS where the model wants one only when
 /// the prompt starts with text; ids are checked against the vocabulary.
-pub async fn pieces(state: &AppState, pieces: Vec<PromptPiece>) -> Result<Vec<TokenId>, ApiError> {
+pub async fn pieces(state: &Served, pieces: Vec<PromptPiece>) -> Result<Vec<TokenId>, ApiError> {
     if let [PromptPiece::Text(t)] = pieces.as_slice() {
         return text(state, t.clone()).await;
     }
@@ -58,7 +58,7 @@ pub async fn pieces(state: &AppState, pieces: Vec<PromptPiece>) -> Result<Vec<To
 
 /// Tokens of `text` for `/tokenize`: sized and prepared like a prompt, but
 /// not held to the context (only to the bytes a sequence could ever hold).
-pub async fn tokenize(state: &AppState, text: String, add_bos: bool) -> Result<Vec<TokenId>, ApiError> {
+pub async fn tokenize(state: &Served, text: String, add_bos: bool) -> Result<Vec<TokenId>, ApiError> {
     check_bytes(state, text.len(), "content")?;
     Ok(off_worker(state, move |s| s.tokenizer.encode(&text, add_bos)).await?.map_err(EngineError::from)?)
 }
@@ -66,7 +66,7 @@ pub async fn tokenize(state: &AppState, text: String, add_bos: bool) -> Result<V
 /// Tokens of a chat. With `Truncate`, the oldest turns (after the system
 /// messages, never the last message) are dropped until it fits.
 pub async fn chat(
-    state: &AppState,
+    state: &Served,
     messages: Vec<Message>,
     extras: ChatExtras,
     policy: OverflowPolicy,
@@ -135,7 +135,7 @@ fn fit_by_dropping(
 /// Compiles what a request's output must match (on the blocking pool: a
 /// large schema takes a while). A schema or grammar that cannot be used is a
 /// 400 naming `param`, before anything is queued.
-pub async fn guide(state: &AppState, constraint: Constraint, param: &str) -> Result<Guide, ApiError> {
+pub async fn guide(state: &Served, constraint: Constraint, param: &str) -> Result<Guide, ApiError> {
     off_worker(state, move |s| s.guide(&constraint)).await?.map_err(|e| match e {
         EngineError::Constraint(e) => ApiError::invalid(param, format!("{param} cannot be used: {e}")),
         other => ApiError::from(other),
@@ -144,14 +144,14 @@ pub async fn guide(state: &AppState, constraint: Constraint, param: &str) -> Res
 
 /// Most bytes of text that could still fit: the longest sequence times the
 /// most bytes one token stands for.
-fn byte_bound(state: &AppState) -> usize {
+fn byte_bound(state: &Served) -> usize {
     state.engine.limits().max_seq_len().saturating_mul(state.engine.session().tokenizer.max_token_bytes())
 }
 
 /// Refuses `bytes` of text that cannot fit whatever its tokens, before
 /// tokenizing it (a multi-megabyte body would otherwise cost its size many
 /// times over in tokenizer memory before being refused).
-fn check_bytes(state: &AppState, bytes: usize, param: &str) -> Result<(), ApiError> {
+fn check_bytes(state: &Served, bytes: usize, param: &str) -> Result<(), ApiError> {
     if bytes <= byte_bound(state) {
         return Ok(());
     }
@@ -172,7 +172,7 @@ fn check_tokens(limits: SeqLimits, len: usize, param: &str) -> Result<(), ApiErr
 
 /// Runs `work` on the blocking pool, at most `prep_slots` at a time.
 async fn off_worker<T: Send + 'static>(
-    state: &AppState,
+    state: &Served,
     work: impl FnOnce(&LoadedModel) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let _slot = state.prep_slots.acquire().await.map_err(|_| ApiError::internal("server is shutting down"))?;

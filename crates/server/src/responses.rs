@@ -375,7 +375,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
     let Translated { chat, mut conversation, store, stream } = translate(&state, &req)?;
     let reply = relay::call(&state, Target::Chat, &Value::Object(chat)).await?;
     let (id, created) = (unique_id("resp"), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-    let model = state.model_name.clone();
+    let model = state.answering_name(req.get("model").and_then(Value::as_str).unwrap_or("")).to_owned();
     if stream {
         let run = StreamRun { state: Arc::clone(&state), req, id, created, model, conversation, store };
         return Ok(stream_events(relay::events(reply), run).into_response());

@@ -53,27 +53,36 @@ pub async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
 }
 
-/// What the dashboard shows: the counters now, the capacity answer, the models.
+/// What the dashboard shows: the default model's counters now and its
+/// capacity answer, then every model with its state.
 fn stats_of(state: &AppState) -> Value {
-    let now = state.engine.metrics().snapshot();
-    let limits = state.engine.limits();
-    let capacity = crate::capacity::of(state, crate::capacity::DEFAULT_CONTEXT);
-    let session = state.engine.session();
-    let weights = session.file.tensor_bytes();
-    let mut models = vec![json!({
-        "name": state.model_name,
-        "architecture": session.model.config().arch,
-        "weights_bytes": weights,
-        "context": limits.max_seq_len(),
-        "parallel": state.engine.parallel(),
-    })];
+    let registry = &state.models;
+    let now = registry.figures(0).snapshot();
+    let capacity = registry.loaded(0).map(|e| crate::capacity::of(&e, crate::capacity::DEFAULT_CONTEXT));
+    let mut models: Vec<Value> = registry
+        .specs()
+        .iter()
+        .zip(registry.states())
+        .enumerate()
+        .map(|(i, (spec, now))| {
+            let engine = registry.loaded(i);
+            json!({
+                "name": spec.name,
+                "architecture": spec.arch,
+                "state": now.state,
+                "weights_bytes": now.bytes,
+                "context": engine.as_ref().map_or(spec.n_ctx, |e| e.limits().max_seq_len()),
+                "parallel": engine.as_ref().map_or(spec.planned.map_or(0, |c| c.parallel), hearth_engine::handle::EngineHandle::parallel),
+            })
+        })
+        .collect();
     if let Some(e) = &state.embedder {
         let m = e.handle.model();
-        models.push(json!({"name": e.name, "architecture": "bert (embeddings)", "weights_bytes": 0, "context": m.max_tokens, "parallel": "-"}));
+        models.push(json!({"name": e.name, "architecture": "bert (embeddings)", "state": "loaded", "weights_bytes": 0, "context": m.max_tokens, "parallel": "-"}));
     }
     json!({
         "now": now,
-        "capacity": {"context": capacity.context, "free_tokens": capacity.free_kv_tokens, "more_users": capacity.more_users},
+        "capacity": capacity.map(|c| json!({"context": c.context, "free_tokens": c.free_kv_tokens, "more_users": c.more_users})),
         "models": models,
     })
 }

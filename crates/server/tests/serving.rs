@@ -715,9 +715,10 @@ async fn the_page_is_off_with_no_ui() {
 async fn one_server_listens_on_several_addresses_and_answers_to_several_names() {
     let _serial = SERIAL.lock().await;
     let engine = hearth_engine::handle::EngineHandle::spawn(common::session(), config(1, 512, 2, 512)).expect("engine");
-    let mut state = hearth_server::AppState::new(engine, "code".into(), None);
-    state.aliases = vec!["code".into(), "fim".into()];
-    state.tags = vec!["small".into()];
+    let mut spec = hearth_engine::registry::ModelSpec::running("code".into(), &engine);
+    spec.aliases = vec!["code".into(), "fim".into()];
+    spec.tags = vec!["small".into()];
+    let state = hearth_server::AppState::over(hearth_engine::registry::Registry::running(spec, engine), None);
     let mut listeners = vec![tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()];
     // IPv6 loopback where the machine has it.
     if let Ok(v6) = tokio::net::TcpListener::bind("[::1]:0").await {

@@ -317,7 +317,9 @@ function showStats(s) {
   card("rejected", "Refused (429…)").textContent = n.requests_rejected;
   card("preempted", "Preemptions").textContent = n.preemptions;
   const c = s.capacity;
-  $("capacity").textContent = c.more_users + " more users of " + c.context + "-token context fit now (" + c.free_tokens + " KV tokens free)";
+  $("capacity").textContent = c
+    ? c.more_users + " more users of " + c.context + "-token context fit now (" + c.free_tokens + " KV tokens free)"
+    : "The default model is not loaded now (it loads on the next request).";
   for (const [k, v] of [["tps", n.tokens_per_second], ["running", n.running], ["waiting", n.waiting], ["kv", n.kv_blocks_used]]) {
     series[k].push(v);
     if (series[k].length > 120) series[k].shift();
@@ -328,7 +330,7 @@ function showStats(s) {
   const tbody = $("models-table").tBodies[0];
   tbody.replaceChildren(...s.models.map((m) => {
     const tr = document.createElement("tr");
-    for (const v of [m.name, m.architecture, (m.weights_bytes / 1e6).toFixed(1) + " MB", m.context, m.parallel]) {
+    for (const v of [m.name, m.architecture, m.state, (m.weights_bytes / 1e6).toFixed(1) + " MB", m.context, m.parallel]) {
       const td = document.createElement("td");
       td.textContent = v;
       tr.append(td);

@@ -153,6 +153,12 @@ impl SamplingDefaults {
 }
 
 impl Sampling {
+    /// The model asked for (`""`: none).
+    #[must_use]
+    pub fn model_asked(&self) -> &str {
+        self.model.as_deref().unwrap_or("")
+    }
+
     /// Sampling parameters for a model of `n_vocab` tokens, checked by
     /// [`SamplingParams::validate`] (the rule every entry point shares);
     /// fields left out take the server's `defaults`, `max_tokens` `default_max`.

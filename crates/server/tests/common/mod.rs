@@ -103,11 +103,14 @@ impl Server {
     pub async fn metric(&self, name: &str) -> f64 {
         let text =
             self.http.get(format!("{}/metrics", self.url)).send().await.expect("metrics").text().await.expect("text");
-        text.lines()
-            .find(|l| l.split_whitespace().next() == Some(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} missing"))
+        // Summed over its series (one per model, each labelled).
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert!(!values.is_empty(), "metric {name} missing");
+        values.iter().sum()
     }
 
     /// Waits (up to `limit`) until metric `name` reaches `at_least`; whether it did.
