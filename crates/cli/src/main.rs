@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate a reply (or chat interactively when no prompt is given on a terminal).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Perplexity of a text file, llama.cpp's method.
     Perplexity(PerplexityArgs),
     /// Prefill and decode throughput, like llama-bench, with the decode roofline.
@@ -68,7 +68,7 @@ enum Command {
         model: String,
     },
     /// Serve the OpenAI-compatible API with continuous batching.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Embed texts with an embedding model; prints one JSON array per input.
     Embed(EmbedArgs),
     /// How many concurrent users fit: weights, KV bytes per token, scratch, for a few context sizes.
@@ -254,7 +254,7 @@ fn run(cli: Cli) -> Result<()> {
                 models.push(serve::ModelArg { name, path: gguf_path(&reference)?, template });
             }
             let embedder = a.embedding_model.as_deref().map(|m| load_embedder(m, &backend)).transpose()?;
-            serve::cmd_serve(&a, models, backend, embedder, catalog())
+            serve::cmd_serve(&a, &models, backend, embedder, catalog())
         }
         Command::Embed(a) => cmd_embed(&a),
         Command::Plan(a) => {

@@ -294,7 +294,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 pub fn cmd_serve(
     a: &ServeArgs,
-    models: Vec<ModelArg>,
+    models: &[ModelArg],
     backend: Arc<hearth_cpu::CpuBackend>,
     embedder: Option<Arc<EmbeddingModel>>,
     catalog: hearth_catalog::Catalog,
@@ -317,7 +317,7 @@ pub fn cmd_serve(
     let mut specs = Vec::with_capacity(models.len());
     let budget;
     let mut n_vocab = 0;
-    if let [only] = models.as_slice() {
+    if let [only] = models {
         // One model: the plan sizes its KV pool from the budget.
         let session = LoadedModel::load_with_template(&only.path, Arc::clone(&backend), only.template.as_deref())?;
         n_vocab = session.model.config().n_vocab;
@@ -360,6 +360,7 @@ pub fn cmd_serve(
     } else {
         // Several: each gets a KV pool of its users' full contexts, and
         // the budget bounds what is loaded at once.
+        hearth_cpu::return_large_blocks_on_free();
         budget = match a.mem.memory {
             Some(b) => b,
             None => available_memory().context("cannot read available memory; pass --memory")?,
@@ -381,8 +382,8 @@ pub fn cmd_serve(
                 None => (parallel * ctx).div_ceil(BLOCK_SIZE),
             };
             let config = engine_config(a, parallel, kv_blocks, ctx);
-            let estimate = Footprint::estimate(&file, a.mem.kv_type, config.token_budget, parallel)?
-                .with_kv((kv_blocks * BLOCK_SIZE) as u64);
+            let footprint = Footprint::estimate(&file, a.mem.kv_type, config.token_budget, parallel)?;
+            let estimate = footprint.with_kv((kv_blocks * BLOCK_SIZE) as u64);
             let name = if i == 0 { names.first().cloned() } else { None }.unwrap_or_else(|| m.name.clone());
             eprintln!(
                 "  {name:?}: {} ({} users of {ctx} tokens), {}",
@@ -394,7 +395,9 @@ pub fn cmd_serve(
             let load: Loader = Arc::new(move || {
                 Ok((LoadedModel::load_with_template(&path, Arc::clone(&backend), template.as_deref())?, config))
             });
-            specs.push(spec(name, m, estimate, config, a, load)?);
+            let mut entry = spec(name, m, estimate, config, a, load)?;
+            entry.load_extra = footprint.load_transient();
+            specs.push(entry);
         }
     }
     if let Some(first) = specs.first_mut() {
@@ -521,6 +524,7 @@ fn spec(name: String, m: &ModelArg, estimate: u64, config: EngineConfig, a: &Ser
         estimate,
         keep_alive: a.keep_alive,
         planned: Some(config),
+        load_extra: 0,
         load,
     })
 }

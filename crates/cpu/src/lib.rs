@@ -194,6 +194,35 @@ impl Backend for CpuBackend {
     }
 }
 
+/// Gives memory freed by an unloaded model back to the OS. glibc keeps
+/// freed heap memory for reuse (and, after large blocks are freed, serves
+/// later large ones from the heap too), so without this a process that
+/// unloads a model stays as large as it was.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a size only and touches no Rust-visible memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Makes every allocation of 1 MiB or more its own mapping, given back to
+/// the OS when freed. glibc otherwise raises that threshold each time such
+/// a block is freed, so after one model is unloaded the next one's weights
+/// come from the heap, and what it frees later stays with the process: a
+/// server that swaps models would grow by about a model per swap (measured:
+/// 150 MB more after one Gemma 3 → SmolLM2 swap). For processes that free
+/// models; set once, before loading.
+pub fn return_large_blocks_on_free() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two integers and touches no Rust-visible memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Locks every page mapped now (the loaded weights) into RAM so the OS never
 /// pages them out (`--memory-priority high`). Later allocations (the KV pool)
 /// are not locked, so they stay lazily backed.

@@ -414,6 +414,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // counters read back as exact small integers
     fn models_have_series_of_their_own_in_one_exposition() {
         let root = std::sync::Arc::new(super::MetricsRegistry::new());
         let (a, b) = (root.model("small"), root.model("big"));

@@ -46,6 +46,9 @@ pub struct ModelSpec {
     pub keep_alive: Option<Duration>,
     /// How it will run once loaded, when known before (for capacity answers).
     pub planned: Option<EngineConfig>,
+    /// Memory its load holds for a while beyond `estimate` (repacking
+    /// buffers): room for it is made before the load starts.
+    pub load_extra: u64,
     /// How to load it.
     pub load: Loader,
 }
@@ -70,6 +73,7 @@ impl ModelSpec {
             estimate,
             keep_alive: None,
             planned: Some(config),
+            load_extra: 0,
             load: Arc::new(|| Err(EngineError::Invalid("this model was loaded by its caller and cannot be loaded again".into()))),
         }
     }
@@ -152,6 +156,8 @@ struct Resident {
 
 #[derive(Default)]
 struct Slot {
+    /// Held beyond `bytes` while it loads.
+    load_extra: u64,
     resident: Option<Resident>,
     loading: bool,
     /// Its memory is being released.
@@ -167,7 +173,9 @@ struct Slot {
 impl Slot {
     /// The memory it holds or is about to hold.
     fn held(&self) -> u64 {
-        if self.resident.is_some() || self.loading || self.unloading {
+        if self.loading {
+            self.bytes + self.load_extra
+        } else if self.resident.is_some() || self.unloading {
             self.bytes
         } else {
             0
@@ -243,7 +251,7 @@ impl Registry {
     pub fn new(specs: Vec<ModelSpec>, budget: u64, wait: Duration, metrics: Arc<MetricsRegistry>) -> Arc<Self> {
         metrics.memory_budget_bytes.set(i64::try_from(budget).unwrap_or(i64::MAX));
         let figures = specs.iter().map(|s| metrics.model(&s.name)).collect();
-        let slots = specs.iter().map(|s| Slot { bytes: s.estimate, ..Slot::default() }).collect();
+        let slots = specs.iter().map(|s| Slot { bytes: s.estimate, load_extra: s.load_extra, ..Slot::default() }).collect();
         Arc::new(Self { specs, budget, wait, slots: Mutex::new(slots), changed: Notify::new(), metrics, figures })
     }
 
@@ -260,7 +268,7 @@ impl Registry {
         Arc::new(Self {
             specs: vec![spec],
             budget: bytes,
-            wait: Duration::from_secs(60),
+            wait: Duration::from_mins(1),
             slots: Mutex::new(vec![slot]),
             changed: Notify::new(),
             metrics,
@@ -344,7 +352,8 @@ impl Registry {
     /// idle models for room). Waits for a load under way, or for busy
     /// models to free room, up to the registry's wait.
     pub async fn acquire(self: &Arc<Self>, index: usize) -> Result<Lease, RegistryError> {
-        let deadline = Instant::now() + self.wait;
+        let started = Instant::now();
+        let deadline = started + self.wait;
         let name = || self.specs[index].name.clone();
         let mut counted_wait = false;
         let mut saw_load = false;
@@ -367,13 +376,13 @@ impl Registry {
                     let reason = slot.load_error.clone().unwrap_or_default();
                     return Err(RegistryError::Load { name: name(), reason });
                 } else {
-                    let need = slot.bytes;
+                    let need = slot.bytes + slot.load_extra;
                     let occupants: Vec<Occupant> = slots
                         .iter()
                         .map(|s| Occupant {
                             bytes: s.held(),
                             busy: s.leases > 0 || s.loading || s.unloading,
-                            last_used: s.last_used.unwrap_or(deadline - self.wait),
+                            last_used: s.last_used.unwrap_or(started),
                         })
                         .collect();
                     match make_room(&occupants, self.budget, need) {
@@ -439,6 +448,7 @@ impl Registry {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        hearth_cpu::return_freed_memory();
         {
             let mut slots = self.lock();
             slots[index].unloading = false;

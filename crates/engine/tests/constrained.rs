@@ -6,7 +6,7 @@
 //! batched engine, constrained and free sequences mixed, as a server sees them.
 
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 
 use hearth_engine::batching::{Engine, EngineConfig, Event, GenRequest};
 use hearth_engine::metrics::Metrics;

@@ -69,9 +69,10 @@ pub async fn capacity(State(state): State<Arc<AppState>>, Query(q): Query<HashMa
         .iter()
         .zip(registry.states())
         .enumerate()
-        .map(|(i, (spec, now))| match registry.loaded(i) {
-            Some(engine) => json!({"model": spec.name, "loaded": true, "capacity": of(&engine, context)}),
-            None => {
+        .map(|(i, (spec, now))| {
+            if let Some(engine) = registry.loaded(i) {
+                json!({"model": spec.name, "loaded": true, "capacity": of(&engine, context)})
+            } else {
                 let users = spec.planned.map(|c| {
                     let ctx = context.min(c.n_ctx).max(1);
                     c.parallel.min(c.kv_blocks * c.block_size / ctx)
