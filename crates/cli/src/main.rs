@@ -77,6 +77,9 @@ enum Command {
     Loadtest(serve::LoadtestArgs),
     /// List known aliases and cached models.
     List,
+    /// What a running server has loaded: each model's state, memory,
+    /// requests, KV pool, keep-alive, and how many more users fit.
+    Ps(serve::PsArgs),
     /// Show a model's architecture, tensor types, size, context and template.
     Show {
         /// Alias or path.
@@ -263,6 +266,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Loadtest(a) => serve::cmd_loadtest(&a),
         Command::List => cmd_list(),
+        Command::Ps(a) => serve::cmd_ps(&a),
         Command::Show { model } => show::show(&gguf_path(&model)?),
     }
 }

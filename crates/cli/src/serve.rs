@@ -664,3 +664,69 @@ fn request_defaults(a: &ServeArgs, n_vocab: usize) -> Result<hearth_server::Samp
     }
     Ok(d)
 }
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Context per user for the capacity column: 4096, 32k.
+    #[arg(long, value_parser = parse_tokens, default_value = "4096")]
+    pub context: usize,
+    /// API key, if the server wants one (else `HEARTH_API_KEY`).
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+}
+
+/// `hearth ps`: `/v1/models` and `/v1/capacity` of a running server, as a table.
+pub fn cmd_ps(a: &PsArgs) -> Result<()> {
+    let key = a.api_key.clone().or_else(|| std::env::var("HEARTH_API_KEY").ok());
+    let get = |path: &str| -> Result<serde_json::Value> {
+        let mut req = ureq::get(&format!("{}{path}", a.url.trim_end_matches('/')));
+        if let Some(k) = &key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
+        let body = match req.call() {
+            Ok(r) => r.into_string()?,
+            Err(ureq::Error::Status(401, _)) => bail!("{} refused the API key (pass --api-key or set HEARTH_API_KEY)", a.url),
+            Err(e) => bail!("cannot reach a Hearth server at {}: {e}", a.url),
+        };
+        serde_json::from_str(&body).with_context(|| format!("{}{path} did not answer JSON", a.url))
+    };
+    let models = get("/v1/models")?;
+    let capacity = get(&format!("/v1/capacity?context={}", a.context))?;
+    let more = |name: &str| -> String {
+        let entry = capacity["data"].as_array().into_iter().flatten().find(|c| c["model"] == name);
+        match entry {
+            Some(c) if c["loaded"] == true => c["capacity"]["more_users"].to_string(),
+            Some(c) if c["loads_now"] == true => "loads now".into(),
+            Some(c) if c["loads_if_idle_models_unload"] == true => "after unloading idle".into(),
+            Some(_) => "waits for busy models".into(),
+            None => "-".into(),
+        }
+    };
+    println!("{:<20} {:<10} {:>10} {:>8} {:>10} {:>10}  MORE USERS OF {}", "NAME", "STATE", "MEMORY", "REQUESTS", "KV TOKENS", "EXPIRES", a.context);
+    for m in models["data"].as_array().into_iter().flatten().filter(|m| m.get("status").is_some()) {
+        let s = &m["status"];
+        let name = m["id"].as_str().unwrap_or("?");
+        let expires = s["expires_in_seconds"].as_u64().map_or_else(|| "-".into(), |t| format!("{t} s"));
+        let kv = s["kv_tokens"].as_u64().map_or_else(|| "-".into(), |t| t.to_string());
+        println!(
+            "{:<20} {:<10} {:>10} {:>8} {:>10} {:>10}  {}",
+            name,
+            s["value"].as_str().unwrap_or("?"),
+            human_bytes(s["memory_bytes"].as_u64().unwrap_or(0)),
+            s["requests"].as_u64().unwrap_or(0),
+            kv,
+            expires,
+            more(name)
+        );
+    }
+    let mem = &models["memory"];
+    println!(
+        "memory: {} of {} budget in use",
+        human_bytes(mem["used_bytes"].as_u64().unwrap_or(0)),
+        human_bytes(mem["budget_bytes"].as_u64().unwrap_or(0))
+    );
+    Ok(())
+}
