@@ -157,4 +157,25 @@ fn two_models_take_turns_under_a_budget_that_holds_one() {
     // A name nobody serves is answered by the default model (its name in the reply).
     let (status, reply) = chat(&url, "gpt-4o");
     assert_eq!((status, reply["model"].as_str()), (200, Some("smollm2")), "{reply}");
+
+    // Ollama's way: `keep_alive: 0` with an empty prompt unloads a model, an empty prompt loads it.
+    let generate = |body: Value| -> Value {
+        let r = ureq::post(&format!("{url}/api/generate")).send_string(&body.to_string()).expect("generate");
+        serde_json::from_str(&r.into_string().expect("text")).expect("json")
+    };
+    let state = |name: &str| -> String {
+        let models: Value =
+            serde_json::from_str(&ureq::get(&format!("{url}/v1/models")).call().expect("models").into_string().expect("text"))
+                .expect("json");
+        models["data"].as_array().expect("data").iter().find(|m| m["id"] == name).expect("listed")["status"]["value"]
+            .as_str()
+            .expect("state")
+            .to_owned()
+    };
+    assert_eq!(generate(json!({"model": "smollm2", "prompt": "", "keep_alive": 0}))["done_reason"], "unload");
+    assert_eq!(state("smollm2"), "unloaded");
+    let text = ureq::get(&format!("{url}/metrics")).call().expect("metrics").into_string().expect("text");
+    assert!(text.contains("hearth_model_unloads_total{model=\"smollm2\",reason=\"request\"} 1"), "{text}");
+    assert_eq!(generate(json!({"model": "smollm2", "prompt": ""}))["done_reason"], "load");
+    assert_eq!(state("smollm2"), "loaded");
 }

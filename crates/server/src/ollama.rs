@@ -456,8 +456,23 @@ pub async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Result
     let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(true);
     if prompt.is_empty() {
-        // Ollama's way to load a model: an empty prompt answers at once.
-        return Ok(Json(json!({"model": state.answering_name(&model), "created_at": now(), "response": "", "done": true, "done_reason": "load"})).into_response());
+        // Ollama's way to load a model (an empty prompt), or with
+        // `keep_alive: 0` to unload it (when no request uses it).
+        let unload = match req.get("keep_alive") {
+            Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(Value::String(s)) => matches!(s.trim(), "0" | "0s" | "0m" | "0h"),
+            _ => false,
+        };
+        let reason = if unload {
+            if let Some(index) = state.find(&model) {
+                state.models.unload(index).await;
+            }
+            "unload"
+        } else {
+            drop(state.served(&model).await?);
+            "load"
+        };
+        return Ok(Json(json!({"model": state.answering_name(&model), "created_at": now(), "response": "", "done": true, "done_reason": reason})).into_response());
     }
     let raw = req.get("raw").and_then(Value::as_bool).unwrap_or(false);
     let mut openai = serde_json::Map::new();
