@@ -189,17 +189,12 @@ impl AppState {
     /// 404 for a name not served without a default model, 503 with
     /// `Retry-After` when the models in use leave no room for it.
     pub(crate) async fn served(self: &Arc<Self>, asked: &str) -> Result<Served, ApiError> {
-        let index = match self.find(asked) {
-            Some(i) => i,
-            None if asked.is_empty() || self.default_model => 0,
+        let (index, model_name) = match self.find(asked) {
+            Some(i) => (i, asked.to_owned()),
+            None if asked.is_empty() || self.default_model => (0, self.model_name().to_owned()),
             None => return Err(ApiError::unknown_model(asked, &self.served_names())),
         };
         let lease = self.models.acquire(index).await?;
-        let model_name = if !asked.is_empty() && self.find(asked).is_some() {
-            asked.to_owned()
-        } else {
-            self.models.specs()[index].name.clone()
-        };
         Ok(Served { app: Arc::clone(self), engine: lease.engine.clone(), model_name, _lease: lease })
     }
 
@@ -357,8 +352,9 @@ fn same_secret(given: &[u8], key: &[u8]) -> bool {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let figures: Vec<_> = (0..state.models.specs().len()).map(|i| state.models.figures(i).snapshot()).collect();
-    let (running, waiting) = figures.iter().fold((0.0, 0.0), |(r, w), f| (r + f.running, w + f.waiting));
+    // The gauges themselves: a snapshot would render the whole exposition per model.
+    let each = (0..state.models.specs().len()).map(|i| state.models.figures(i));
+    let (running, waiting) = each.fold((0, 0), |(r, w), f| (r + f.running.get(), w + f.queue_depth.get()));
     Json(json!({"status": "ok", "model": state.model_name(), "running": running, "waiting": waiting}))
 }
 
