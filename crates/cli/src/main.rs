@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod chat;
+mod config;
 mod serve;
 mod show;
 mod size;
@@ -245,19 +246,50 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Cp { source, destination } => Ok(catalog().copy(&source, &destination)?),
         Command::Rm { model } => Ok(catalog().delete(&model)?),
-        Command::Serve(a) => {
+        Command::Serve(mut a) => {
+            let config = a.config.as_deref().map(config::ServeConfig::read).transpose()?.unwrap_or_default();
+            // The command line wins over the file.
+            a.mem.memory = a.mem.memory.or(config.memory);
+            a.keep_alive = a.keep_alive.or(config.keep_alive);
             let backend = backend(a.threads)?;
-            let template = template_source(a.chat_template_file.as_deref(), a.chat_template.as_deref())?;
-            let mut models = Vec::with_capacity(a.model.len());
+            let cli_template = template_source(a.chat_template_file.as_deref(), a.chat_template.as_deref())?;
+            let mut models = Vec::with_capacity(a.model.len() + config.models.len());
             for (i, m) in a.model.iter().enumerate() {
                 let (name, reference) = serve::named_model(m);
                 // A chat template given on the command line is the first (default) model's.
-                let template = if i == 0 { template.clone() } else { None };
+                let template = if i == 0 { cli_template.clone() } else { None };
                 let name = name.unwrap_or_else(|| serve::model_name(std::path::Path::new(&reference)));
-                models.push(serve::ModelArg { name, path: gguf_path(&reference)?, template });
+                models.push(serve::ModelArg { name, path: gguf_path(&reference)?, template, ..Default::default() });
             }
+            for m in config.models {
+                let template = template_source(m.chat_template_file.as_deref(), m.chat_template.as_deref())?;
+                // The command line's template is the first model's, when the file gives that one none.
+                let template = if models.is_empty() { template.or_else(|| cli_template.clone()) } else { template };
+                models.push(serve::ModelArg {
+                    name: m.name.unwrap_or_else(|| serve::model_name(std::path::Path::new(&m.model))),
+                    path: gguf_path(&m.model)?,
+                    template,
+                    aliases: m.aliases,
+                    ctx: m.context,
+                    parallel: m.parallel,
+                    keep_alive: m.keep_alive,
+                });
+            }
+            if models.is_empty() {
+                bail!("no model to serve: give --model, or [[model]] tables in the --config file");
+            }
+            for (i, m) in models.iter().enumerate() {
+                if models[..i].iter().any(|o| hearth_catalog::same_model(&o.name, &m.name)) {
+                    bail!("two models are served as {:?}: give one of them another name (NAME=MODEL, or `name`)", m.name);
+                }
+            }
+            let router = match (&a.router, config.router) {
+                (Some(_), Some(_)) => bail!("give --router or a [router] table in the config file, not both"),
+                (Some(arg), None) => Some(serve::router_arg(arg)?),
+                (None, router) => router,
+            };
             let embedder = a.embedding_model.as_deref().map(|m| load_embedder(m, &backend)).transpose()?;
-            serve::cmd_serve(&a, &models, backend, embedder, catalog())
+            serve::cmd_serve(&a, &models, router, backend, embedder, catalog())
         }
         Command::Embed(a) => cmd_embed(&a),
         Command::Plan(a) => {

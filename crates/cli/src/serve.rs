@@ -14,7 +14,7 @@ use hearth_engine::plan::{available_memory, Footprint, MemoryPriority, Plan};
 use hearth_engine::LoadedModel;
 use hearth_server::{AppState, HttpLimits};
 
-use crate::size::{human_bytes, parse_bytes, parse_tokens};
+use crate::size::{human_bytes, parse_bytes, parse_duration, parse_tokens};
 
 const BLOCK_SIZE: usize = EngineConfig::BLOCK_SIZE;
 const TOKEN_BUDGET: usize = EngineConfig::TOKEN_BUDGET;
@@ -48,8 +48,19 @@ pub struct ServeArgs {
     /// first is the default and loads at start; the others load on first
     /// use, and idle ones are unloaded (least recently used first) when
     /// another needs their room.
-    #[arg(long, short = 'm', required = true)]
+    #[arg(long, short = 'm', required_unless_present = "config")]
     pub model: Vec<String>,
+    /// A TOML file of models to serve (each with its own context, users,
+    /// keep-alive, aliases and template) and the triage router; models
+    /// given with --model come first. See `docs/serve-config.md`.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// A triage router answering to the model name `auto`: `SMALL,BIG`
+    /// (two served models' names) with the default rules — tool use and
+    /// prompts over 1,000 tokens to BIG, then the small model's own verdict.
+    /// A config file's [router] sets the rules.
+    #[arg(long)]
+    pub router: Option<String>,
     /// Unload a model after this long without requests (e.g. 5m, 30s, 1h;
     /// default: only when another model needs its room).
     #[arg(long = "keep-alive", value_parser = parse_duration)]
@@ -258,12 +269,36 @@ pub fn cmd_plan(a: &PlanArgs, session: &LoadedModel) -> Result<()> {
 }
 
 /// A model `hearth serve` was given: the name it is served under, its file
-/// and its chat template (when given on the command line).
+/// and its chat template (when given), and what the configuration file says
+/// of it beyond the command line's settings for every model.
+#[derive(Default)]
 pub struct ModelArg {
     /// The name given (`NAME=`), else the model as given (an alias, a name, a path).
     pub name: String,
     pub path: std::path::PathBuf,
     pub template: Option<String>,
+    /// More names it answers to.
+    pub aliases: Vec<String>,
+    /// Context per user (else `--ctx-size`).
+    pub ctx: Option<usize>,
+    /// Users at once (else `--parallel`).
+    pub parallel: Option<usize>,
+    /// Idle time before it unloads (else `--keep-alive`).
+    pub keep_alive: Option<std::time::Duration>,
+}
+
+/// `--router SMALL,BIG`: a router named `auto` over the two, default rules.
+pub fn router_arg(arg: &str) -> Result<hearth_server::TriageRouter> {
+    let Some((small, big)) = arg.split_once(',').map(|(s, b)| (s.trim(), b.trim())).filter(|(s, b)| !s.is_empty() && !b.is_empty())
+    else {
+        bail!("--router takes two served models' names, SMALL,BIG (got {arg:?})");
+    };
+    Ok(hearth_server::TriageRouter {
+        name: "auto".into(),
+        small: small.to_owned(),
+        big: big.to_owned(),
+        policy: hearth_engine::router::RoutePolicy::default(),
+    })
 }
 
 /// `NAME=MODEL` apart (a bare model has no name of its own); a path that
@@ -278,23 +313,10 @@ pub fn named_model(arg: &str) -> (Option<String>, String) {
     }
 }
 
-/// How long: `30s`, `5m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, ""), |i| s.split_at(i));
-    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration (30s, 5m, 1h)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: the unit is s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 pub fn cmd_serve(
     a: &ServeArgs,
     models: &[ModelArg],
+    router: Option<hearth_server::TriageRouter>,
     backend: Arc<hearth_cpu::CpuBackend>,
     embedder: Option<Arc<EmbeddingModel>>,
     catalog: hearth_catalog::Catalog,
@@ -321,11 +343,12 @@ pub fn cmd_serve(
         // One model: the plan sizes its KV pool from the budget.
         let session = LoadedModel::load_with_template(&only.path, Arc::clone(&backend), only.template.as_deref())?;
         n_vocab = session.model.config().n_vocab;
+        let (ctx, asked_parallel) = (only.ctx.unwrap_or(a.ctx), only.parallel.or(a.parallel));
         let plan =
-            plan_for(&session, &a.mem, a.kv_memory, a.parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(a.ctx))?;
+            plan_for(&session, &a.mem, a.kv_memory, asked_parallel.unwrap_or(MAX_AUTO_PARALLEL), &contexts_around(ctx))?;
         let kv_blocks = (plan.kv_tokens as usize) / BLOCK_SIZE;
-        let parallel = a.parallel.unwrap_or_else(|| {
-            (kv_blocks * BLOCK_SIZE / a.mem.priority.tokens_per_user(a.ctx)).clamp(1, MAX_AUTO_PARALLEL)
+        let parallel = asked_parallel.unwrap_or_else(|| {
+            (kv_blocks * BLOCK_SIZE / a.mem.priority.tokens_per_user(ctx)).clamp(1, MAX_AUTO_PARALLEL)
         });
         if a.mem.priority.lock_weights() {
             match hearth_cpu::lock_resident_memory() {
@@ -335,16 +358,16 @@ pub fn cmd_serve(
                 ),
             }
         }
-        for line in describe(&plan, &a.mem, a.ctx) {
+        for line in describe(&plan, &a.mem, ctx) {
             eprintln!("{line}");
         }
         let name = names.first().cloned().unwrap_or_else(|| only.name.clone());
         eprintln!(
             "serving {name:?}: up to {parallel} users at once, {} KV blocks of {BLOCK_SIZE} tokens, context {} per user",
             kv_blocks,
-            a.ctx.min(kv_blocks * BLOCK_SIZE)
+            ctx.min(kv_blocks * BLOCK_SIZE)
         );
-        let config = engine_config(a, parallel, kv_blocks, a.ctx);
+        let config = engine_config(a, parallel, kv_blocks, ctx);
         budget = plan.budget.max(plan.total());
         let preloaded = std::sync::Mutex::new(Some(session));
         let (path, template, backend) = (only.path.clone(), only.template.clone(), Arc::clone(&backend));
@@ -365,15 +388,15 @@ pub fn cmd_serve(
             Some(b) => b,
             None => available_memory().context("cannot read available memory; pass --memory")?,
         };
-        let parallel = a.parallel.unwrap_or(MULTI_MODEL_PARALLEL);
         eprintln!("memory budget {} for {} models (loaded on first use)", human_bytes(budget), models.len());
         for (i, m) in models.iter().enumerate() {
+            let parallel = m.parallel.or(a.parallel).unwrap_or(MULTI_MODEL_PARALLEL);
             let file = hearth_gguf::GgufFile::open(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
             let model_config = hearth_models::ModelConfig::from_gguf(&file).map_err(hearth_engine::EngineError::from)?;
             if i == 0 {
                 n_vocab = model_config.n_vocab;
             }
-            let ctx = a.ctx.min(model_config.n_ctx_train.max(BLOCK_SIZE));
+            let ctx = m.ctx.unwrap_or(a.ctx).min(model_config.n_ctx_train.max(BLOCK_SIZE));
             let kv_blocks = match a.kv_memory {
                 Some(bytes) => {
                     let f = Footprint::estimate(&file, a.mem.kv_type, TOKEN_BUDGET, parallel)?;
@@ -401,7 +424,7 @@ pub fn cmd_serve(
         }
     }
     if let Some(first) = specs.first_mut() {
-        first.aliases.clone_from(&names);
+        first.aliases.extend(names.iter().cloned());
         first.tags.clone_from(&a.tags);
     }
     let defaults = request_defaults(a, n_vocab)?;
@@ -419,6 +442,10 @@ pub fn cmd_serve(
     state.default_model = !a.no_default_model;
     state.slots = !a.no_slots;
     state.ui = !a.no_ui;
+    if let Some(router) = router {
+        eprintln!("router {:?}: {:?} answers easy requests, {:?} the rest", router.name, router.small, router.big);
+        state = state.with_router(router).map_err(anyhow::Error::msg)?;
+    }
     if let (Some(model), Some(e)) = (&a.embedding_model, embedder) {
         let name = model_name(std::path::Path::new(model));
         eprintln!("embeddings: {name:?} ({} dimensions, inputs up to {} tokens)", e.dims(), e.max_tokens);
@@ -516,13 +543,13 @@ fn spec(name: String, m: &ModelArg, estimate: u64, config: EngineConfig, a: &Ser
     let arch = file.get_str("general.architecture").unwrap_or("unknown").to_owned();
     Ok(ModelSpec {
         name,
-        aliases: Vec::new(),
+        aliases: m.aliases.clone(),
         tags: Vec::new(),
         path: m.path.clone(),
         arch,
         n_ctx: config.n_ctx,
         estimate,
-        keep_alive: a.keep_alive,
+        keep_alive: m.keep_alive.or(a.keep_alive),
         planned: Some(config),
         load_extra: 0,
         load,

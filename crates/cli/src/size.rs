@@ -40,6 +40,20 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// How long: `30s`, `5m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, ""), |i| s.split_at(i));
+    let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration (30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +76,16 @@ mod tests {
         assert_eq!(parse_tokens("1M"), Ok(1 << 20));
         assert!(parse_tokens("0").is_err());
         assert!(parse_tokens("lots").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(std::time::Duration::from_mins(5)));
+        assert_eq!(parse_duration("1.5h"), Ok(std::time::Duration::from_mins(90)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("1e999999h").is_err());
+        assert!(parse_duration(&"9".repeat(40)).is_err());
     }
 }

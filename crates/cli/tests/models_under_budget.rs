@@ -9,51 +9,17 @@
 
 #![allow(clippy::float_cmp)] // counters read back as exact small integers
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{metric, start};
 
 use serde_json::{json, Value};
 
 const BUDGET_MIB: u64 = 600;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-fn start(args: &[String]) -> Server {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(["serve", "--port", &port.to_string(), "--no-ui"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("hearth serve starts");
-    // Echo the server's log into the test's, for a failure's story.
-    let log = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || BufReader::new(log).lines().map_while(Result::ok).for_each(|l| eprintln!("[serve] {l}")));
-    let url = format!("http://127.0.0.1:{port}");
-    let t0 = Instant::now();
-    while ureq::get(&format!("{url}/health")).call().is_err() {
-        assert!(t0.elapsed() < Duration::from_mins(1), "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, url }
-}
 
 fn chat(url: &str, model: &str) -> (u16, Value) {
     let body = json!({"model": model, "messages": [{"role": "user", "content": "Name a color."}], "max_tokens": 12, "temperature": 0});
@@ -64,15 +30,6 @@ fn chat(url: &str, model: &str) -> (u16, Value) {
         Err(ureq::Error::Status(code, r)) => (code, json_of(r)),
         Err(e) => panic!("{model}: {e}"),
     }
-}
-
-fn metric(url: &str, name: &str, model: &str) -> f64 {
-    let text = ureq::get(&format!("{url}/metrics")).call().expect("metrics").into_string().expect("text");
-    let label = format!("model=\"{model}\"");
-    text.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// `RssAnon` of process `pid`, bytes.
@@ -153,6 +110,17 @@ fn two_models_take_turns_under_a_budget_that_holds_one() {
     let peak = peak.load(Ordering::Relaxed);
     eprintln!("peak anonymous memory {:.1} MiB under a {BUDGET_MIB} MiB budget", peak as f64 / 1048576.0);
     assert!(peak <= BUDGET_MIB << 20, "peak anonymous memory {peak} bytes is over the {BUDGET_MIB} MiB budget");
+
+    // Ollama's chat reaches the model it names (the same greedy text as OpenAI's chat).
+    let r = ureq::post(&format!("{url}/api/chat"))
+        .send_string(
+            &json!({"model": "gemma", "stream": false, "messages": [{"role": "user", "content": "Name a color."}],
+                    "options": {"num_predict": 12, "temperature": 0}})
+            .to_string(),
+        )
+        .expect("ollama chat");
+    let reply: Value = serde_json::from_str(&r.into_string().expect("text")).expect("json");
+    assert_eq!(reply["message"]["content"].as_str(), first.get("gemma").map(String::as_str), "{reply}");
 
     // A name nobody serves is answered by the default model (its name in the reply).
     let (status, reply) = chat(&url, "gpt-4o");

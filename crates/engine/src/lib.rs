@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod perplexity;
 pub mod plan;
 pub mod registry;
+pub mod router;
 
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateOutput};

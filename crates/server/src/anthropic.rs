@@ -168,8 +168,6 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
         return Err(bad("max_tokens", "max_tokens is required"));
     };
     let asked = req.get("model").and_then(Value::as_str).unwrap_or("");
-    // The reply names the model that answered (the default one for a name not served).
-    let model = state.answering_name(asked).to_owned();
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut openai = to_openai(&req)?;
     openai.insert("max_tokens".into(), json!(max_tokens));
@@ -179,6 +177,9 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
         openai.insert("stream_options".into(), json!({"include_usage": true, "continuous_usage_stats": true}));
     }
     let reply = relay::call(&state, Target::Chat, &Value::Object(openai)).await?;
+    // The reply names the model that answered (the router's choice, or the
+    // default model for a name not served).
+    let (model, headers) = (relay::answered_by(&state, asked, &reply), reply.headers().clone());
     let id = crate::format::unique_id("msg");
     if !stream {
         let v = relay::whole(reply).await?;
@@ -192,7 +193,7 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
         for c in &calls {
             content.push(tool_use_block(c));
         }
-        return Ok(Json(json!({
+        let message = Json(json!({
             "id": id,
             "type": "message",
             "role": "assistant",
@@ -201,10 +202,10 @@ pub async fn messages(State(state): State<Arc<AppState>>, body: Bytes) -> Result
             "stop_reason": stop_reason(choice["finish_reason"].as_str(), !calls.is_empty()),
             "stop_sequence": null,
             "usage": usage(&v["usage"]),
-        }))
-        .into_response());
+        }));
+        return Ok(relay::with_route_headers_of(&headers, message.into_response()));
     }
-    Ok(relay::translate(relay::events(reply), Relay::new(&id, &model)).into_response())
+    Ok(relay::with_route_headers_of(&headers, relay::translate(relay::events(reply), Relay::new(&id, &model)).into_response()))
 }
 
 /// Anthropic's `usage` for OpenAI's: input read from the prefix cache is

@@ -26,11 +26,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::dto::{ChatRequest, Checked, CompletionRequest, PromptPiece, Sampling};
 use crate::error::ApiError;
 use crate::format::{logprobs_json, unique_id, ChoiceText, Endpoint, Envelope};
+use crate::route::with_route_headers;
 use crate::{parse, prompt, AppState, Served};
+use hearth_engine::router::RequestTraits;
 
 pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
-    let state = Arc::new(app.served(req.sampling.model_asked()).await?);
+    let state = Arc::new(app.served_for(req.sampling.model_asked(), || chat_traits(&req)).await?);
     let (logprobs, mut checked) = (req.logprobs()?, check(&state, &req.sampling)?);
     let PreparedChat { prompt, forced, calls } = prepare_chat(&state, &req).await?;
     let session = state.engine.session();
@@ -49,7 +51,16 @@ pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Respo
         (_, c) => c,
     };
     let shape = ReplyShape { tools: calls, thinking };
-    run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None, shape).await
+    let reply = run(&state, Endpoint::Chat, &req.sampling, checked, prompt, logprobs, None, shape).await?;
+    Ok(with_route_headers(&state, reply))
+}
+
+/// What the triage router reads of a chat.
+fn chat_traits(req: &ChatRequest) -> Result<RequestTraits, ApiError> {
+    let messages = req.messages()?;
+    let text = messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
+    let question = messages.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()).unwrap_or_default();
+    Ok(RequestTraits { text, question, tools: req.tools()?.active(), json: req.sampling.constraint()?.is_some() })
 }
 
 /// What the chat template renders for `messages` with `shown` tools: the
@@ -123,14 +134,25 @@ pub async fn input_tokens(State(app): State<Arc<AppState>>, body: Bytes) -> Resu
 
 pub async fn completions(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
-    let state = Arc::new(app.served(req.sampling.model_asked()).await?);
+    let state = Arc::new(app.served_for(req.sampling.model_asked(), || completion_traits(&req)).await?);
     req.check_no_tools()?;
     let pieces = req.prompt()?;
     let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
     // The prompt as sent (token pieces as their text).
     let echo = req.echo.then(|| PromptPiece::text_of(&pieces, &state.engine.session().tokenizer));
     let prompt = prompt::pieces(&state, pieces).await?;
-    run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, ReplyShape::default()).await
+    let reply = run(&state, Endpoint::Text, &req.sampling, checked, prompt, logprobs, echo, ReplyShape::default()).await?;
+    Ok(with_route_headers(&state, reply))
+}
+
+/// What the triage router reads of a text completion: its prompt's text.
+fn completion_traits(req: &CompletionRequest) -> Result<RequestTraits, ApiError> {
+    let text: String = req
+        .prompt()?
+        .iter()
+        .filter_map(|p| if let PromptPiece::Text(t) = p { Some(t.as_str()) } else { None })
+        .collect();
+    Ok(RequestTraits { question: text.clone(), text, tools: false, json: req.sampling.constraint()?.is_some() })
 }
 
 /// How a chat reply is taken apart before it goes out.

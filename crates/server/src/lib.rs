@@ -27,6 +27,7 @@ mod ollama;
 mod prompt;
 mod relay;
 mod responses;
+mod route;
 mod ui;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub use dto::{check_body, ChatRequest, CompletionRequest, SamplingDefaults};
 pub use embeddings::Embedder;
 pub use error::ApiError;
 pub use http::{serve, serve_on, HttpLimits};
+pub use route::TriageRouter;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -76,6 +78,8 @@ pub struct AppState {
     pub slots: bool,
     /// Serve the page at `/` (on unless `--no-ui`).
     pub ui: bool,
+    /// The triage router, answering to its own model name.
+    pub router: Option<Arc<TriageRouter>>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -91,6 +95,8 @@ pub(crate) struct Served {
     /// The name replies give: the one asked for when it is served, else
     /// the default model's.
     pub model_name: String,
+    /// Where the triage router sent the request, when it did.
+    route: Option<route::RouteNote>,
     _lease: Lease,
 }
 
@@ -124,6 +130,7 @@ impl AppState {
             default_model: true,
             slots: true,
             ui: true,
+            router: None,
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -138,6 +145,23 @@ impl AppState {
     #[must_use]
     pub fn with_catalog(self, catalog: hearth_catalog::Catalog) -> Self {
         Self { catalog: Some(catalog), ..self }
+    }
+
+    /// The same, with a triage router answering to `router.name`: its two
+    /// models must be served, and its name must not be one of theirs.
+    ///
+    /// # Errors
+    /// A model of the router's that is not served, or a name taken.
+    pub fn with_router(self, router: TriageRouter) -> Result<Self, String> {
+        for (role, name) in [("small", &router.small), ("big", &router.big)] {
+            if !self.serves(name) {
+                return Err(format!("the router's {role} model {name:?} is not served (served: {})", self.served_names()));
+            }
+        }
+        if self.serves(&router.name) {
+            return Err(format!("the router's name {:?} is already a served model's", router.name));
+        }
+        Ok(Self { router: Some(Arc::new(router)), ..self })
     }
 
     /// The default model's name (the first served).
@@ -162,10 +186,11 @@ impl AppState {
     }
 
     /// Whether a generation request naming `name` is answered: the model
-    /// is served, or the default model answers for it.
+    /// is served, the triage router has that name, or the default model
+    /// answers for it.
     #[must_use]
     pub fn answers(&self, name: &str) -> bool {
-        self.default_model || self.serves(name)
+        self.default_model || self.serves(name) || self.routes(name)
     }
 
     /// The name a reply gives for a request that asked for `asked`: that
@@ -195,7 +220,7 @@ impl AppState {
             None => return Err(ApiError::unknown_model(asked, &self.served_names())),
         };
         let lease = self.models.acquire(index).await?;
-        Ok(Served { app: Arc::clone(self), engine: lease.engine.clone(), model_name, _lease: lease })
+        Ok(Served { app: Arc::clone(self), engine: lease.engine.clone(), model_name, route: None, _lease: lease })
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS
@@ -359,7 +384,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
 }
 
 /// `GET /v1/models`: every chat model served, loaded or not (with what it
-/// holds, its KV pool and when it unloads), then the embedding model.
+/// holds, its KV pool and when it unloads), the triage router, then the
+/// embedding model.
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let registry = &state.models;
     let mut data: Vec<serde_json::Value> = registry
@@ -392,6 +418,15 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
             entry
         })
         .collect();
+    if let Some(r) = &state.router {
+        data.push(json!({
+            "id": r.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "hearth",
+            "meta": {"router": {"small": r.small, "big": r.big}},
+        }));
+    }
     if let Some(e) = &state.embedder {
         let m = e.handle.model();
         data.push(json!({

@@ -535,14 +535,16 @@ async fn translate(
 ) -> Result<Response, OllamaError> {
     use futures::StreamExt;
     let t0 = Instant::now();
-    // The reply names the model that answered (the default one for a name not served).
-    let model = state.answering_name(model).to_owned();
+    openai.insert("model".into(), json!(model));
     openai.insert("stream".into(), json!(stream));
     if stream {
         openai.insert("stream_options".into(), json!({"include_usage": true}));
     }
     let target = if raw { Target::Text } else { Target::Chat };
     let reply = relay::call(state, target, &Value::Object(openai)).await?;
+    // The reply names the model that answered (the router's choice, or the
+    // default model for a name not served).
+    let (model, headers) = (relay::answered_by(state, model, &reply), reply.headers().clone());
     if !stream {
         let v = relay::whole(reply).await?;
         let choice = &v["choices"][0];
@@ -552,7 +554,7 @@ async fn translate(
             Api::Chat => out["message"] = assistant(&text, &choice["message"]),
             Api::Generate => out["response"] = json!(text),
         }
-        return Ok(Json(out).into_response());
+        return Ok(relay::with_route_headers_of(&headers, Json(out).into_response()));
     }
     // Stream: OpenAI's events in, NDJSON lines out, the counts last.
     let start = Relay { events: relay::events(reply), tally: Tally::default(), first: None, done: false };
@@ -587,7 +589,8 @@ async fn translate(
             None
         }
     });
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response())
+    let ndjson = ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines));
+    Ok(relay::with_route_headers_of(&headers, ndjson.into_response()))
 }
 
 /// An assistant message in Ollama's shape from OpenAI's message or delta:

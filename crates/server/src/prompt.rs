@@ -63,6 +63,16 @@ pub async fn tokenize(state: &Served, text: String, add_bos: bool) -> Result<Vec
     Ok(off_worker(state, move |s| s.tokenizer.encode(&text, add_bos)).await?.map_err(EngineError::from)?)
 }
 
+/// How many tokens `text` is for the model (plain text, no template):
+/// what the triage router's length rule reads.
+pub async fn count(state: &Served, text: String) -> Result<usize, ApiError> {
+    if text.len() > byte_bound(state) {
+        // More than any sequence holds: its least count says as much.
+        return Ok(text.len() / state.engine.session().tokenizer.max_token_bytes());
+    }
+    Ok(off_worker(state, move |s| s.tokenizer.encode(&text, false).map(|t| t.len())).await?.map_err(EngineError::from)?)
+}
+
 /// Tokens of a chat. With `Truncate`, the oldest turns (after the system
 /// messages, never the last message) are dropped until it fits.
 pub async fn chat(

@@ -36,6 +36,24 @@ pub(crate) async fn call(state: &Arc<AppState>, target: Target, body: &Value) ->
     }
 }
 
+/// The name a relayed reply gives: the model the triage router chose when
+/// it routed the request, else the one answering `asked`.
+pub(crate) fn answered_by(state: &AppState, asked: &str, reply: &Response) -> String {
+    reply
+        .headers()
+        .get(crate::route::ROUTED_TO)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| state.answering_name(asked).to_owned(), str::to_owned)
+}
+
+/// `translated` with the routing headers of the OpenAI `reply` it came from.
+pub(crate) fn with_route_headers_of(reply_headers: &axum::http::HeaderMap, mut translated: Response) -> Response {
+    for (name, value) in reply_headers.iter().filter(|(n, _)| n.as_str().starts_with("x-hearth-")) {
+        translated.headers_mut().insert(name.clone(), value.clone());
+    }
+    translated
+}
+
 /// A whole (not streamed) reply's JSON.
 pub(crate) async fn whole(reply: Response) -> Result<Value, ApiError> {
     let bytes =

@@ -375,10 +375,11 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
     let Translated { chat, mut conversation, store, stream } = translate(&state, &req)?;
     let reply = relay::call(&state, Target::Chat, &Value::Object(chat)).await?;
     let (id, created) = (unique_id("resp"), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-    let model = state.answering_name(req.get("model").and_then(Value::as_str).unwrap_or("")).to_owned();
+    let model = relay::answered_by(&state, req.get("model").and_then(Value::as_str).unwrap_or(""), &reply);
+    let headers = reply.headers().clone();
     if stream {
         let run = StreamRun { state: Arc::clone(&state), req, id, created, model, conversation, store };
-        return Ok(stream_events(relay::events(reply), run).into_response());
+        return Ok(relay::with_route_headers_of(&headers, stream_events(relay::events(reply), run).into_response()));
     }
     let v = relay::whole(reply).await?;
     let (choice, message) = (&v["choices"][0], &v["choices"][0]["message"]);
@@ -397,7 +398,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
         conversation.push(assistant_turn(text, &calls));
         state.responses.put(id, response.clone(), conversation);
     }
-    Ok(Json(response).into_response())
+    Ok(relay::with_route_headers_of(&headers, Json(response).into_response()))
 }
 
 pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
