@@ -14,6 +14,7 @@ pub fn interactive(
     params: &SamplingParams,
     config: &EngineConfig,
     system: Option<&str>,
+    adapter: Option<&(std::sync::Arc<hearth_engine::LoraAdapter>, f32)>,
 ) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
     let mut history: Vec<Message> = system.map(|s| vec![Message::new("system", s)]).unwrap_or_default();
@@ -38,7 +39,11 @@ pub fn interactive(
         history.push(Message::new("user", line));
         let tokens = session.chat_prompt(&history)?;
         let mut stdout = std::io::stdout().lock();
-        let out = session.generate(&tokens, params, config, |piece| {
+        let request = hearth_engine::batching::GenRequest {
+            adapter: adapter.cloned(),
+            ..hearth_engine::batching::GenRequest::new(tokens, params.clone())
+        };
+        let out = session.generate_request(request, config, |piece| {
             let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();
         })?;

@@ -17,6 +17,7 @@
 //! name = "big"
 //! model = "gemma3-270m"
 //! chat_template = "gemma"          # or chat_template_file = "x.jinja"
+//! lora = { legal = "legal.gguf" }   # adapters: requests ask for "big:legal"
 //!
 //! [router]
 //! name = "auto"          # the model name that routes (default auto)
@@ -85,6 +86,9 @@ struct ModelEntry {
     aliases: Vec<String>,
     chat_template: Option<String>,
     chat_template_file: Option<PathBuf>,
+    /// LoRA adapters: name → file (relative: beside the config file).
+    #[serde(default)]
+    lora: std::collections::BTreeMap<String, PathBuf>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -119,6 +123,8 @@ pub struct ConfiguredModel {
     /// A built-in template's name.
     pub chat_template: Option<String>,
     pub chat_template_file: Option<PathBuf>,
+    /// LoRA adapters loaded with it: (name, file).
+    pub lora: Vec<(String, PathBuf)>,
 }
 
 /// What a configuration file says, checked.
@@ -176,6 +182,7 @@ impl ServeConfig {
                 aliases: m.aliases,
                 chat_template: m.chat_template,
                 chat_template_file: m.chat_template_file.map(|p| dir.join(p)),
+                lora: m.lora.into_iter().map(|(name, file)| (name, dir.join(file))).collect(),
             });
         }
         let router = file.router.map(router_of).transpose().context("[router]")?;
@@ -249,6 +256,7 @@ aliases = ["gpt-4o-mini"]
 name = "big"
 model = "gemma3-270m"
 chat_template = "gemma"
+lora = { legal = "adapters/legal.gguf" }
 
 [router]
 small = "small"
@@ -270,6 +278,7 @@ tools = ""
         assert_eq!(c.models[0].keep_alive, Some(Duration::from_hours(1)));
         assert_eq!(c.models[0].aliases, ["gpt-4o-mini"]);
         assert_eq!(c.models[1].chat_template.as_deref(), Some("gemma"));
+        assert_eq!(c.models[1].lora, [("legal".to_owned(), PathBuf::from("/nowhere/adapters/legal.gguf"))]);
         let r = c.router.expect("router");
         assert_eq!((r.name.as_str(), r.small.as_str(), r.big.as_str()), ("auto", "small", "big"));
         assert_eq!(r.policy.long_prompt_tokens, Some(500));

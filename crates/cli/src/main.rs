@@ -146,6 +146,12 @@ struct RunArgs {
     /// A built-in chat template instead of the model file's: chatml, chatml-tools, gemma.
     #[arg(long = "chat-template", conflicts_with = "chat_template_file")]
     chat_template: Option<String>,
+    /// A LoRA adapter (llama.cpp's GGUF adapter format) for the model.
+    #[arg(long, value_name = "FILE")]
+    lora: Option<PathBuf>,
+    /// How strongly the adapter applies (1 = as trained).
+    #[arg(long = "lora-scale", default_value_t = 1.0, requires = "lora")]
+    lora_scale: f32,
     /// Print timing figures to stderr.
     #[arg(long)]
     verbose: bool,
@@ -273,10 +279,22 @@ fn run(cli: Cli) -> Result<()> {
                     ctx: m.context,
                     parallel: m.parallel,
                     keep_alive: m.keep_alive,
+                    adapters: m.lora,
                 });
             }
             if models.is_empty() {
                 bail!("no model to serve: give --model, or [[model]] tables in the --config file");
+            }
+            for arg in &a.lora {
+                let (model, name, file) = serve::lora_arg(arg)?;
+                let m = match &model {
+                    None => &mut models[0],
+                    Some(want) => models
+                        .iter_mut()
+                        .find(|m| hearth_catalog::same_model(&m.name, want))
+                        .ok_or_else(|| anyhow!("--lora {arg}: no model {want:?} is served"))?,
+                };
+                m.adapters.push((name, file));
             }
             for (i, m) in models.iter().enumerate() {
                 if models[..i].iter().any(|o| hearth_catalog::same_model(&o.name, &m.name)) {
@@ -288,6 +306,7 @@ fn run(cli: Cli) -> Result<()> {
                 (Some(arg), None) => Some(serve::router_arg(arg)?),
                 (None, router) => router,
             };
+            serve::check_adapters(&models, backend.as_ref())?;
             let embedder = a.embedding_model.as_deref().map(|m| load_embedder(m, &backend)).transpose()?;
             serve::cmd_serve(&a, &models, router, backend, embedder, catalog())
         }
@@ -531,6 +550,13 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
     )?;
     let config = serve::fit_single_user(&session, &a.mem, a.common.context.unwrap_or(4096))?;
     let params = sampling_params(a, session.model.config().n_vocab)?;
+    if !a.lora_scale.is_finite() {
+        bail!("invalid --lora-scale {}: give a finite number", a.lora_scale);
+    }
+    let adapter = match &a.lora {
+        Some(path) => Some((session.load_adapter("lora", path)?, a.lora_scale)),
+        None => None,
+    };
     let guide = match &constraint {
         Some((c, flag)) => Some(session.guide(c).map_err(|e| anyhow!("invalid {flag}: {e}"))?),
         None => None,
@@ -540,7 +566,7 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
             bail!("a constraint (--json-schema, --json, --grammar, --regex) needs a prompt");
         }
         if std::io::stdin().is_terminal() {
-            return chat::interactive(&session, &params, &config, a.system.as_deref());
+            return chat::interactive(&session, &params, &config, a.system.as_deref(), adapter.as_ref());
         }
         bail!("no prompt given (pass one as an argument, or run on a terminal for a chat)");
     };
@@ -555,7 +581,7 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
         session.chat_prompt(&msgs)?
     };
     let mut stdout = std::io::stdout().lock();
-    let request = GenRequest { guide, ..GenRequest::new(tokens, params) };
+    let request = GenRequest { guide, adapter, ..GenRequest::new(tokens, params) };
     let out = session.generate_request(request, &config, |piece| {
         let _ = stdout.write_all(piece.as_bytes());
         let _ = stdout.flush();

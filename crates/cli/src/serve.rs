@@ -61,6 +61,15 @@ pub struct ServeArgs {
     /// A config file's [router] sets the rules.
     #[arg(long)]
     pub router: Option<String>,
+    /// A LoRA adapter (llama.cpp's GGUF adapter format) as `NAME=FILE` for
+    /// the default model, or `MODEL:NAME=FILE`; repeat for more. Requests
+    /// choose one as `"model": "MODEL:NAME"` or `"lora": "NAME"`.
+    #[arg(long, value_name = "[MODEL:]NAME=FILE")]
+    pub lora: Vec<String>,
+    /// A folder `POST /v1/adapters` may load adapters from while the server
+    /// runs (off unless given).
+    #[arg(long = "lora-dir", value_name = "DIR")]
+    pub lora_dir: Option<std::path::PathBuf>,
     /// Unload a model after this long without requests (e.g. 5m, 30s, 1h;
     /// default: only when another model needs its room).
     #[arg(long = "keep-alive", value_parser = parse_duration)]
@@ -285,6 +294,8 @@ pub struct ModelArg {
     pub parallel: Option<usize>,
     /// Idle time before it unloads (else `--keep-alive`).
     pub keep_alive: Option<std::time::Duration>,
+    /// LoRA adapters loaded with it: (name, file).
+    pub adapters: Vec<(String, std::path::PathBuf)>,
 }
 
 /// `--router SMALL,BIG`: a router named `auto` over the two, default rules.
@@ -442,6 +453,7 @@ pub fn cmd_serve(
     state.default_model = !a.no_default_model;
     state.slots = !a.no_slots;
     state.ui = !a.no_ui;
+    state.lora_dir.clone_from(&a.lora_dir);
     if let Some(router) = router {
         eprintln!("router {:?}: {:?} answers easy requests, {:?} the rest", router.name, router.small, router.big);
         state = state.with_router(router).map_err(anyhow::Error::msg)?;
@@ -553,7 +565,34 @@ fn spec(name: String, m: &ModelArg, estimate: u64, config: EngineConfig, a: &Ser
         planned: Some(config),
         load_extra: 0,
         load,
+        adapters: Arc::new(std::sync::Mutex::new(m.adapters.clone())),
     })
+}
+
+/// `--lora [MODEL:]NAME=FILE` apart: (model, or `None` for the default; name; file).
+pub fn lora_arg(arg: &str) -> Result<(Option<String>, String, std::path::PathBuf)> {
+    let Some((who, file)) = arg.split_once('=').filter(|(w, f)| !w.is_empty() && !f.is_empty()) else {
+        bail!("--lora takes NAME=FILE or MODEL:NAME=FILE (got {arg:?})");
+    };
+    let (model, name) = match who.rsplit_once(':') {
+        Some((m, n)) if !m.is_empty() && !n.is_empty() => (Some(m.to_owned()), n.to_owned()),
+        _ => (None, who.to_owned()),
+    };
+    Ok((model, name, std::path::PathBuf::from(file)))
+}
+
+/// Checks every model's adapters against its file before anything loads
+/// (an adapter for another base is a clear error now, not at first use).
+pub fn check_adapters(models: &[ModelArg], backend: &dyn hearth_core::Backend) -> Result<()> {
+    for m in models.iter().filter(|m| !m.adapters.is_empty()) {
+        let base = hearth_gguf::GgufFile::open(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
+        for (name, file) in &m.adapters {
+            let adapter = hearth_engine::LoraAdapter::load(name, file, &base, backend)
+                .with_context(|| format!("adapter {name:?} of model {:?}", m.name))?;
+            eprintln!("  adapter {}:{name} ({} matrices, {})", m.name, adapter.matrices(), human_bytes(adapter.bytes()));
+        }
+    }
+    Ok(())
 }
 
 /// `hearth run`: one user of `context` tokens. The context's KV must fit the

@@ -36,6 +36,8 @@ pub struct Kernels {
     pub dot: fn(&[f32], &[f32]) -> f32,
     /// Flash attention's `q·k` in ggml's order (`reference::dot_f16_ggml`).
     pub dot_f16_ggml: fn(&[f32], &[f32]) -> f32,
+    /// `ggml_vec_dot_f32`'s order (`reference::dot_f32_ggml`).
+    pub dot_f32_ggml: fn(&[f32], &[f32]) -> f32,
     /// tinyBLAS's 16-lane dot (`reference::dot_lanes16`).
     pub dot_lanes16: fn(&[f32], &[f32]) -> f32,
     /// ggml's `ggml_vec_soft_max_f32` (`reference::soft_max_f32`).
@@ -100,6 +102,7 @@ pub fn reference_kernels() -> Kernels {
         isa: "scalar",
         dot: reference::dot,
         dot_f16_ggml: reference::dot_f16_ggml,
+        dot_f32_ggml: reference::dot_f32_ggml,
         dot_lanes16: reference::dot_lanes16,
         soft_max: reference::soft_max_f32,
         gemm_tile: gemm_tile_reference,
@@ -145,6 +148,9 @@ fn detect(choice: KernelChoice) -> Kernels {
     fn dot_f16(a: &[f32], b: &[f32]) -> f32 {
         unsafe { crate::kernels::x86::dot_f16_ggml(a, b) }
     }
+    fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        unsafe { crate::kernels::x86::dot_f32_ggml(a, b) }
+    }
     fn dot16(a: &[f32], b: &[f32]) -> f32 {
         unsafe { crate::kernels::x86::dot_lanes16(a, b) }
     }
@@ -187,6 +193,7 @@ fn detect(choice: KernelChoice) -> Kernels {
         isa,
         dot,
         dot_f16_ggml: dot_f16,
+        dot_f32_ggml: dot_f32,
         dot_lanes16: dot16,
         soft_max,
         gemm_tile: gemm,

@@ -162,7 +162,7 @@ pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&CpuWeight, &[f32], usize, &m
         match w {
             _ if *n == 0 => {}
             CpuWeight::Float { data, act_ty, row_by_row, any_order, .. } => {
-                let order = if *any_order { FloatOrder::Free } else { FloatOrder::of(*act_ty, rows, cols, *row_by_row) };
+                let order = if *any_order { FloatOrder::Free } else { FloatOrder::of(*act_ty, rows, cols, *n, *row_by_row) };
                 float_matmul(pool, data, rows, cols, *act_ty, order, x, *n, out);
             }
             CpuWeight::Packed(p) => integer.push((j, ActRule::for_weights(p.ty), p.groups())),
@@ -240,21 +240,24 @@ pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&CpuWeight, &[f32], usize, &m
 /// The float order of a float-weight product, as llama.cpp's x86 build runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FloatOrder {
-    /// tinyBLAS (`llamafile_sgemm`, weight rows a multiple of 4 and columns
-    /// of 16): 16 lanes, lane `l` an FMA chain over columns `≡ l (mod 16)`,
-    /// then `_mm512_reduce_add_ps` (`reference::dot_lanes16`).
+    /// tinyBLAS (`llamafile_sgemm`: two or more activation rows — llama.cpp
+    /// enables it "only for prompt processing" — weight rows a multiple of 4
+    /// and columns of 16): 16 lanes, lane `l` an FMA chain over columns
+    /// `≡ l (mod 16)`, then `_mm512_reduce_add_ps` (`reference::dot_lanes16`).
     TinyBlas,
-    /// `ggml_vec_dot_f16` / `_f32` (MoE experts, other shapes): 64 lanes,
-    /// folded, then the tail in f64 (`reference::dot_f16_ggml`).
+    /// `ggml_vec_dot_f16` / `_f32` (one activation row, MoE experts, other
+    /// shapes): 64 lanes, folded, then the tail in f64 (`reference::dot_f16_ggml`).
     VecDot,
     /// No ggml order mirrored (BF16): a register-tiled GEMM.
     Free,
 }
 
 impl FloatOrder {
-    fn of(act_ty: GgmlType, rows: usize, cols: usize, row_by_row: bool) -> Self {
+    fn of(act_ty: GgmlType, rows: usize, cols: usize, n: usize, row_by_row: bool) -> Self {
         match act_ty {
-            GgmlType::F32 | GgmlType::F16 if !row_by_row && rows.is_multiple_of(4) && cols.is_multiple_of(16) => {
+            GgmlType::F32 | GgmlType::F16
+                if !row_by_row && n >= 2 && rows.is_multiple_of(4) && cols.is_multiple_of(16) =>
+            {
                 Self::TinyBlas
             }
             GgmlType::F32 | GgmlType::F16 => Self::VecDot,
@@ -295,7 +298,11 @@ fn float_matmul(
         match order {
             FloatOrder::Free => gemm_tile(w, nr, x, n, cols, &mut by_row),
             FloatOrder::TinyBlas | FloatOrder::VecDot => {
-                let dot = if order == FloatOrder::TinyBlas { k.dot_lanes16 } else { k.dot_f16_ggml };
+                let dot = match (order, act_ty) {
+                    (FloatOrder::TinyBlas, _) => k.dot_lanes16,
+                    (_, GgmlType::F32) => k.dot_f32_ggml,
+                    _ => k.dot_f16_ggml,
+                };
                 for (i, wr) in w.chunks_exact(cols).enumerate() {
                     for (t, xr) in x.chunks_exact(cols).enumerate() {
                         by_row[i * n + t] = dot(wr, xr);

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use hearth_constrain::{Guide, Progress};
 use hearth_core::{ForwardBatch, KvType, SeqId, TokenId};
-use hearth_kv::KvCacheManager;
+use hearth_kv::{BlockHash, KvCacheManager};
+use hearth_models::lora::{ActiveAdapters, LoraAdapter};
 use hearth_models::KvStore;
 use hearth_sampling::{Sampler, SamplingParams, StopMatcher};
 pub use hearth_sched::{AddError, SeqLimits};
@@ -85,13 +86,15 @@ pub struct GenRequest {
     pub ignore_eos: bool,
     /// What the output must match (from [`LoadedModel::guide`]), if anything.
     pub guide: Option<Guide>,
+    /// The LoRA adapter (from [`LoadedModel::adapter`]) and its scale, if any.
+    pub adapter: Option<(Arc<LoraAdapter>, f32)>,
 }
 
 impl GenRequest {
     /// A request for `prompt` sampled with `params`: no logprobs, no constraint.
     #[must_use]
     pub fn new(prompt: Vec<TokenId>, params: SamplingParams) -> Self {
-        Self { prompt, params, logprobs: None, ignore_eos: false, guide: None }
+        Self { prompt, params, logprobs: None, ignore_eos: false, guide: None, adapter: None }
     }
 }
 
@@ -147,6 +150,7 @@ pub enum Event {
 pub type EventSink = Box<dyn FnMut(Event) -> bool + Send>;
 
 struct Active {
+    adapter: Option<(Arc<LoraAdapter>, f32)>,
     sampler: Sampler,
     guide: Option<Guide>,
     decoder: IncrementalDecoder,
@@ -238,10 +242,21 @@ impl<'s> Engine<'s> {
         self.next_id = self.next_id.wrapping_add(1);
         let prompt_len = req.prompt.len();
         let sampler = Sampler::new(req.params.clone(), &req.prompt);
-        self.sched.add(Request { id, prompt: req.prompt }).map_err(EngineError::from)?;
+        if let Some((_, scale)) = &req.adapter {
+            if !scale.is_finite() {
+                return Err(EngineError::Invalid(format!("adapter scale {scale} is not a finite number")));
+            }
+        }
+        // An adapter's KV is its own: its blocks are hashed from a root of
+        // the adapter and its scale, so nobody else's prefix matches them.
+        let prefix_root = req.adapter.as_ref().map(|(a, scale)| {
+            BlockHash::root(&[a.id.to_le_bytes(), u64::from(scale.to_bits()).to_le_bytes()].concat())
+        });
+        self.sched.add(Request { id, prompt: req.prompt, prefix_root }).map_err(EngineError::from)?;
         self.active.insert(
             id,
             Active {
+                adapter: req.adapter,
                 sampler,
                 guide: req.guide,
                 decoder: IncrementalDecoder::new(),
@@ -283,6 +298,7 @@ impl<'s> Engine<'s> {
             return 0;
         }
         let batch = self.batch_of(&plan);
+        let adapters = self.adapters_of(&plan);
         // Constrained sequences that sample this step get their token masks
         // computed on a second thread while the forward pass runs, so a
         // grammar costs the step (almost) nothing.
@@ -305,7 +321,7 @@ impl<'s> Engine<'s> {
             // step (one of them caused it; which one cannot be known) and
             // nobody else: their blocks were never published, so the prefix
             // cache stays whole.
-            let forward = catch_unwind(AssertUnwindSafe(|| model.forward(&batch, store)));
+            let forward = catch_unwind(AssertUnwindSafe(|| model.forward_adapted(&batch, store, &adapters)));
             // A panic while masking leaves the masks to be computed (or
             // fail) again at sampling time, per sequence.
             let _ = masks.map(std::thread::ScopedJoinHandle::join);
@@ -337,6 +353,29 @@ impl<'s> Engine<'s> {
         self.metrics.computed_tokens.inc_by(plan.num_tokens() as u64);
         self.update_gauges();
         plan.num_tokens()
+    }
+
+    /// The adapters of the step's sequences, logged with the step: the
+    /// bare base and any adapters run in one forward pass.
+    fn adapters_of(&self, plan: &StepPlan) -> ActiveAdapters {
+        let mut adapters = ActiveAdapters::default();
+        for s in &plan.scheduled {
+            if let Some((adapter, scale)) = self.active.get(&s.id).and_then(|a| a.adapter.as_ref()) {
+                adapters.insert(s.id, Arc::clone(adapter), *scale);
+            }
+        }
+        if !adapters.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+            let each: Vec<String> = plan
+                .scheduled
+                .iter()
+                .map(|s| match adapters.of(s.id) {
+                    Some((a, scale)) => format!("{}:{}×{scale}", s.id.0, a.name),
+                    None => format!("{}:base", s.id.0),
+                })
+                .collect();
+            tracing::debug!("step: {} tokens, sequences {}", plan.num_tokens(), each.join(" "));
+        }
+        adapters
     }
 
     fn batch_of(&mut self, plan: &StepPlan) -> ForwardBatch {

@@ -20,4 +20,5 @@ pub use generate::{FinishReason, GenerateOutput};
 pub use hearth_constrain::{Constraint, ConstraintError, Guide};
 /// Constrained decoding (grammars, schemas, forced tool calls).
 pub use hearth_constrain as constraint;
+pub use hearth_models::lora::LoraAdapter;
 pub use loaded::LoadedModel;

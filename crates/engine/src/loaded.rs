@@ -4,12 +4,13 @@
 //! thing to `run`, `serve`, `perplexity` and `bench`.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use hearth_constrain::{Constraint, ConstraintError, Grammars, Guide};
 use hearth_core::Backend;
 use hearth_core::TokenId;
 use hearth_gguf::{GgufFile, MetaValue};
+use hearth_models::lora::LoraAdapter;
 use hearth_models::{Model, SequenceCache};
 use hearth_text::{ChatExtras, ChatTemplate, Message, Tokenizer};
 
@@ -31,6 +32,12 @@ pub struct LoadedModel {
     /// The vocabulary as the constraint compiler sees it, built on the first
     /// constrained request (a large vocabulary's trie costs tens of ms).
     grammars: OnceLock<Result<Grammars, ConstraintError>>,
+    /// The backend the model computes on (adapters are prepared for it).
+    backend: Arc<dyn Backend>,
+    /// LoRA adapters loaded for this model, by name, in load order (a
+    /// request may name one by its place, as llama-server's `lora` ids do):
+    /// chosen per request, applied per sequence inside the batch (never merged).
+    adapters: RwLock<Vec<(String, Arc<LoraAdapter>)>>,
 }
 
 impl LoadedModel {
@@ -69,9 +76,49 @@ impl LoadedModel {
             tracing::warn!("{}: the file's chat template does not render a simple conversation: {e}", path.display());
         }
         tracing::info!("backend: {}", backend.describe());
-        let model = hearth_models::load(file.clone(), backend)?;
+        let model = hearth_models::load(file.clone(), Arc::clone(&backend))?;
         file.release_pages();
-        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, file, path: path.to_path_buf(), grammars: OnceLock::new() })
+        Ok(Self {
+            model,
+            tokenizer: Arc::new(tokenizer),
+            template,
+            file,
+            path: path.to_path_buf(),
+            grammars: OnceLock::new(),
+            backend,
+            adapters: RwLock::default(),
+        })
+    }
+
+    /// Loads the LoRA adapter at `path` for this model as `name` (replacing
+    /// one of that name: requests already running keep theirs). An adapter
+    /// for another base — another architecture, or matrices of other
+    /// shapes — is refused, naming the mismatch.
+    pub fn load_adapter(&self, name: &str, path: &Path) -> Result<Arc<LoraAdapter>, EngineError> {
+        if name.is_empty() || name.contains(':') {
+            return Err(EngineError::Invalid(format!("adapter name {name:?}: give a name without ':'")));
+        }
+        let adapter = Arc::new(LoraAdapter::load(name, path, &self.file, self.backend.as_ref())?);
+        // A poisoned lock only means a panic elsewhere mid-insert: the map is still whole.
+        let mut adapters = self.adapters.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match adapters.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = Arc::clone(&adapter),
+            None => adapters.push((name.to_owned(), Arc::clone(&adapter))),
+        }
+        Ok(adapter)
+    }
+
+    /// The adapter loaded as `name`.
+    #[must_use]
+    pub fn adapter(&self, name: &str) -> Option<Arc<LoraAdapter>> {
+        let adapters = self.adapters.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        adapters.iter().find(|(n, _)| n == name).map(|(_, a)| Arc::clone(a))
+    }
+
+    /// Every adapter loaded, by name, in load order.
+    #[must_use]
+    pub fn adapters(&self) -> Vec<(String, Arc<LoraAdapter>)> {
+        self.adapters.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Tokens of a chat: the messages through the chat template, ending with

@@ -20,6 +20,7 @@ use crate::handle::EngineHandle;
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::plan::Footprint;
 use crate::{EngineError, LoadedModel};
+use hearth_models::lora::LoraAdapter;
 
 /// Builds a model and the engine configuration it runs with (on a blocking
 /// thread: loading takes seconds).
@@ -51,6 +52,9 @@ pub struct ModelSpec {
     pub load_extra: u64,
     /// How to load it.
     pub load: Loader,
+    /// LoRA adapters (name, file) loaded with it every time it loads:
+    /// those given at start and those added while it runs.
+    pub adapters: Arc<Mutex<Vec<(String, PathBuf)>>>,
 }
 
 impl ModelSpec {
@@ -75,6 +79,7 @@ impl ModelSpec {
             planned: Some(config),
             load_extra: 0,
             load: Arc::new(|| Err(EngineError::Invalid("this model was loaded by its caller and cannot be loaded again".into()))),
+            adapters: Arc::default(),
         }
     }
 }
@@ -305,6 +310,19 @@ impl Registry {
         self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Loads the LoRA adapter at `path` as `name` into model `index`, which
+    /// the caller holds loaded (a [`Lease`]), and keeps it for the model's
+    /// later loads; its memory is counted against the budget.
+    pub fn add_adapter(&self, index: usize, lease: &Lease, name: &str, path: &std::path::Path) -> Result<Arc<LoraAdapter>, EngineError> {
+        let adapter = lease.engine.session().load_adapter(name, path)?;
+        if let Ok(mut list) = self.specs[index].adapters.lock() {
+            list.retain(|(n, _)| n != name);
+            list.push((name.to_owned(), path.to_path_buf()));
+        }
+        self.lock()[index].bytes += adapter.bytes();
+        Ok(adapter)
+    }
+
     /// Model `index`'s engine if it is loaded now (no load, no lease).
     #[must_use]
     pub fn loaded(&self, index: usize) -> Option<EngineHandle> {
@@ -469,10 +487,20 @@ impl Registry {
         let t0 = Instant::now();
         let loader = Arc::clone(&spec.load);
         let figures = Arc::clone(&self.figures[index]);
+        let adapters: Vec<(String, PathBuf)> = spec.adapters.lock().map(|a| a.clone()).unwrap_or_default();
+        let name = spec.name.clone();
         let result = tokio::task::spawn_blocking(move || {
             let (session, config) = loader()?;
             let footprint = Footprint::of(&session, config.kv_type, config.token_budget, config.parallel)?;
-            let bytes = footprint.with_kv((config.kv_blocks * config.block_size) as u64);
+            let mut bytes = footprint.with_kv((config.kv_blocks * config.block_size) as u64);
+            for (adapter, path) in &adapters {
+                // An adapter that loaded before and fails now (its file
+                // changed) costs the model nothing but that adapter.
+                match session.load_adapter(adapter, path) {
+                    Ok(a) => bytes += a.bytes(),
+                    Err(e) => tracing::warn!("model {name:?}: adapter {adapter:?} not loaded: {e}"),
+                }
+            }
             let engine = EngineHandle::spawn_with(Arc::new(session), config, figures)?;
             Ok::<_, EngineError>(Resident { engine, bytes })
         })

@@ -97,14 +97,15 @@ impl KvCacheManager {
         self.seqs.get(&seq).map_or(&[], |s| &s.blocks)
     }
 
-    /// The longest run of cached full blocks that starts `tokens`, leaving
-    /// at least the last token to compute (its logits are needed, and a
-    /// sequence never writes into a shared block).
+    /// The longest run of cached full blocks that starts `tokens` (hashed
+    /// from `root`: see [`BlockHash::root`]), leaving at least the last
+    /// token to compute (its logits are needed, and a sequence never writes
+    /// into a shared block).
     #[must_use]
-    pub fn find_prefix(&self, tokens: &[TokenId]) -> PrefixHit {
+    pub fn find_prefix(&self, tokens: &[TokenId], root: Option<BlockHash>) -> PrefixHit {
         let max_blocks = tokens.len().saturating_sub(1) / self.block_size;
         let mut hit = PrefixHit::default();
-        let mut parent = None;
+        let mut parent = root;
         for chunk in tokens.chunks_exact(self.block_size).take(max_blocks) {
             let hash = BlockHash::of(parent, chunk);
             let Some(b) = self.pool.lookup(hash) else { break };
@@ -155,13 +156,15 @@ impl KvCacheManager {
     }
 
     /// Publishes the full blocks of `seq` among its first `computed`
-    /// positions (whose tokens are `tokens[..computed]`) to the prefix cache.
-    pub fn cache_computed(&mut self, seq: SeqId, tokens: &[TokenId], computed: usize) {
+    /// positions (whose tokens are `tokens[..computed]`, hashed from `root`)
+    /// to the prefix cache.
+    pub fn cache_computed(&mut self, seq: SeqId, root: Option<BlockHash>, tokens: &[TokenId], computed: usize) {
         let Some(s) = self.seqs.get_mut(&seq) else { return };
         let full = (computed.min(tokens.len()) / self.block_size).min(s.blocks.len());
         while s.hashes.len() < full {
             let i = s.hashes.len();
-            let hash = BlockHash::of(s.hashes.last().copied(), &tokens[i * self.block_size..(i + 1) * self.block_size]);
+            let parent = s.hashes.last().copied().or(root);
+            let hash = BlockHash::of(parent, &tokens[i * self.block_size..(i + 1) * self.block_size]);
             self.pool.register(s.blocks[i], hash);
             s.hashes.push(hash);
         }
@@ -201,8 +204,8 @@ mod tests {
         let mut m = KvCacheManager::new(8, 2);
         let prompt = [1, 2, 3, 4, 5];
         m.allocate(SeqId(1), prompt.len(), None).unwrap();
-        m.cache_computed(SeqId(1), &prompt, prompt.len());
-        let hit = m.find_prefix(&[1, 2, 3, 4, 9, 9]);
+        m.cache_computed(SeqId(1), None, &prompt, prompt.len());
+        let hit = m.find_prefix(&[1, 2, 3, 4, 9, 9], None);
         assert_eq!(hit.tokens, 4);
         assert_eq!(&hit.blocks[..], &m.table(SeqId(1))[..2]);
         m.allocate(SeqId(2), 6, Some(hit)).unwrap();
@@ -212,17 +215,28 @@ mod tests {
         m.free(SeqId(2));
         assert_eq!(m.pool().num_used(), 0);
         // Still cached after both left; a full-prompt hit keeps the last token to compute.
-        assert_eq!(m.find_prefix(&[1, 2, 3, 4]).tokens, 2);
-        assert_eq!(m.find_prefix(&[1, 2, 3, 4, 5]).tokens, 4);
+        assert_eq!(m.find_prefix(&[1, 2, 3, 4], None).tokens, 2);
+        assert_eq!(m.find_prefix(&[1, 2, 3, 4, 5], None).tokens, 4);
+    }
+
+    #[test]
+    fn blocks_under_different_roots_never_match() {
+        let mut m = KvCacheManager::new(8, 2);
+        let (legal, style) = (Some(BlockHash::root(b"legal")), Some(BlockHash::root(b"style")));
+        m.allocate(SeqId(1), 5, None).unwrap();
+        m.cache_computed(SeqId(1), legal, &[1, 2, 3, 4, 5], 5);
+        assert_eq!(m.find_prefix(&[1, 2, 3, 4, 5], legal).tokens, 4);
+        assert_eq!(m.find_prefix(&[1, 2, 3, 4, 5], style).tokens, 0);
+        assert_eq!(m.find_prefix(&[1, 2, 3, 4, 5], None).tokens, 0, "the bare base shares nothing with an adapter");
     }
 
     #[test]
     fn reviving_free_cached_blocks_counts_against_free_space() {
         let mut m = KvCacheManager::new(2, 2);
         m.allocate(SeqId(1), 4, None).unwrap();
-        m.cache_computed(SeqId(1), &[1, 2, 3, 4], 4);
+        m.cache_computed(SeqId(1), None, &[1, 2, 3, 4], 4);
         m.free(SeqId(1));
-        let hit = m.find_prefix(&[1, 2, 3, 4, 5]);
+        let hit = m.find_prefix(&[1, 2, 3, 4, 5], None);
         assert_eq!(hit.tokens, 4);
         // 2 revived + 1 fresh > 2 free.
         assert_eq!(m.blocks_needed(SeqId(2), 5, Some(&hit)), 3);

@@ -26,6 +26,20 @@ impl BlockHash {
         out.copy_from_slice(&digest[..16]);
         Self(out)
     }
+
+    /// The root a sequence's prefix hashes start from when its KV depends
+    /// on more than its tokens (a LoRA adapter and its scale): blocks
+    /// computed under different roots never match.
+    #[must_use]
+    pub fn root(tag: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"hearth prefix root");
+        h.update(tag);
+        let digest = h.finalize();
+        let mut out = [0; 16];
+        out.copy_from_slice(&digest[..16]);
+        Self(out)
+    }
 }
 
 /// All blocks of the cache.

@@ -14,6 +14,7 @@ use hearth_core::{Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
 use crate::layers::{add_in_place, rope_params, Ctx, Embedding, Ffn, LmHead, OutputRows, RmsNorm, SelfAttention};
+use crate::lora::ActiveAdapters;
 use crate::weights::WeightLoader;
 use crate::{KvStore, Model, ModelConfig, ModelError};
 
@@ -71,11 +72,15 @@ impl Model for Decoder {
     }
 
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
-        self.run(batch, kv, Output::Logits)
+        self.run(batch, kv, None, Output::Logits)
+    }
+
+    fn forward_adapted(&self, batch: &ForwardBatch, kv: &mut KvStore, adapters: &ActiveAdapters) -> Result<Vec<f32>, ModelError> {
+        self.run(batch, kv, Some(adapters).filter(|a| !a.is_empty()), Output::Logits)
     }
 
     fn forward_hidden(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
-        self.run(batch, kv, Output::Hidden)
+        self.run(batch, kv, None, Output::Hidden)
     }
 }
 
@@ -87,9 +92,15 @@ enum Output {
 }
 
 impl Decoder {
-    fn run(&self, batch: &ForwardBatch, kv: &mut KvStore, out: Output) -> Result<Vec<f32>, ModelError> {
+    fn run(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvStore,
+        adapters: Option<&ActiveAdapters>,
+        out: Output,
+    ) -> Result<Vec<f32>, ModelError> {
         let kv_rows = kv.rows_of(batch)?;
-        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows };
+        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows, adapters };
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
         let outputs = OutputRows::new(batch, self.blocks.len());
         for (il, b) in self.blocks.iter().enumerate() {

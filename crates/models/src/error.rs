@@ -22,6 +22,10 @@ pub enum ModelError {
     BadBatch(String),
     #[error("{0} models do not give embeddings yet (llama, qwen, deepseek2 and bitnet files do)")]
     NoEmbeddings(String),
+    #[error("LoRA adapter {0}")]
+    BadAdapter(String),
+    #[error("{0} models do not take LoRA adapters yet (llama, qwen, deepseek2, bitnet and gemma3 files do)")]
+    NoAdapters(String),
     #[error("sequence would exceed the context size ({limit} tokens)")]
     ContextFull { limit: usize },
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use hearth_core::{Activation, Backend, ForwardBatch, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
+use crate::lora::ActiveAdapters;
 use crate::layers::{
     add_in_place, rope_params, Attention, Ctx, Embedding, GatedMlp, LmHead, OutputRows, RmsNorm, SelfAttention,
 };
@@ -92,8 +93,13 @@ impl Model for Gemma3 {
     }
 
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError> {
+        self.forward_adapted(batch, kv, &ActiveAdapters::default())
+    }
+
+    fn forward_adapted(&self, batch: &ForwardBatch, kv: &mut KvStore, adapters: &ActiveAdapters) -> Result<Vec<f32>, ModelError> {
         let kv_rows = kv.rows_of(batch)?;
-        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows };
+        let adapters = Some(adapters).filter(|a| !a.is_empty());
+        let ctx = Ctx { backend: self.backend.as_ref(), file: &self.file, batch, kv_rows: &kv_rows, adapters };
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
         let scale = (self.cfg.n_embd as f32).sqrt();
         x.iter_mut().for_each(|v| *v *= scale);

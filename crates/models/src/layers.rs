@@ -4,6 +4,7 @@
 use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, KvType, MatmulJob, RopeParams, RopeStyle};
 use hearth_gguf::GgufFile;
 
+use crate::lora::{ActiveAdapters, LoraPair};
 use crate::weights::{Matrix, TensorRef, WeightLoader};
 use crate::{KvStore, ModelConfig, ModelError};
 
@@ -18,6 +19,8 @@ pub struct Ctx<'a> {
     pub batch: &'a ForwardBatch,
     /// KV pool row of each batch row (checked by [`KvStore::rows_of`]).
     pub kv_rows: &'a [usize],
+    /// The LoRA adapters of the batch's sequences, when any uses one.
+    pub adapters: Option<&'a ActiveAdapters>,
 }
 
 impl Ctx<'_> {
@@ -50,7 +53,74 @@ impl Ctx<'_> {
                 out.iter_mut().for_each(|v| *v *= s);
             }
         }
+        if let Some(adapters) = self.adapters {
+            self.add_adapters(adapters, products, &mut outs)?;
+        }
         Ok(outs)
+    }
+
+    /// Adds each adapter's `scale · B(A x)` to the rows of the sequences
+    /// that use it (llama.cpp's `build_lora_mm`: base, then per adapter the
+    /// scaled low-rank product added). Rows are gathered per (product,
+    /// adapter) group, and all groups' `A` products run as one backend step,
+    /// then all `B` products.
+    fn add_adapters(
+        &self,
+        adapters: &ActiveAdapters,
+        products: &[(&Matrix, &[f32], usize)],
+        outs: &mut [Vec<f32>],
+    ) -> Result<(), ModelError> {
+        struct Group<'g> {
+            product: usize,
+            pair: &'g LoraPair,
+            scale: f32,
+            rows: Vec<usize>,
+            x: Vec<f32>,
+        }
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        for (p, &(w, x, n)) in products.iter().enumerate() {
+            let Some(name) = w.name() else { continue };
+            for (row, &seq) in self.batch.seq_ids.iter().enumerate() {
+                let Some((adapter, user_scale)) = adapters.of(seq) else { continue };
+                let Some(pair) = adapter.pair(name) else { continue };
+                if n != self.batch.len() {
+                    return Err(ModelError::BadBatch(format!("{name}: an adapted product must cover the batch's rows")));
+                }
+                let scale = adapter.scale(pair, *user_scale);
+                let cols = x.len() / n;
+                let row_x = &x[row * cols..(row + 1) * cols];
+                match groups.iter_mut().find(|g| g.product == p && std::ptr::eq(g.pair, pair) && g.scale.to_bits() == scale.to_bits()) {
+                    Some(g) => {
+                        g.rows.push(row);
+                        g.x.extend_from_slice(row_x);
+                    }
+                    None => groups.push(Group { product: p, pair, scale, rows: vec![row], x: row_x.to_vec() }),
+                }
+            }
+        }
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let a: Vec<(&Matrix, &[f32], usize)> = groups.iter().map(|g| (&g.pair.a, g.x.as_slice(), g.rows.len())).collect();
+        let ax = self.base_products(&a)?;
+        let b: Vec<(&Matrix, &[f32], usize)> =
+            groups.iter().zip(&ax).map(|(g, t)| (&g.pair.b, t.as_slice(), g.rows.len())).collect();
+        let bax = self.base_products(&b)?;
+        for (g, delta) in groups.iter().zip(bax) {
+            let out = &mut outs[g.product];
+            let n_out = out.len() / self.batch.len();
+            for (i, &row) in g.rows.iter().enumerate() {
+                let dst = &mut out[row * n_out..(row + 1) * n_out];
+                dst.iter_mut().zip(&delta[i * n_out..(i + 1) * n_out]).for_each(|(o, d)| *o += d * g.scale);
+            }
+        }
+        Ok(())
+    }
+
+    /// Products with no adapters and no per-tensor scales (an adapter's own
+    /// matrices), as one backend step.
+    fn base_products(&self, products: &[(&Matrix, &[f32], usize)]) -> Result<Vec<Vec<f32>>, ModelError> {
+        Ctx { adapters: None, ..*self }.matmul_many(products)
     }
 
     /// [`Ctx::matmul_many`] for a fixed number of products.

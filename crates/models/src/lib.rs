@@ -17,6 +17,7 @@ pub mod gemma3;
 mod kv_store;
 pub mod layers;
 pub mod llama;
+pub mod lora;
 pub mod moe;
 pub mod qwen;
 pub mod weights;
@@ -46,6 +47,20 @@ pub trait Model: Send + Sync {
     /// Runs one batch; returns `batch.logit_rows.len() × n_vocab` logits.
     /// On error nothing was written to positions before the batch's.
     fn forward(&self, batch: &ForwardBatch, kv: &mut KvStore) -> Result<Vec<f32>, ModelError>;
+    /// As [`Model::forward`], with LoRA adapters on the sequences of
+    /// `adapters` (the others use the bare base) in the same batch.
+    fn forward_adapted(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvStore,
+        adapters: &lora::ActiveAdapters,
+    ) -> Result<Vec<f32>, ModelError> {
+        if adapters.is_empty() {
+            self.forward(batch, kv)
+        } else {
+            Err(ModelError::NoAdapters(self.config().arch.clone()))
+        }
+    }
     /// As [`Model::forward`], but returns the final hidden states (after the
     /// output norm, before the vocabulary projection) of the logit rows,
     /// `batch.logit_rows.len() × n_embd`: what a decoder model embeds with.

@@ -1,5 +1,7 @@
 //! Looking up tensors by name with shape and type checks, once, at load time.
 
+use std::sync::Arc;
+
 use hearth_core::{Backend, GgmlType, PreparedWeight, WeightView};
 use hearth_gguf::GgufFile;
 
@@ -42,6 +44,9 @@ pub struct Matrix {
     weight: Box<dyn PreparedWeight>,
     /// Per-tensor output scale (`<name>.scale`, BitNet), applied after the matmul.
     scale: Option<f32>,
+    /// The file's name for a whole 2-D matrix (`blk.0.attn_q.weight`):
+    /// what LoRA adapters name the matrices they adapt.
+    name: Option<Arc<str>>,
 }
 
 impl Matrix {
@@ -61,6 +66,12 @@ impl Matrix {
     #[must_use]
     pub fn weight(&self) -> &dyn PreparedWeight {
         self.weight.as_ref()
+    }
+
+    /// The tensor's name in the file, for a whole 2-D matrix.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// Bytes one pass over the matrix reads.
@@ -100,6 +111,7 @@ impl<'a> WeightLoader<'a> {
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
         let t = self.tensor(name, rows, cols)?;
         let mut m = self.prepare(&t)?;
+        m.name = Some(Arc::from(name));
         // BitNet stores one f32 scale per ternary matrix beside it (llama.cpp's `wq_s` etc.).
         if let Some(stem) = name.strip_suffix(".weight") {
             let scale_name = format!("{stem}.scale");
@@ -156,7 +168,7 @@ impl<'a> WeightLoader<'a> {
     fn prepare_view(&self, view: &WeightView<'_>) -> Result<Matrix, ModelError> {
         let weight = self.backend.prepare(view)?;
         self.prepared_bytes.set(self.prepared_bytes.get() + weight.bytes() as u64);
-        Ok(Matrix { weight, scale: None })
+        Ok(Matrix { weight, scale: None, name: None })
     }
 
     /// A `rows × cols` tensor left in the file (ggml dims `[cols, rows]`).

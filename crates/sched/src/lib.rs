@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 
 use hearth_core::{BlockId, SeqId, TokenId};
-use hearth_kv::KvCacheManager;
+use hearth_kv::{BlockHash, KvCacheManager};
 
 /// Limits of the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +115,10 @@ pub struct Request {
     pub id: SeqId,
     /// Prompt tokens (not empty).
     pub prompt: Vec<TokenId>,
+    /// Where its prefix hashes start (`None`: from the tokens alone): a
+    /// sequence whose KV depends on more than its tokens (a LoRA adapter)
+    /// shares cached blocks only with sequences of the same root.
+    pub prefix_root: Option<BlockHash>,
 }
 
 /// Tokens of one sequence to compute this step.
@@ -154,6 +158,7 @@ impl StepPlan {
 #[derive(Debug)]
 struct Seq {
     id: SeqId,
+    prefix_root: Option<BlockHash>,
     tokens: Vec<TokenId>,
     computed: usize,
     preemptions: u32,
@@ -227,7 +232,13 @@ impl Scheduler {
         if self.waiting.len() >= self.config.max_waiting {
             return Err(AddError::QueueFull { waiting: self.waiting.len() });
         }
-        self.waiting.push_back(Seq { id: req.id, tokens: req.prompt, computed: 0, preemptions: 0 });
+        self.waiting.push_back(Seq {
+            id: req.id,
+            prefix_root: req.prefix_root,
+            tokens: req.prompt,
+            computed: 0,
+            preemptions: 0,
+        });
         Ok(())
     }
 
@@ -328,7 +339,7 @@ impl Scheduler {
     fn admit(&mut self, budget: &mut usize, plan: &mut StepPlan) {
         while *budget > 0 && self.running.len() < self.config.max_running {
             let Some(seq) = self.waiting.front() else { break };
-            let hit = self.kv.find_prefix(&seq.tokens);
+            let hit = self.kv.find_prefix(&seq.tokens, seq.prefix_root);
             let total = seq.tokens.len();
             let needed = self.kv.blocks_needed(seq.id, total, Some(&hit));
             let spare = self.running.len();
@@ -365,7 +376,7 @@ impl Scheduler {
         for sch in &plan.scheduled {
             if let Some(s) = self.running.iter_mut().find(|s| s.id == sch.id) {
                 s.computed = s.computed.max(sch.start + sch.len);
-                self.kv.cache_computed(s.id, &s.tokens, s.computed);
+                self.kv.cache_computed(s.id, s.prefix_root, &s.tokens, s.computed);
             }
         }
         for &(id, outcome) in outcomes {

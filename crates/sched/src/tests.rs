@@ -10,7 +10,7 @@ fn sched(blocks: usize, block_size: usize, max_running: usize, budget: usize) ->
 }
 
 fn req(id: u32, len: usize) -> Request {
-    Request { id: SeqId(id), prompt: (0..len as u32).map(|t| t + 100 * id).collect() }
+    Request { id: SeqId(id), prompt: (0..len as u32).map(|t| t + 100 * id).collect(), prefix_root: None }
 }
 
 /// Runs one step as an engine would: every sampled sequence gets token 7.
@@ -42,7 +42,7 @@ fn update_publishes_a_finishing_sequence_then_frees_it() {
     assert!(s.is_idle());
     assert_eq!(s.kv().pool().num_used(), 0, "its blocks are free");
     // Its two full blocks stay in the prefix cache for the next turn.
-    s.add(Request { id: SeqId(2), prompt: req(1, 9).prompt.into_iter().chain([5]).collect() }).unwrap();
+    s.add(Request { id: SeqId(2), prompt: req(1, 9).prompt.into_iter().chain([5]).collect(), prefix_root: None }).unwrap();
     let p = step(&mut s);
     assert_eq!(p.scheduled[0].start, 8);
 }
@@ -138,7 +138,7 @@ fn shared_prompt_prefix_is_computed_once() {
     let mut s = sched(16, 4, 4, 64);
     let system: Vec<TokenId> = (0..10).collect();
     let with =
-        |id: u32, tail: TokenId| Request { id: SeqId(id), prompt: system.iter().copied().chain([tail]).collect() };
+        |id: u32, tail: TokenId| Request { id: SeqId(id), prompt: system.iter().copied().chain([tail]).collect(), prefix_root: None };
     s.add(with(1, 50)).unwrap();
     step(&mut s);
     s.abort(SeqId(1));

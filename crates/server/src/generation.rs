@@ -32,7 +32,7 @@ use hearth_engine::router::RequestTraits;
 
 pub async fn chat(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
-    let state = Arc::new(app.served_for(req.sampling.model_asked(), || chat_traits(&req)).await?);
+    let state = Arc::new(app.served_for(req.sampling.model_asked(), || chat_traits(&req)).await?.with_lora(req.sampling.lora.as_ref())?);
     let (logprobs, mut checked) = (req.logprobs()?, check(&state, &req.sampling)?);
     let PreparedChat { prompt, forced, calls } = prepare_chat(&state, &req).await?;
     let session = state.engine.session();
@@ -134,7 +134,9 @@ pub async fn input_tokens(State(app): State<Arc<AppState>>, body: Bytes) -> Resu
 
 pub async fn completions(State(app): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
-    let state = Arc::new(app.served_for(req.sampling.model_asked(), || completion_traits(&req)).await?);
+    let state = Arc::new(
+        app.served_for(req.sampling.model_asked(), || completion_traits(&req)).await?.with_lora(req.sampling.lora.as_ref())?,
+    );
     req.check_no_tools()?;
     let pieces = req.prompt()?;
     let (logprobs, checked) = (req.logprobs()?, check(&state, &req.sampling)?);
@@ -240,6 +242,7 @@ async fn run(
             logprobs,
             ignore_eos: sampling.ignore_eos,
             guide: guide.clone(),
+            adapter: state.adapter.clone(),
         };
         let sub = state.engine.submit(req).await.map_err(ApiError::from)?;
         guard.ids.push(sub.id);

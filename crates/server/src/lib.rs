@@ -14,6 +14,7 @@
 //! bounded in number and in time ([`HttpLimits`]), so a silent or slow
 //! client costs one socket for a bounded time and never the others' service.
 
+mod adapters;
 mod anthropic;
 mod capacity;
 mod dto;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub ui: bool,
     /// The triage router, answering to its own model name.
     pub router: Option<Arc<TriageRouter>>,
+    /// The folder `POST /v1/adapters` loads LoRA files from (`None`: off).
+    pub lora_dir: Option<std::path::PathBuf>,
     /// Prompt preparations (template + tokenizer) running at once: they use
     /// the blocking pool, and unbounded they would take the cores from the
     /// engine under a flood of large prompts.
@@ -97,7 +100,16 @@ pub(crate) struct Served {
     pub model_name: String,
     /// Where the triage router sent the request, when it did.
     route: Option<route::RouteNote>,
-    _lease: Lease,
+    /// The LoRA adapter the request runs with, and its scale.
+    pub adapter: Option<adapters::Chosen>,
+    lease: Lease,
+}
+
+impl Served {
+    /// The hold on the model that keeps it loaded.
+    pub(crate) fn lease(&self) -> &Lease {
+        &self.lease
+    }
 }
 
 impl std::ops::Deref for Served {
@@ -131,6 +143,7 @@ impl AppState {
             slots: true,
             ui: true,
             router: None,
+            lora_dir: None,
             prep_slots: Arc::new(Semaphore::new(cores.max(2))),
         }
     }
@@ -190,14 +203,14 @@ impl AppState {
     /// answers for it.
     #[must_use]
     pub fn answers(&self, name: &str) -> bool {
-        self.default_model || self.serves(name) || self.routes(name)
+        self.default_model || self.serves(name) || self.routes(name) || self.adapter_of_name(name).is_some()
     }
 
     /// The name a reply gives for a request that asked for `asked`: that
     /// name when it is served, else the default model's.
     #[must_use]
     pub fn answering_name<'a>(&'a self, asked: &'a str) -> &'a str {
-        if !asked.is_empty() && self.serves(asked) {
+        if !asked.is_empty() && (self.serves(asked) || self.adapter_of_name(asked).is_some()) {
             asked
         } else {
             self.model_name()
@@ -205,7 +218,7 @@ impl AppState {
     }
 
     /// Every served model's names, for an error that lists them.
-    fn served_names(&self) -> String {
+    pub(crate) fn served_names(&self) -> String {
         self.models.specs().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     }
 
@@ -214,13 +227,21 @@ impl AppState {
     /// 404 for a name not served without a default model, 503 with
     /// `Retry-After` when the models in use leave no room for it.
     pub(crate) async fn served(self: &Arc<Self>, asked: &str) -> Result<Served, ApiError> {
-        let (index, model_name) = match self.find(asked) {
-            Some(i) => (i, asked.to_owned()),
-            None if asked.is_empty() || self.default_model => (0, self.model_name().to_owned()),
-            None => return Err(ApiError::unknown_model(asked, &self.served_names())),
+        let (index, model_name, adapter) = match (self.find(asked), self.adapter_of_name(asked)) {
+            (Some(i), _) => (i, asked.to_owned(), None),
+            (None, Some((i, adapter))) => (i, asked.to_owned(), Some(adapter)),
+            (None, None) if asked.is_empty() || self.default_model => (0, self.model_name().to_owned(), None),
+            (None, None) => return Err(ApiError::unknown_model(asked, &self.served_names())),
         };
         let lease = self.models.acquire(index).await?;
-        Ok(Served { app: Arc::clone(self), engine: lease.engine.clone(), model_name, route: None, _lease: lease })
+        let adapter = match adapter {
+            Some(name) => {
+                let base = &self.models.specs()[index].name;
+                Some((adapters::adapter_named(lease.engine.session(), base, name, "model")?, 1.0))
+            }
+            None => None,
+        };
+        Ok(Served { app: Arc::clone(self), engine: lease.engine.clone(), model_name, route: None, adapter, lease })
     }
 
     /// The same, answering browsers from `origins` (`*` for any) with CORS
@@ -243,7 +264,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .route("/messages/count_tokens", post(anthropic::count_tokens))
         .route("/rerank", post(embeddings::rerank))
         .route("/responses", post(responses::create))
-        .route("/responses/{id}", get(responses::retrieve).delete(responses::delete));
+        .route("/responses/{id}", get(responses::retrieve).delete(responses::delete))
+        .route("/adapters", get(adapters::list).post(adapters::load));
     // llama-server's own endpoints, where Hearth drops in for it.
     let llama_server =
         Router::new()
@@ -418,6 +440,18 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
             entry
         })
         .collect();
+    // Each adapter is a model a client can pick: `BASE:ADAPTER`.
+    for spec in registry.specs() {
+        for (name, _) in spec.adapters.lock().map(|a| a.clone()).unwrap_or_default() {
+            data.push(json!({
+                "id": format!("{}:{name}", spec.name),
+                "object": "model",
+                "created": 0,
+                "owned_by": "hearth",
+                "meta": {"adapter_of": spec.name, "adapter": name},
+            }));
+        }
+    }
     if let Some(r) = &state.router {
         data.push(json!({
             "id": r.name,

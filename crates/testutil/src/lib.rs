@@ -4,8 +4,10 @@
 //! [`real_model`] is the one way tests fetch the real small models.
 
 mod encoder;
+mod lora;
 mod real;
 pub use encoder::{write_tiny_cross_encoder, write_tiny_nomic_bert, CE_VOCAB};
+pub use lora::{lora_adapter, LORA_TARGETS, TEST_ADAPTERS, TEST_ADAPTER_STRENGTH};
 pub use real::{catalog, cpu_backend, real_model};
 
 use hearth_core::GgmlType;

@@ -465,13 +465,42 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// ggml's `ggml_vec_dot_f16` on AVX-512 (its flash attention's `q·k`):
 /// 64 lane sums over whole chunks of 64, folded as four 16-lane vectors
 /// `(v0+v2) + (v1+v3)`, then `_mm512_reduce_add_ps`; the tail is added in
-/// f64. Each lane is an FMA chain, which also makes this `ggml_vec_dot_f32`
-/// (for f16 values the products are exact, so FMA or not is the same).
+/// f64 (for f16 values the products are exact, so FMA or not is the same).
 #[must_use]
 #[inline(always)]
 pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let whole = n & !63;
+    let mut sum = f64::from(lanes64_ggml(&x[..whole], &y[..whole]));
+    for (p, q) in x[whole..n].iter().zip(&y[whole..n]) {
+        sum += f64::from(p * q);
+    }
+    sum as f32
+}
+
+/// Dot product of two f32 rows in the order of ggml's `ggml_vec_dot_f32`
+/// on AVX-512 (float weights multiplied one activation row at a time: a
+/// decode step, or shapes tinyBLAS refuses, such as a rank-8 LoRA's `B`):
+/// the same 64 lanes and folding as [`dot_f16_ggml`], but summed into an
+/// f32 and the tail added one rounded product at a time (ggml keeps `sumf`
+/// a `float` here; no FMA: measured against llama.cpp's outputs with a
+/// rank-8 LoRA, whose `B` products are all tail).
+#[must_use]
+#[inline(always)]
+pub fn dot_f32_ggml(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let whole = n & !63;
+    let mut sum = lanes64_ggml(&x[..whole], &y[..whole]);
+    for (&p, &q) in x[whole..n].iter().zip(&y[whole..n]) {
+        sum += p * q;
+    }
+    sum
+}
+
+/// ggml's AVX-512 lane sums over whole chunks of 64, folded and reduced.
+#[inline(always)]
+fn lanes64_ggml(x: &[f32], y: &[f32]) -> f32 {
+    let whole = x.len().min(y.len()) & !63;
     let mut acc = [0f32; 64];
     for (xc, yc) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
         for ((a, &p), &q) in acc.iter_mut().zip(xc).zip(yc) {
@@ -481,11 +510,7 @@ pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     let v: [f32; 16] = std::array::from_fn(|l| (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]));
     let h: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
     let q: [f32; 4] = std::array::from_fn(|i| h[i] + h[i + 4]);
-    let mut sum = f64::from((q[0] + q[2]) + (q[1] + q[3]));
-    for (p, q) in x[whole..n].iter().zip(&y[whole..n]) {
-        sum += f64::from(p * q);
-    }
-    sum as f32
+    (q[0] + q[2]) + (q[1] + q[3])
 }
 
 /// `acc = round_f16(fma(v, s, acc))` element-wise (see `x86::mad_round_f16`).

@@ -327,6 +327,16 @@ pub unsafe fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     super::reference::dot_f16_ggml(x, y)
 }
 
+/// [`super::reference::dot_f32_ggml`] compiled for AVX2 + FMA (same bits).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[must_use]
+pub unsafe fn dot_f32_ggml(x: &[f32], y: &[f32]) -> f32 {
+    super::reference::dot_f32_ggml(x, y)
+}
+
 /// [`super::reference::dot_lanes16`] compiled for AVX2 + FMA (same bits).
 ///
 /// # Safety

@@ -97,6 +97,9 @@ pub struct Sampling {
     pub tools: Option<serde_json::Value>,
     /// Legacy function calling (chat only).
     pub functions: Option<serde_json::Value>,
+    /// The LoRA adapter to run with (extension): its name, `{"name",
+    /// "scale"}`, or llama-server's `[{"id", "scale"}]`.
+    pub lora: Option<serde_json::Value>,
 }
 
 /// What is known of a request's shared fields once checked: every cheap
