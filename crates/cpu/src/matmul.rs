@@ -21,6 +21,8 @@ use crate::pool::{SharedOut, ThreadPool};
 /// Float weight rows multiplied together by one task (16 rows × 2048 cols =
 /// 128 KiB, inside L2).
 const FLOAT_TILE_ROWS: usize = 16;
+/// Float products under this many multiply-adds run on the calling thread.
+const SMALL_PRODUCT_MACS: usize = 1 << 15;
 
 /// Tasks per thread for a matmul: enough to even out uneven progress.
 const TASKS_PER_THREAD: usize = 4;
@@ -290,7 +292,7 @@ fn float_matmul(
     };
     let x = &x[..];
     let out = SharedOut::new(&mut out[..n * rows]);
-    pool.run(rows.div_ceil(FLOAT_TILE_ROWS), &|tile| {
+    let tile_product = |tile: usize| {
         let r0 = tile * FLOAT_TILE_ROWS;
         let nr = FLOAT_TILE_ROWS.min(rows - r0);
         let mut by_row = vec![0f32; nr * n];
@@ -318,7 +320,15 @@ fn float_matmul(
                 *d = by_row[i * n + t];
             }
         }
-    });
+    };
+    // A product this small (a LoRA's low-rank factors at decode) costs less
+    // than waking the workers: it runs here.
+    let tiles = rows.div_ceil(FLOAT_TILE_ROWS);
+    if rows * cols * n < SMALL_PRODUCT_MACS {
+        (0..tiles).for_each(tile_product);
+    } else {
+        pool.run(tiles, &tile_product);
+    }
 }
 
 /// Dequantizes the selected rows (embedding lookup): `out` is `ids.len() × cols`.

@@ -306,6 +306,7 @@ fn small_dispatched_kernels_are_bit_identical() {
         }
         let y: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0..4.0)).collect();
         assert_eq!((fast.dot_f16_ggml)(&x, &y).to_bits(), (slow.dot_f16_ggml)(&x, &y).to_bits());
+        assert_eq!((fast.dot_f32_ggml)(&x, &y).to_bits(), (slow.dot_f32_ggml)(&x, &y).to_bits());
         assert_eq!((fast.dot_lanes16)(&x, &y).to_bits(), (slow.dot_lanes16)(&x, &y).to_bits());
         let (mut ea, mut eb) = (x.clone(), x.clone());
         ea[1] = f32::NEG_INFINITY;
@@ -428,4 +429,17 @@ fn ternary_super_codes_equal_single_codes() {
             assert_eq!(t.super_codes(r, s).to_vec(), want, "row {r} super {s}");
         }
     }
+}
+
+/// `ggml_vec_dot_f32`'s tail (the columns past the last multiple of 64, all
+/// of a short row) is summed in f32, one rounded product at a time, after
+/// the lanes: not in f64 as `ggml_vec_dot_f16`'s.
+#[test]
+fn f32_dot_sums_its_tail_in_f32() {
+    use hearth_cpu::kernels::reference::{dot_f16_ggml, dot_f32_ggml};
+    let x = [1.0e8f32, 1.0, -1.0e8, 1.0, 0.5, 0.25, 3.0, 1.0];
+    let y = [1.0f32; 8];
+    let sequential = x.iter().zip(&y).fold(0f32, |s, (a, b)| s + a * b);
+    assert_eq!(dot_f32_ggml(&x, &y).to_bits(), sequential.to_bits());
+    assert_ne!(dot_f32_ggml(&x, &y), dot_f16_ggml(&x, &y), "f64 keeps the 1.0 that f32 loses beside 1e8");
 }

@@ -490,7 +490,9 @@ pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
 pub fn dot_f32_ggml(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let whole = n & !63;
-    let mut sum = lanes64_ggml(&x[..whole], &y[..whole]);
+    // No whole chunk: the lanes sum to +0.0, so skipping them is the same bits
+    // (and a short row — a rank-8 `B` — costs its 8 products, not 64 lanes).
+    let mut sum = if whole == 0 { 0.0 } else { lanes64_ggml(&x[..whole], &y[..whole]) };
     for (&p, &q) in x[whole..n].iter().zip(&y[whole..n]) {
         sum += p * q;
     }
