@@ -23,14 +23,18 @@ use crate::{parse, AppState, Served};
 pub(crate) type Chosen = (Arc<LoraAdapter>, f32);
 
 impl AppState {
-    /// `BASE:ADAPTER` apart, when BASE names a served model (and the whole
-    /// name does not): the model's index and the adapter's name.
+    /// `BASE:ADAPTER` apart, when BASE names a served model that has
+    /// adapters (and the whole name is not a model's): the model's index and
+    /// the adapter's name. A model without adapters keeps treating
+    /// `BASE:TAG` as any other name (the default model may answer it).
     pub(crate) fn adapter_of_name<'a>(&self, asked: &'a str) -> Option<(usize, &'a str)> {
         let (base, adapter) = asked.rsplit_once(':')?;
         if adapter.is_empty() || self.find(asked).is_some() {
             return None;
         }
-        Some((self.find(base)?, adapter))
+        let index = self.find(base)?;
+        let has_adapters = self.models.specs()[index].adapters.lock().is_ok_and(|a| !a.is_empty());
+        has_adapters.then_some((index, adapter))
     }
 }
 

@@ -225,6 +225,10 @@ async fn bad_requests_get_precise_errors_and_clients_that_leave_free_their_block
     let mut running =
         server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send().await.unwrap();
     let _ = running.chunk().await;
+    // The first chunk (the role) comes before the engine admits the request:
+    // wait until it runs, or the queue-depth wait below could see it waiting.
+    let admitted = server.wait_for_metric("hearth_running_sequences", 1.0, Duration::from_secs(10)).await;
+    assert!(admitted, "the first request never ran");
     let waiting = server.http.post(format!("{}/v1/chat/completions", server.url)).json(&long_reply).send();
     // Keep reading: dropping the response would be a client leaving.
     let waiting = tokio::spawn(async move { waiting.await.unwrap().text().await });
