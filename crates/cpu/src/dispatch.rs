@@ -38,6 +38,10 @@ pub struct Kernels {
     pub dot_f16_ggml: fn(&[f32], &[f32]) -> f32,
     /// `ggml_vec_dot_f32`'s order (`reference::dot_f32_ggml`).
     pub dot_f32_ggml: fn(&[f32], &[f32]) -> f32,
+    /// F16 weights widened for a product (`reference::f16_to_f32`).
+    pub f16_to_f32: fn(&[u16], &mut [f32]),
+    /// `dot_f16_ggml` over F16 weights as stored (`reference::dot_f16w_ggml`).
+    pub dot_f16w_ggml: fn(&[u16], &[f32]) -> f32,
     /// tinyBLAS's 16-lane dot (`reference::dot_lanes16`).
     pub dot_lanes16: fn(&[f32], &[f32]) -> f32,
     /// ggml's `ggml_vec_soft_max_f32` (`reference::soft_max_f32`).
@@ -103,6 +107,8 @@ pub fn reference_kernels() -> Kernels {
         dot: reference::dot,
         dot_f16_ggml: reference::dot_f16_ggml,
         dot_f32_ggml: reference::dot_f32_ggml,
+        f16_to_f32: reference::f16_to_f32,
+        dot_f16w_ggml: reference::dot_f16w_ggml,
         dot_lanes16: reference::dot_lanes16,
         soft_max: reference::soft_max_f32,
         gemm_tile: gemm_tile_reference,
@@ -151,6 +157,12 @@ fn detect(choice: KernelChoice) -> Kernels {
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         unsafe { crate::kernels::x86::dot_f32_ggml(a, b) }
     }
+    fn dot_f16w(w: &[u16], x: &[f32]) -> f32 {
+        unsafe { crate::kernels::x86::dot_f16w_ggml(w, x) }
+    }
+    fn widen_f16(src: &[u16], dst: &mut [f32]) {
+        unsafe { crate::kernels::x86::f16_to_f32(src, dst) }
+    }
     fn dot16(a: &[f32], b: &[f32]) -> f32 {
         unsafe { crate::kernels::x86::dot_lanes16(a, b) }
     }
@@ -194,6 +206,8 @@ fn detect(choice: KernelChoice) -> Kernels {
         dot,
         dot_f16_ggml: dot_f16,
         dot_f32_ggml: dot_f32,
+        f16_to_f32: widen_f16,
+        dot_f16w_ggml: dot_f16w,
         dot_lanes16: dot16,
         soft_max,
         gemm_tile: gemm,

@@ -2,8 +2,10 @@
 //!
 //! Quantized weights are repacked once at load ([`crate::packed`]) and
 //! multiplied with integer kernels against activations quantized to 8 bits
-//! per call; float weights (F32/F16/BF16) are widened to f32 once and use a
-//! register-tiled f32 GEMM. Row groups are spread over the worker pool.
+//! per call; float weights keep the file's element type (F16/BF16 stay
+//! 16-bit: one row of activations reads them widened in registers, more
+//! rows widen a tile at a time) and sum in llama.cpp's order for the shape.
+//! Row groups are spread over the worker pool.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -37,7 +39,9 @@ pub enum CpuWeight {
     /// Ternary in the lookup-table layout (opt-in, `HEARTH_TERNARY_LUT`;
     /// measured against [`Self::Ternary`] in `docs/ARCHITECTURE.md`).
     TernaryLut(LutMatrix),
-    /// Float weights widened to f32; activations are rounded to `act_ty`
+    /// Float weights as the file stores them (F16/BF16 stay 16-bit: half
+    /// the memory and half the bytes a decode step reads), widened a tile
+    /// at a time inside the product; activations are rounded to `act_ty`
     /// first, as ggml does (its F16 dot products convert activations to f16).
     Float {
         /// Output features.
@@ -45,7 +49,7 @@ pub enum CpuWeight {
         /// Input features.
         cols: usize,
         /// `rows × cols`.
-        data: Vec<f32>,
+        data: FloatData,
         /// Type activations are rounded through.
         act_ty: GgmlType,
         /// Sum in any order (the tiled GEMM): no llama.cpp order to match.
@@ -54,6 +58,45 @@ pub enum CpuWeight {
         /// `vec_dot` order rather than tinyBLAS's (see [`FloatOrder`]).
         row_by_row: bool,
     },
+}
+
+/// The elements of a float matrix.
+#[derive(Debug, Clone)]
+pub enum FloatData {
+    /// F32 weights.
+    F32(Vec<f32>),
+    /// F16 or BF16 weights, as stored (widening to f32 is exact).
+    Half {
+        /// `F16` or `BF16`.
+        ty: GgmlType,
+        /// The raw 16-bit values.
+        bits: Vec<u16>,
+    },
+}
+
+impl FloatData {
+    /// Rows `r0..r0 + nr` (of `cols`) as f32: borrowed for F32, widened
+    /// into `scratch` for 16-bit weights.
+    fn rows<'a>(&'a self, r0: usize, nr: usize, cols: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        let range = r0 * cols..(r0 + nr) * cols;
+        match self {
+            Self::F32(v) => &v[range],
+            Self::Half { ty, bits } => {
+                scratch.clear();
+                scratch.resize(range.len(), 0.0);
+                let src = &bits[range];
+                if *ty == GgmlType::BF16 {
+                    // BF16 is the top half of an f32: a shift (vectorized by the compiler).
+                    for (d, &b) in scratch.iter_mut().zip(src) {
+                        *d = f32::from_bits(u32::from(b) << 16);
+                    }
+                } else {
+                    (kernels().f16_to_f32)(src, scratch);
+                }
+                scratch
+            }
+        }
+    }
 }
 
 /// How ternary weights are laid out (see `docs/decisions/0002-*`).
@@ -91,11 +134,18 @@ impl CpuWeight {
             return Err(Unsupported(ty));
         }
         let row_bytes = ty.row_bytes(cols).ok_or(Unsupported(ty))?;
-        let mut out = vec![0f32; rows * cols];
-        for (src, dst) in data.chunks_exact(row_bytes).zip(out.chunks_exact_mut(cols)) {
-            reference::dequantize_row(ty, src, dst)?;
-        }
-        Ok(Self::Float { rows, cols, data: out, act_ty: reference::vec_dot_type(ty), row_by_row: false, any_order: false })
+        let data = &data[..(rows * row_bytes).min(data.len())];
+        let data = if ty == GgmlType::F32 {
+            let mut out = vec![0f32; rows * cols];
+            for (src, dst) in data.chunks_exact(row_bytes).zip(out.chunks_exact_mut(cols)) {
+                reference::dequantize_row(ty, src, dst)?;
+            }
+            FloatData::F32(out)
+        } else {
+            let bits = data.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+            FloatData::Half { ty, bits }
+        };
+        Ok(Self::Float { rows, cols, data, act_ty: reference::vec_dot_type(ty), row_by_row: false, any_order: false })
     }
 
     /// Output features.
@@ -127,7 +177,8 @@ impl CpuWeight {
             Self::Packed(p) => p.bytes(),
             Self::Ternary(t) => t.bytes(),
             Self::TernaryLut(t) => t.bytes(),
-            Self::Float { data, .. } => data.len() * 4,
+            Self::Float { data: FloatData::F32(v), .. } => v.len() * 4,
+            Self::Float { data: FloatData::Half { bits, .. }, .. } => bits.len() * 2,
         }
     }
 }
@@ -271,7 +322,7 @@ impl FloatOrder {
 #[allow(clippy::too_many_arguments)]
 fn float_matmul(
     pool: &ThreadPool,
-    w: &[f32],
+    w: &FloatData,
     rows: usize,
     cols: usize,
     act_ty: GgmlType,
@@ -292,11 +343,34 @@ fn float_matmul(
     };
     let x = &x[..];
     let out = SharedOut::new(&mut out[..n * rows]);
+    // A tile's results (`nr` rows × `n`) into the output rows.
+    let store = |r0: usize, nr: usize, by_row: &[f32]| {
+        for t in 0..n {
+            // SAFETY: rows r0..r0+nr of every output row belong to this tile only.
+            #[allow(unsafe_code)]
+            let dst = unsafe { out.slice(t * rows + r0, nr) };
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = by_row[i * n + t];
+            }
+        }
+    };
     let tile_product = |tile: usize| {
         let r0 = tile * FLOAT_TILE_ROWS;
         let nr = FLOAT_TILE_ROWS.min(rows - r0);
         let mut by_row = vec![0f32; nr * n];
-        let w = &w[r0 * cols..(r0 + nr) * cols];
+        if let (FloatOrder::VecDot, FloatData::Half { ty: GgmlType::F16, bits }) = (order, w) {
+            // One row at a time over F16 weights: widened in registers as
+            // they are read, so a decode step reads their 2 bytes each.
+            for i in 0..nr {
+                let wr = &bits[(r0 + i) * cols..(r0 + i + 1) * cols];
+                for (t, xr) in x.chunks_exact(cols).enumerate() {
+                    by_row[i * n + t] = (k.dot_f16w_ggml)(wr, xr);
+                }
+            }
+            return store(r0, nr, &by_row);
+        }
+        let mut scratch = Vec::new();
+        let w = w.rows(r0, nr, cols, &mut scratch);
         match order {
             FloatOrder::Free => gemm_tile(w, nr, x, n, cols, &mut by_row),
             FloatOrder::TinyBlas | FloatOrder::VecDot => {
@@ -312,14 +386,7 @@ fn float_matmul(
                 }
             }
         }
-        for t in 0..n {
-            // SAFETY: rows r0..r0+nr of every output row belong to this tile only.
-            #[allow(unsafe_code)]
-            let dst = unsafe { out.slice(t * rows + r0, nr) };
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = by_row[i * n + t];
-            }
-        }
+        store(r0, nr, &by_row);
     };
     // A product this small (a LoRA's low-rank factors at decode) costs less
     // than waking the workers: it runs here.

@@ -307,6 +307,16 @@ fn small_dispatched_kernels_are_bit_identical() {
         let y: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0..4.0)).collect();
         assert_eq!((fast.dot_f16_ggml)(&x, &y).to_bits(), (slow.dot_f16_ggml)(&x, &y).to_bits());
         assert_eq!((fast.dot_f32_ggml)(&x, &y).to_bits(), (slow.dot_f32_ggml)(&x, &y).to_bits());
+        // F16 weights kept as stored: widening is exact, so the fused dot is
+        // dot_f16_ggml over the widened row, bit for bit.
+        let bits: Vec<u16> = x.iter().map(|v| half::f16::from_f32(*v).to_bits()).collect();
+        let widened: Vec<f32> = bits.iter().map(|b| half::f16::from_bits(*b).to_f32()).collect();
+        let mut fast_widened = vec![0.0; bits.len()];
+        (fast.f16_to_f32)(&bits, &mut fast_widened);
+        assert_eq!(fast_widened, widened);
+        let want = (slow.dot_f16_ggml)(&widened, &y).to_bits();
+        assert_eq!((slow.dot_f16w_ggml)(&bits, &y).to_bits(), want);
+        assert_eq!((fast.dot_f16w_ggml)(&bits, &y).to_bits(), want);
         assert_eq!((fast.dot_lanes16)(&x, &y).to_bits(), (slow.dot_lanes16)(&x, &y).to_bits());
         let (mut ea, mut eb) = (x.clone(), x.clone());
         ea[1] = f32::NEG_INFINITY;

@@ -211,6 +211,22 @@ impl GgufFile {
         }
     }
 
+    /// [`GgufFile::release_pages`] for the bytes of tensor `info` alone
+    /// (whole pages inside it): a loader that has copied a tensor into its
+    /// own form drops the file's copy at once, so a load's peak is the
+    /// model's own memory plus one tensor, not plus the whole file.
+    pub fn release_tensor_pages(&self, info: &TensorInfo) {
+        if let Storage::Mapped(m) = self.storage.as_ref() {
+            const PAGE: usize = 4096;
+            let start = (self.data_start() + info.offset as usize).next_multiple_of(PAGE);
+            let end = (self.data_start() + info.offset as usize + info.size) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: as in `release_pages`; the range lies inside the mapping.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+    }
+
     /// The descriptor of tensor `name`, if present.
     #[must_use]
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {

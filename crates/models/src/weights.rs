@@ -112,6 +112,7 @@ impl<'a> WeightLoader<'a> {
         let t = self.tensor(name, rows, cols)?;
         let mut m = self.prepare(&t)?;
         m.name = Some(Arc::from(name));
+        self.release(name);
         // BitNet stores one f32 scale per ternary matrix beside it (llama.cpp's `wq_s` etc.).
         if let Some(stem) = name.strip_suffix(".weight") {
             let scale_name = format!("{stem}.scale");
@@ -152,12 +153,22 @@ impl<'a> WeightLoader<'a> {
             Some(b) if all.ty.trailer_bytes() == 0 && b as usize * count == all.len => b as usize,
             _ => return Err(ModelError::UnsupportedType { name: name.to_owned(), ty: all.ty }),
         };
-        (0..count)
+        let slices = (0..count)
             .map(|e| {
                 let t = TensorRef { rows, offset: all.offset + e * per_slice, len: per_slice, ..all.clone() };
                 self.prepare_view(&WeightView { expert, ..t.view(self.file) })
             })
-            .collect()
+            .collect();
+        self.release(name);
+        slices
+    }
+
+    /// Drops the file's pages of tensor `name` once the backend holds its
+    /// own copy (a later read, such as an embedding row, faults them back).
+    fn release(&self, name: &str) {
+        if let Some(info) = self.file.tensor(name) {
+            self.file.release_tensor_pages(info);
+        }
     }
 
     /// Prepares a tensor for matmuls (e.g. an embedding table used as the LM head).

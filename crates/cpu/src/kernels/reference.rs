@@ -478,6 +478,44 @@ pub fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     sum as f32
 }
 
+/// [`dot_f16_ggml`] with the weights `w` still in f16 (widened 64 at a time
+/// as they are used: exact, so the same bits), for a decode step over F16
+/// weights that reads half the bytes.
+#[must_use]
+#[inline(always)]
+pub fn dot_f16w_ggml(w: &[u16], x: &[f32]) -> f32 {
+    dot_f16w_with(w, x, f16_to_f32)
+}
+
+/// [`dot_f16w_ggml`] with the widening given (the x86 twin passes F16C's).
+#[inline(always)]
+pub fn dot_f16w_with(w: &[u16], x: &[f32], widen: impl Fn(&[u16], &mut [f32])) -> f32 {
+    let n = w.len().min(x.len());
+    let whole = n & !63;
+    let mut acc = [0f32; 64];
+    let mut wf = [0f32; 64];
+    for (wc, xc) in w[..whole].chunks_exact(64).zip(x[..whole].chunks_exact(64)) {
+        widen(wc, &mut wf);
+        for ((a, &p), &q) in acc.iter_mut().zip(&wf).zip(xc) {
+            *a = p.mul_add(q, *a);
+        }
+    }
+    let mut sum = f64::from(fold64(&acc));
+    let mut tail = [0f32; 64];
+    widen(&w[whole..n], &mut tail[..n - whole]);
+    for (p, q) in tail[..n - whole].iter().zip(&x[whole..n]) {
+        sum += f64::from(p * q);
+    }
+    sum as f32
+}
+
+/// `dst[i] = f16 src[i]` widened (exact).
+pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16::from_bits(s).to_f32();
+    }
+}
+
 /// Dot product of two f32 rows in the order of ggml's `ggml_vec_dot_f32`
 /// on AVX-512 (float weights multiplied one activation row at a time: a
 /// decode step, or shapes tinyBLAS refuses, such as a rank-8 LoRA's `B`):
@@ -509,6 +547,13 @@ fn lanes64_ggml(x: &[f32], y: &[f32]) -> f32 {
             *a = p.mul_add(q, *a);
         }
     }
+    fold64(&acc)
+}
+
+/// ggml's AVX-512 fold of 64 lane sums: four 16-lane vectors
+/// `(v0+v2) + (v1+v3)`, then `_mm512_reduce_add_ps`.
+#[inline(always)]
+fn fold64(acc: &[f32; 64]) -> f32 {
     let v: [f32; 16] = std::array::from_fn(|l| (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]));
     let h: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
     let q: [f32; 4] = std::array::from_fn(|i| h[i] + h[i + 4]);

@@ -327,6 +327,38 @@ pub unsafe fn dot_f16_ggml(x: &[f32], y: &[f32]) -> f32 {
     super::reference::dot_f16_ggml(x, y)
 }
 
+/// [`super::reference::dot_f16w_ggml`] compiled for AVX2 + FMA + F16C
+/// (same bits): weights widened 64 at a time in registers.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[must_use]
+pub unsafe fn dot_f16w_ggml(w: &[u16], x: &[f32]) -> f32 {
+    super::reference::dot_f16w_with(w, x, |s, d| unsafe { f16_to_f32(s, d) })
+}
+
+/// [`super::reference::f16_to_f32`] with F16C, 8 values per instruction
+/// (exact, so the same bits).
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let n = src.len().min(dst.len());
+    let whole = n & !7;
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 8 <= n for both slices; `loadu` takes unaligned addresses.
+        #[allow(clippy::cast_ptr_alignment)]
+        let h = unsafe { _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>()) };
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h)) };
+        i += 8;
+    }
+    super::reference::f16_to_f32(&src[whole..n], &mut dst[whole..n]);
+}
+
 /// [`super::reference::dot_f32_ggml`] compiled for AVX2 + FMA (same bits).
 ///
 /// # Safety
