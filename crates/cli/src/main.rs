@@ -645,6 +645,20 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     for r in &results {
         outln!("{:<8} {:>8} {:>12.2} {:>10.2} {:>12.2}", r.test, r.threads, r.tokens_per_s, r.stddev, r.median);
     }
+    if let Some(pp) = results.iter().find(|r| r.test.starts_with("pp")) {
+        let macs = bench::matmul_macs_per_token(&session);
+        let achieved = macs as f64 * pp.median;
+        if let Some((peak, instruction)) = hearth_cpu::peak::int8_macs_per_second(threads) {
+            outln!(
+                "prefill roofline: {:.0} M multiply-adds per token × {:.1} tok/s = {:.1} G/s of {:.1} G/s measured int8 peak ({:.0}%; {instruction}, {threads} threads)",
+                macs as f64 / 1e6,
+                pp.median,
+                achieved / 1e9,
+                peak / 1e9,
+                100.0 * achieved / peak
+            );
+        }
+    }
     if let Some(tg) = results.iter().find(|r| r.test.starts_with("tg")) {
         let weights = bench::weight_bytes_per_token(&session);
         let kv = bench::kv_bytes_per_token(&session, &config, a.n / 2)?;

@@ -11,6 +11,7 @@ pub mod kv;
 mod matmul;
 pub mod ops;
 pub mod packed;
+pub mod peak;
 pub mod pool;
 mod tiled_attention;
 

@@ -110,6 +110,32 @@ pub fn kv_bytes_per_token(session: &LoadedModel, config: &EngineConfig, ctx: usi
     Ok(hearth_models::KvStore::bytes_per_token(session.model.config(), config.kv_type)? * ctx as u64)
 }
 
+/// Multiply-accumulates one prefill token costs in the blocks' matrices
+/// (every `blk.*` matrix's elements; of expert tensors only the routed
+/// share, `expert_used_count / expert_count`). The LM head is left out:
+/// a prefill computes logits for its last row only. Attention's own
+/// products (growing with the position) are not counted.
+#[must_use]
+pub fn matmul_macs_per_token(session: &LoadedModel) -> u64 {
+    let file = &session.file;
+    let arch = file.get_str("general.architecture").unwrap_or("");
+    let key = |k: &str| file.get_u64(&format!("{arch}.{k}")).ok();
+    let routed = match (key("expert_used_count"), key("expert_count")) {
+        (Some(used), Some(count)) if count > 0 => used as f64 / count as f64,
+        _ => 1.0,
+    };
+    let total: f64 = file
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("blk.") && t.dims.len() >= 2)
+        .map(|t| {
+            let elements = t.dims.iter().product::<u64>() as f64;
+            if t.name.contains("_exps") { elements * routed } else { elements }
+        })
+        .sum();
+    total as u64
+}
+
 /// Measured memory read bandwidth in GB/s: the best of a few passes that
 /// sum a buffer far larger than the caches, split over `threads` threads
 /// (the access pattern of a decode step: streaming reads, no writes).
