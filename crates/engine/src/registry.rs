@@ -84,6 +84,15 @@ impl ModelSpec {
     }
 }
 
+impl ModelSpec {
+    /// Its LoRA adapters (name, file), in load order.
+    #[must_use]
+    pub fn adapter_list(&self) -> Vec<(String, PathBuf)> {
+        // A poisoned lock only means a panic elsewhere mid-push: the list is still whole.
+        self.adapters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 impl std::fmt::Debug for ModelSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelSpec").field("name", &self.name).field("path", &self.path).finish_non_exhaustive()
@@ -487,7 +496,7 @@ impl Registry {
         let t0 = Instant::now();
         let loader = Arc::clone(&spec.load);
         let figures = Arc::clone(&self.figures[index]);
-        let adapters: Vec<(String, PathBuf)> = spec.adapters.lock().map(|a| a.clone()).unwrap_or_default();
+        let adapters = spec.adapter_list();
         let name = spec.name.clone();
         let result = tokio::task::spawn_blocking(move || {
             let (session, config) = loader()?;

@@ -1,7 +1,7 @@
 //! Building blocks shared by the architecture files: norms, attention, MLPs,
 //! embeddings and the LM head, all expressed over the [`Backend`] trait.
 
-use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, KvType, MatmulJob, RopeParams, RopeStyle};
+use hearth_core::{Activation, AttentionShape, Backend, ForwardBatch, KvType, MatmulJob, RopeParams, RopeStyle, SeqId};
 use hearth_gguf::GgufFile;
 
 use crate::lora::{ActiveAdapters, LoraPair};
@@ -80,13 +80,21 @@ impl Ctx<'_> {
         let mut groups: Vec<Group<'_>> = Vec::new();
         for (p, &(w, x, n)) in products.iter().enumerate() {
             let Some(name) = w.name() else { continue };
+            // A sequence's rows are contiguous: its pair is looked up once per run.
+            let mut last: Option<(SeqId, Option<(&LoraPair, f32)>)> = None;
             for (row, &seq) in self.batch.seq_ids.iter().enumerate() {
-                let Some((adapter, user_scale)) = adapters.of(seq) else { continue };
-                let Some(pair) = adapter.pair(name) else { continue };
+                let found = match last {
+                    Some((s, found)) if s == seq => found,
+                    _ => {
+                        let found = adapters.of(seq).and_then(|(a, user)| a.pair(name).map(|pair| (pair, a.scale(pair, *user))));
+                        last = Some((seq, found));
+                        found
+                    }
+                };
+                let Some((pair, scale)) = found else { continue };
                 if n != self.batch.len() {
                     return Err(ModelError::BadBatch(format!("{name}: an adapted product must cover the batch's rows")));
                 }
-                let scale = adapter.scale(pair, *user_scale);
                 let cols = x.len() / n;
                 let row_x = &x[row * cols..(row + 1) * cols];
                 match groups.iter_mut().find(|g| g.product == p && std::ptr::eq(g.pair, pair) && g.scale.to_bits() == scale.to_bits()) {

@@ -33,7 +33,7 @@ impl AppState {
             return None;
         }
         let index = self.find(base)?;
-        let has_adapters = self.models.specs()[index].adapters.lock().is_ok_and(|a| !a.is_empty());
+        let has_adapters = !self.models.specs()[index].adapter_list().is_empty();
         has_adapters.then_some((index, adapter))
     }
 }
@@ -117,8 +117,7 @@ pub async fn list(State(app): State<Arc<AppState>>) -> Json<Value> {
     let mut data = Vec::new();
     for (i, spec) in registry.specs().iter().enumerate() {
         let loaded = registry.loaded(i);
-        let configured: Vec<(String, std::path::PathBuf)> = spec.adapters.lock().map(|a| a.clone()).unwrap_or_default();
-        for (id, (name, path)) in configured.iter().enumerate() {
+        for (id, (name, path)) in spec.adapter_list().iter().enumerate() {
             let live = loaded.as_ref().and_then(|e| e.session().adapter(name));
             data.push(json!({
                 "id": id,

@@ -442,7 +442,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         .collect();
     // Each adapter is a model a client can pick: `BASE:ADAPTER`.
     for spec in registry.specs() {
-        for (name, _) in spec.adapters.lock().map(|a| a.clone()).unwrap_or_default() {
+        for (name, _) in spec.adapter_list() {
             data.push(json!({
                 "id": format!("{}:{name}", spec.name),
                 "object": "model",
