@@ -26,5 +26,8 @@ fn main() -> std::io::Result<()> {
     {
         write(&format!("moe-deepseek2-{name}"), hearth_testutil::tiny_deepseek2(variant, 42))?;
     }
+    for ty in hearth_testutil::TINY_LLAMA_TYPES {
+        write(&format!("llama-{}", ty.name().to_lowercase()), hearth_testutil::tiny_llama(ty, 42))?;
+    }
     Ok(())
 }

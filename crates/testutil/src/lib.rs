@@ -71,6 +71,15 @@ impl Gen {
         let bytes = match ty {
             GgmlType::Q4_K => self.q4_k_blocks(n, scale),
             GgmlType::Q4_0 => self.q4_0_blocks(n, scale),
+            GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_NL
+            | GgmlType::IQ4_XS => self.random_blocks(ty, n, scale),
             GgmlType::TQ2_0 => {
                 use hearth_cpu::kernels::ternary::{encode_tq2_0, QK};
                 let codes: Vec<u8> = (0..n).map(|_| self.rng.gen_range(0..3u8)).collect();
@@ -97,6 +106,36 @@ impl Gen {
         self.rng.fill_bytes(&mut bytes);
         for block in bytes.chunks_exact_mut(GgmlType::Q4_0.type_size()) {
             block[0..2].copy_from_slice(&half::f16::from_f32(scale / 8.0).to_le_bytes());
+        }
+        bytes
+    }
+
+    /// `n` elements of random blocks of `ty`: random bytes, then each
+    /// block's f16 scale fields set so values span about ±`scale` (the
+    /// largest code times the largest sub-block factor gives `scale`).
+    /// Every bit pattern of the other fields is a valid block.
+    fn random_blocks(&mut self, ty: GgmlType, n: usize, scale: f32) -> Vec<u8> {
+        use GgmlType as T;
+        // (byte offset, value) of each f16 field, by the type's layout in ggml-common.h.
+        let fields: &[(usize, f32)] = match ty {
+            T::Q4_1 => &[(0, scale / 8.0), (2, -scale)],
+            T::Q5_0 => &[(0, scale / 16.0)],
+            T::Q5_1 => &[(0, scale / 16.0), (2, -scale)],
+            T::Q2_K => &[(80, 2.0 * scale / (3.0 * 15.0)), (82, scale / 15.0)],
+            T::Q3_K => &[(108, scale / 128.0)],
+            T::Q5_K => &[(0, 2.0 * scale / (31.0 * 63.0)), (2, scale / 63.0)],
+            T::Q6_K => &[(208, scale / 4096.0)],
+            T::IQ4_NL => &[(0, scale / 127.0)],
+            T::IQ4_XS => &[(0, scale / (32.0 * 127.0))],
+            _ => unreachable!("random_blocks: {ty:?}"),
+        };
+        let size = ty.type_size();
+        let mut bytes = vec![0u8; n / ty.block_size() * size];
+        self.rng.fill_bytes(&mut bytes);
+        for block in bytes.chunks_exact_mut(size) {
+            for &(at, v) in fields {
+                block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
         }
         bytes
     }
@@ -241,6 +280,55 @@ pub fn tiny_qwen(arch: &str, seed: u64) -> Vec<u8> {
     g.matrix("output.weight", s.n_vocab, s.n_embd, GgmlType::Q8_0, 0.5);
     g.w.to_bytes()
 }
+
+/// The shape of the tiny dense `llama` models of every block type (K-quant
+/// and IQ rows need multiples of 256 columns).
+pub const TINY_LLAMA: TinyShape =
+    TinyShape { n_embd: 256, n_head: 4, n_kv_head: 2, head_dim: 64, n_ff: 512, n_layer: 2, n_vocab: 256 };
+
+/// A tiny random dense `llama` model with every matrix (LM head included)
+/// in `ty` — random blocks, see `Gen::random_blocks` — and an F32
+/// embedding: the test of one weight type's float order against llama.cpp.
+#[must_use]
+pub fn tiny_llama(ty: GgmlType, seed: u64) -> Vec<u8> {
+    let s = TINY_LLAMA;
+    let mut g = Gen::with_metadata("llama", s, seed);
+    g.set("llama.rope.dimension_count", MetaValue::U32(s.head_dim as u32));
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    let emb = g.values(s.n_vocab * s.n_embd, 1.0);
+    g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
+    // Scales keep activations of order one through two layers of 256–512 inputs.
+    let w = 1.5 / (s.n_embd as f32).sqrt();
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        g.matrix(&p("attn_q.weight"), q_dim, s.n_embd, ty, w);
+        g.matrix(&p("attn_k.weight"), kv_dim, s.n_embd, ty, w);
+        g.matrix(&p("attn_v.weight"), kv_dim, s.n_embd, ty, w);
+        g.matrix(&p("attn_output.weight"), s.n_embd, q_dim, ty, w);
+        g.norm(&p("ffn_norm.weight"), s.n_embd);
+        g.matrix(&p("ffn_gate.weight"), s.n_ff, s.n_embd, ty, w);
+        g.matrix(&p("ffn_up.weight"), s.n_ff, s.n_embd, ty, w);
+        g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, ty, w);
+    }
+    g.norm("output_norm.weight", s.n_embd);
+    g.matrix("output.weight", s.n_vocab, s.n_embd, ty, 4.0 * w);
+    g.w.to_bytes()
+}
+
+/// The block types [`tiny_llama`] is recorded in (`fixtures/llamacpp/quant_types.json`).
+pub const TINY_LLAMA_TYPES: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_0,
+];
 
 /// The shape of the tiny BitNet (ternary rows need multiples of 256 columns).
 pub const TINY_BITNET: TinyShape =

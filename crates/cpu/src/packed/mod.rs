@@ -14,13 +14,12 @@
 //!   giving 8 row partial sums, no horizontal reduction anywhere;
 //! - codes of ≤ 4 bits are stored two per byte (group g in the low nibble,
 //!   group g+4 in the high nibble of the same byte);
-//! - scales (and mins) of a group's sub-block are 8 consecutive values, f16
-//!   when the source type stores f16 (exact) and f32 for K-quants, whose
-//!   effective sub-block scale `d·sc` is a product — except `Q4_K`, which
-//!   keeps ggml's factors ([`Scales::Super`]): an f16 `d` and `dmin` per
-//!   256 elements and a 6-bit integer scale and minimum per 32, as bytes.
-//!   That is 4.625 bits per weight instead of 6, and the kernels sum whole
-//!   super-blocks in integers (as ggml does) before two float steps.
+//! - scales (and mins) of a group's sub-block are 8 consecutive values: f16
+//!   copies for the 32-element types (exact), and for K-quants ggml's
+//!   factors ([`Scales::Super`]): an f16 `d` (and `dmin`) per 256 elements
+//!   and a small integer scale (and minimum) per sub-block, as bytes — e.g.
+//!   4.625 bits per weight for `Q4_K` instead of 6 — so the kernels sum in
+//!   integers as ggml does before its float steps.
 //!
 //! Activations are quantized to 8-bit blocks of 32 with an f32 scale and
 //! per-16 sums (see [`acts`]). The float order of the accumulation is part of
@@ -88,8 +87,16 @@ pub struct Layout {
     /// four consecutive elements each get their own `fma`, and the eight
     /// are added at the end in `hsum_float_8` order (llama.cpp's x86
     /// `vec_dot` and tinyBLAS kernels for these types; see
-    /// `reference::lane_row_dot`). Otherwise one `fma` per sub-block.
+    /// `reference::lane_row_dot`). With `super_scales`, the K-quants that
+    /// llama.cpp does not repack on x86 (`Q3_K`, `Q5_K`, `Q6_K`): lanes per
+    /// super-block in its `vec_dot`, one total in its tiled matmul
+    /// (`reference::k_lane_row_dot`). Otherwise one `fma` per sub-block.
     pub lanes: bool,
+    /// For repacked super-block layouts (`super_scales` without `lanes`:
+    /// llama.cpp's `q4_K_8x8` and `q2_K_8x8`), elements per float step in
+    /// its 4-row `gemm` (64 for `Q4_K`, 128 for `Q2_K`; its `gemv` steps by
+    /// super-block).
+    pub gemm_step: usize,
 }
 
 impl Layout {
@@ -98,13 +105,18 @@ impl Layout {
     pub fn for_type(ty: GgmlType) -> Option<Self> {
         use GgmlType as T;
         let l = |eight_bit, sub, offset, has_min, f16_scales| {
-            // Q4_0 and Q4_K are repacked by llama.cpp on x86 (`q4_0_8x8`, `q4_K_8x8`),
-            // whose kernels sum whole blocks per row; the other 32-element types
-            // go through lane-wise `vec_dot` / tinyBLAS.
-            // Q6_K's `vec_dot` keeps eight lanes per super-block.
-            let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q6_K);
-            let super_scales = matches!(ty, T::Q4_K | T::Q6_K);
-            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes })
+            // Q4_0, Q4_K and Q2_K are repacked by llama.cpp on x86 (`q4_0_8x8`,
+            // `q4_K_8x8`, `q2_K_8x8` with AVX-512), whose kernels sum whole blocks
+            // per row; the other 32-element types go through lane-wise `vec_dot` /
+            // tinyBLAS, the other K-quants through `vec_dot` / its tiled matmul.
+            let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q3_K | T::Q5_K | T::Q6_K);
+            let super_scales = matches!(ty, T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K);
+            let gemm_step = match ty {
+                T::Q2_K => 128,
+                T::Q4_K => 64,
+                _ => 0,
+            };
+            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes, gemm_step })
         };
         match ty {
             T::Q4_0 => l(false, 32, 8, false, true),
@@ -151,7 +163,8 @@ pub enum Scales {
     Super {
         /// `[group][super-block][8]`.
         d: Vec<f16>,
-        /// `[group][sub-block][8]`: `Q4_K`'s 6-bit factors (0..63) or
+        /// `[group][sub-block][8]`: the 6-bit factors of `Q4_K`/`Q5_K`
+        /// (0..63), the 4-bit ones of `Q2_K`, `Q3_K`'s `sc − 32` or
         /// `Q6_K`'s signed 8-bit scales.
         q: Vec<i8>,
         /// Sub-blocks per super-block.
@@ -538,15 +551,13 @@ fn five_bit(qh: &[u8], qs: &[u8], out: &mut Vec<u8>) {
 fn unpack_q2_k(b: &[u8], u: &mut Unpacked) {
     let scales = &b[0..16];
     let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
-    let mut is = 0;
+    u.super_d.push((d, dmin));
+    // 4-bit factors: exact as i8.
+    u.sub_q.extend(scales.iter().map(|&sc| ((sc & 0xF) as i8, (sc >> 4) as i8)));
     for half in 0..2 {
         let q = &b[16 + 32 * half..48 + 32 * half];
         for shift in [0u32, 2, 4, 6] {
             for part in 0..2 {
-                let sc = scales[is];
-                is += 1;
-                u.scales.push(d * f32::from(sc & 0xF));
-                u.mins.push(-(dmin * f32::from(sc >> 4)));
                 u.codes.extend((0..16).map(|l| (q[l + 16 * part] >> shift) & 3));
             }
         }
@@ -557,14 +568,13 @@ fn unpack_q3_k(b: &[u8], u: &mut Unpacked) {
     let hmask = &b[0..32];
     let scales = q3_k_scales(&b[96..108]);
     let d = f16_at(b, 108);
-    let mut is = 0;
+    u.super_d.push((d, 0.0));
+    u.sub_q.extend(scales.iter().map(|&s| (s, 0)));
     let mut m = 1u8;
     for half in 0..2 {
         let q = &b[32 + 32 * half..64 + 32 * half];
         for shift in [0u32, 2, 4, 6] {
             for part in 0..2 {
-                u.scales.push(d * f32::from(scales[is]));
-                is += 1;
                 // value = low − (high bit clear ? 4 : 0) = code − 4 with code = low + (set ? 4 : 0).
                 u.codes.extend((0..16).map(|l| {
                     let idx = l + 16 * part;
@@ -587,8 +597,6 @@ fn unpack_q4_5_k(b: &[u8], qh: Option<&[u8]>, u: &mut Unpacked) {
             let (s, m) = scale_min_k4(2 * chunk + k, scales);
             // 6-bit factors: exact as i8.
             u.sub_q.push((s as i8, m as i8));
-            u.scales.push(d * f32::from(s));
-            u.mins.push(-(dmin * f32::from(m)));
             let bit = 1u8 << (2 * chunk + k);
             u.codes.extend((0..32).map(|l| {
                 let high = qh.map_or(0, |h| if h[l] & bit != 0 { 16 } else { 0 });

@@ -45,7 +45,7 @@ pub fn gemm(m: &PackedMatrix, a: &QuantizedActs, out: &mut [f32]) {
 pub fn row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let l = m.layout;
     if l.super_scales {
-        return if l.lanes { q6k_row_dot(m, r, a, t) } else { super_row_dot(m, r, a, t) };
+        return if l.lanes { k_lane_row_dot(m, r, a, t) } else { super_row_dot(m, r, a, t) };
     }
     if l.lanes {
         return lane_row_dot(m, r, a, t);
@@ -108,23 +108,30 @@ pub fn hsum8(l: &[f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
-/// `Q6_K` ([`row_dot`] for lane-wise super-block layouts), in llama.cpp's
-/// AVX2 `vec_dot_q6_K_q8_K` order: lane `k` of a super-block gathers, in
-/// exact integers, `sc·Σ code·a` over elements `32c+4k..32c+4k+4` of its
-/// eight 32-element chunks `c`, minus `32·Σ sc·Σa` over the two 16-element
-/// sub-blocks `2k`, `2k+1`; then `L_k = fma(d_w·d_a, lane, L_k)` per
-/// super-block, and `hsum_float_8(L)` at the end.
+/// [`row_dot`] for lane-wise super-block layouts (`Q3_K`, `Q5_K`, `Q6_K`),
+/// in llama.cpp's AVX2 `vec_dot_qN_K_q8_K` order: lane `k` of a super-block
+/// gathers, in exact integers, `sc·Σ (code − offset)·a` over elements
+/// `32c+4k..32c+4k+4` of its eight 32-element chunks `c` (`sc` the scale of
+/// the sub-block holding them); then `L_k = fma(d_w·d_a, lane, L_k)` per
+/// super-block, and `hsum_float_8(L)` at the end. Minimums (`Q5_K`) gather
+/// apart, `summs = fma(−d_a·dmin, Σ m·Σa, summs)` per super-block, added last.
+/// `Q6_K` moves its offset term differently between lanes (its `vec_dot`
+/// subtracts `32·(sc·Σa)` of sub-blocks `2k` and `2k+1` from lane `k`).
 ///
 /// Batches of at least [`TILED_MM_MIN_ROWS`] rows follow ggml's tiled K-quant
 /// matmul instead (`ggml-cpu/tiled`, which takes such batches for
-/// non-repacked K-quants): the lanes' integer total `s1` per super-block,
-/// then `acc = fma(f32(s1)·d_w, d_a, acc)`.
-fn q6k_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
+/// non-repacked K-quants): the lanes' integer total `s1` and the minimums'
+/// `s2` per super-block, `r = fma(−dmin, s2, f32(s1)·d_w)`, then
+/// `acc = fma(r, d_a, acc)`.
+pub(crate) fn k_lane_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let Scales::Super { d, q: sc, .. } = &m.scales else { unreachable!("super-block layouts store factors") };
     let l = m.layout;
     let x = a.row(t);
     let sub_scale = |s: usize| i32::from(sc[m.scale_index(r, s)]);
+    let pairs = m.ty == hearth_core::GgmlType::Q6_K;
+    let tiled = a.n >= TILED_MM_MIN_ROWS;
     let mut lanes = [0f32; 8];
+    let (mut summs, mut acc) = (0f32, 0f32);
     for first in (0..m.cols).step_by(SUPER) {
         let s0 = first / l.sub;
         let mut isum = [0i32; 8];
@@ -132,43 +139,64 @@ fn q6k_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
             for c in 0..SUPER / BLOCK {
                 let e = first + BLOCK * c + 4 * k;
                 let dot: i32 = (e..e + 4).map(|i| i32::from(m.code(r, i)) * i32::from(x[i])).sum();
-                *lane += sub_scale(e / l.sub) * dot;
+                let offset = if pairs { 0 } else { l.offset * a.sum4(t, e / BLOCK, k) };
+                *lane += sub_scale(e / l.sub) * (dot - offset);
             }
-            let (s_a, s_b) = (s0 + 2 * k, s0 + 2 * k + 1);
-            *lane -= l.offset * (sub_scale(s_a) * a.sub_sum(t, s_a, l.sub) + sub_scale(s_b) * a.sub_sum(t, s_b, l.sub));
+            if pairs {
+                let (s_a, s_b) = (s0 + 2 * k, s0 + 2 * k + 1);
+                *lane -=
+                    l.offset * (sub_scale(s_a) * a.sub_sum(t, s_a, l.sub) + sub_scale(s_b) * a.sub_sum(t, s_b, l.sub));
+            }
         }
-        let (dw, da) = (d[m.scales.super_index(m.scale_index(r, s0))].to_f32(), a.scale(t, first / BLOCK));
-        if a.n >= TILED_MM_MIN_ROWS {
+        let si = m.scales.super_index(m.scale_index(r, s0));
+        let (dw, da) = (d[si].to_f32(), a.scale(t, first / BLOCK));
+        // Minimums: Σ m·Σa over the super-block's sub-blocks, exact.
+        let (dmin, msum) = match &m.mins {
+            Scales::Super { d: dmin, q: mn, .. } if l.has_min => {
+                let msum: i32 = (s0..s0 + SUPER / l.sub)
+                    .map(|s| i32::from(mn[m.scale_index(r, s)]) * a.sub_sum(t, s, l.sub))
+                    .sum();
+                (dmin[si].to_f32(), msum)
+            }
+            _ => (0.0, 0),
+        };
+        if tiled {
             let s1: i32 = isum.iter().sum();
-            lanes[0] = (s1 as f32 * dw).mul_add(da, lanes[0]);
+            let scaled = s1 as f32 * dw;
+            let r = if l.has_min { (-dmin).mul_add(msum as f32, scaled) } else { scaled };
+            acc = r.mul_add(da, acc);
             continue;
         }
         let dd = dw * da;
         for (lane, &isum) in lanes.iter_mut().zip(&isum) {
             *lane = dd.mul_add(isum as f32, *lane);
         }
+        if l.has_min {
+            summs = (-(da * dmin)).mul_add(msum as f32, summs);
+        }
     }
-    if a.n >= TILED_MM_MIN_ROWS {
-        lanes[0]
+    if tiled {
+        acc
     } else {
-        hsum8(&lanes)
+        hsum8(&lanes) + summs
     }
 }
 
 /// Activation rows from which ggml's tiled K-quant matmul takes a product.
 pub const TILED_MM_MIN_ROWS: usize = 8;
 
-/// [`row_dot`] for super-block layouts (`Q4_K`), as llama.cpp's x86
-/// `q4_K_8x8` kernels sum: its `gemm` (whole groups of 4 activation rows,
-/// the first `n − n % 4` rows of a batch) applies the float steps per pair of
-/// sub-blocks (64 elements), its `gemv` (the remaining rows, and every row of
-/// a MoE expert: [`PackedMatrix::row_by_row`]) per super-block.
+/// [`row_dot`] for repacked super-block layouts (`Q4_K`, `Q2_K`), as
+/// llama.cpp's x86 `q4_K_8x8` / `q2_K_8x8` kernels sum: its `gemm` (whole
+/// groups of 4 activation rows, the first `n − n % 4` rows of a batch)
+/// applies the float steps every [`super::Layout::gemm_step`] elements (64
+/// for `Q4_K`, 128 for `Q2_K`), its `gemv` (the remaining rows, and every row
+/// of a MoE expert: [`PackedMatrix::row_by_row`]) per super-block.
 fn super_row_dot(m: &PackedMatrix, r: usize, a: &QuantizedActs, t: usize) -> f32 {
     let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
         unreachable!("super-block layouts store factors")
     };
     let sub = m.layout.sub;
-    let step = if in_gemm_rows(t, a.n) && !m.row_by_row { 2 * sub } else { SUPER };
+    let step = if in_gemm_rows(t, a.n) && !m.row_by_row { m.layout.gemm_step } else { SUPER };
     let x = a.row(t);
     let (mut acc, mut acc_min) = (0f32, 0f32);
     for first in (0..m.cols).step_by(step) {

@@ -8,9 +8,9 @@
 use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32,
     _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_dpwssd_avx_epi32, _mm256_dpwssd_epi32,
-    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
+    _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
     _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps,
+    _mm256_setzero_si256, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
     _mm_loadl_epi64, _mm_loadu_si128,
 };
 
@@ -260,26 +260,37 @@ unsafe fn store_tile<const C: usize>(m: &PackedMatrix, g: usize, t0: usize, acc:
     }
 }
 
-/// [`tile`] for super-block layouts (`Q4_K`: nibble codes, sub-blocks of
-/// 32): integer sums over each super-block, scaled by the integer sub-block
-/// factors, then an FMA into each of two accumulators per super-block (see
-/// `reference::super_row_dot`).
+/// How [`tile_super`] applies its float steps: llama.cpp's repacked `gemv`
+/// (per super-block) and `gemm` (per `Layout::gemm_step`) for `Q4_K`/`Q2_K`,
+/// or its tiled K-quant matmul for the lane-wise K-quants' batches.
+const GEMV: u8 = 0;
+const GEMM: u8 = 1;
+const TILED: u8 = 2;
+
+/// [`tile`] for super-block layouts summed as whole integers: codes (`EIGHT`
+/// bits or nibbles) in sub-blocks of `SUB`, integer sums over each float
+/// step scaled by the integer sub-block factors (less `offset·Σa`), then
+/// the float steps of `MODE` — for `GEMV`/`GEMM` an FMA into each of two
+/// accumulators (see `reference::super_row_dot`), for `TILED`
+/// `r = fma(−dmin, Σm·Σa, f32(s1)·d_w)`, `acc = fma(r, d_a, acc)` (see
+/// `reference::k_lane_row_dot`).
 #[inline(always)]
-unsafe fn tile_super<D: Dot4, const C: usize, const GEMM: bool>(
+unsafe fn tile_super<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const C: usize, const MODE: u8>(
     m: &PackedMatrix,
     g: usize,
     a: &QuantizedActs,
     t0: usize,
     out: &SharedOut,
 ) {
-    let (Scales::Super { d, q: sc, .. }, Scales::Super { d: dmin, q: mn, .. }) = (&m.scales, &m.mins) else {
-        unreachable!("super-block layouts store factors")
+    let Scales::Super { d, q: sc, .. } = &m.scales else { unreachable!("super-block layouts store factors") };
+    let (dmin, mn) = match &m.mins {
+        Scales::Super { d, q, .. } => (d.as_slice(), q.as_slice()),
+        _ => (&[][..], &[][..]),
     };
     let cols = m.cols;
-    let blocks = cols / BLOCK;
-    let subs_per_super = SUPER / BLOCK;
-    // Blocks per float step: a pair in llama.cpp's gemm, a super-block in its gemv.
-    let step = if GEMM { 2 } else { subs_per_super };
+    let (blocks, subs) = (cols / BLOCK, cols / SUB);
+    let offset = m.layout.offset;
+    let step = if MODE == GEMM { m.layout.gemm_step / BLOCK } else { SUPER / BLOCK };
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let mut acc = [_mm256_setzero_ps(); C];
@@ -291,107 +302,159 @@ unsafe fn tile_super<D: Dot4, const C: usize, const GEMM: bool>(
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<false>(codes.add(b * bb));
-            let qi = (g * blocks + b) * GROUP;
-            let (scv, mnv) = (sub_scales(sc, qi), sub_scales(mn, qi));
-            for c in 0..C {
-                let t = t0 + c;
-                let x = a.qs.as_ptr().add(t * cols + b * BLOCK);
-                let dot = sub_dot::<D, false, BLOCK>(&w, x, C == 1);
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_mullo_epi32(dot, scv));
-                let sum = _mm256_set1_epi32(a.sub_sum(t, b, BLOCK));
-                msum[c] = _mm256_add_epi32(msum[c], _mm256_mullo_epi32(mnv, sum));
+            let w = load_codes::<EIGHT>(codes.add(b * bb));
+            for h in 0..BLOCK / SUB {
+                let s = b * (BLOCK / SUB) + h;
+                let qi = (g * subs + s) * GROUP;
+                let scv = sub_scales(sc, qi);
+                for c in 0..C {
+                    let t = t0 + c;
+                    let x = a.qs.as_ptr().add(t * cols + s * SUB);
+                    let mut dot = sub_dot::<D, EIGHT, SUB>(&w[h * SUB / 4..(h + 1) * SUB / 4], x, C == 1);
+                    if offset != 0 {
+                        dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(offset * a.sub_sum(t, s, SUB)));
+                    }
+                    isum[c] = _mm256_add_epi32(isum[c], _mm256_mullo_epi32(dot, scv));
+                    if MIN {
+                        let sum = _mm256_set1_epi32(a.sub_sum(t, s, SUB));
+                        msum[c] = _mm256_add_epi32(msum[c], _mm256_mullo_epi32(sub_scales(mn, qi), sum));
+                    }
+                }
             }
         }
-        let sup = first / subs_per_super;
+        let sup = first * BLOCK / SUPER;
         let di = (g * (cols / SUPER) + sup) * GROUP;
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(di).cast()));
-        let dminw = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr().add(di).cast()));
+        let dminw = if MIN { _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr().add(di).cast())) } else { dw };
         for c in 0..C {
             let da = _mm256_set1_ps(a.scale(t0 + c, first));
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dw, da), acc[c]);
-            acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[c]), _mm256_mul_ps(dminw, da), acc_min[c]);
+            if MODE == TILED {
+                let mut r = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), dw);
+                if MIN {
+                    r = _mm256_fnmadd_ps(dminw, _mm256_cvtepi32_ps(msum[c]), r);
+                }
+                acc[c] = _mm256_fmadd_ps(r, da, acc[c]);
+            } else {
+                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(dw, da), acc[c]);
+                acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[c]), _mm256_mul_ps(dminw, da), acc_min[c]);
+            }
         }
     }
-    for (acc, acc_min) in acc.iter_mut().zip(&acc_min) {
-        *acc = _mm256_sub_ps(*acc, *acc_min);
+    if MODE != TILED {
+        for (acc, acc_min) in acc.iter_mut().zip(&acc_min) {
+            *acc = _mm256_sub_ps(*acc, *acc_min);
+        }
     }
     store_tile(m, g, t0, &acc, out);
 }
 
-/// `Q6_K` (lane-wise super-block layout) in llama.cpp's `vec_dot_q6_K_q8_K`
-/// order (see `reference::q6k_row_dot`): per super-block, eight integer
-/// lanes per row — each `vpdpbusd` result (|Σ| ≤ 4·63·127 fits in i16) times
-/// its sub-block's signed scale by `vpdpwssd`/`vpmaddwd` — less the offset
-/// term, then one FMA per lane; `hsum_float_8` order at the end.
+/// Lane-wise super-block layouts (`Q3_K`, `Q5_K`, `Q6_K`) in llama.cpp's
+/// `vec_dot_qN_K_q8_K` order, for batches below
+/// [`TILED_MM_MIN_ROWS`](super::reference::TILED_MM_MIN_ROWS) rows (see
+/// `reference::k_lane_row_dot`): per super-block, eight integer lanes
+/// per row — each `vpdpbusd` result (|Σ| ≤ 4·63·127 fits in i16), started
+/// from `−offset·Σa` when the offset is taken per element (`PAIRS` false),
+/// times its sub-block's signed scale by `vpdpwssd`/`vpmaddwd`; `Q6_K`
+/// (`PAIRS`) subtracts `32·sc·Σa` of sub-blocks `2k`, `2k+1` from lane `k`
+/// instead. Then one FMA per lane, and the minimums (`MIN`) on their own
+/// accumulator; `hsum_float_8` order at the end.
 #[inline(always)]
-unsafe fn tile_q6k<D: Dot4, const C: usize>(m: &PackedMatrix, g: usize, a: &QuantizedActs, t0: usize, out: &SharedOut) {
+unsafe fn tile_k_lanes<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const PAIRS: bool, const C: usize>(
+    m: &PackedMatrix,
+    g: usize,
+    a: &QuantizedActs,
+    t0: usize,
+    out: &SharedOut,
+) {
     let Scales::Super { d, q: sc, .. } = &m.scales else { unreachable!("super-block layouts store factors") };
+    let (dmin, mn) = match &m.mins {
+        Scales::Super { d, q, .. } => (d.as_slice(), q.as_slice()),
+        _ => (&[][..], &[][..]),
+    };
     let cols = m.cols;
-    let blocks = cols / BLOCK;
-    let sub = m.layout.sub;
-    let subs = cols / sub;
+    let (blocks, subs) = (cols / BLOCK, cols / SUB);
+    let offset = m.layout.offset;
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
+    debug_assert!(!PAIRS || offset == 32);
+    let offsets = _mm256_set1_epi8(offset as i8);
     let low16 = _mm256_set1_epi32(0xFFFF);
-    // ggml's tiled K-quant matmul (batches of 8 rows or more) keeps one
-    // accumulator, in `lanes[c][0]` here (see `reference::q6k_row_dot`).
-    let tiled = a.n >= super::reference::TILED_MM_MIN_ROWS;
+    let sign = _mm256_set1_ps(-0.0);
     let mut lanes = [[_mm256_setzero_ps(); 8]; C];
+    let mut summs = [_mm256_setzero_ps(); C];
     for sup in 0..cols / SUPER {
         let mut isum = [[_mm256_setzero_si256(); 8]; C];
         for b in sup * (SUPER / BLOCK)..(sup + 1) * (SUPER / BLOCK) {
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<true>(codes.add(b * bb));
-            let s_lo = _mm256_and_si256(sub_scales(sc, (g * subs + 2 * b) * GROUP), low16);
-            let s_hi = _mm256_and_si256(sub_scales(sc, (g * subs + 2 * b + 1) * GROUP), low16);
+            let w = load_codes::<EIGHT>(codes.add(b * bb));
+            // Lanes 0..4 hold elements 0..16 of the block, lanes 4..8 elements 16..32.
+            let s_lo = _mm256_and_si256(sub_scales(sc, (g * subs + b * BLOCK / SUB) * GROUP), low16);
+            let s_hi = _mm256_and_si256(sub_scales(sc, (g * subs + (b * BLOCK + 16) / SUB) * GROUP), low16);
             for (c, isum) in isum.iter_mut().enumerate() {
-                let x = a.qs.as_ptr().add((t0 + c) * cols + b * BLOCK);
+                let t = t0 + c;
+                let x = a.qs.as_ptr().add(t * cols + b * BLOCK);
                 for (k, lane) in isum.iter_mut().enumerate() {
                     let xk = _mm256_set1_epi32(x.add(4 * k).cast::<i32>().read_unaligned());
-                    // Codes are 6-bit: `vpmaddubsw` cannot saturate.
-                    let dot = D::dot4::<false>(_mm256_setzero_si256(), w[k], xk);
+                    // Codes are at most 6 bits: `vpmaddubsw` cannot saturate.
+                    let mut dot = D::dot4::<false>(_mm256_setzero_si256(), w[k], xk);
+                    if !PAIRS && offset != 0 {
+                        // offset·Σa of these four activations, by the same instruction.
+                        dot = _mm256_sub_epi32(dot, D::dot4::<false>(_mm256_setzero_si256(), offsets, xk));
+                    }
                     *lane = D::mad16(*lane, dot, if k < 4 { s_lo } else { s_hi });
                 }
             }
         }
-        let s0 = sup * (SUPER / sub);
+        let s0 = sup * (SUPER / SUB);
         let di = (g * (cols / SUPER) + sup) * GROUP;
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(di).cast()));
-        // Lane k's offset term covers sub-blocks 2k and 2k+1 of the super-block.
+        let dminw = if MIN { _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr().add(di).cast())) } else { dw };
+        // Q6_K: lane k's offset term covers sub-blocks 2k and 2k+1 of the super-block.
         let mut offset_scales = [_mm256_setzero_si256(); 16];
-        for (i, v) in offset_scales.iter_mut().enumerate() {
-            *v = sub_scales(sc, (g * subs + s0 + i) * GROUP);
+        if PAIRS {
+            for (i, v) in offset_scales.iter_mut().enumerate() {
+                *v = sub_scales(sc, (g * subs + s0 + i) * GROUP);
+            }
         }
         for c in 0..C {
             let t = t0 + c;
             let da = _mm256_set1_ps(a.scale(t, sup * (SUPER / BLOCK)));
             let dd = _mm256_mul_ps(dw, da);
-            let mut total = _mm256_setzero_si256();
-            for k in 0..8 {
-                let (sa, sb) = (s0 + 2 * k, s0 + 2 * k + 1);
-                let off = _mm256_add_epi32(
-                    _mm256_mullo_epi32(offset_scales[2 * k], _mm256_set1_epi32(a.sub_sum(t, sa, sub))),
-                    _mm256_mullo_epi32(offset_scales[2 * k + 1], _mm256_set1_epi32(a.sub_sum(t, sb, sub))),
-                );
-                let lane = _mm256_sub_epi32(isum[c][k], _mm256_slli_epi32::<5>(off));
-                if tiled {
-                    total = _mm256_add_epi32(total, lane);
-                } else {
-                    lanes[c][k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), lanes[c][k]);
+            let mut msum = _mm256_setzero_si256();
+            if MIN {
+                for s in s0..s0 + SUPER / SUB {
+                    let sum = _mm256_set1_epi32(a.sub_sum(t, s, SUB));
+                    msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(sub_scales(mn, (g * subs + s) * GROUP), sum));
                 }
             }
-            if tiled {
-                let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(total), dw);
-                lanes[c][0] = _mm256_fmadd_ps(scaled, da, lanes[c][0]);
+            for k in 0..8 {
+                let mut lane = isum[c][k];
+                if PAIRS {
+                    let (sa, sb) = (s0 + 2 * k, s0 + 2 * k + 1);
+                    let off = _mm256_add_epi32(
+                        _mm256_mullo_epi32(offset_scales[2 * k], _mm256_set1_epi32(a.sub_sum(t, sa, SUB))),
+                        _mm256_mullo_epi32(offset_scales[2 * k + 1], _mm256_set1_epi32(a.sub_sum(t, sb, SUB))),
+                    );
+                    // Q6_K's offset is 32.
+                    lane = _mm256_sub_epi32(lane, _mm256_slli_epi32::<5>(off));
+                }
+                lanes[c][k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lane), lanes[c][k]);
+            }
+            if MIN {
+                let neg = _mm256_xor_ps(_mm256_mul_ps(da, dminw), sign);
+                summs[c] = _mm256_fmadd_ps(neg, _mm256_cvtepi32_ps(msum), summs[c]);
             }
         }
     }
     let mut acc = [_mm256_setzero_ps(); C];
-    for (acc, lanes) in acc.iter_mut().zip(&lanes) {
-        *acc = if tiled { lanes[0] } else { hsum8_lanes(lanes) };
+    for ((acc, lanes), summs) in acc.iter_mut().zip(&lanes).zip(&summs) {
+        *acc = if MIN {
+            _mm256_add_ps(hsum8_lanes(lanes), *summs)
+        } else {
+            hsum8_lanes(lanes)
+        };
     }
     store_tile(m, g, t0, &acc, out);
 }
@@ -468,31 +531,51 @@ unsafe fn group_lanes<D: Dot4, const EIGHT: bool, const MIN: bool>(
     );
 }
 
-/// [`group`] for `Q6_K`.
+/// [`group`] for lane-wise super-block layouts.
 #[inline(always)]
-unsafe fn group_q6k<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
-    row_tiles!(a, TILE_LANES, |t| tile_q6k::<D, TILE_LANES>(m, g, a, t, out), tile_q6k::<D, 1>(m, g, a, t, out));
+unsafe fn group_k_lanes<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const PAIRS: bool>(
+    m: &PackedMatrix,
+    g: usize,
+    a: &QuantizedActs,
+    out: &SharedOut,
+) {
+    // ggml's tiled K-quant matmul takes batches of 8 rows or more: whole integer sums.
+    if a.n >= super::reference::TILED_MM_MIN_ROWS {
+        row_tiles!(
+            a,
+            TILE,
+            |t| tile_super::<D, EIGHT, SUB, MIN, TILE, TILED>(m, g, a, t, out),
+            tile_super::<D, EIGHT, SUB, MIN, 1, TILED>(m, g, a, t, out)
+        );
+        return;
+    }
+    row_tiles!(
+        a,
+        TILE_LANES,
+        |t| tile_k_lanes::<D, EIGHT, SUB, MIN, PAIRS, TILE_LANES>(m, g, a, t, out),
+        tile_k_lanes::<D, EIGHT, SUB, MIN, PAIRS, 1>(m, g, a, t, out)
+    );
 }
 
 /// [`group`] for super-block layouts: whole tiles of 4 rows are llama.cpp's
 /// `gemm` rows, the remaining rows its `gemv` rows (`reference::in_gemm_rows`);
 /// for MoE experts (`row_by_row`) all rows take the `gemv` order.
 #[inline(always)]
-unsafe fn group_super<D: Dot4>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
+unsafe fn group_super<D: Dot4, const SUB: usize>(m: &PackedMatrix, g: usize, a: &QuantizedActs, out: &SharedOut) {
     const { assert!(TILE == 4, "tiles of 4 are llama.cpp's gemm rows") };
     if m.row_by_row {
         row_tiles!(
             a,
             TILE,
-            |t| tile_super::<D, TILE, false>(m, g, a, t, out),
-            tile_super::<D, 1, false>(m, g, a, t, out)
+            |t| tile_super::<D, false, SUB, true, TILE, GEMV>(m, g, a, t, out),
+            tile_super::<D, false, SUB, true, 1, GEMV>(m, g, a, t, out)
         );
     } else {
         row_tiles!(
             a,
             TILE,
-            |t| tile_super::<D, TILE, true>(m, g, a, t, out),
-            tile_super::<D, 1, false>(m, g, a, t, out)
+            |t| tile_super::<D, false, SUB, true, TILE, GEMM>(m, g, a, t, out),
+            tile_super::<D, false, SUB, true, 1, GEMV>(m, g, a, t, out)
         );
     }
 }
@@ -504,11 +587,18 @@ macro_rules! by_layout {
         let l = $m.layout;
         if l.super_scales {
             if l.lanes {
-                debug_assert!(l.eight_bit && l.sub == 16 && !l.has_min);
-                return group_q6k::<$d>($m, $g, $a, $out);
+                return match $m.ty {
+                    hearth_core::GgmlType::Q6_K => group_k_lanes::<$d, true, 16, false, true>($m, $g, $a, $out),
+                    hearth_core::GgmlType::Q5_K => group_k_lanes::<$d, true, 32, true, false>($m, $g, $a, $out),
+                    hearth_core::GgmlType::Q3_K => group_k_lanes::<$d, false, 16, false, false>($m, $g, $a, $out),
+                    ty => unreachable!("no lane-wise super-block kernel for {ty:?}"),
+                };
             }
-            debug_assert!(!l.eight_bit && l.sub == BLOCK && l.has_min);
-            return group_super::<$d>($m, $g, $a, $out);
+            debug_assert!(!l.eight_bit && l.has_min);
+            return match l.sub {
+                16 => group_super::<$d, 16>($m, $g, $a, $out),
+                _ => group_super::<$d, 32>($m, $g, $a, $out),
+            };
         }
         if l.lanes {
             debug_assert!(l.sub == BLOCK && l.f16_scales);
@@ -524,10 +614,6 @@ macro_rules! by_layout {
             (false, 32, true, true) => group::<$d, false, 32, true, true>($m, $g, $a, $out),
             (true, 32, false, true) => group::<$d, true, 32, false, true>($m, $g, $a, $out),
             (true, 32, true, true) => group::<$d, true, 32, true, true>($m, $g, $a, $out),
-            (false, 16, true, false) => group::<$d, false, 16, true, false>($m, $g, $a, $out),
-            (false, 16, false, false) => group::<$d, false, 16, false, false>($m, $g, $a, $out),
-            (true, 32, true, false) => group::<$d, true, 32, true, false>($m, $g, $a, $out),
-            (true, 16, false, false) => group::<$d, true, 16, false, false>($m, $g, $a, $out),
             _ => unreachable!("no type uses layout {l:?}"),
         }
     }};
