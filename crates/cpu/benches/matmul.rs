@@ -67,7 +67,22 @@ fn main() {
     let pool = &hearth_cpu::ThreadPool::new(threads);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for ty in
-        [T::Q4_0, T::Q4_1, T::Q5_0, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::TQ1_0, T::TQ2_0, T::F16]
+        [
+        T::Q4_0,
+        T::Q4_1,
+        T::Q5_0,
+        T::Q8_0,
+        T::Q2_K,
+        T::Q3_K,
+        T::Q4_K,
+        T::Q5_K,
+        T::Q6_K,
+        T::IQ4_NL,
+        T::IQ4_XS,
+        T::TQ1_0,
+        T::TQ2_0,
+        T::F16,
+    ]
     {
         if filter.as_deref().is_some_and(|f| !ty.to_string().contains(f)) {
             continue;

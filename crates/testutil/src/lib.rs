@@ -317,7 +317,7 @@ pub fn tiny_llama(ty: GgmlType, seed: u64) -> Vec<u8> {
 }
 
 /// The block types [`tiny_llama`] is recorded in (`fixtures/llamacpp/quant_types.json`).
-pub const TINY_LLAMA_TYPES: [GgmlType; 10] = [
+pub const TINY_LLAMA_TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -328,6 +328,8 @@ pub const TINY_LLAMA_TYPES: [GgmlType; 10] = [
     GgmlType::Q5_K,
     GgmlType::Q6_K,
     GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 /// The shape of the tiny BitNet (ternary rows need multiples of 256 columns).

@@ -34,6 +34,8 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | T::Q5_K
             | T::Q6_K
             | T::Q8_K
+            | T::IQ4_NL
+            | T::IQ4_XS
             | T::TQ1_0
             | T::TQ2_0
             | T::I2_S
@@ -47,7 +49,7 @@ pub fn is_supported(ty: GgmlType) -> bool {
 pub fn f16_field_offsets(ty: GgmlType) -> &'static [usize] {
     use GgmlType as T;
     match ty {
-        T::Q4_0 | T::Q5_0 | T::Q8_0 => &[0],
+        T::Q4_0 | T::Q5_0 | T::Q8_0 | T::IQ4_NL | T::IQ4_XS => &[0],
         T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => &[0, 2],
         T::Q2_K => &[80, 82],
         T::Q3_K => &[108],
@@ -89,11 +91,51 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), U
         T::Q5_K => blocks.for_each(|(s, d)| dequant_q5_k(s, d)),
         T::Q6_K => blocks.for_each(|(s, d)| dequant_q6_k(s, d)),
         T::Q8_K => blocks.for_each(|(s, d)| dequant_q8_k(s, d)),
+        T::IQ4_NL => blocks.for_each(|(s, d)| dequant_iq4_nl(s, d)),
+        T::IQ4_XS => blocks.for_each(|(s, d)| dequant_iq4_xs(s, d)),
         T::TQ1_0 => blocks.for_each(|(s, d)| super::ternary::dequant(super::ternary::decode_tq1_0, s, d)),
         T::TQ2_0 => blocks.for_each(|(s, d)| super::ternary::dequant(super::ternary::decode_tq2_0, s, d)),
         other => return Err(Unsupported(other)),
     }
     Ok(())
+}
+
+/// The 16 values a nibble of `IQ4_NL` and `IQ4_XS` stands for (ggml's
+/// `kvalues_iq4nl`: a non-uniform grid, denser near zero).
+pub const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// `block_iq4_nl`: f16 d, 16 bytes of nibbles (low nibbles are elements
+/// 0..16) indexing [`IQ4_VALUES`].
+fn dequant_iq4_nl(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    for (j, &q) in b[2..18].iter().enumerate() {
+        y[j] = d * f32::from(IQ4_VALUES[usize::from(q & 0xF)]);
+        y[j + 16] = d * f32::from(IQ4_VALUES[usize::from(q >> 4)]);
+    }
+}
+
+/// The 6-bit scale `ls` of sub-block `ib` (0..8) of a `block_iq4_xs`.
+#[inline(always)]
+pub(crate) fn iq4_xs_scale(b: &[u8], ib: usize) -> i32 {
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    let low = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF;
+    let high = ((scales_h >> (2 * ib)) & 3) as u8;
+    i32::from(low | (high << 4))
+}
+
+/// `block_iq4_xs`: f16 d, u16 `scales_h`, 4 bytes `scales_l` (a 6-bit
+/// scale `ls` per 32 values, used as `ls − 32`), then per 32 values 16
+/// bytes of nibbles indexing [`IQ4_VALUES`] as in `IQ4_NL`.
+fn dequant_iq4_xs(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    for ib in 0..8 {
+        let dl = d * (iq4_xs_scale(b, ib) - 32) as f32;
+        let qs = &b[8 + 16 * ib..24 + 16 * ib];
+        for (j, &q) in qs.iter().enumerate() {
+            y[32 * ib + j] = dl * f32::from(IQ4_VALUES[usize::from(q & 0xF)]);
+            y[32 * ib + j + 16] = dl * f32::from(IQ4_VALUES[usize::from(q >> 4)]);
+        }
+    }
 }
 
 /// `block_q4_0`: f16 d, 16 bytes of nibbles; low nibbles are elements 0..16.
@@ -353,7 +395,7 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
         T::F32 => T::F32,
         T::F16 => T::F16,
         T::BF16 => T::BF16,
-        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::TQ1_0 | T::TQ2_0 | T::I2_S => T::Q8_K,
+        T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::IQ4_XS | T::TQ1_0 | T::TQ2_0 | T::I2_S => T::Q8_K,
         _ => T::Q8_0,
     }
 }

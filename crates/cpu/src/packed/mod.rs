@@ -58,7 +58,7 @@ pub(crate) mod x86;
 use half::f16;
 use hearth_core::GgmlType;
 
-use crate::kernels::reference::{f16_at, q3_k_scales, scale_min_k4};
+use crate::kernels::reference::{f16_at, iq4_xs_scale, q3_k_scales, scale_min_k4, IQ4_VALUES};
 use crate::pool::ThreadPool;
 
 /// Rows per interleaved group (lanes of one 256-bit f32 vector).
@@ -97,6 +97,10 @@ pub struct Layout {
     /// its 4-row `gemm` (64 for `Q4_K`, 128 for `Q2_K`; its `gemv` steps by
     /// super-block).
     pub gemm_step: usize,
+    /// Codes are nibbles indexing [`IQ4_VALUES`](crate::kernels::reference::IQ4_VALUES)
+    /// (`IQ4_NL`, `IQ4_XS`): the element is `scale · value`, read by the
+    /// kernels as the byte `value + 128` (so `offset` is 128).
+    pub nl_values: bool,
 }
 
 impl Layout {
@@ -105,18 +109,19 @@ impl Layout {
     pub fn for_type(ty: GgmlType) -> Option<Self> {
         use GgmlType as T;
         let l = |eight_bit, sub, offset, has_min, f16_scales| {
-            // Q4_0, Q4_K and Q2_K are repacked by llama.cpp on x86 (`q4_0_8x8`,
-            // `q4_K_8x8`, `q2_K_8x8` with AVX-512), whose kernels sum whole blocks
+            // Q4_0, IQ4_NL, Q4_K and Q2_K are repacked by llama.cpp on x86 (`q4_0_8x8`,
+            // `iq4_nl_8x8`, `q4_K_8x8`, `q2_K_8x8` with AVX-512), whose kernels sum whole blocks
             // per row; the other 32-element types go through lane-wise `vec_dot` /
             // tinyBLAS, the other K-quants through `vec_dot` / its tiled matmul.
-            let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q3_K | T::Q5_K | T::Q6_K);
-            let super_scales = matches!(ty, T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K);
+            let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q3_K | T::Q5_K | T::Q6_K | T::IQ4_XS);
+            let super_scales = matches!(ty, T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::IQ4_XS);
             let gemm_step = match ty {
                 T::Q2_K => 128,
                 T::Q4_K => 64,
                 _ => 0,
             };
-            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes, gemm_step })
+            let nl_values = matches!(ty, T::IQ4_NL | T::IQ4_XS);
+            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes, gemm_step, nl_values })
         };
         match ty {
             T::Q4_0 => l(false, 32, 8, false, true),
@@ -129,6 +134,8 @@ impl Layout {
             T::Q4_K => l(false, 32, 0, true, false),
             T::Q5_K => l(true, 32, 0, true, false),
             T::Q6_K => l(true, 16, 32, false, false),
+            T::IQ4_NL => l(false, 32, 128, false, true),
+            T::IQ4_XS => l(false, 32, 128, false, false),
             _ => None,
         }
     }
@@ -380,7 +387,8 @@ impl PackedMatrix {
         }
         // Padding rows get code = offset and scale 0, so they contribute exact
         // zeros (with offset 0, the zero-filled buffers already do).
-        if layout.offset != 0 {
+        // (IQ4 codes are indices: their padding rows' zero scale is enough.)
+        if layout.offset != 0 && !layout.nl_values {
             for r in rows..groups * GROUP {
                 m.store_row(
                     r,
@@ -453,6 +461,8 @@ impl PackedMatrix {
         let byte = self.codes[i] >> shift;
         if self.layout.eight_bit {
             byte
+        } else if self.layout.nl_values {
+            (i16::from(IQ4_VALUES[usize::from(byte & 0xF)]) + 128) as u8
         } else {
             byte & 0xF
         }
@@ -500,7 +510,8 @@ fn unpack_row(ty: GgmlType, row: &[u8], cols: usize) -> Unpacked {
     let mut u = Unpacked { codes: Vec::with_capacity(cols), ..Unpacked::default() };
     for b in row.chunks_exact(ty.type_size()) {
         match ty {
-            T::Q4_0 => {
+            // IQ4_NL's nibbles are indices (into `IQ4_VALUES`), kept as such.
+            T::Q4_0 | T::IQ4_NL => {
                 u.scales.push(f16_at(b, 0));
                 nibbles(&b[2..18], &mut u.codes);
             }
@@ -527,6 +538,14 @@ fn unpack_row(ty: GgmlType, row: &[u8], cols: usize) -> Unpacked {
             T::Q4_K => unpack_q4_5_k(b, None, &mut u),
             T::Q5_K => unpack_q4_5_k(&[&b[..16], &b[48..176]].concat(), Some(&b[16..48]), &mut u),
             T::Q6_K => unpack_q6_k(b, &mut u),
+            T::IQ4_XS => {
+                u.super_d.push((f16_at(b, 0), 0.0));
+                for ib in 0..8 {
+                    // 6-bit scale less 32: exact as i8.
+                    u.sub_q.push(((iq4_xs_scale(b, ib) - 32) as i8, 0));
+                    nibbles(&b[8 + 16 * ib..24 + 16 * ib], &mut u.codes);
+                }
+            }
             _ => unreachable!("Layout::for_type admits only the types above"),
         }
     }

@@ -10,7 +10,7 @@ use std::arch::x86_64::{
     _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_dpwssd_avx_epi32, _mm256_dpwssd_epi32,
     _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
     _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
+    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
     _mm_loadl_epi64, _mm_loadu_si128,
 };
 
@@ -81,22 +81,38 @@ impl Dot4 for Avx2 {
     }
 }
 
-/// The 8 code vectors of one block (vector `k` holds elements `4k..4k+4` of the 8 rows).
+/// The 8 code vectors of one block (vector `k` holds elements `4k..4k+4` of
+/// the 8 rows). With `NL`, the nibbles index `IQ4_NL`/`IQ4_XS`'s values and
+/// come back as `value + 128` bytes (one `vpshufb` each).
 #[inline(always)]
-unsafe fn load_codes<const EIGHT: bool>(p: *const u8) -> [__m256i; 8] {
+unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8) -> [__m256i; 8] {
     if EIGHT {
         std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()))
     } else {
         let mask = _mm256_set1_epi8(0x0F);
         let v: [__m256i; 4] = std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()));
+        let table = if NL { iq4_table() } else { mask };
         std::array::from_fn(|k| {
-            if k < 4 {
+            let nibbles = if k < 4 {
                 _mm256_and_si256(v[k], mask)
             } else {
                 _mm256_and_si256(_mm256_srli_epi16::<4>(v[k - 4]), mask)
+            };
+            if NL {
+                _mm256_shuffle_epi8(table, nibbles)
+            } else {
+                nibbles
             }
         })
     }
+}
+
+/// [`IQ4_VALUES`](crate::kernels::reference::IQ4_VALUES)` + 128` in both
+/// 128-bit lanes, for `vpshufb`.
+#[inline(always)]
+unsafe fn iq4_table() -> __m256i {
+    let t = crate::kernels::reference::IQ4_VALUES.map(|v| (i16::from(v) + 128) as u8);
+    _mm256_loadu_si256([t, t].as_ptr().cast())
 }
 
 /// Start of a scale array (f16 or f32 elements, as the layout says).
@@ -143,7 +159,15 @@ unsafe fn sub_dot<D: Dot4, const EIGHT: bool, const SUB: usize>(w: &[__m256i], x
 
 /// Rows of group `g` against activation rows `t0..t0 + C`.
 #[inline(always)]
-unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const F16S: bool, const C: usize>(
+unsafe fn tile<
+    D: Dot4,
+    const EIGHT: bool,
+    const NL: bool,
+    const SUB: usize,
+    const MIN: bool,
+    const F16S: bool,
+    const C: usize,
+>(
     m: &PackedMatrix,
     g: usize,
     a: &QuantizedActs,
@@ -164,7 +188,7 @@ unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, co
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT>(codes.add(b * bb));
+        let w = load_codes::<EIGHT, NL>(codes.add(b * bb));
         for s in 0..BLOCK / SUB {
             let sidx = b * (BLOCK / SUB) + s;
             let dw = load_scales::<F16S>(scales, scale_base + sidx * GROUP);
@@ -172,7 +196,10 @@ unsafe fn tile<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, co
             for (c, acc) in acc.iter_mut().enumerate() {
                 let t = t0 + c;
                 let x = a.qs.as_ptr().add(t * cols + b * BLOCK + s * SUB);
-                let mut isum = sub_dot::<D, EIGHT, SUB>(&w[s * (SUB / 4)..(s + 1) * (SUB / 4)], x, C == 1);
+                let ws = &w[s * (SUB / 4)..(s + 1) * (SUB / 4)];
+                // IQ4 codes reach 241: the wide form where `vpmaddubsw` could saturate.
+                let mut isum =
+                    if NL { sub_dot::<D, true, SUB>(ws, x, C == 1) } else { sub_dot::<D, EIGHT, SUB>(ws, x, C == 1) };
                 let sum = a.sub_sum(t, sidx, SUB);
                 isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset * sum));
                 let da = a.scale(t, b);
@@ -213,7 +240,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT>(codes.add(b * bb));
+        let w = load_codes::<EIGHT, false>(codes.add(b * bb));
         let dw = load_scales::<true>(scales, (g * blocks + b) * GROUP);
         for (c, lanes) in lanes.iter_mut().enumerate() {
             let t = t0 + c;
@@ -275,7 +302,15 @@ const TILED: u8 = 2;
 /// `r = fma(−dmin, Σm·Σa, f32(s1)·d_w)`, `acc = fma(r, d_a, acc)` (see
 /// `reference::k_lane_row_dot`).
 #[inline(always)]
-unsafe fn tile_super<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const C: usize, const MODE: u8>(
+unsafe fn tile_super<
+    D: Dot4,
+    const EIGHT: bool,
+    const NL: bool,
+    const SUB: usize,
+    const MIN: bool,
+    const C: usize,
+    const MODE: u8,
+>(
     m: &PackedMatrix,
     g: usize,
     a: &QuantizedActs,
@@ -302,7 +337,7 @@ unsafe fn tile_super<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bo
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT>(codes.add(b * bb));
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb));
             for h in 0..BLOCK / SUB {
                 let s = b * (BLOCK / SUB) + h;
                 let qi = (g * subs + s) * GROUP;
@@ -310,7 +345,12 @@ unsafe fn tile_super<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bo
                 for c in 0..C {
                     let t = t0 + c;
                     let x = a.qs.as_ptr().add(t * cols + s * SUB);
-                    let mut dot = sub_dot::<D, EIGHT, SUB>(&w[h * SUB / 4..(h + 1) * SUB / 4], x, C == 1);
+                    let ws = &w[h * SUB / 4..(h + 1) * SUB / 4];
+                    let mut dot = if NL {
+                        sub_dot::<D, true, SUB>(ws, x, C == 1)
+                    } else {
+                        sub_dot::<D, EIGHT, SUB>(ws, x, C == 1)
+                    };
                     if offset != 0 {
                         dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(offset * a.sub_sum(t, s, SUB)));
                     }
@@ -359,7 +399,15 @@ unsafe fn tile_super<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bo
 /// instead. Then one FMA per lane, and the minimums (`MIN`) on their own
 /// accumulator; `hsum_float_8` order at the end.
 #[inline(always)]
-unsafe fn tile_k_lanes<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const PAIRS: bool, const C: usize>(
+unsafe fn tile_k_lanes<
+    D: Dot4,
+    const EIGHT: bool,
+    const NL: bool,
+    const SUB: usize,
+    const MIN: bool,
+    const PAIRS: bool,
+    const C: usize,
+>(
     m: &PackedMatrix,
     g: usize,
     a: &QuantizedActs,
@@ -377,7 +425,8 @@ unsafe fn tile_k_lanes<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: 
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     debug_assert!(!PAIRS || offset == 32);
-    let offsets = _mm256_set1_epi8(offset as i8);
+    // The offset as unsigned bytes (IQ4's 128 too).
+    let offsets = _mm256_set1_epi8(offset as u8 as i8);
     let low16 = _mm256_set1_epi32(0xFFFF);
     let sign = _mm256_set1_ps(-0.0);
     let mut lanes = [[_mm256_setzero_ps(); 8]; C];
@@ -388,22 +437,34 @@ unsafe fn tile_k_lanes<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: 
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT>(codes.add(b * bb));
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb));
             // Lanes 0..4 hold elements 0..16 of the block, lanes 4..8 elements 16..32.
-            let s_lo = _mm256_and_si256(sub_scales(sc, (g * subs + b * BLOCK / SUB) * GROUP), low16);
-            let s_hi = _mm256_and_si256(sub_scales(sc, (g * subs + (b * BLOCK + 16) / SUB) * GROUP), low16);
+            let (s_lo, s_hi) = (
+                sub_scales(sc, (g * subs + b * BLOCK / SUB) * GROUP),
+                sub_scales(sc, (g * subs + (b * BLOCK + 16) / SUB) * GROUP),
+            );
+            let (s_lo16, s_hi16) = (_mm256_and_si256(s_lo, low16), _mm256_and_si256(s_hi, low16));
             for (c, isum) in isum.iter_mut().enumerate() {
                 let t = t0 + c;
                 let x = a.qs.as_ptr().add(t * cols + b * BLOCK);
                 for (k, lane) in isum.iter_mut().enumerate() {
                     let xk = _mm256_set1_epi32(x.add(4 * k).cast::<i32>().read_unaligned());
-                    // Codes are at most 6 bits: `vpmaddubsw` cannot saturate.
-                    let mut dot = D::dot4::<false>(_mm256_setzero_si256(), w[k], xk);
+                    // K-quant codes are at most 6 bits: `vpmaddubsw` cannot saturate.
+                    let mut dot = if NL {
+                        D::dot4::<true>(_mm256_setzero_si256(), w[k], xk)
+                    } else {
+                        D::dot4::<false>(_mm256_setzero_si256(), w[k], xk)
+                    };
                     if !PAIRS && offset != 0 {
                         // offset·Σa of these four activations, by the same instruction.
                         dot = _mm256_sub_epi32(dot, D::dot4::<false>(_mm256_setzero_si256(), offsets, xk));
                     }
-                    *lane = D::mad16(*lane, dot, if k < 4 { s_lo } else { s_hi });
+                    *lane = if NL {
+                        // IQ4 values times activations leave i16 (4·127·127): a full product.
+                        _mm256_add_epi32(*lane, _mm256_mullo_epi32(dot, if k < 4 { s_lo } else { s_hi }))
+                    } else {
+                        D::mad16(*lane, dot, if k < 4 { s_lo16 } else { s_hi16 })
+                    };
                 }
             }
         }
@@ -501,7 +562,7 @@ const TILE_LANES: usize = 2;
 
 /// Group `g` against all activation rows, in tiles of [`TILE`].
 #[inline(always)]
-unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const F16S: bool>(
+unsafe fn group<D: Dot4, const EIGHT: bool, const NL: bool, const SUB: usize, const MIN: bool, const F16S: bool>(
     m: &PackedMatrix,
     g: usize,
     a: &QuantizedActs,
@@ -510,8 +571,8 @@ unsafe fn group<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, c
     row_tiles!(
         a,
         TILE,
-        |t| tile::<D, EIGHT, SUB, MIN, F16S, TILE>(m, g, a, t, out),
-        tile::<D, EIGHT, SUB, MIN, F16S, 1>(m, g, a, t, out)
+        |t| tile::<D, EIGHT, NL, SUB, MIN, F16S, TILE>(m, g, a, t, out),
+        tile::<D, EIGHT, NL, SUB, MIN, F16S, 1>(m, g, a, t, out)
     );
 }
 
@@ -533,7 +594,14 @@ unsafe fn group_lanes<D: Dot4, const EIGHT: bool, const MIN: bool>(
 
 /// [`group`] for lane-wise super-block layouts.
 #[inline(always)]
-unsafe fn group_k_lanes<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN: bool, const PAIRS: bool>(
+unsafe fn group_k_lanes<
+    D: Dot4,
+    const EIGHT: bool,
+    const NL: bool,
+    const SUB: usize,
+    const MIN: bool,
+    const PAIRS: bool,
+>(
     m: &PackedMatrix,
     g: usize,
     a: &QuantizedActs,
@@ -544,16 +612,16 @@ unsafe fn group_k_lanes<D: Dot4, const EIGHT: bool, const SUB: usize, const MIN:
         row_tiles!(
             a,
             TILE,
-            |t| tile_super::<D, EIGHT, SUB, MIN, TILE, TILED>(m, g, a, t, out),
-            tile_super::<D, EIGHT, SUB, MIN, 1, TILED>(m, g, a, t, out)
+            |t| tile_super::<D, EIGHT, NL, SUB, MIN, TILE, TILED>(m, g, a, t, out),
+            tile_super::<D, EIGHT, NL, SUB, MIN, 1, TILED>(m, g, a, t, out)
         );
         return;
     }
     row_tiles!(
         a,
         TILE_LANES,
-        |t| tile_k_lanes::<D, EIGHT, SUB, MIN, PAIRS, TILE_LANES>(m, g, a, t, out),
-        tile_k_lanes::<D, EIGHT, SUB, MIN, PAIRS, 1>(m, g, a, t, out)
+        |t| tile_k_lanes::<D, EIGHT, NL, SUB, MIN, PAIRS, TILE_LANES>(m, g, a, t, out),
+        tile_k_lanes::<D, EIGHT, NL, SUB, MIN, PAIRS, 1>(m, g, a, t, out)
     );
 }
 
@@ -567,15 +635,15 @@ unsafe fn group_super<D: Dot4, const SUB: usize>(m: &PackedMatrix, g: usize, a: 
         row_tiles!(
             a,
             TILE,
-            |t| tile_super::<D, false, SUB, true, TILE, GEMV>(m, g, a, t, out),
-            tile_super::<D, false, SUB, true, 1, GEMV>(m, g, a, t, out)
+            |t| tile_super::<D, false, false, SUB, true, TILE, GEMV>(m, g, a, t, out),
+            tile_super::<D, false, false, SUB, true, 1, GEMV>(m, g, a, t, out)
         );
     } else {
         row_tiles!(
             a,
             TILE,
-            |t| tile_super::<D, false, SUB, true, TILE, GEMM>(m, g, a, t, out),
-            tile_super::<D, false, SUB, true, 1, GEMV>(m, g, a, t, out)
+            |t| tile_super::<D, false, false, SUB, true, TILE, GEMM>(m, g, a, t, out),
+            tile_super::<D, false, false, SUB, true, 1, GEMV>(m, g, a, t, out)
         );
     }
 }
@@ -588,9 +656,10 @@ macro_rules! by_layout {
         if l.super_scales {
             if l.lanes {
                 return match $m.ty {
-                    hearth_core::GgmlType::Q6_K => group_k_lanes::<$d, true, 16, false, true>($m, $g, $a, $out),
-                    hearth_core::GgmlType::Q5_K => group_k_lanes::<$d, true, 32, true, false>($m, $g, $a, $out),
-                    hearth_core::GgmlType::Q3_K => group_k_lanes::<$d, false, 16, false, false>($m, $g, $a, $out),
+                    hearth_core::GgmlType::Q6_K => group_k_lanes::<$d, true, false, 16, false, true>($m, $g, $a, $out),
+                    hearth_core::GgmlType::Q5_K => group_k_lanes::<$d, true, false, 32, true, false>($m, $g, $a, $out),
+                    hearth_core::GgmlType::Q3_K => group_k_lanes::<$d, false, false, 16, false, false>($m, $g, $a, $out),
+                    hearth_core::GgmlType::IQ4_XS => group_k_lanes::<$d, false, true, 32, false, false>($m, $g, $a, $out),
                     ty => unreachable!("no lane-wise super-block kernel for {ty:?}"),
                 };
             }
@@ -610,10 +679,11 @@ macro_rules! by_layout {
             };
         }
         match (l.eight_bit, l.sub, l.has_min, l.f16_scales) {
-            (false, 32, false, true) => group::<$d, false, 32, false, true>($m, $g, $a, $out),
-            (false, 32, true, true) => group::<$d, false, 32, true, true>($m, $g, $a, $out),
-            (true, 32, false, true) => group::<$d, true, 32, false, true>($m, $g, $a, $out),
-            (true, 32, true, true) => group::<$d, true, 32, true, true>($m, $g, $a, $out),
+            _ if l.nl_values => group::<$d, false, true, 32, false, true>($m, $g, $a, $out),
+            (false, 32, false, true) => group::<$d, false, false, 32, false, true>($m, $g, $a, $out),
+            (false, 32, true, true) => group::<$d, false, false, 32, true, true>($m, $g, $a, $out),
+            (true, 32, false, true) => group::<$d, true, false, 32, false, true>($m, $g, $a, $out),
+            (true, 32, true, true) => group::<$d, true, false, 32, true, true>($m, $g, $a, $out),
             _ => unreachable!("no type uses layout {l:?}"),
         }
     }};
