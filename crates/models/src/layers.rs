@@ -240,6 +240,16 @@ impl Attention {
         self
     }
 
+    /// Multiplies `q · k` by `scale` instead of `1/√head_dim`, where given
+    /// (Granite's `attention.scale`).
+    #[must_use]
+    pub fn with_score_scale(mut self, scale: Option<f32>) -> Self {
+        if let Some(scale) = scale {
+            self.shape.scale = scale;
+        }
+        self
+    }
+
     /// Adds a norm of the attention output before the output projection.
     #[must_use]
     pub fn with_sub_norm(mut self, norm: RmsNorm) -> Self {

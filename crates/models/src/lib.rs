@@ -71,14 +71,28 @@ pub trait Model: Send + Sync {
 }
 
 /// Architectures this build can run (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "deepseek2", "gemma3", "bitnet", "bitnet-b1.58", "bitnet-25"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "llama",
+    "smollm3",
+    "granite",
+    "qwen2",
+    "qwen3",
+    "qwen2moe",
+    "qwen3moe",
+    "deepseek2",
+    "gemma3",
+    "bitnet",
+    "bitnet-b1.58",
+    "bitnet-25",
+];
 
 /// Loads the model in `file` for `backend`, picking the architecture from metadata.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>, ModelError> {
     let arch = file.get_str("general.architecture")?.to_owned();
     Ok(match arch.as_str() {
         "llama" => Box::new(llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
+        "smollm3" => Box::new(llama::load_smollm3(file, backend)?),
+        "granite" => Box::new(llama::load_granite(file, backend)?),
         "qwen2" | "qwen3" | "qwen2moe" | "qwen3moe" => Box::new(qwen::load(file, backend)?),
         "deepseek2" => Box::new(deepseek2::load(file, backend)?),
         "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),

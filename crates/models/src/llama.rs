@@ -1,14 +1,18 @@
 //! Llama (also Mistral, SmolLM, and Mixtral's experts): pre-norm blocks of
 //! grouped-query attention with RoPE and a SiLU-gated MLP, or a mixture of
 //! experts. Qwen2/Qwen3 and their MoE variants use the same blocks with
-//! NeoX-style RoPE (see `qwen.rs`).
+//! NeoX-style RoPE (see `qwen.rs`). SmolLM3 is Llama with every fourth
+//! layer attending without RoPE (its "NoPE" layers; llama.cpp's
+//! `llm_build_smollm3`); Granite is Llama with constant multipliers on the
+//! embeddings, residual branches, attention scores and logits
+//! (`llm_build_granite`).
 
 use std::sync::Arc;
 
 use hearth_core::{Activation, Backend, RopeStyle};
 use hearth_gguf::GgufFile;
 
-use crate::decoder::{Block, Decoder};
+use crate::decoder::{Block, Decoder, Multipliers};
 use crate::layers::{Attention, Ffn, GatedMlp, RmsNorm};
 use crate::moe::{Gating, MoeConfig, MoeFfn};
 use crate::{ModelConfig, ModelError};
@@ -19,6 +23,42 @@ use crate::{ModelConfig, ModelError};
 /// softmax over experts; Qwen2-MoE alone leaves the chosen weights
 /// unnormalized, and adds a sigmoid-gated shared expert.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle) -> Result<Decoder, ModelError> {
+    load_with(file, backend, style, None)
+}
+
+/// SmolLM3's period of layers without RoPE (fixed in llama.cpp).
+const SMOLLM3_NO_ROPE_EVERY: usize = 4;
+
+/// Loads a `smollm3` model.
+pub fn load_smollm3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
+    Ok(load(file, backend, RopeStyle::Normal)?.without_rope_every(SMOLLM3_NO_ROPE_EVERY))
+}
+
+/// Loads a `granite` model: `granite.logit_scale` is required, the
+/// embedding, residual and attention scales apply where present.
+pub fn load_granite(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
+    let f32_key = |k: &str| file.get(&format!("granite.{k}")).and_then(hearth_gguf::MetaValue::as_f64).map(|v| v as f32);
+    let logit_scale = f32_key("logit_scale")
+        .filter(|s| *s != 0.0)
+        .ok_or_else(|| ModelError::BadMetadata("granite.logit_scale is missing or zero".into()))?;
+    // llama.cpp treats 0 as "not set" for each of these.
+    let set = |k: &str| f32_key(k).filter(|s| *s != 0.0);
+    let multipliers = Multipliers {
+        embedding: set("embedding_scale"),
+        residual: set("residual_scale"),
+        logits: Some(1.0 / logit_scale),
+    };
+    let attention_scale = set("attention.scale");
+    Ok(load_with(file, backend, RopeStyle::Normal, attention_scale)?.with_multipliers(multipliers))
+}
+
+/// [`load`], with the attention's score scale replaced where given.
+fn load_with(
+    file: GgufFile,
+    backend: Arc<dyn Backend>,
+    style: RopeStyle,
+    attention_scale: Option<f32>,
+) -> Result<Decoder, ModelError> {
     let cfg = ModelConfig::from_gguf(&file)?;
     let moe = MoeConfig::from_gguf(&file, &cfg, cfg.arch != "qwen2moe", Gating::Softmax)?;
     if moe.is_none() && cfg.arch.ends_with("moe") {
@@ -31,7 +71,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle) -> Resu
         };
         Ok(Block {
             attn_norm: RmsNorm::load(w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
-            attn: Box::new(Attention::load(w, cfg, il)?),
+            attn: Box::new(Attention::load(w, cfg, il)?.with_score_scale(attention_scale)),
             ffn_norm: RmsNorm::load(w, &format!("blk.{il}.ffn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
             ffn,
         })

@@ -25,6 +25,7 @@ fn tiny_bytes(name: &str) -> Vec<u8> {
         "moe-qwen3moe" => hearth_testutil::tiny_moe("qwen3moe", 42),
         "moe-deepseek2-lite" => hearth_testutil::tiny_deepseek2(hearth_testutil::DeepSeekVariant::Lite, 42),
         "moe-deepseek2-v3" => hearth_testutil::tiny_deepseek2(hearth_testutil::DeepSeekVariant::V3, 42),
+        "smollm3" | "granite" | "gemma2" | "phi3" => hearth_testutil::tiny_dense(name, 42),
         arch => hearth_testutil::tiny_qwen(arch, 42),
     }
 }
@@ -62,15 +63,28 @@ fn check_against_llama_cpp(arch: &str, exact_positions: usize) {
     let logits = kv.forward(model.as_ref(), ForwardBatch::single_all_logits(SeqId(0), &prompt, 0)).expect("forward");
 
     let mut worst = 0f64;
-    for (pos, top) in fx["top10"].as_array().unwrap().iter().enumerate() {
-        let row = &logits[pos * cfg.n_vocab..(pos + 1) * cfg.n_vocab];
-        for pair in top.as_array().unwrap() {
-            let (id, expect) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
-            let rel = (f64::from(row[id]) - expect).abs() / expect.abs().max(1.0);
-            worst = worst.max(rel);
-            let tol = if pos < exact_positions { 1e-3 } else { loose };
-            assert!(rel < tol, "{arch} position {pos} token {id}: {} vs llama.cpp {expect}", row[id]);
+    let mut check = |recorded: &serde_json::Value, logits: &[f32], how: &str| {
+        for (pos, top) in recorded.as_array().unwrap().iter().enumerate() {
+            let row = &logits[pos * cfg.n_vocab..(pos + 1) * cfg.n_vocab];
+            for pair in top.as_array().unwrap() {
+                let (id, expect) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
+                let rel = (f64::from(row[id]) - expect).abs() / expect.abs().max(1.0);
+                worst = worst.max(rel);
+                let tol = if pos < exact_positions { 1e-3 } else { loose };
+                assert!(rel < tol, "{arch} {how} position {pos} token {id}: {} vs llama.cpp {expect}", row[id]);
+            }
         }
+    };
+    check(&fx["top10"], &logits, "batch");
+    // Token by token too, where recorded (decode-path kernels, the cache read back).
+    if let Some(recorded) = fx.get("incremental") {
+        let mut kv = SequenceCache::new(&cfg, KvType::F16, 256).unwrap();
+        let rows: Vec<f32> = prompt
+            .iter()
+            .enumerate()
+            .flat_map(|(pos, &t)| kv.forward(model.as_ref(), ForwardBatch::single(SeqId(0), &[t], pos)).expect("forward"))
+            .collect();
+        check(recorded, &rows, "incremental");
     }
     eprintln!("{arch}: top-10 logits of 32 positions within {worst:.2e} (relative) of llama.cpp");
 }
@@ -136,6 +150,26 @@ fn bitnet_b1_58_runs_with_a_squared_relu_gate() {
 #[test]
 fn bitnet_q8_0_matches_llama_cpp() {
     check_against_llama_cpp("bitnet-q8_0", 32);
+}
+
+#[test]
+fn smollm3_matches_llama_cpp() {
+    check_against_llama_cpp("smollm3", 32);
+}
+
+#[test]
+fn granite_matches_llama_cpp() {
+    check_against_llama_cpp("granite", 32);
+}
+
+#[test]
+fn gemma2_matches_llama_cpp() {
+    check_against_llama_cpp("gemma2", 32);
+}
+
+#[test]
+fn phi3_matches_llama_cpp() {
+    check_against_llama_cpp("phi3", 32);
 }
 
 #[test]

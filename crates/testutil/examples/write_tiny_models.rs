@@ -26,6 +26,9 @@ fn main() -> std::io::Result<()> {
     {
         write(&format!("moe-deepseek2-{name}"), hearth_testutil::tiny_deepseek2(variant, 42))?;
     }
+    for arch in hearth_testutil::TINY_DENSE_ARCHS {
+        write(arch, hearth_testutil::tiny_dense(arch, 42))?;
+    }
     for ty in hearth_testutil::TINY_LLAMA_TYPES {
         write(&format!("llama-{}", ty.name().to_lowercase()), hearth_testutil::tiny_llama(ty, 42))?;
     }

@@ -1,0 +1,84 @@
+//! Tiny random dense decoders of the architectures that are Llama's blocks
+//! with a twist (SmolLM3's NoPE layers, Granite's multipliers, Gemma 2's
+//! soft-capping and post-norms, Phi-3's fused matrices): each checked
+//! against llama.cpp's logits on the same file
+//! (`fixtures/llamacpp/tiny_models.json`).
+
+use hearth_core::GgmlType;
+use hearth_gguf::MetaValue;
+
+use crate::{Gen, TINY_LLAMA};
+
+/// The architectures [`tiny_dense`] writes.
+pub const TINY_DENSE_ARCHS: [&str; 4] = ["smollm3", "granite", "gemma2", "phi3"];
+
+/// A tiny random `arch` model (one of [`TINY_DENSE_ARCHS`]) of
+/// [`TINY_LLAMA`]'s shape, matrices in Q8_0, the embedding in F32.
+///
+/// # Panics
+/// For other architectures.
+#[must_use]
+pub fn tiny_dense(arch: &str, seed: u64) -> Vec<u8> {
+    assert!(TINY_DENSE_ARCHS.contains(&arch), "tiny_dense: {arch}");
+    let s = TINY_LLAMA;
+    let mut g = Gen::with_metadata(arch, s, seed);
+    let k = |name: &str| format!("{arch}.{name}");
+    // llama.cpp changes token attributes for files *named* like Phi-3 and
+    // then needs Phi-3's own tokens; the byte vocabulary has none.
+    g.set("general.name", MetaValue::String("hearth tiny dense".into()));
+    match arch {
+        "granite" => {
+            g.set(&k("embedding_scale"), MetaValue::F32(4.0));
+            g.set(&k("residual_scale"), MetaValue::F32(0.5));
+            g.set(&k("attention.scale"), MetaValue::F32(0.1));
+            g.set(&k("logit_scale"), MetaValue::F32(2.0));
+        }
+        "gemma2" => {
+            // A window shorter than the 32-token test prompt, so it matters.
+            g.set(&k("attention.sliding_window"), MetaValue::U32(8));
+            g.set(&k("attn_logit_softcapping"), MetaValue::F32(50.0));
+            g.set(&k("final_logit_softcapping"), MetaValue::F32(30.0));
+        }
+        _ => {}
+    }
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    // Gemma 2's head is its embedding: smaller values keep its logits off
+    // the soft cap (a saturated tanh would hide differences).
+    let emb = g.values(s.n_vocab * s.n_embd, if arch == "gemma2" { 0.2 } else { 1.0 });
+    g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
+    let w = 1.5 / (s.n_embd as f32).sqrt();
+    let ty = GgmlType::Q8_0;
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        if arch == "phi3" {
+            g.matrix(&p("attn_qkv.weight"), q_dim + 2 * kv_dim, s.n_embd, ty, w);
+        } else {
+            g.matrix(&p("attn_q.weight"), q_dim, s.n_embd, ty, w);
+            g.matrix(&p("attn_k.weight"), kv_dim, s.n_embd, ty, w);
+            g.matrix(&p("attn_v.weight"), kv_dim, s.n_embd, ty, w);
+        }
+        g.matrix(&p("attn_output.weight"), s.n_embd, q_dim, ty, w);
+        if arch == "gemma2" {
+            g.norm(&p("post_attention_norm.weight"), s.n_embd);
+        }
+        g.norm(&p("ffn_norm.weight"), s.n_embd);
+        if arch == "phi3" {
+            // Gate rows first, then up rows (llama.cpp's `swiglu` halves).
+            g.matrix(&p("ffn_up.weight"), 2 * s.n_ff, s.n_embd, ty, w);
+        } else {
+            g.matrix(&p("ffn_gate.weight"), s.n_ff, s.n_embd, ty, w);
+            g.matrix(&p("ffn_up.weight"), s.n_ff, s.n_embd, ty, w);
+        }
+        g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, ty, w);
+        if arch == "gemma2" {
+            g.norm(&p("post_ffw_norm.weight"), s.n_embd);
+        }
+    }
+    g.norm("output_norm.weight", s.n_embd);
+    // Gemma 2 ties its head to the embedding.
+    if arch != "gemma2" {
+        g.matrix("output.weight", s.n_vocab, s.n_embd, ty, 4.0 * w);
+    }
+    g.w.to_bytes()
+}
