@@ -77,6 +77,23 @@ pub struct AttentionShape {
     pub v_head_dim: usize,
     /// Multiplier applied to `q · k`.
     pub scale: f32,
+    /// Soft cap of the scores (Gemma 2's `attn_logit_softcapping`), 0 for
+    /// none: `score = cap · tanh(q·k · (scale / cap))`, as ggml's flash
+    /// attention computes it.
+    pub softcap: f32,
+}
+
+impl AttentionShape {
+    /// The attention score of a raw `q · k` product.
+    #[inline]
+    #[must_use]
+    pub fn score(&self, dot: f32) -> f32 {
+        if self.softcap == 0.0 {
+            dot * self.scale
+        } else {
+            self.softcap * (dot * (self.scale / self.softcap)).tanh()
+        }
+    }
 }
 
 /// A weight matrix in the form one backend computes with (repacked for CPU

@@ -323,7 +323,7 @@ fn attend_tile(call: &AttentionCall<'_, '_>, task: AttentionTask, w: &mut Attent
                 continue;
             }
             for h in i * group..(i + 1) * group {
-                let score = (k.dot_f16_ggml)(&w.q[h * hd..(h + 1) * hd], &w.key) * s.scale;
+                let score = s.score((k.dot_f16_ggml)(&w.q[h * hd..(h + 1) * hd], &w.key));
                 let acc = &mut w.acc[h * vhd..(h + 1) * vhd];
                 // ggml's `S = S*ms + vs` (compiled to an FMA): with a new
                 // maximum vs = 1, otherwise ms = 1 and it is a plain sum.
@@ -406,7 +406,7 @@ mod attention_tests {
     /// split over tasks; every head's output must equal the unsplit tile's.
     #[test]
     fn head_split_single_row_equals_whole_group() {
-        let s = AttentionShape { n_head: 4, n_kv_head: 1, head_dim: 96, v_head_dim: 64, scale: 0.125 };
+        let s = AttentionShape { n_head: 4, n_kv_head: 1, head_dim: 96, v_head_dim: 64, scale: 0.125, softcap: 0.0 };
         let val = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 40.0;
         let (rows, dim) = (16, 96);
         let keys: Vec<f16> = (0..rows * dim).map(|i| f16::from_f32(val(i))).collect();
@@ -431,7 +431,7 @@ mod attention_tests {
     #[test]
     fn tiled_prefill_equals_exact_softmax() {
         let (n, hd, vhd) = (150usize, 32, 16);
-        let s = AttentionShape { n_head: 2, n_kv_head: 1, head_dim: hd, v_head_dim: vhd, scale: 0.25 };
+        let s = AttentionShape { n_head: 2, n_kv_head: 1, head_dim: hd, v_head_dim: vhd, scale: 0.25, softcap: 0.0 };
         let val = |i: usize| ((i * 7919 % 211) as f32 - 105.0) / 60.0;
         let dim = hd + vhd;
         let keys: Vec<f16> = (0..160 * dim).map(|i| f16::from_f32(val(i))).collect();

@@ -96,7 +96,7 @@ pub(crate) fn attend_tiled(call: &AttentionCall<'_, '_>, task: AttentionTask, w:
                 let visible = |tk: usize| (span.start..span.end).contains(&(c0 + tk));
                 let mut tile_max = f32::NEG_INFINITY;
                 for (tk, x) in row.iter_mut().enumerate() {
-                    *x = if visible(tk) { *x * s.scale } else { f32::NEG_INFINITY };
+                    *x = if visible(tk) { s.score(*x) } else { f32::NEG_INFINITY };
                     tile_max = tile_max.max(*x);
                 }
                 if tile_max == f32::NEG_INFINITY {

@@ -145,6 +145,7 @@ impl LatentAttention {
                 head_dim: d.kv_lora_rank + d.qk_rope,
                 v_head_dim: d.kv_lora_rank,
                 scale: d.kq_scale,
+                softcap: 0.0,
             },
         })
     }

@@ -6,8 +6,10 @@ use hearth_gguf::GgufError;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("architecture {0:?} is not supported (supported: llama and Mixtral, qwen2, qwen3, qwen2moe, qwen3moe, deepseek2, gemma3, bitnet)")]
+    #[error("architecture {0:?} is not supported (supported: {list})", list = crate::SUPPORTED_ARCHITECTURES.join(", "))]
     UnsupportedArch(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("metadata: {0}")]
     BadMetadata(String),
     #[error("tensor {name:?} missing from the model file")]

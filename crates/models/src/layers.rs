@@ -204,18 +204,39 @@ impl Attention {
             )));
         }
         let (q_dim, kv_dim) = (cfg.n_head * cfg.head_dim, cfg.kv_dim());
-        let bias = match (
-            w.optional_vector(&p("attn_q.bias"), q_dim)?,
-            w.optional_vector(&p("attn_k.bias"), kv_dim)?,
-            w.optional_vector(&p("attn_v.bias"), kv_dim)?,
-        ) {
-            (Some(q), Some(k), Some(v)) => Some([q, k, v]),
-            _ => None,
+        // Q, K and V as three tensors, or fused in one (`attn_qkv`, Phi-3 and others).
+        let fused = w.has(&p("attn_qkv.weight"));
+        let bias = if fused {
+            w.optional_vector(&p("attn_qkv.bias"), q_dim + 2 * kv_dim)?.map(|b| {
+                let (q, kv) = b.split_at(q_dim);
+                let (k, v) = kv.split_at(kv_dim);
+                [q.to_vec(), k.to_vec(), v.to_vec()]
+            })
+        } else {
+            match (
+                w.optional_vector(&p("attn_q.bias"), q_dim)?,
+                w.optional_vector(&p("attn_k.bias"), kv_dim)?,
+                w.optional_vector(&p("attn_v.bias"), kv_dim)?,
+            ) {
+                (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+                _ => None,
+            }
+        };
+        let [wq, wk, wv] = if fused {
+            let mut parts = w.row_blocks(&p("attn_qkv.weight"), &[q_dim, kv_dim, kv_dim], cfg.n_embd)?.into_iter();
+            let mut next = || parts.next().ok_or_else(|| ModelError::MissingTensor { name: p("attn_qkv.weight") });
+            [next()?, next()?, next()?]
+        } else {
+            [
+                w.matrix(&p("attn_q.weight"), q_dim, cfg.n_embd)?,
+                w.matrix(&p("attn_k.weight"), kv_dim, cfg.n_embd)?,
+                w.matrix(&p("attn_v.weight"), kv_dim, cfg.n_embd)?,
+            ]
         };
         Ok(Self {
-            wq: w.matrix(&p("attn_q.weight"), q_dim, cfg.n_embd)?,
-            wk: w.matrix(&p("attn_k.weight"), kv_dim, cfg.n_embd)?,
-            wv: w.matrix(&p("attn_v.weight"), kv_dim, cfg.n_embd)?,
+            wq,
+            wk,
+            wv,
             wo: w.matrix(&p("attn_output.weight"), cfg.n_embd, q_dim)?,
             bias,
             q_norm: RmsNorm::load_optional(w, &p("attn_q_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
@@ -228,6 +249,7 @@ impl Attention {
                 head_dim: cfg.head_dim,
                 v_head_dim: cfg.head_dim,
                 scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+                softcap: 0.0,
             },
         })
     }
@@ -247,6 +269,13 @@ impl Attention {
         if let Some(scale) = scale {
             self.shape.scale = scale;
         }
+        self
+    }
+
+    /// Soft-caps the attention scores at `cap`, where given (Gemma 2).
+    #[must_use]
+    pub fn with_softcap(mut self, cap: Option<f32>) -> Self {
+        self.shape.softcap = cap.unwrap_or(0.0);
         self
     }
 
@@ -368,12 +397,16 @@ impl GatedMlp {
         act: Activation,
     ) -> Result<Self, ModelError> {
         let name = |part: &str| pattern.replace("{}", part);
-        Ok(Self::new(
-            w.matrix(&name("gate"), n_ff, n_embd)?,
-            w.matrix(&name("up"), n_ff, n_embd)?,
-            w.matrix(&name("down"), n_embd, n_ff)?,
-            act,
-        ))
+        // Gate and up as two tensors, or fused in `up` with the gate rows
+        // first (Phi-3; llama.cpp's `swiglu` of the halves).
+        let (gate, up) = if w.has(&name("gate")) {
+            (w.matrix(&name("gate"), n_ff, n_embd)?, w.matrix(&name("up"), n_ff, n_embd)?)
+        } else {
+            let mut parts = w.row_blocks(&name("up"), &[n_ff, n_ff], n_embd)?.into_iter();
+            let mut next = || parts.next().ok_or_else(|| ModelError::MissingTensor { name: name("up") });
+            (next()?, next()?)
+        };
+        Ok(Self::new(gate, up, w.matrix(&name("down"), n_embd, n_ff)?, act))
     }
 
     /// Adds a norm of the gated activations before the down projection.

@@ -13,7 +13,7 @@ mod config;
 pub mod decoder;
 pub mod deepseek2;
 mod error;
-pub mod gemma3;
+pub mod gemma;
 mod kv_store;
 pub mod layers;
 pub mod llama;
@@ -75,11 +75,13 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "llama",
     "smollm3",
     "granite",
+    "phi3",
     "qwen2",
     "qwen3",
     "qwen2moe",
     "qwen3moe",
     "deepseek2",
+    "gemma2",
     "gemma3",
     "bitnet",
     "bitnet-b1.58",
@@ -93,9 +95,10 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>,
         "llama" => Box::new(llama::load(file, backend, hearth_core::RopeStyle::Normal)?),
         "smollm3" => Box::new(llama::load_smollm3(file, backend)?),
         "granite" => Box::new(llama::load_granite(file, backend)?),
+        "phi3" => Box::new(llama::load_phi3(file, backend)?),
         "qwen2" | "qwen3" | "qwen2moe" | "qwen3moe" => Box::new(qwen::load(file, backend)?),
         "deepseek2" => Box::new(deepseek2::load(file, backend)?),
-        "gemma3" => Box::new(gemma3::Gemma3::load(file, backend)?),
+        "gemma2" | "gemma3" => Box::new(gemma::Gemma::load(file, backend)?),
         "bitnet" | "bitnet-b1.58" | "bitnet-25" => Box::new(bitnet::load(file, backend)?),
         _ => return Err(ModelError::UnsupportedArch(arch)),
     })

@@ -5,7 +5,7 @@
 //! layer attending without RoPE (its "NoPE" layers; llama.cpp's
 //! `llm_build_smollm3`); Granite is Llama with constant multipliers on the
 //! embeddings, residual branches, attention scores and logits
-//! (`llm_build_granite`).
+//! (`llm_build_granite`); Phi-3 is Llama from fused matrices (`load_phi3`).
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use crate::{ModelConfig, ModelError};
 /// softmax over experts; Qwen2-MoE alone leaves the chosen weights
 /// unnormalized, and adds a sigmoid-gated shared expert.
 pub fn load(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle) -> Result<Decoder, ModelError> {
-    load_with(file, backend, style, None)
+    load_with(file, backend, style, Tweaks::default())
 }
 
 /// SmolLM3's period of layers without RoPE (fixed in llama.cpp).
@@ -32,6 +32,20 @@ const SMOLLM3_NO_ROPE_EVERY: usize = 4;
 /// Loads a `smollm3` model.
 pub fn load_smollm3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
     Ok(load(file, backend, RopeStyle::Normal)?.without_rope_every(SMOLLM3_NO_ROPE_EVERY))
+}
+
+/// Loads a `phi3` model (Phi-3, Phi-4): Llama's blocks from fused
+/// `attn_qkv` and gate-and-up `ffn_up` tensors, NeoX RoPE, queries scaled
+/// before attention (`llm_build_phi3`). LongRoPE files (`rope_factors_*`)
+/// are refused until their frequency factors are implemented.
+pub fn load_phi3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
+    if let Some(t) = file.tensors().iter().find(|t| t.name.starts_with("rope_factors")) {
+        return Err(ModelError::Unsupported(format!(
+            "{} holds LongRoPE frequency factors, which this build does not apply yet",
+            t.name
+        )));
+    }
+    load_with(file, backend, RopeStyle::NeoX, Tweaks { prescale_queries: true, ..Tweaks::default() })
 }
 
 /// Loads a `granite` model: `granite.logit_scale` is required, the
@@ -48,17 +62,21 @@ pub fn load_granite(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder
         residual: set("residual_scale"),
         logits: Some(1.0 / logit_scale),
     };
-    let attention_scale = set("attention.scale");
-    Ok(load_with(file, backend, RopeStyle::Normal, attention_scale)?.with_multipliers(multipliers))
+    let tweaks = Tweaks { attention_scale: set("attention.scale"), ..Tweaks::default() };
+    Ok(load_with(file, backend, RopeStyle::Normal, tweaks)?.with_multipliers(multipliers))
 }
 
-/// [`load`], with the attention's score scale replaced where given.
-fn load_with(
-    file: GgufFile,
-    backend: Arc<dyn Backend>,
-    style: RopeStyle,
+/// How an architecture's attention departs from Llama's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tweaks {
+    /// Replaces the score scale `1/√head_dim`.
     attention_scale: Option<f32>,
-) -> Result<Decoder, ModelError> {
+    /// Scales queries before attention instead of scores inside it.
+    prescale_queries: bool,
+}
+
+/// [`load`], with the attention tweaked.
+fn load_with(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle, tweaks: Tweaks) -> Result<Decoder, ModelError> {
     let cfg = ModelConfig::from_gguf(&file)?;
     let moe = MoeConfig::from_gguf(&file, &cfg, cfg.arch != "qwen2moe", Gating::Softmax)?;
     if moe.is_none() && cfg.arch.ends_with("moe") {
@@ -71,7 +89,14 @@ fn load_with(
         };
         Ok(Block {
             attn_norm: RmsNorm::load(w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
-            attn: Box::new(Attention::load(w, cfg, il)?.with_score_scale(attention_scale)),
+            attn: Box::new({
+                let attn = Attention::load(w, cfg, il)?.with_score_scale(tweaks.attention_scale);
+                if tweaks.prescale_queries {
+                    attn.with_prescaled_queries()
+                } else {
+                    attn
+                }
+            }),
             ffn_norm: RmsNorm::load(w, &format!("blk.{il}.ffn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
             ffn,
         })

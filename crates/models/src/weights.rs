@@ -138,6 +138,29 @@ impl<'a> WeightLoader<'a> {
         self.slices(name, count, rows, cols, false)
     }
 
+    /// A fused `Σparts × cols` matrix (ggml dims `[cols, Σparts]`, e.g. Phi-3's
+    /// `attn_qkv` or its gate-and-up `ffn_up`) as one prepared matrix per run
+    /// of `parts[i]` consecutive rows: the rows of a ggml matrix are
+    /// contiguous, and each output row is its own dot product, so the parts
+    /// compute exactly what the fused product does.
+    pub fn row_blocks(&self, name: &str, parts: &[usize], cols: usize) -> Result<Vec<Matrix>, ModelError> {
+        let rows: usize = parts.iter().sum();
+        let all = self.checked(name, vec![cols as u64, rows as u64], rows, cols)?;
+        let unsupported = || ModelError::UnsupportedType { name: name.to_owned(), ty: all.ty };
+        let row_bytes = all.ty.row_bytes(cols).filter(|_| all.ty.trailer_bytes() == 0).ok_or_else(unsupported)?;
+        let mut offset = all.offset;
+        let blocks = parts
+            .iter()
+            .map(|&n| {
+                let t = TensorRef { rows: n, offset, len: n * row_bytes, ..all.clone() };
+                offset += n * row_bytes;
+                self.prepare(&t)
+            })
+            .collect();
+        self.release(name);
+        blocks
+    }
+
     fn slices(
         &self,
         name: &str,
