@@ -39,8 +39,9 @@ pub enum RopeStyle {
     NeoX,
 }
 
-/// Rotary position embedding parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Rotary position embedding parameters: ggml's `rope_ext` (frequency
+/// ladder, linear scaling, YaRN, per-frequency factors).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RopeParams {
     /// Pairing style.
     pub style: RopeStyle,
@@ -50,6 +51,46 @@ pub struct RopeParams {
     pub freq_base: f32,
     /// Linear position scaling (`1 / rope.scaling.factor`).
     pub freq_scale: f32,
+    /// YaRN's extrapolation mix (1 for YaRN files, 0 otherwise): between
+    /// the correction dimensions, angles blend the scaled and unscaled ones.
+    pub ext_factor: f32,
+    /// Magnitude multiplier of cos and sin (YaRN's attention factor; 1 otherwise).
+    pub attn_factor: f32,
+    /// YaRN's correction dimensions (`ggml_rope_yarn_corr_dims`).
+    pub corr_dims: [f32; 2],
+    /// Per-frequency divisors of the angles (Llama 3's `rope_freqs`, LongRoPE's factors).
+    pub freq_factors: Option<std::sync::Arc<[f32]>>,
+}
+
+impl RopeParams {
+    /// Plain RoPE: `n_rot` dimensions, base `freq_base`, linear scale `freq_scale`.
+    #[must_use]
+    pub fn plain(style: RopeStyle, n_rot: usize, freq_base: f32, freq_scale: f32) -> Self {
+        Self { style, n_rot, freq_base, freq_scale, ext_factor: 0.0, attn_factor: 1.0, corr_dims: [0.0; 2], freq_factors: None }
+    }
+
+    /// The same rotation over no dimensions: attention without positions.
+    #[must_use]
+    pub fn none(&self) -> Self {
+        Self { n_rot: 0, ..self.clone() }
+    }
+
+    /// Sets YaRN's parameters (`ext_factor` 1 with `attn_factor` as llama.cpp
+    /// derives it), the correction dimensions computed as ggml does from the
+    /// original context `n_ctx_orig` and `beta_fast`/`beta_slow`.
+    #[must_use]
+    pub fn with_yarn(mut self, ext_factor: f32, attn_factor: f32, n_ctx_orig: usize, beta_fast: f32, beta_slow: f32) -> Self {
+        // ggml_rope_yarn_corr_dim: the dimension whose wavelength makes `n_rot`
+        // turns over the original context.
+        let corr_dim = |beta: f32| {
+            self.n_rot as f32 * (n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln() / (2.0 * self.freq_base.ln())
+        };
+        self.ext_factor = ext_factor;
+        self.attn_factor = attn_factor;
+        self.corr_dims =
+            [corr_dim(beta_fast).floor().max(0.0), corr_dim(beta_slow).ceil().min(self.n_rot as f32 - 1.0)];
+        self
+    }
 }
 
 /// The gating activation of a gated MLP: `act(gate) * up`.

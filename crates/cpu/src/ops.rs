@@ -64,6 +64,14 @@ pub fn rope(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopeParams)
     rope_portable(x, head_dim, positions, p);
 }
 
+/// ggml's `rope_yarn_ramp` for the pair `i` (dimension `2i`): 1 below the
+/// first correction dimension, 0 above the second, linear between.
+#[inline]
+fn yarn_ramp(dims: [f32; 2], i: usize) -> f32 {
+    let y = (i as f32 - dims[0]) / (dims[1] - dims[0]).max(0.001);
+    1.0 - y.clamp(0.0, 1.0)
+}
+
 /// [`rope_portable`] compiled with hardware FMA (`mul_add` is otherwise a libm call).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -81,11 +89,26 @@ fn rope_portable(x: &mut [f32], head_dim: usize, positions: &[usize], p: &RopePa
     let row_len = x.len() / positions.len().max(1);
     let mut cos = vec![0f32; half];
     let mut sin = vec![0f32; half];
+    // YaRN's magnitude correction, as ggml's `rope_yarn` scales `mscale`.
+    let mscale = if p.ext_factor == 0.0 {
+        p.attn_factor
+    } else {
+        p.attn_factor * 0.1f32.mul_add((1.0 / p.freq_scale).ln(), 1.0)
+    };
     for (row, &pos) in x.chunks_exact_mut(row_len).zip(positions) {
         let mut theta = pos as f32;
         for i in 0..half {
-            let t = p.freq_scale * theta;
-            (sin[i], cos[i]) = (t.sin(), t.cos());
+            // ggml's `rope_yarn`: the angle scaled (interpolated) and, where
+            // YaRN mixes, blended with the unscaled (extrapolated) one.
+            let extrap = p.freq_factors.as_ref().map_or(theta, |f| theta / f[i]);
+            let interp = p.freq_scale * extrap;
+            let t = if p.ext_factor == 0.0 {
+                interp
+            } else {
+                let ramp_mix = yarn_ramp(p.corr_dims, i) * p.ext_factor;
+                interp.mul_add(1.0 - ramp_mix, extrap * ramp_mix)
+            };
+            (sin[i], cos[i]) = (t.sin() * mscale, t.cos() * mscale);
             theta *= theta_scale;
         }
         for head in row.chunks_exact_mut(head_dim) {

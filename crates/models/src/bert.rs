@@ -437,7 +437,7 @@ impl BertEncoder {
         let head_dim = h / c.heads;
         // Rotary positions restart at 0 in every packed sequence.
         let positions: Vec<usize> = lens.iter().flat_map(|&l| 0..l).collect();
-        let rope = c.rope_base.map(|base| RopeParams { style: RopeStyle::NeoX, n_rot: head_dim, freq_base: base, freq_scale: 1.0 });
+        let rope = c.rope_base.map(|base| RopeParams::plain(RopeStyle::NeoX, head_dim, base, 1.0));
         for l in &self.layers {
             be.matmul_many(&mut [
                 MatmulJob { w: l.q.w.as_ref(), x: &x, n, out: &mut q },

@@ -36,13 +36,74 @@ pub struct ModelConfig {
     pub rope_base: f32,
     /// RoPE linear scaling (`1 / factor`).
     pub rope_freq_scale: f32,
+    /// RoPE scaling beyond the frequency scale (`rope.scaling.*`).
+    pub rope_scaling: RopeScaling,
     /// RMS norm epsilon.
     pub norm_eps: f32,
     /// Sliding attention window, for architectures that use one.
     pub sliding_window: Option<usize>,
 }
 
+/// How a file scales RoPE past its training context (`rope.scaling.type` and
+/// its companions, as llama.cpp reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeScaling {
+    /// `rope.scaling.type`: `none`, `linear` (the default), `yarn`, `longrope`.
+    pub kind: String,
+    /// Context the frequencies were trained for (`original_context_length`,
+    /// else the training context).
+    pub n_ctx_orig: usize,
+    /// `rope.scaling.attn_factor` (1 unless given).
+    pub attn_factor: f32,
+    /// `yarn_ext_factor`, when the file sets it (else 1 for YaRN, 0 otherwise).
+    pub yarn_ext_factor: Option<f32>,
+    /// `yarn_attn_factor` (1 unless given).
+    pub yarn_attn_factor: f32,
+    /// `yarn_beta_fast` / `yarn_beta_slow` (32 and 1 unless given).
+    pub yarn_beta: (f32, f32),
+    /// `yarn_log_multiplier` (0 unless given).
+    pub yarn_log_mul: f32,
+}
+
 impl ModelConfig {
+    /// RoPE parameters in `style`: the frequency ladder, linear scale and,
+    /// for YaRN files, the extrapolation mix and attention factor llama.cpp
+    /// derives (`llama_context`'s `yarn_attn_factor`).
+    #[must_use]
+    pub fn rope(&self, style: hearth_core::RopeStyle) -> hearth_core::RopeParams {
+        let r = &self.rope_scaling;
+        let freq_scale = if r.kind == "none" { 1.0 } else { self.rope_freq_scale };
+        let ext_factor = r.yarn_ext_factor.unwrap_or(if r.kind == "yarn" { 1.0 } else { 0.0 });
+        let mut attn_factor = r.yarn_attn_factor;
+        if ext_factor != 0.0 {
+            let get_mscale = |scale: f32, mscale: f32| {
+                if scale <= 1.0 {
+                    1.0
+                } else {
+                    (0.1 * mscale).mul_add(scale.ln(), 1.0)
+                }
+            };
+            let factor = 1.0 / freq_scale;
+            attn_factor = if r.yarn_log_mul == 0.0 {
+                get_mscale(factor, 1.0)
+            } else {
+                // DeepSeek-V2 files carry mscale = mscale_all_dims.
+                let mscale = if self.arch == "deepseek2" { r.yarn_log_mul } else { 1.0 };
+                get_mscale(factor, mscale) / get_mscale(factor, r.yarn_log_mul)
+            };
+            // ggml's rope multiplies by (1 + 0.1·ln factor) again: cancelled here, as llama.cpp does.
+            attn_factor *= 1.0 / 0.1f32.mul_add(factor.ln(), 1.0);
+        }
+        attn_factor *= r.attn_factor;
+        hearth_core::RopeParams::plain(style, self.n_rot, self.rope_base, freq_scale).with_yarn(
+            ext_factor,
+            attn_factor,
+            r.n_ctx_orig,
+            r.yarn_beta.0,
+            r.yarn_beta.1,
+        )
+    }
+
     /// Reads the configuration of `file`'s architecture.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let arch = file.get_str("general.architecture")?.to_owned();
@@ -82,9 +143,28 @@ impl ModelConfig {
             None => file.get_array("tokenizer.ggml.tokens")?.len(),
         };
         let scaling_factor = opt_f32("rope.scaling.factor").filter(|f| *f > 0.0).unwrap_or(1.0);
+        let n_ctx_train = opt_usize("context_length").unwrap_or(2048);
+        let kind = file.get_str(&key("rope.scaling.type")).unwrap_or("linear").to_owned();
+        if !["none", "linear", "yarn", "longrope"].contains(&kind.as_str()) {
+            return Err(ModelError::BadMetadata(format!("rope.scaling.type {kind:?} is not one of none, linear, yarn, longrope")));
+        }
+        let rope_scaling = RopeScaling {
+            kind,
+            n_ctx_orig: opt_usize("rope.scaling.original_context_length").filter(|n| *n > 0).unwrap_or(n_ctx_train),
+            attn_factor: opt_f32("rope.scaling.attn_factor").unwrap_or(1.0),
+            yarn_ext_factor: opt_f32("rope.scaling.yarn_ext_factor").filter(|f| *f >= 0.0),
+            yarn_attn_factor: opt_f32("rope.scaling.yarn_attn_factor").filter(|f| *f >= 0.0).unwrap_or(1.0),
+            yarn_beta: (
+                opt_f32("rope.scaling.yarn_beta_fast").unwrap_or(32.0),
+                opt_f32("rope.scaling.yarn_beta_slow").unwrap_or(1.0),
+            ),
+            // DeepSeek-2 files store 0.1·mscale_all_dim (llama.cpp divides it back out).
+            yarn_log_mul: opt_f32("rope.scaling.yarn_log_multiplier")
+                .map_or(0.0, |m| if arch == "deepseek2" { m / 0.1 } else { m }),
+        };
         Ok(Self {
             n_vocab,
-            n_ctx_train: opt_usize("context_length").unwrap_or(2048),
+            n_ctx_train,
             n_embd,
             n_layer: usize_key("block_count")?,
             // MoE files may give only the expert size (checked by the FFN loaders).
@@ -97,6 +177,7 @@ impl ModelConfig {
             n_rot,
             rope_base: opt_f32("rope.freq_base").unwrap_or(10_000.0),
             rope_freq_scale: 1.0 / scaling_factor,
+            rope_scaling,
             norm_eps: opt_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             sliding_window: opt_usize("attention.sliding_window"),
             arch,

@@ -67,7 +67,7 @@ impl Decoder {
         let blocks = (0..cfg.n_layer).map(|il| block(&w, &cfg, il)).collect::<Result<_, ModelError>>()?;
         let embed = Embedding::load(&w, &cfg)?;
         let head = LmHead::load(&w, &cfg, &embed)?;
-        let rope = rope_params(&cfg, style);
+        let rope = rope_params(&w, &cfg, style)?;
         let matmul_bytes = w.prepared_bytes();
         Ok(Self {
             cfg,
@@ -153,7 +153,7 @@ impl Decoder {
         let mut x = self.embed.forward(&ctx, self.cfg.n_embd)?;
         scale(&mut x, m.embedding);
         let outputs = OutputRows::new(batch, self.blocks.len());
-        let no_rope = RopeParams { n_rot: 0, ..self.rope };
+        let no_rope = self.rope.none();
         for (il, b) in self.blocks.iter().enumerate() {
             let rope = match self.no_rope_every {
                 Some(n) if (il + 1) % n == 0 => &no_rope,

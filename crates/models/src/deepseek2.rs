@@ -41,7 +41,7 @@ pub struct MlaConfig {
     pub qk_rope: usize,
     /// Per-head value dimension after decompression (`value_length_mla`).
     pub v_head: usize,
-    /// Multiplier on `q·k`: `1/√(qk_nope + qk_rope)`.
+    /// Multiplier on `q·k`: `1/√(qk_nope + qk_rope)`, times YaRN's `mscale²`.
     pub kq_scale: f32,
 }
 
@@ -73,18 +73,20 @@ impl MlaConfig {
                 cfg.head_dim_v
             ));
         }
-        if file.get_str(&key("rope.scaling.type")).is_ok_and(|t| t == "yarn")
-            && (cfg.rope_freq_scale - 1.0).abs() > f32::EPSILON
-        {
-            return bad("YaRN RoPE scaling is not supported yet".into());
-        }
+        // llama.cpp pre-scales the scores for YaRN (its `llm_build_deepseek2`):
+        // the attention factor before the rope's own magnitude correction,
+        // times (1 + 0.1·log_mul·ln(1/scale)), squared.
+        let rope = cfg.rope(hearth_core::RopeStyle::NeoX);
+        let ln_inv_scale = (1.0 / rope.freq_scale).ln();
+        let attn_factor_org = rope.attn_factor * 0.1f32.mul_add(ln_inv_scale, 1.0);
+        let mscale = attn_factor_org * (0.1 * cfg.rope_scaling.yarn_log_mul).mul_add(ln_inv_scale, 1.0);
         Ok(Self {
             q_lora_rank: opt("attention.q_lora_rank").unwrap_or(0),
             kv_lora_rank,
             qk_nope: k_mla - qk_rope,
             qk_rope,
             v_head,
-            kq_scale: 1.0 / (k_mla as f32).sqrt(),
+            kq_scale: mscale * mscale / (k_mla as f32).sqrt(),
         })
     }
 

@@ -125,11 +125,11 @@ impl Gemma {
             .collect::<Result<_, ModelError>>()?;
         let embed = Embedding::load(&w, &cfg)?;
         let head = LmHead::load(&w, &cfg, &embed)?;
-        let global_rope = rope_params(&cfg, RopeStyle::NeoX);
+        let global_rope = rope_params(&w, &cfg, RopeStyle::NeoX)?;
         let local_rope = match v.local_rope_base {
-            Some(base) if cfg.arch == "gemma3" => RopeParams { freq_base: base, freq_scale: 1.0, ..global_rope },
-            Some(base) => RopeParams { freq_base: base, ..global_rope },
-            None => global_rope,
+            Some(base) if cfg.arch == "gemma3" => RopeParams { freq_base: base, freq_scale: 1.0, ..global_rope.clone() },
+            Some(base) => RopeParams { freq_base: base, ..global_rope.clone() },
+            None => global_rope.clone(),
         };
         let matmul_bytes = w.prepared_bytes();
         Ok(Self {

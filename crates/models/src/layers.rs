@@ -551,10 +551,13 @@ impl LmHead {
     }
 }
 
-/// RoPE parameters for `cfg` with the given pairing style.
-#[must_use]
-pub fn rope_params(cfg: &ModelConfig, style: RopeStyle) -> RopeParams {
-    RopeParams { style, n_rot: cfg.n_rot, freq_base: cfg.rope_base, freq_scale: cfg.rope_freq_scale }
+/// RoPE parameters for `cfg` with the given pairing style (see
+/// [`ModelConfig::rope`]), with Llama 3's per-frequency divisors where the
+/// file has them (`rope_freqs.weight`, `n_rot / 2` values).
+pub fn rope_params(w: &WeightLoader<'_>, cfg: &ModelConfig, style: RopeStyle) -> Result<RopeParams, ModelError> {
+    let mut rope = cfg.rope(style);
+    rope.freq_factors = w.optional_vector("rope_freqs.weight", cfg.n_rot / 2)?.map(std::sync::Arc::from);
+    Ok(rope)
 }
 
 /// Rows `rows` of `x` (rows of `dim` values), in that order.

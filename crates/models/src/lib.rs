@@ -27,7 +27,7 @@ use std::sync::Arc;
 use hearth_core::{Backend, ForwardBatch};
 use hearth_gguf::GgufFile;
 
-pub use config::ModelConfig;
+pub use config::{ModelConfig, RopeScaling};
 pub use error::ModelError;
 pub use kv_store::{KvStore, SequenceCache};
 

@@ -25,7 +25,8 @@ fn tiny_bytes(name: &str) -> Vec<u8> {
         "moe-qwen3moe" => hearth_testutil::tiny_moe("qwen3moe", 42),
         "moe-deepseek2-lite" => hearth_testutil::tiny_deepseek2(hearth_testutil::DeepSeekVariant::Lite, 42),
         "moe-deepseek2-v3" => hearth_testutil::tiny_deepseek2(hearth_testutil::DeepSeekVariant::V3, 42),
-        "smollm3" | "granite" | "gemma2" | "phi3" => hearth_testutil::tiny_dense(name, 42),
+        "moe-deepseek2-lite-yarn" => hearth_testutil::tiny_deepseek2(hearth_testutil::DeepSeekVariant::LiteYarn, 42),
+        name if hearth_testutil::TINY_DENSE_ARCHS.contains(&name) => hearth_testutil::tiny_dense(name, 42),
         arch => hearth_testutil::tiny_qwen(arch, 42),
     }
 }
@@ -172,6 +173,19 @@ fn phi3_matches_llama_cpp() {
     check_against_llama_cpp("phi3", 32);
 }
 
+/// Llama 3's `rope_freqs` divide the angles of the slow pairs.
+#[test]
+fn llama_rope_freqs_match_llama_cpp() {
+    check_against_llama_cpp("llama-rope-freqs", 32);
+}
+
+/// YaRN (factor 4 past a 16-token original context): positions 16..32 lie
+/// beyond what the frequencies were trained for.
+#[test]
+fn llama_yarn_matches_llama_cpp() {
+    check_against_llama_cpp("llama-yarn", 32);
+}
+
 #[test]
 fn qwen2_matches_llama_cpp() {
     check_against_llama_cpp("qwen2", 32);
@@ -214,6 +228,13 @@ fn moe_qwen3moe_matches_llama_cpp() {
 #[test]
 fn moe_deepseek2_lite_matches_llama_cpp() {
     check_against_llama_cpp("moe-deepseek2-lite", 32);
+}
+
+/// V2-Lite's YaRN: the rope's blend and magnitude, and the scores
+/// pre-scaled by `mscale²` as llama.cpp does for DeepSeek-2.
+#[test]
+fn moe_deepseek2_lite_yarn_matches_llama_cpp() {
+    check_against_llama_cpp("moe-deepseek2-lite-yarn", 32);
 }
 
 /// DeepSeek-V3's options on the same graph: low-rank queries, sigmoid

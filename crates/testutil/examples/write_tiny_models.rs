@@ -22,7 +22,11 @@ fn main() -> std::io::Result<()> {
         write(&format!("moe-{arch}"), hearth_testutil::tiny_moe(arch, 42))?;
     }
     for (name, variant) in
-        [("lite", hearth_testutil::DeepSeekVariant::Lite), ("v3", hearth_testutil::DeepSeekVariant::V3)]
+        [
+            ("lite", hearth_testutil::DeepSeekVariant::Lite),
+            ("lite-yarn", hearth_testutil::DeepSeekVariant::LiteYarn),
+            ("v3", hearth_testutil::DeepSeekVariant::V3),
+        ]
     {
         write(&format!("moe-deepseek2-{name}"), hearth_testutil::tiny_deepseek2(variant, 42))?;
     }

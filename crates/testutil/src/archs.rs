@@ -9,24 +9,38 @@ use hearth_gguf::MetaValue;
 
 use crate::{Gen, TINY_LLAMA};
 
-/// The architectures [`tiny_dense`] writes.
-pub const TINY_DENSE_ARCHS: [&str; 4] = ["smollm3", "granite", "gemma2", "phi3"];
+/// The models [`tiny_dense`] writes: architectures, and two `llama` files
+/// with RoPE scaling — Llama 3's per-frequency factors (`rope_freqs`) and
+/// YaRN past a 16-token original context.
+pub const TINY_DENSE_ARCHS: [&str; 6] = ["smollm3", "granite", "gemma2", "phi3", "llama-rope-freqs", "llama-yarn"];
 
-/// A tiny random `arch` model (one of [`TINY_DENSE_ARCHS`]) of
+/// A tiny random model `name` (one of [`TINY_DENSE_ARCHS`]) of
 /// [`TINY_LLAMA`]'s shape, matrices in Q8_0, the embedding in F32.
 ///
 /// # Panics
-/// For other architectures.
+/// For other names.
 #[must_use]
-pub fn tiny_dense(arch: &str, seed: u64) -> Vec<u8> {
-    assert!(TINY_DENSE_ARCHS.contains(&arch), "tiny_dense: {arch}");
+pub fn tiny_dense(name: &str, seed: u64) -> Vec<u8> {
+    assert!(TINY_DENSE_ARCHS.contains(&name), "tiny_dense: {name}");
+    let arch = if name.starts_with("llama") { "llama" } else { name };
     let s = TINY_LLAMA;
     let mut g = Gen::with_metadata(arch, s, seed);
     let k = |name: &str| format!("{arch}.{name}");
     // llama.cpp changes token attributes for files *named* like Phi-3 and
     // then needs Phi-3's own tokens; the byte vocabulary has none.
     g.set("general.name", MetaValue::String("hearth tiny dense".into()));
-    match arch {
+    match name {
+        "llama-rope-freqs" => {
+            // Llama 3's low-frequency stretch: divisors from 1 (fast pairs) to 8 (slow).
+            let factors: Vec<f32> = (0..s.head_dim / 2).map(|i| 1.0 + 7.0 * (i as f32 / (s.head_dim / 2 - 1) as f32).powi(2)).collect();
+            g.f32_tensor("rope_freqs.weight", &[factors.len() as u64], &factors);
+            g.set(&k("rope.freq_base"), MetaValue::F32(500_000.0));
+        }
+        "llama-yarn" => {
+            g.set(&k("rope.scaling.type"), MetaValue::String("yarn".into()));
+            g.set(&k("rope.scaling.factor"), MetaValue::F32(4.0));
+            g.set(&k("rope.scaling.original_context_length"), MetaValue::U32(16));
+        }
         "granite" => {
             g.set(&k("embedding_scale"), MetaValue::F32(4.0));
             g.set(&k("residual_scale"), MetaValue::F32(0.5));

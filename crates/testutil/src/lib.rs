@@ -522,6 +522,9 @@ fn moe_model(arch: &str, m: MoeShape, seed: u64, types: [GgmlType; 4], n_ctx: Op
 pub enum DeepSeekVariant {
     /// V2-Lite: queries projected directly, softmax routing, raw weights.
     Lite,
+    /// V2-Lite with its YaRN RoPE scaling (factor 4 past a 16-token original
+    /// context, `yarn_log_multiplier` 0.0707 as its files carry).
+    LiteYarn,
     /// V3: low-rank queries, sigmoid routing with a selection bias,
     /// normalized and scaled weights.
     V3,
@@ -565,6 +568,12 @@ pub fn tiny_deepseek2(variant: DeepSeekVariant, seed: u64) -> Vec<u8> {
     ];
     for (name, v) in u32_keys {
         g.set(&k(name), MetaValue::U32(v as u32));
+    }
+    if variant == DeepSeekVariant::LiteYarn {
+        g.set(&k("rope.scaling.type"), MetaValue::String("yarn".into()));
+        g.set(&k("rope.scaling.factor"), MetaValue::F32(4.0));
+        g.set(&k("rope.scaling.original_context_length"), MetaValue::U32(16));
+        g.set(&k("rope.scaling.yarn_log_multiplier"), MetaValue::F32(0.0707));
     }
     if variant == DeepSeekVariant::V3 {
         g.set(&k("expert_weights_norm"), MetaValue::Bool(true));
