@@ -42,6 +42,9 @@ pub enum GgmlType {
     /// bitnet.cpp's 2-bit ternary type: codes only, one f32 scale per tensor
     /// in a 32-byte trailer after the last row (see [`GgmlType::trailer_bytes`]).
     I2_S = 36,
+    /// OCP microscaling FP4 (gpt-oss experts): per 32 values one E8M0
+    /// exponent byte and 16 bytes of E2M1 nibbles.
+    MXFP4 = 39,
 }
 
 /// A type id that this build does not know.
@@ -86,6 +89,7 @@ impl TryFrom<u32> for GgmlType {
             34 => T::TQ1_0,
             35 => T::TQ2_0,
             36 => T::I2_S,
+            39 => T::MXFP4,
             other => return Err(UnknownGgmlType(other)),
         })
     }
@@ -98,7 +102,7 @@ impl GgmlType {
         use GgmlType as T;
         match self {
             T::F32 | T::F16 | T::BF16 | T::I8 | T::I16 | T::I32 | T::I64 | T::F64 => 1,
-            T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q8_1 | T::IQ4_NL => 32,
+            T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q8_1 | T::IQ4_NL | T::MXFP4 => 32,
             T::I2_S => 128,
             _ => 256,
         }
@@ -134,6 +138,7 @@ impl GgmlType {
             T::IQ1_M => 56,
             T::TQ1_0 => 54,
             T::I2_S => 32,
+            T::MXFP4 => 17,
         }
     }
 
@@ -202,6 +207,7 @@ impl GgmlType {
             T::TQ1_0 => "TQ1_0",
             T::TQ2_0 => "TQ2_0",
             T::I2_S => "I2_S",
+            T::MXFP4 => "MXFP4",
         }
     }
 }

@@ -31,6 +31,9 @@ fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut impl Rng) ->
         for &o in hearth_cpu::kernels::reference::f16_field_offsets(ty) {
             b[o..o + 2].copy_from_slice(&scale);
         }
+        if ty == GgmlType::MXFP4 {
+            b[0] = 120 + b[0] % 8; // E8M0 exponent byte
+        }
     }
     bytes
 }
@@ -79,6 +82,7 @@ fn main() {
         T::Q6_K,
         T::IQ4_NL,
         T::IQ4_XS,
+        T::MXFP4,
         T::TQ1_0,
         T::TQ2_0,
         T::F16,

@@ -61,13 +61,17 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut impl Rng) -> Vec<u8> {
         for &o in reference::f16_field_offsets(ty) {
             block[o..o + 2].copy_from_slice(&scale);
         }
+        if ty == GgmlType::MXFP4 {
+            // An E8M0 exponent byte: 2^-8..2^-1 halves.
+            block[0] = 120 + block[0] % 8;
+        }
     }
     bytes
 }
 
-const PACKED_TYPES: [GgmlType; 12] = {
+const PACKED_TYPES: [GgmlType; 13] = {
     use GgmlType as T;
-    [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::IQ4_NL, T::IQ4_XS]
+    [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::IQ4_NL, T::IQ4_XS, T::MXFP4]
 };
 
 const TERNARY_TYPES: [GgmlType; 3] = [GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::I2_S];

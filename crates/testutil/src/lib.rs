@@ -81,7 +81,8 @@ impl Gen {
             | GgmlType::Q5_K
             | GgmlType::Q6_K
             | GgmlType::IQ4_NL
-            | GgmlType::IQ4_XS => self.random_blocks(ty, n, scale),
+            | GgmlType::IQ4_XS
+            | GgmlType::MXFP4 => self.random_blocks(ty, n, scale),
             GgmlType::TQ2_0 => {
                 use hearth_cpu::kernels::ternary::{encode_tq2_0, QK};
                 let codes: Vec<u8> = (0..n).map(|_| self.rng.gen_range(0..3u8)).collect();
@@ -129,14 +130,21 @@ impl Gen {
             T::Q6_K => &[(208, scale / 4096.0)],
             T::IQ4_NL => &[(0, scale / 127.0)],
             T::IQ4_XS => &[(0, scale / (32.0 * 127.0))],
+            T::MXFP4 => &[],
             _ => unreachable!("random_blocks: {ty:?}"),
         };
+        // MXFP4's scale is an exponent byte: the power of two nearest
+        // scale / 12 (its largest doubled value), i.e. 2^(e − 128) ≈ scale / 12.
+        let mxfp4_e = ((scale / 12.0).log2().round() + 128.0).clamp(2.0, 254.0) as u8;
         let size = ty.type_size();
         let mut bytes = vec![0u8; n / ty.block_size() * size];
         self.rng.fill_bytes(&mut bytes);
         for block in bytes.chunks_exact_mut(size) {
             for &(at, v) in fields {
                 block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+            if ty == T::MXFP4 {
+                block[0] = mxfp4_e;
             }
         }
         bytes
@@ -319,7 +327,7 @@ pub fn tiny_llama(ty: GgmlType, seed: u64) -> Vec<u8> {
 }
 
 /// The block types [`tiny_llama`] is recorded in (`fixtures/llamacpp/quant_types.json`).
-pub const TINY_LLAMA_TYPES: [GgmlType; 12] = [
+pub const TINY_LLAMA_TYPES: [GgmlType; 13] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -332,6 +340,7 @@ pub const TINY_LLAMA_TYPES: [GgmlType; 12] = [
     GgmlType::Q8_0,
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
+    GgmlType::MXFP4,
 ];
 
 /// The shape of the tiny BitNet (ternary rows need multiples of 256 columns).

@@ -36,6 +36,7 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | T::Q8_K
             | T::IQ4_NL
             | T::IQ4_XS
+            | T::MXFP4
             | T::TQ1_0
             | T::TQ2_0
             | T::I2_S
@@ -93,6 +94,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), U
         T::Q8_K => blocks.for_each(|(s, d)| dequant_q8_k(s, d)),
         T::IQ4_NL => blocks.for_each(|(s, d)| dequant_iq4_nl(s, d)),
         T::IQ4_XS => blocks.for_each(|(s, d)| dequant_iq4_xs(s, d)),
+        T::MXFP4 => blocks.for_each(|(s, d)| dequant_mxfp4(s, d)),
         T::TQ1_0 => blocks.for_each(|(s, d)| super::ternary::dequant(super::ternary::decode_tq1_0, s, d)),
         T::TQ2_0 => blocks.for_each(|(s, d)| super::ternary::dequant(super::ternary::decode_tq2_0, s, d)),
         other => return Err(Unsupported(other)),
@@ -135,6 +137,30 @@ fn dequant_iq4_xs(b: &[u8], y: &mut [f32]) {
             y[32 * ib + j] = dl * f32::from(IQ4_VALUES[usize::from(q & 0xF)]);
             y[32 * ib + j + 16] = dl * f32::from(IQ4_VALUES[usize::from(q >> 4)]);
         }
+    }
+}
+
+/// The 16 values an `MXFP4` nibble stands for: E2M1 floats, doubled to
+/// integers (ggml's `kvalues_mxfp4`; the block scale is halved to match).
+pub const MXFP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// An E8M0 exponent byte as ggml's `GGML_E8M0_TO_FP32_HALF`: `2^(e − 128)`
+/// (half the block scale `2^(e − 127)`, since [`MXFP4_VALUES`] are doubled),
+/// subnormal for `e < 2`. Exact in f32.
+#[inline(always)]
+#[must_use]
+pub fn e8m0_to_f32_half(e: u8) -> f32 {
+    let bits = if e < 2 { 0x0020_0000u32 << e } else { u32::from(e - 1) << 23 };
+    f32::from_bits(bits)
+}
+
+/// `block_mxfp4`: E8M0 exponent byte, 16 bytes of nibbles (low nibbles
+/// are elements 0..16) indexing [`MXFP4_VALUES`].
+fn dequant_mxfp4(b: &[u8], y: &mut [f32]) {
+    let d = e8m0_to_f32_half(b[0]);
+    for (j, &q) in b[1..17].iter().enumerate() {
+        y[j] = f32::from(MXFP4_VALUES[usize::from(q & 0xF)]) * d;
+        y[j + 16] = f32::from(MXFP4_VALUES[usize::from(q >> 4)]) * d;
     }
 }
 

@@ -58,7 +58,7 @@ pub(crate) mod x86;
 use half::f16;
 use hearth_core::GgmlType;
 
-use crate::kernels::reference::{f16_at, iq4_xs_scale, q3_k_scales, scale_min_k4, IQ4_VALUES};
+use crate::kernels::reference::{e8m0_to_f32_half, f16_at, iq4_xs_scale, q3_k_scales, scale_min_k4, IQ4_VALUES, MXFP4_VALUES};
 use crate::pool::ThreadPool;
 
 /// Rows per interleaved group (lanes of one 256-bit f32 vector).
@@ -97,10 +97,11 @@ pub struct Layout {
     /// its 4-row `gemm` (64 for `Q4_K`, 128 for `Q2_K`; its `gemv` steps by
     /// super-block).
     pub gemm_step: usize,
-    /// Codes are nibbles indexing [`IQ4_VALUES`](crate::kernels::reference::IQ4_VALUES)
-    /// (`IQ4_NL`, `IQ4_XS`): the element is `scale · value`, read by the
-    /// kernels as the byte `value + 128` (so `offset` is 128).
-    pub nl_values: bool,
+    /// Codes are nibbles indexing a 16-value grid — [`IQ4_VALUES`] for
+    /// `IQ4_NL`/`IQ4_XS`, [`MXFP4_VALUES`] for `MXFP4`: the element is
+    /// `scale · value`, read by the kernels as the byte `value + 128` (so
+    /// `offset` is 128).
+    pub grid: Option<&'static [i8; 16]>,
 }
 
 impl Layout {
@@ -109,8 +110,9 @@ impl Layout {
     pub fn for_type(ty: GgmlType) -> Option<Self> {
         use GgmlType as T;
         let l = |eight_bit, sub, offset, has_min, f16_scales| {
-            // Q4_0, IQ4_NL, Q4_K and Q2_K are repacked by llama.cpp on x86 (`q4_0_8x8`,
-            // `iq4_nl_8x8`, `q4_K_8x8`, `q2_K_8x8` with AVX-512), whose kernels sum whole blocks
+            // Q4_0, IQ4_NL, MXFP4, Q4_K and Q2_K are repacked by llama.cpp on x86
+            // (`q4_0_8x8`, `iq4_nl_8x8`, `mxfp4_8x8`, `q4_K_8x8`, `q2_K_8x8` with
+            // AVX-512), whose kernels sum whole blocks
             // per row; the other 32-element types go through lane-wise `vec_dot` /
             // tinyBLAS, the other K-quants through `vec_dot` / its tiled matmul.
             let lanes = matches!(ty, T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q3_K | T::Q5_K | T::Q6_K | T::IQ4_XS);
@@ -120,8 +122,12 @@ impl Layout {
                 T::Q4_K => 64,
                 _ => 0,
             };
-            let nl_values = matches!(ty, T::IQ4_NL | T::IQ4_XS);
-            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes, gemm_step, nl_values })
+            let grid = match ty {
+                T::IQ4_NL | T::IQ4_XS => Some(&IQ4_VALUES),
+                T::MXFP4 => Some(&MXFP4_VALUES),
+                _ => None,
+            };
+            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes, gemm_step, grid })
         };
         match ty {
             T::Q4_0 => l(false, 32, 8, false, true),
@@ -136,6 +142,8 @@ impl Layout {
             T::Q6_K => l(true, 16, 32, false, false),
             T::IQ4_NL => l(false, 32, 128, false, true),
             T::IQ4_XS => l(false, 32, 128, false, false),
+            // Its scales (powers of two, 2^-128..2^127) need f32.
+            T::MXFP4 => l(false, 32, 128, false, false),
             _ => None,
         }
     }
@@ -387,8 +395,8 @@ impl PackedMatrix {
         }
         // Padding rows get code = offset and scale 0, so they contribute exact
         // zeros (with offset 0, the zero-filled buffers already do).
-        // (IQ4 codes are indices: their padding rows' zero scale is enough.)
-        if layout.offset != 0 && !layout.nl_values {
+        // (Grid codes are indices: their padding rows' zero scale is enough.)
+        if layout.offset != 0 && layout.grid.is_none() {
             for r in rows..groups * GROUP {
                 m.store_row(
                     r,
@@ -461,8 +469,8 @@ impl PackedMatrix {
         let byte = self.codes[i] >> shift;
         if self.layout.eight_bit {
             byte
-        } else if self.layout.nl_values {
-            (i16::from(IQ4_VALUES[usize::from(byte & 0xF)]) + 128) as u8
+        } else if let Some(grid) = self.layout.grid {
+            (i16::from(grid[usize::from(byte & 0xF)]) + 128) as u8
         } else {
             byte & 0xF
         }
@@ -538,6 +546,10 @@ fn unpack_row(ty: GgmlType, row: &[u8], cols: usize) -> Unpacked {
             T::Q4_K => unpack_q4_5_k(b, None, &mut u),
             T::Q5_K => unpack_q4_5_k(&[&b[..16], &b[48..176]].concat(), Some(&b[16..48]), &mut u),
             T::Q6_K => unpack_q6_k(b, &mut u),
+            T::MXFP4 => {
+                u.scales.push(e8m0_to_f32_half(b[0]));
+                nibbles(&b[1..17], &mut u.codes);
+            }
             T::IQ4_XS => {
                 u.super_d.push((f16_at(b, 0), 0.0));
                 for ib in 0..8 {

@@ -82,16 +82,16 @@ impl Dot4 for Avx2 {
 }
 
 /// The 8 code vectors of one block (vector `k` holds elements `4k..4k+4` of
-/// the 8 rows). With `NL`, the nibbles index `IQ4_NL`/`IQ4_XS`'s values and
-/// come back as `value + 128` bytes (one `vpshufb` each).
+/// the 8 rows). With `NL`, the nibbles index a value grid (`Layout::grid`,
+/// as [`grid_table`] gives it) and come back as `value + 128` bytes (one
+/// `vpshufb` each).
 #[inline(always)]
-unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8) -> [__m256i; 8] {
+unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8, table: __m256i) -> [__m256i; 8] {
     if EIGHT {
         std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()))
     } else {
         let mask = _mm256_set1_epi8(0x0F);
         let v: [__m256i; 4] = std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()));
-        let table = if NL { iq4_table() } else { mask };
         std::array::from_fn(|k| {
             let nibbles = if k < 4 {
                 _mm256_and_si256(v[k], mask)
@@ -107,11 +107,11 @@ unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8) -> [__m256
     }
 }
 
-/// [`IQ4_VALUES`](crate::kernels::reference::IQ4_VALUES)` + 128` in both
-/// 128-bit lanes, for `vpshufb`.
+/// `m`'s value grid `+ 128` in both 128-bit lanes, for `vpshufb` (zeros
+/// for layouts without a grid).
 #[inline(always)]
-unsafe fn iq4_table() -> __m256i {
-    let t = crate::kernels::reference::IQ4_VALUES.map(|v| (i16::from(v) + 128) as u8);
+unsafe fn grid_table(m: &PackedMatrix) -> __m256i {
+    let t = m.layout.grid.map_or([0; 16], |g| g.map(|v| (i16::from(v) + 128) as u8));
     _mm256_loadu_si256([t, t].as_ptr().cast())
 }
 
@@ -180,6 +180,7 @@ unsafe fn tile<
     let bb = m.layout.block_bytes();
     let offset = m.layout.offset;
     let codes = m.codes.as_ptr().add(g * blocks * bb);
+    let table = grid_table(m);
     let scale_base = g * subs * GROUP;
     debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
@@ -188,7 +189,7 @@ unsafe fn tile<
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, NL>(codes.add(b * bb));
+        let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table);
         for s in 0..BLOCK / SUB {
             let sidx = b * (BLOCK / SUB) + s;
             let dw = load_scales::<F16S>(scales, scale_base + sidx * GROUP);
@@ -240,7 +241,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, false>(codes.add(b * bb));
+        let w = load_codes::<EIGHT, false>(codes.add(b * bb), _mm256_setzero_si256());
         let dw = load_scales::<true>(scales, (g * blocks + b) * GROUP);
         for (c, lanes) in lanes.iter_mut().enumerate() {
             let t = t0 + c;
@@ -328,6 +329,7 @@ unsafe fn tile_super<
     let step = if MODE == GEMM { m.layout.gemm_step / BLOCK } else { SUPER / BLOCK };
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
+    let table = grid_table(m);
     let mut acc = [_mm256_setzero_ps(); C];
     let mut acc_min = [_mm256_setzero_ps(); C];
     for first in (0..blocks).step_by(step) {
@@ -337,7 +339,7 @@ unsafe fn tile_super<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb));
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table);
             for h in 0..BLOCK / SUB {
                 let s = b * (BLOCK / SUB) + h;
                 let qi = (g * subs + s) * GROUP;
@@ -424,6 +426,7 @@ unsafe fn tile_k_lanes<
     let offset = m.layout.offset;
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
+    let table = grid_table(m);
     debug_assert!(!PAIRS || offset == 32);
     // The offset as unsigned bytes (IQ4's 128 too).
     let offsets = _mm256_set1_epi8(offset as u8 as i8);
@@ -437,7 +440,7 @@ unsafe fn tile_k_lanes<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb));
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table);
             // Lanes 0..4 hold elements 0..16 of the block, lanes 4..8 elements 16..32.
             let (s_lo, s_hi) = (
                 sub_scales(sc, (g * subs + b * BLOCK / SUB) * GROUP),
@@ -679,7 +682,8 @@ macro_rules! by_layout {
             };
         }
         match (l.eight_bit, l.sub, l.has_min, l.f16_scales) {
-            _ if l.nl_values => group::<$d, false, true, 32, false, true>($m, $g, $a, $out),
+            _ if l.grid.is_some() && l.f16_scales => group::<$d, false, true, 32, false, true>($m, $g, $a, $out),
+            _ if l.grid.is_some() => group::<$d, false, true, 32, false, false>($m, $g, $a, $out),
             (false, 32, false, true) => group::<$d, false, false, 32, false, true>($m, $g, $a, $out),
             (false, 32, true, true) => group::<$d, false, false, 32, true, true>($m, $g, $a, $out),
             (true, 32, false, true) => group::<$d, true, false, 32, false, true>($m, $g, $a, $out),
