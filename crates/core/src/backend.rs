@@ -102,6 +102,9 @@ pub enum Activation {
     GeluTanh,
     /// `relu(x)²` (BitNet b1.58 2B-4T, bitnet.cpp's `bitnet-b1.58`).
     ReluSquared,
+    /// gpt-oss's clamped SwiGLU (ggml's `swiglu_oai`, α = 1.702, limit 7):
+    /// `x = min(gate, 7)`, `y = clamp(up, −7, 7)`, `x·σ(α·x)·(y + 1)`.
+    SwigluOai,
 }
 
 /// Geometry of one attention call.
@@ -210,13 +213,16 @@ pub trait Backend: Send + Sync {
     /// `gate = act(gate) * up`, element-wise.
     fn gated_activation(&self, gate: &mut [f32], up: &[f32], act: Activation);
     /// Softmax attention for each query row of `q` (`n × n_head*head_dim`) over
-    /// its span of `kv`; writes `out` (`n × n_head*v_head_dim`).
+    /// its span of `kv`; writes `out` (`n × n_head*v_head_dim`). `sinks`
+    /// (gpt-oss's `attn_sinks`, one logit per query head) join each head's
+    /// softmax as a key with a zero value, as ggml's flash attention adds them.
     fn attention(
         &self,
         q: &[f32],
         shape: &AttentionShape,
         kv: &KvLayer<'_>,
         spans: &[AttentionSpan<'_>],
+        sinks: Option<&[f32]>,
         out: &mut [f32],
     );
     /// In-place orthonormal Walsh–Hadamard transform of every `head_dim`-sized

@@ -181,9 +181,10 @@ impl Backend for CpuBackend {
         shape: &AttentionShape,
         kv: &KvLayer<'_>,
         spans: &[AttentionSpan<'_>],
+        sinks: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        ops::attention(&self.pool, q, shape, kv, spans, out);
+        ops::attention(&self.pool, q, shape, kv, spans, sinks, out);
     }
 
     fn rotate_heads(&self, x: &mut [f32], head_dim: usize) {

@@ -141,7 +141,20 @@ fn gated_activation_part(gate: &mut [f32], up: &[f32], act: Activation) {
             let r = g.max(0.0);
             *g = r * r * u;
         }),
+        Activation::SwigluOai => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = swiglu_oai(*g, u)),
     }
+}
+
+/// ggml's `swiglu_oai` for one element (α = 1.702, limit 7), its float steps.
+#[must_use]
+pub fn swiglu_oai(gate: f32, up: f32) -> f32 {
+    const ALPHA: f32 = 1.702;
+    const LIMIT: f32 = 7.0;
+    // std::min by comparison: a NaN gate passes through as in ggml (f32::min would drop it).
+    let x = if LIMIT < gate { LIMIT } else { gate };
+    let y = up.clamp(-LIMIT, LIMIT);
+    let glu = x / (1.0 + (ALPHA * -x).exp());
+    glu * (y + 1.0)
 }
 
 /// GELU as ggml evaluates it on the CPU (`GGML_GELU_FP16`): through a table
@@ -221,11 +234,12 @@ pub fn attention(
     s: &AttentionShape,
     kv: &KvLayer<'_>,
     spans: &[AttentionSpan<'_>],
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
     let tiles = query_tiles(spans, matches!(kv.keys, KvData::F16(_)));
     let out = SharedOut::new(out);
-    let call = AttentionCall { q, s, kv, spans, out: &out };
+    let call = AttentionCall { q, s, kv, spans, sinks, out: &out };
     let group = s.n_head / s.n_kv_head;
     let pairs = tiles.len() * s.n_kv_head;
     let splits = pool.threads().div_ceil(pairs.max(1)).clamp(1, group);
@@ -241,6 +255,21 @@ pub fn attention(
             SCRATCH.with_borrow_mut(|w| attend_tile(&call, AttentionTask { rows, kvh, heads }, w));
         }
     });
+}
+
+/// Adds a sink logit `sink` to one head's finished online softmax (running
+/// maximum `max`, sum `sum`, value accumulator `acc` in f32): ggml's flash
+/// attention after its key loop. Returns the new sum. (Its `S = S*ms + vs`
+/// here is a separate multiply and add — GCC does not fuse this one, unlike
+/// the key loop's; measured against llama.cpp's outputs.)
+pub(crate) fn add_sink(sink: f32, max: f32, sum: f32, acc: &mut [f32]) -> f32 {
+    if sink > max {
+        let ms = (max - sink).exp();
+        acc.iter_mut().for_each(|a| *a *= ms);
+        sum * ms + 1.0
+    } else {
+        sum + (sink - max).exp()
+    }
 }
 
 /// Query rows attended together (they share each widened K/V row): runs of
@@ -291,6 +320,8 @@ pub(crate) struct AttentionCall<'a, 'k> {
     pub kv: &'a KvLayer<'k>,
     /// Per batch row: its sequence's blocks and visible positions.
     pub spans: &'a [AttentionSpan<'k>],
+    /// Per query head: a logit that joins the softmax with a zero value.
+    pub sinks: Option<&'a [f32]>,
     /// Outputs, `rows × n_head × v_head_dim`.
     pub out: &'a SharedOut,
 }
@@ -306,7 +337,7 @@ pub(crate) struct AttentionTask {
 /// An [`AttentionTask`] key by key (ggml's `one_chunk` order), each row over
 /// its own span; writes its outputs.
 fn attend_tile(call: &AttentionCall<'_, '_>, task: AttentionTask, w: &mut AttentionScratch) {
-    let AttentionCall { q, s, kv, spans, out } = *call;
+    let AttentionCall { q, s, kv, spans, sinks, out } = *call;
     let AttentionTask { rows, kvh, heads: head_range } = task;
     let (hd, vhd) = (s.head_dim, s.v_head_dim);
     // Heads of the KV group handled here; the first is `first_head` of the row.
@@ -370,6 +401,10 @@ fn attend_tile(call: &AttentionCall<'_, '_>, task: AttentionTask, w: &mut Attent
         let o = unsafe { out.slice(row * out_stride + first_head * vhd, group * vhd) };
         for (j, o) in o.chunks_exact_mut(vhd).enumerate() {
             let h = i * group + j;
+            if let Some(sinks) = sinks {
+                let acc = &mut w.acc[h * vhd..(h + 1) * vhd];
+                w.sum[h] = add_sink(sinks[first_head + j], w.max[h], w.sum[h], acc);
+            }
             let inv = if w.sum[h] == 0.0 { 0.0 } else { 1.0 / w.sum[h] };
             o.iter_mut().zip(&w.acc[h * vhd..(h + 1) * vhd]).for_each(|(o, a)| *o = a * inv);
         }
@@ -440,10 +475,10 @@ mod attention_tests {
         let q: Vec<f32> = (0..4 * 96).map(|i| val(i + 7) * 0.3).collect();
         let mut split = vec![0.0; 4 * 64];
         // Four threads for one (tile, KV head) pair: the heads are split.
-        attention(&ThreadPool::new(4), &q, &s, &kv, &spans, &mut split);
+        attention(&ThreadPool::new(4), &q, &s, &kv, &spans, None, &mut split);
         let mut whole = vec![0.0; 4 * 64];
         let out = SharedOut::new(&mut whole);
-        let call = AttentionCall { q: &q, s: &s, kv: &kv, spans: &spans, out: &out };
+        let call = AttentionCall { q: &q, s: &s, kv: &kv, spans: &spans, sinks: None, out: &out };
         attend_tile(&call, AttentionTask { rows: 0..1, kvh: 0, heads: 0..4 }, &mut AttentionScratch::default());
         assert!(split.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()));
         assert!(whole.iter().any(|&v| v != 0.0));
@@ -470,7 +505,7 @@ mod attention_tests {
             .collect();
         let q: Vec<f32> = (0..n * 2 * hd).map(|i| val(i + 3)).collect();
         let mut out = vec![0.0; n * 2 * vhd];
-        attention(&ThreadPool::new(2), &q, &s, &kv, &spans, &mut out);
+        attention(&ThreadPool::new(2), &q, &s, &kv, &spans, None, &mut out);
         // Values are the leading part of each key row (`v_dim` = `dim`), as with MLA.
         let k_at = |p: usize, d: usize| f64::from(keys[kv.row(&blocks, p) * dim + d].to_f32());
         let v_at = k_at;

@@ -43,7 +43,7 @@ pub(crate) struct TiledScratch {
 /// An [`AttentionTask`] (at most [`TILE`] rows) in the tiled order, each
 /// row over its own span; writes its outputs.
 pub(crate) fn attend_tiled(call: &AttentionCall<'_, '_>, task: AttentionTask, w: &mut TiledScratch) {
-    let AttentionCall { q, s, kv, spans, out } = *call;
+    let AttentionCall { q, s, kv, spans, sinks, out } = *call;
     let AttentionTask { rows, kvh, heads } = task;
     let (hd, vhd) = (s.head_dim, s.v_head_dim);
     let first_head = kvh * (s.n_head / s.n_kv_head) + heads.start;
@@ -125,6 +125,10 @@ pub(crate) fn attend_tiled(call: &AttentionCall<'_, '_>, task: AttentionTask, w:
             // SAFETY: this head of this row is written by this task only.
             #[allow(unsafe_code)]
             let o = unsafe { out.slice(row * out_stride + (first_head + h) * vhd, vhd) };
+            if let Some(sinks) = sinks {
+                let acc = &mut w.acc[state * vhd..(state + 1) * vhd];
+                w.sum[state] = crate::ops::add_sink(sinks[first_head + h], w.max[state], w.sum[state], acc);
+            }
             let inv = if w.sum[state] == 0.0 { 0.0 } else { 1.0 / w.sum[state] };
             o.iter_mut().zip(&w.acc[state * vhd..(state + 1) * vhd]).for_each(|(o, a)| *o = a * inv);
         }

@@ -237,7 +237,7 @@ impl SelfAttention for LatentAttention {
 
         let mut attended = vec![0.0; n * n_head * lora];
         let spans = KvStore::spans(ctx.batch, None);
-        ctx.backend.attention(&queries, &self.shape, &kv.layer(il), &spans, &mut attended);
+        ctx.backend.attention(&queries, &self.shape, &kv.layer(il), &spans, None, &mut attended);
 
         // Each head's attended latent back to its value space, then W_o.
         let by_head = gather_heads(&attended, n, n_head, lora);

@@ -186,6 +186,10 @@ pub struct Attention {
     k_norm: Option<RmsNorm>,
     /// Norm of the attention output before `wo` (BitNet's `attn_sub_norm`).
     sub_norm: Option<RmsNorm>,
+    /// Bias of `wo`'s output (gpt-oss's `attn_output.bias`).
+    wo_bias: Option<Vec<f32>>,
+    /// One logit per query head that joins the softmax (gpt-oss's `attn_sinks`).
+    sinks: Option<Vec<f32>>,
     /// Queries are multiplied by the score scale in f32 before attention
     /// (which then scales by 1), as llama.cpp's Gemma 3 graph does: the
     /// f16 rounding of queries inside attention then sees the scaled values.
@@ -242,6 +246,8 @@ impl Attention {
             q_norm: RmsNorm::load_optional(w, &p("attn_q_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
             k_norm: RmsNorm::load_optional(w, &p("attn_k_norm.weight"), cfg.head_dim, cfg.norm_eps)?,
             sub_norm: None,
+            wo_bias: w.optional_vector(&p("attn_output.bias"), cfg.n_embd)?,
+            sinks: w.optional_vector(&p("attn_sinks.weight"), cfg.n_head)?,
             prescale_queries: false,
             shape: AttentionShape {
                 n_head: cfg.n_head,
@@ -348,14 +354,18 @@ impl SelfAttention for Attention {
         kv.write(ctx.backend, il, ctx.kv_rows, &k, &v);
         let spans = KvStore::spans(ctx.batch, window);
         let mut attn = vec![0.0; q.len()];
-        ctx.backend.attention(&q, &shape, &kv.layer(il), &spans, &mut attn);
+        ctx.backend.attention(&q, &shape, &kv.layer(il), &spans, self.sinks.as_deref(), &mut attn);
         if rotate {
             ctx.backend.rotate_heads(&mut attn, hd);
         }
         if let Some(norm) = &self.sub_norm {
             norm.apply(ctx, &mut attn);
         }
-        ctx.matmul(&self.wo, &attn)
+        let mut out = ctx.matmul(&self.wo, &attn)?;
+        if let Some(b) = &self.wo_bias {
+            add_row_bias(&mut out, b);
+        }
+        Ok(out)
     }
 }
 
@@ -373,13 +383,15 @@ pub struct GatedMlp {
     act: Activation,
     /// Norm of `act(gate)·up` before `down` (BitNet's `ffn_sub_norm`).
     sub_norm: Option<RmsNorm>,
+    /// Biases of the gate, up and down outputs (gpt-oss's experts).
+    biases: Option<[Vec<f32>; 3]>,
 }
 
 impl GatedMlp {
     /// An MLP from its three matrices.
     #[must_use]
     pub fn new(gate: Matrix, up: Matrix, down: Matrix, act: Activation) -> Self {
-        Self { gate, up, down, act, sub_norm: None }
+        Self { gate, up, down, act, sub_norm: None, biases: None }
     }
 
     /// Loads `blk.{il}.ffn_{gate,up,down}`.
@@ -407,6 +419,13 @@ impl GatedMlp {
             (next()?, next()?)
         };
         Ok(Self::new(gate, up, w.matrix(&name("down"), n_embd, n_ff)?, act))
+    }
+
+    /// Adds biases to the gate, up and down outputs.
+    #[must_use]
+    pub fn with_biases(mut self, biases: [Vec<f32>; 3]) -> Self {
+        self.biases = Some(biases);
+        self
     }
 
     /// Adds a norm of the gated activations before the down projection.
@@ -450,6 +469,10 @@ impl GatedMlp {
         for (&(m, _, _), pair) in mlps.iter().zip(products.chunks_exact_mut(2)) {
             let (g, u) = pair.split_at_mut(1);
             let mut g = std::mem::take(&mut g[0]);
+            if let Some([bg, bu, _]) = &m.biases {
+                add_row_bias(&mut g, bg);
+                add_row_bias(&mut u[0], bu);
+            }
             ctx.backend.gated_activation(&mut g, &u[0], m.act);
             if let Some(norm) = &m.sub_norm {
                 norm.apply(ctx, &mut g);
@@ -458,7 +481,13 @@ impl GatedMlp {
         }
         let down: Vec<(&Matrix, &[f32], usize)> =
             mlps.iter().zip(&hidden).map(|(&(m, _, n), h)| (&m.down, h.as_slice(), n)).collect();
-        ctx.matmul_many(&down)
+        let mut outs = ctx.matmul_many(&down)?;
+        for (&(m, _, _), out) in mlps.iter().zip(&mut outs) {
+            if let Some([_, _, bd]) = &m.biases {
+                add_row_bias(out, bd);
+            }
+        }
+        Ok(outs)
     }
 }
 

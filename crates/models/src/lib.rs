@@ -14,6 +14,7 @@ pub mod decoder;
 pub mod deepseek2;
 mod error;
 pub mod gemma;
+pub mod gpt_oss;
 mod kv_store;
 pub mod layers;
 pub mod llama;
@@ -81,6 +82,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "qwen2moe",
     "qwen3moe",
     "deepseek2",
+    "gpt-oss",
     "gemma2",
     "gemma3",
     "bitnet",
@@ -99,6 +101,7 @@ pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Box<dyn Model>,
         "qwen2" | "qwen3" | "qwen2moe" | "qwen3moe" => Box::new(qwen::load(file, backend)?),
         "deepseek2" => Box::new(deepseek2::load(file, backend)?),
         "gemma2" | "gemma3" => Box::new(gemma::Gemma::load(file, backend)?),
+        "gpt-oss" => Box::new(gpt_oss::GptOss::load(file, backend)?),
         "bitnet" | "bitnet-b1.58" | "bitnet-25" => Box::new(bitnet::load(file, backend)?),
         _ => return Err(ModelError::UnsupportedArch(arch)),
     })

@@ -2,9 +2,9 @@
 //! architecture (Mixtral as `llama`, `qwen2moe`, `qwen3moe`, `deepseek2`).
 //!
 //! ```text
-//! p = gate(router · x)              softmax or sigmoid over all experts
+//! p = gate(router · x [+ b])         softmax or sigmoid over all experts (or the logits)
 //! E = top-k(p [+ selection bias])    the k experts of this token, best first
-//! w = p[E] [/ Σ p[E]] [· scale]
+//! w = p[E] [/ Σ p[E]] [· scale]      (gpt-oss: w = softmax(p[E]))
 //! y = Σ_{j in order} w_j · expert_{E_j}(x)  [+ shared(x) [· sigmoid(g·x)]]
 //! ```
 //! (llama.cpp's `build_moe_ffn`; the sum runs in top-k order as there.)
@@ -39,6 +39,9 @@ pub enum Gating {
     Softmax,
     /// Independent sigmoids (DeepSeek V3).
     Sigmoid,
+    /// Top-k of the raw logits, then a softmax over the k chosen (gpt-oss;
+    /// llama.cpp's `SOFTMAX_WEIGHT`).
+    SoftmaxWeight,
 }
 
 /// Expert counts and routing rules of one model.
@@ -60,6 +63,8 @@ pub struct MoeConfig {
     /// `expert_shared_count × n_ff_exp` (DeepSeek) or
     /// `expert_shared_feed_forward_length` (Qwen2-MoE), else `n_ff`.
     pub n_ff_shared: usize,
+    /// The experts' gating activation (SiLU; gpt-oss's clamped SwiGLU).
+    pub activation: Activation,
 }
 
 impl MoeConfig {
@@ -97,6 +102,7 @@ impl MoeConfig {
             None | Some(0) => gating,
             Some(1) => Gating::Softmax,
             Some(2) => Gating::Sigmoid,
+            Some(3) => Gating::SoftmaxWeight,
             Some(other) => return Err(ModelError::BadMetadata(format!("expert_gating_func {other} is not supported"))),
         };
         let norm_weights =
@@ -112,7 +118,16 @@ impl MoeConfig {
             (_, Some(n)) if n > 0 => n,
             _ => cfg.n_ff,
         };
-        Ok(Some(Self { n_expert, n_expert_used, n_ff_exp, gating, norm_weights, weights_scale, n_ff_shared }))
+        Ok(Some(Self {
+            n_expert,
+            n_expert_used,
+            n_ff_exp,
+            gating,
+            norm_weights,
+            weights_scale,
+            n_ff_shared,
+            activation: Activation::Silu,
+        }))
     }
 
     /// The experts of one token and their weights, best first, from its gate
@@ -125,6 +140,16 @@ impl MoeConfig {
         // Stable, so ties keep the lower expert id: deterministic choices.
         order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
         let mut chosen: Vec<(usize, f32)> = order[..self.n_expert_used].iter().map(|&e| (e, probs[e])).collect();
+        // SoftmaxWeight's softmax comes first (`MoeFfn::forward`, through the backend).
+        if self.gating != Gating::SoftmaxWeight {
+            self.finish_weights(&mut chosen);
+        }
+        chosen
+    }
+
+    /// The last steps on a token's chosen weights: renormalized to sum to
+    /// one, then scaled, where the model asks.
+    fn finish_weights(&self, chosen: &mut [(usize, f32)]) {
         if self.norm_weights {
             // ggml's `sum_rows` (in f64, then f32); llama.cpp clamps the sum to f16's smallest normal.
             let sum = (chosen.iter().map(|c| f64::from(c.1)).sum::<f64>() as f32).max(6.103_515_6e-5);
@@ -133,7 +158,6 @@ impl MoeConfig {
         if let Some(scale) = self.weights_scale {
             chosen.iter_mut().for_each(|c| c.1 *= scale);
         }
-        chosen
     }
 }
 
@@ -144,6 +168,8 @@ impl MoeConfig {
         match self.gating {
             Gating::Softmax => backend.softmax_rows(logits, self.n_expert),
             Gating::Sigmoid => logits.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+            // The weights come from the chosen logits (`MoeFfn::forward`).
+            Gating::SoftmaxWeight => {}
         }
     }
 }
@@ -191,6 +217,8 @@ impl SharedExpert {
 pub struct MoeFfn {
     cfg: MoeConfig,
     router: Matrix,
+    /// Added to the router logits (gpt-oss's `ffn_gate_inp.bias`).
+    router_bias: Option<Vec<f32>>,
     /// Selection bias per expert (`exp_probs_b`, DeepSeek V3).
     selection_bias: Option<Vec<f32>>,
     experts: Vec<GatedMlp>,
@@ -204,15 +232,32 @@ impl MoeFfn {
         let p = |s: &str| format!("blk.{il}.{s}");
         let (n_embd, n_ff) = (cfg.n_embd, moe.n_ff_exp);
         let load = |part: &str, rows, cols| w.experts(&p(&format!("ffn_{part}_exps.weight")), moe.n_expert, rows, cols);
+        // Per-expert output biases (gpt-oss): one row per expert.
+        let biases = if w.has(&p("ffn_up_exps.bias")) {
+            let table = |part: &str, len| w.table(&p(&format!("ffn_{part}_exps.bias")), moe.n_expert, len);
+            let (g, u, d) = (table("gate", n_ff)?, table("up", n_ff)?, table("down", n_embd)?);
+            let row = |t: &[f32], e: usize, len: usize| t[e * len..(e + 1) * len].to_vec();
+            Some((0..moe.n_expert).map(|e| [row(&g, e, n_ff), row(&u, e, n_ff), row(&d, e, n_embd)]).collect::<Vec<_>>())
+        } else {
+            None
+        };
         let experts = load("gate", n_ff, n_embd)?
             .into_iter()
             .zip(load("up", n_ff, n_embd)?)
             .zip(load("down", n_embd, n_ff)?)
-            .map(|((gate, up), down)| GatedMlp::new(gate, up, down, Activation::Silu))
+            .enumerate()
+            .map(|(e, ((gate, up), down))| {
+                let mlp = GatedMlp::new(gate, up, down, moe.activation);
+                match &biases {
+                    Some(b) => mlp.with_biases(b[e].clone()),
+                    None => mlp,
+                }
+            })
             .collect();
         Ok(Self {
             cfg: moe.clone(),
             router: w.matrix(&p("ffn_gate_inp.weight"), moe.n_expert, n_embd)?,
+            router_bias: w.optional_vector(&p("ffn_gate_inp.bias"), moe.n_expert)?,
             selection_bias: w.optional_vector(&p("exp_probs_b.bias"), moe.n_expert)?,
             experts,
             shared: SharedExpert::load(w, cfg, moe, il)?,
@@ -234,9 +279,21 @@ impl MoeFfn {
         let n_embd = x.len() / n.max(1);
         let k = self.cfg.n_expert_used;
         let mut probs = ctx.matmul(&self.router, x)?;
+        if let Some(b) = &self.router_bias {
+            probs.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(p, b)| *p += b));
+        }
         self.cfg.gate(ctx.backend, &mut probs);
-        let routes: Vec<Vec<(usize, f32)>> =
+        let mut routes: Vec<Vec<(usize, f32)>> =
             probs.chunks_exact(self.cfg.n_expert).map(|p| self.cfg.route(p, self.selection_bias.as_deref())).collect();
+        if self.cfg.gating == Gating::SoftmaxWeight {
+            // A softmax over each token's k chosen logits, in the backend's float order.
+            let mut weights: Vec<f32> = routes.iter().flat_map(|r| r.iter().map(|c| c.1)).collect();
+            ctx.backend.softmax_rows(&mut weights, k);
+            for (route, w) in routes.iter_mut().zip(weights.chunks_exact(k)) {
+                route.iter_mut().zip(w).for_each(|(c, w)| c.1 = *w);
+                self.cfg.finish_weights(route);
+            }
+        }
 
         // Who chose each expert: (token, slot in its top-k).
         let mut chosen_by = vec![Vec::new(); self.cfg.n_expert];
@@ -305,7 +362,16 @@ mod tests {
     use super::*;
 
     fn cfg(gating: Gating, norm_weights: bool, weights_scale: Option<f32>) -> MoeConfig {
-        MoeConfig { n_expert: 4, n_expert_used: 2, n_ff_exp: 8, gating, norm_weights, weights_scale, n_ff_shared: 0 }
+        MoeConfig {
+            n_expert: 4,
+            n_expert_used: 2,
+            n_ff_exp: 8,
+            gating,
+            norm_weights,
+            weights_scale,
+            n_ff_shared: 0,
+            activation: Activation::Silu,
+        }
     }
 
     fn probs(c: &MoeConfig, logits: &[f32]) -> Vec<f32> {

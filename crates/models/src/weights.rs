@@ -240,6 +240,16 @@ impl<'a> WeightLoader<'a> {
         Ok(out)
     }
 
+    /// A `rows × cols` tensor dequantized to f32, row-major (per-expert
+    /// bias tables such as gpt-oss's `ffn_up_exps.bias`).
+    pub fn table(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>, ModelError> {
+        let t = self.tensor(name, rows, cols)?;
+        let mut out = vec![0.0; rows * cols];
+        let all: Vec<u32> = (0..rows).map(|r| u32::try_from(r).unwrap_or(u32::MAX)).collect();
+        self.backend.get_rows(&t.view(self.file), &all, &mut out)?;
+        Ok(out)
+    }
+
     /// An optional vector.
     pub fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, ModelError> {
         if self.has(name) {

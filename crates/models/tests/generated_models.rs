@@ -27,6 +27,7 @@ fn tiny_bytes(name: &str) -> Vec<u8> {
         "moe-deepseek2-v3" => hearth_testutil::tiny_deepseek2(hearth_testutil::DeepSeekVariant::V3, 42),
         "moe-deepseek2-lite-yarn" => hearth_testutil::tiny_deepseek2(hearth_testutil::DeepSeekVariant::LiteYarn, 42),
         name if hearth_testutil::TINY_DENSE_ARCHS.contains(&name) => hearth_testutil::tiny_dense(name, 42),
+        "gpt-oss" => hearth_testutil::tiny_gpt_oss(42),
         arch => hearth_testutil::tiny_qwen(arch, 42),
     }
 }
@@ -171,6 +172,13 @@ fn gemma2_matches_llama_cpp() {
 #[test]
 fn phi3_matches_llama_cpp() {
     check_against_llama_cpp("phi3", 32);
+}
+
+/// gpt-oss: attention sinks and biases, alternating sliding windows, YaRN,
+/// MXFP4 experts with biases and the clamped SwiGLU, softmax-over-chosen routing.
+#[test]
+fn gpt_oss_matches_llama_cpp() {
+    check_against_llama_cpp("gpt-oss", 32);
 }
 
 /// Llama 3's `rope_freqs` divide the angles of the slow pairs.

@@ -30,6 +30,7 @@ fn main() -> std::io::Result<()> {
     {
         write(&format!("moe-deepseek2-{name}"), hearth_testutil::tiny_deepseek2(variant, 42))?;
     }
+    write("gpt-oss", hearth_testutil::tiny_gpt_oss(42))?;
     for arch in hearth_testutil::TINY_DENSE_ARCHS {
         write(arch, hearth_testutil::tiny_dense(arch, 42))?;
     }

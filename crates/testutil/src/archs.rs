@@ -96,3 +96,57 @@ pub fn tiny_dense(name: &str, seed: u64) -> Vec<u8> {
     }
     g.w.to_bytes()
 }
+
+/// A tiny random `gpt-oss` model: [`TINY_LLAMA`]'s attention (Q/K/V and
+/// output biases, sink logits), 8 experts of 64 in MXFP4 with biases, 2 per
+/// token, F32 router with a bias; sliding window 8 on even layers; YaRN
+/// (factor 4 past a 16-token original context) as gpt-oss's files have it.
+#[must_use]
+pub fn tiny_gpt_oss(seed: u64) -> Vec<u8> {
+    let (s, arch) = (TINY_LLAMA, "gpt-oss");
+    let (n_expert, n_used, n_ff) = (8usize, 2usize, 64usize);
+    let mut g = Gen::with_metadata(arch, s, seed);
+    let k = |name: &str| format!("{arch}.{name}");
+    g.set("general.name", MetaValue::String("hearth tiny dense".into()));
+    for (name, v) in [("expert_count", n_expert), ("expert_used_count", n_used), ("expert_feed_forward_length", n_ff)] {
+        g.set(&k(name), MetaValue::U32(v as u32));
+    }
+    g.set(&k("attention.sliding_window"), MetaValue::U32(8));
+    g.set(&k("rope.freq_base"), MetaValue::F32(150_000.0));
+    g.set(&k("rope.scaling.type"), MetaValue::String("yarn".into()));
+    g.set(&k("rope.scaling.factor"), MetaValue::F32(4.0));
+    g.set(&k("rope.scaling.original_context_length"), MetaValue::U32(16));
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    let emb = g.values(s.n_vocab * s.n_embd, 1.0);
+    g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
+    let w = 1.5 / (s.n_embd as f32).sqrt();
+    let bias = |g: &mut Gen, name: String, dims: &[u64]| {
+        let v = g.values(dims.iter().product::<u64>() as usize, 0.2);
+        g.f32_tensor(&name, dims, &v);
+    };
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        for (name, rows) in [("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)] {
+            g.matrix(&p(&format!("{name}.weight")), rows, s.n_embd, GgmlType::Q8_0, w);
+            bias(&mut g, p(&format!("{name}.bias")), &[rows as u64]);
+        }
+        g.matrix(&p("attn_output.weight"), s.n_embd, q_dim, GgmlType::Q8_0, w);
+        bias(&mut g, p("attn_output.bias"), &[s.n_embd as u64]);
+        let sinks = g.values(s.n_head, 2.0);
+        g.f32_tensor(&p("attn_sinks.weight"), &[s.n_head as u64], &sinks);
+        g.norm(&p("post_attention_norm.weight"), s.n_embd);
+        let router = g.values(n_expert * s.n_embd, w);
+        g.f32_tensor(&p("ffn_gate_inp.weight"), &[s.n_embd as u64, n_expert as u64], &router);
+        bias(&mut g, p("ffn_gate_inp.bias"), &[n_expert as u64]);
+        g.experts(&p("ffn_gate_exps.weight"), n_expert, n_ff, s.n_embd, GgmlType::MXFP4, w);
+        g.experts(&p("ffn_up_exps.weight"), n_expert, n_ff, s.n_embd, GgmlType::MXFP4, w);
+        g.experts(&p("ffn_down_exps.weight"), n_expert, s.n_embd, n_ff, GgmlType::MXFP4, 2.0 / (n_ff as f32).sqrt());
+        bias(&mut g, p("ffn_gate_exps.bias"), &[n_ff as u64, n_expert as u64]);
+        bias(&mut g, p("ffn_up_exps.bias"), &[n_ff as u64, n_expert as u64]);
+        bias(&mut g, p("ffn_down_exps.bias"), &[s.n_embd as u64, n_expert as u64]);
+    }
+    g.norm("output_norm.weight", s.n_embd);
+    g.matrix("output.weight", s.n_vocab, s.n_embd, GgmlType::Q8_0, 4.0 * w);
+    g.w.to_bytes()
+}

@@ -141,9 +141,8 @@ impl Layout {
             T::Q5_K => l(true, 32, 0, true, false),
             T::Q6_K => l(true, 16, 32, false, false),
             T::IQ4_NL => l(false, 32, 128, false, true),
-            T::IQ4_XS => l(false, 32, 128, false, false),
-            // Its scales (powers of two, 2^-128..2^127) need f32.
-            T::MXFP4 => l(false, 32, 128, false, false),
+            // MXFP4's scales (powers of two, 2^-128..2^127) need f32.
+            T::IQ4_XS | T::MXFP4 => l(false, 32, 128, false, false),
             _ => None,
         }
     }
