@@ -174,6 +174,27 @@ impl RmsNorm {
     }
 }
 
+/// Llama 4's attention temperature tuning (`attention.temperature_scale`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryTemperature {
+    /// `attention.temperature_scale`.
+    pub scale: f32,
+    /// Positions per step of the logarithm (the original context, for Mistral 3).
+    pub floor: f32,
+    /// Added to the position first (0 for Mistral 3).
+    pub offset: f32,
+}
+
+impl QueryTemperature {
+    /// The query multiplier at `pos`: llama.cpp computes it in double from
+    /// f32 parts (`llm_graph_input_attn_temp`), stored as f32.
+    #[must_use]
+    pub fn factor(&self, pos: usize) -> f32 {
+        let steps = ((pos as f32 + self.offset) / self.floor).floor();
+        ((f64::from(steps) + 1.0).ln() * f64::from(self.scale) + 1.0) as f32
+    }
+}
+
 /// Self-attention with optional Q/K/V biases (Qwen2) and per-head Q/K norms
 /// (Qwen3, Gemma 3), grouped-query heads and RoPE.
 pub struct Attention {
@@ -190,6 +211,9 @@ pub struct Attention {
     wo_bias: Option<Vec<f32>>,
     /// One logit per query head that joins the softmax (gpt-oss's `attn_sinks`).
     sinks: Option<Vec<f32>>,
+    /// Llama 4's attention temperature tuning (Mistral 3 too): queries of
+    /// position `p` scaled by `ln(⌊(p + offset) / floor⌋ + 1)·scale + 1`.
+    temperature: Option<QueryTemperature>,
     /// Queries are multiplied by the score scale in f32 before attention
     /// (which then scales by 1), as llama.cpp's Gemma 3 graph does: the
     /// f16 rounding of queries inside attention then sees the scaled values.
@@ -248,6 +272,7 @@ impl Attention {
             sub_norm: None,
             wo_bias: w.optional_vector(&p("attn_output.bias"), cfg.n_embd)?,
             sinks: w.optional_vector(&p("attn_sinks.weight"), cfg.n_head)?,
+            temperature: None,
             prescale_queries: false,
             shape: AttentionShape {
                 n_head: cfg.n_head,
@@ -275,6 +300,13 @@ impl Attention {
         if let Some(scale) = scale {
             self.shape.scale = scale;
         }
+        self
+    }
+
+    /// Scales queries by position (Llama 4's temperature tuning), where given.
+    #[must_use]
+    pub fn with_temperature(mut self, t: Option<QueryTemperature>) -> Self {
+        self.temperature = t;
         self
     }
 
@@ -338,6 +370,13 @@ impl SelfAttention for Attention {
         let hd = self.shape.head_dim;
         ctx.backend.rope(&mut q, hd, &ctx.batch.positions, rope);
         ctx.backend.rope(&mut k, hd, &ctx.batch.positions, rope);
+        if let Some(t) = &self.temperature {
+            let row = q.len() / ctx.batch.len().max(1);
+            for (qr, &pos) in q.chunks_exact_mut(row).zip(&ctx.batch.positions) {
+                let f = t.factor(pos);
+                qr.iter_mut().for_each(|v| *v *= f);
+            }
+        }
         let mut shape = self.shape;
         if self.prescale_queries {
             q.iter_mut().for_each(|v| *v *= shape.scale);

@@ -5,7 +5,8 @@
 //! layer attending without RoPE (its "NoPE" layers; llama.cpp's
 //! `llm_build_smollm3`); Granite is Llama with constant multipliers on the
 //! embeddings, residual branches, attention scores and logits
-//! (`llm_build_granite`); Phi-3 is Llama from fused matrices (`load_phi3`).
+//! (`llm_build_granite`); Phi-3 is Llama from fused matrices (`load_phi3`);
+//! Mistral 3 is Llama with Llama 4's query temperature tuning (`load_mistral3`).
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use hearth_core::{Activation, Backend, RopeStyle};
 use hearth_gguf::GgufFile;
 
 use crate::decoder::{Block, Decoder, Multipliers};
-use crate::layers::{Attention, Ffn, GatedMlp, RmsNorm};
+use crate::layers::{Attention, Ffn, GatedMlp, QueryTemperature, RmsNorm};
 use crate::moe::{Gating, MoeConfig, MoeFfn};
 use crate::{ModelConfig, ModelError};
 
@@ -48,6 +49,22 @@ pub fn load_phi3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, M
     load_with(file, backend, RopeStyle::NeoX, Tweaks { prescale_queries: true, ..Tweaks::default() })
 }
 
+/// Loads a `mistral3` model (Ministral 3, Mistral Small 3.x layouts):
+/// Llama's blocks, with Llama 4's query temperature tuning when the file
+/// sets `attention.temperature_scale` (steps of the original context).
+pub fn load_mistral3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
+    let cfg = ModelConfig::from_gguf(&file)?;
+    let scale = file.get("mistral3.attention.temperature_scale").and_then(hearth_gguf::MetaValue::as_f64);
+    let temperature = match scale.map(|s| s as f32).filter(|s| *s != 0.0) {
+        Some(scale) if cfg.rope_scaling.n_ctx_orig == 0 => {
+            return Err(ModelError::BadMetadata(format!("attention.temperature_scale {scale} needs an original context")))
+        }
+        Some(scale) => Some(QueryTemperature { scale, floor: cfg.rope_scaling.n_ctx_orig as f32, offset: 0.0 }),
+        None => None,
+    };
+    load_with(file, backend, RopeStyle::Normal, Tweaks { temperature, ..Tweaks::default() })
+}
+
 /// Loads a `granite` model: `granite.logit_scale` is required, the
 /// embedding, residual and attention scales apply where present.
 pub fn load_granite(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
@@ -73,6 +90,8 @@ struct Tweaks {
     attention_scale: Option<f32>,
     /// Scales queries before attention instead of scores inside it.
     prescale_queries: bool,
+    /// Scales queries by position (Llama 4's temperature tuning).
+    temperature: Option<QueryTemperature>,
 }
 
 /// [`load`], with the attention tweaked.
@@ -90,7 +109,9 @@ fn load_with(file: GgufFile, backend: Arc<dyn Backend>, style: RopeStyle, tweaks
         Ok(Block {
             attn_norm: RmsNorm::load(w, &format!("blk.{il}.attn_norm.weight"), cfg.n_embd, cfg.norm_eps)?,
             attn: Box::new({
-                let attn = Attention::load(w, cfg, il)?.with_score_scale(tweaks.attention_scale);
+                let attn = Attention::load(w, cfg, il)?
+                    .with_score_scale(tweaks.attention_scale)
+                    .with_temperature(tweaks.temperature);
                 if tweaks.prescale_queries {
                     attn.with_prescaled_queries()
                 } else {

@@ -169,6 +169,12 @@ fn gemma2_matches_llama_cpp() {
     check_against_llama_cpp("gemma2", 32);
 }
 
+/// Mistral 3's query temperature tuning (steps of 4 positions here).
+#[test]
+fn mistral3_matches_llama_cpp() {
+    check_against_llama_cpp("mistral3", 32);
+}
+
 #[test]
 fn phi3_matches_llama_cpp() {
     check_against_llama_cpp("phi3", 32);

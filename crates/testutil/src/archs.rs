@@ -12,7 +12,8 @@ use crate::{Gen, TINY_LLAMA};
 /// The models [`tiny_dense`] writes: architectures, and two `llama` files
 /// with RoPE scaling — Llama 3's per-frequency factors (`rope_freqs`) and
 /// YaRN past a 16-token original context.
-pub const TINY_DENSE_ARCHS: [&str; 6] = ["smollm3", "granite", "gemma2", "phi3", "llama-rope-freqs", "llama-yarn"];
+pub const TINY_DENSE_ARCHS: [&str; 7] =
+    ["smollm3", "granite", "gemma2", "phi3", "mistral3", "llama-rope-freqs", "llama-yarn"];
 
 /// A tiny random model `name` (one of [`TINY_DENSE_ARCHS`]) of
 /// [`TINY_LLAMA`]'s shape, matrices in Q8_0, the embedding in F32.
@@ -40,6 +41,11 @@ pub fn tiny_dense(name: &str, seed: u64) -> Vec<u8> {
             g.set(&k("rope.scaling.type"), MetaValue::String("yarn".into()));
             g.set(&k("rope.scaling.factor"), MetaValue::F32(4.0));
             g.set(&k("rope.scaling.original_context_length"), MetaValue::U32(16));
+        }
+        "mistral3" => {
+            // Query temperature steps every 4 positions of an original 4-token context.
+            g.set(&k("attention.temperature_scale"), MetaValue::F32(0.1));
+            g.set(&k("rope.scaling.original_context_length"), MetaValue::U32(4));
         }
         "granite" => {
             g.set(&k("embedding_scale"), MetaValue::F32(4.0));
