@@ -5,7 +5,9 @@
 //! Usage: `cargo run --release -p hearth-testutil --example write_speed_models [MODEL-TYPE...]`
 //! with MODEL-TYPE among `bitnet-2b-{tq1_0,tq2_0,i2_s,q4_0}` (BitNet b1.58
 //! 2B-4T's shape) and `olmoe-like-{q4_k,q4_0}` (OLMoE-1B-7B's shape,
-//! 64 experts, 8 active). Default: the four BitNet files and `olmoe-like-q4_k`.
+//! 64 experts, 8 active), `llama32-1b-like-TYPE` (Llama 3.2 1B's shape, every
+//! matrix in TYPE: q4_0, q8_0, q2_k … q6_k, iq4_nl, iq4_xs, mxfp4).
+//! Default: the four BitNet files and `olmoe-like-q4_k`.
 use hearth_core::GgmlType;
 
 fn main() -> std::io::Result<()> {
@@ -34,6 +36,14 @@ fn main() -> std::io::Result<()> {
             "bitnet-2b-q4_0" => Box::new(|| hearth_testutil::bitnet_2b(GgmlType::Q4_0, 2560)),
             "olmoe-like-q4_k" => Box::new(|| hearth_testutil::olmoe_like(GgmlType::Q4_K, 7)),
             "olmoe-like-q4_0" => Box::new(|| hearth_testutil::olmoe_like(GgmlType::Q4_0, 7)),
+            other if other.starts_with("llama32-1b-like-") => {
+                let ty_name = other.trim_start_matches("llama32-1b-like-").to_uppercase();
+                let ty = (0..64u32)
+                    .filter_map(|id| GgmlType::try_from(id).ok())
+                    .find(|t| t.name() == ty_name)
+                    .ok_or_else(|| std::io::Error::other(format!("unknown type {ty_name}")))?;
+                Box::new(move || hearth_testutil::llama_like(hearth_testutil::LLAMA32_1B, ty, 7))
+            }
             other => return Err(std::io::Error::other(format!("unknown model {other} (see --help in the source)"))),
         };
         let path = dir.join(format!("{name}.gguf"));

@@ -343,6 +343,39 @@ pub const TINY_LLAMA_TYPES: [GgmlType; 13] = [
     GgmlType::MXFP4,
 ];
 
+/// Llama 3.2 1B's shape (1.2 billion weights, tied embedding): the dense
+/// model for per-type speed figures.
+pub const LLAMA32_1B: TinyShape =
+    TinyShape { n_embd: 2048, n_head: 32, n_kv_head: 8, head_dim: 64, n_ff: 8192, n_layer: 16, n_vocab: 128_256 };
+
+/// A random dense `llama` of shape `s` with every matrix and the (tied)
+/// embedding in `ty` — random blocks for block types, seconds to make at
+/// any size; for speed figures of one weight type beside llama.cpp.
+#[must_use]
+pub fn llama_like(s: TinyShape, ty: GgmlType, seed: u64) -> Vec<u8> {
+    let mut g = Gen::with_metadata("llama", s, seed);
+    g.set("llama.context_length", MetaValue::U32(4096));
+    g.set("llama.rope.freq_base", MetaValue::F32(500_000.0));
+    g.set("general.name", MetaValue::String(format!("hearth random llama-like {ty}")));
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+    let w = 1.5 / (s.n_embd as f32).sqrt();
+    g.tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], ty, 1.0);
+    for il in 0..s.n_layer {
+        let p = |n: &str| format!("blk.{il}.{n}");
+        g.norm(&p("attn_norm.weight"), s.n_embd);
+        g.matrix(&p("attn_q.weight"), q_dim, s.n_embd, ty, w);
+        g.matrix(&p("attn_k.weight"), kv_dim, s.n_embd, ty, w);
+        g.matrix(&p("attn_v.weight"), kv_dim, s.n_embd, ty, w);
+        g.matrix(&p("attn_output.weight"), s.n_embd, q_dim, ty, w);
+        g.norm(&p("ffn_norm.weight"), s.n_embd);
+        g.matrix(&p("ffn_gate.weight"), s.n_ff, s.n_embd, ty, w);
+        g.matrix(&p("ffn_up.weight"), s.n_ff, s.n_embd, ty, w);
+        g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, ty, 1.5 / (s.n_ff as f32).sqrt());
+    }
+    g.norm("output_norm.weight", s.n_embd);
+    g.w.to_bytes()
+}
+
 /// The shape of the tiny BitNet (ternary rows need multiples of 256 columns).
 pub const TINY_BITNET: TinyShape =
     TinyShape { n_embd: 256, n_head: 4, n_kv_head: 2, head_dim: 64, n_ff: 512, n_layer: 2, n_vocab: 256 };

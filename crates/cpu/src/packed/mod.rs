@@ -13,7 +13,10 @@
 //!   one 32-byte load × one broadcast 4-byte activation group = one `vpdpbusd`
 //!   giving 8 row partial sums, no horizontal reduction anywhere;
 //! - codes of ≤ 4 bits are stored two per byte (group g in the low nibble,
-//!   group g+4 in the high nibble of the same byte);
+//!   group g+4 in the high nibble of the same byte); 5-bit codes (Q5_0,
+//!   Q5_1, Q5_K) add a plane of their fifth bits after the nibbles, four
+//!   bytes per row (see `PackedMatrix::PLANE_AT`), so a decode reads 5 bits
+//!   per weight, not a byte;
 //! - scales (and mins) of a group's sub-block are 8 consecutive values: f16
 //!   copies for the 32-element types (exact), and for K-quants ggml's
 //!   factors ([`Scales::Super`]): an f16 `d` (and `dmin`) per 256 elements
@@ -73,6 +76,8 @@ pub const BLOCK: usize = 32;
 pub struct Layout {
     /// Codes need 8 bits (else ≤ 4 bits, stored as nibbles).
     pub eight_bit: bool,
+    /// 5-bit codes: nibbles plus a plane of fifth bits (`eight_bit` false).
+    pub high_plane: bool,
     /// Elements per scale: 16 or 32.
     pub sub: usize,
     /// Subtracted from each code before scaling.
@@ -127,7 +132,21 @@ impl Layout {
                 T::MXFP4 => Some(&MXFP4_VALUES),
                 _ => None,
             };
-            Some(Self { eight_bit, sub, offset, has_min, f16_scales, super_scales, lanes, gemm_step, grid })
+            // 5-bit types: nibbles and a bit plane instead of a byte per code.
+            let high_plane = matches!(ty, T::Q5_0 | T::Q5_1 | T::Q5_K);
+            let eight_bit = eight_bit && !high_plane;
+            Some(Self {
+                eight_bit,
+                high_plane,
+                sub,
+                offset,
+                has_min,
+                f16_scales,
+                super_scales,
+                lanes,
+                gemm_step,
+                grid,
+            })
         };
         match ty {
             T::Q4_0 => l(false, 32, 8, false, true),
@@ -152,6 +171,8 @@ impl Layout {
     pub fn block_bytes(&self) -> usize {
         if self.eight_bit {
             GROUP * BLOCK
+        } else if self.high_plane {
+            GROUP * BLOCK / 2 + GROUP * 4
         } else {
             GROUP * BLOCK / 2
         }
@@ -417,7 +438,12 @@ impl PackedMatrix {
             for (e, &code) in block.iter().enumerate() {
                 let (i, shift) = Self::slot_in_block(l, e);
                 // Nibble layouts share bytes between two codes: OR into the zeroed buffer.
-                self.codes[base + i] |= code << shift;
+                if l.high_plane {
+                    self.codes[base + i] |= (code & 0xF) << shift;
+                    self.codes[base + Self::PLANE_AT + e % 4] |= ((code >> 4) & 1) << (e / 4);
+                } else {
+                    self.codes[base + i] |= code << shift;
+                }
             }
         }
         if l.super_scales {
@@ -451,6 +477,14 @@ impl PackedMatrix {
         (base + i, shift)
     }
 
+    /// Where a row's plane of fifth bits starts, from its first nibble byte
+    /// (`high_plane` layouts: after the group's 128 nibble bytes; row `lane`'s
+    /// four plane bytes sit at `lane · 4` there, as its nibbles do). Byte `j`
+    /// of a row's four holds the fifth bit of element `4k + j` in bit `k`:
+    /// the same byte position as in code vector `k`, so one shift brings it
+    /// to bit 4.
+    const PLANE_AT: usize = GROUP * BLOCK / 2;
+
     /// Offset of element `e` of a block from its lane's first byte, and its shift.
     fn slot_in_block(l: Layout, e: usize) -> (usize, u32) {
         let (run, j) = (e / 4, e % 4);
@@ -468,6 +502,12 @@ impl PackedMatrix {
         let byte = self.codes[i] >> shift;
         if self.layout.eight_bit {
             byte
+        } else if self.layout.high_plane {
+            // The row's plane word sits PLANE_AT bytes after its first nibble byte.
+            let (base, _) = self.code_slot(r, c - c % BLOCK);
+            let e = c % BLOCK;
+            let high = (self.codes[base + Self::PLANE_AT + e % 4] >> (e / 4)) & 1;
+            (byte & 0xF) | (high << 4)
         } else if let Some(grid) = self.layout.grid {
             (i16::from(grid[usize::from(byte & 0xF)]) + 128) as u8
         } else {

@@ -9,8 +9,8 @@ use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32,
     _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_dpwssd_avx_epi32, _mm256_dpwssd_epi32,
     _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
-    _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
+    _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
     _mm_loadl_epi64, _mm_loadu_si128,
 };
 
@@ -84,27 +84,49 @@ impl Dot4 for Avx2 {
 /// The 8 code vectors of one block (vector `k` holds elements `4k..4k+4` of
 /// the 8 rows). With `NL`, the nibbles index a value grid (`Layout::grid`,
 /// as [`grid_table`] gives it) and come back as `value + 128` bytes (one
-/// `vpshufb` each).
+/// `vpshufb` each). With `high` (5-bit layouts, `Layout::high_plane`), each
+/// code's fifth bit comes from the plane after the nibbles.
 #[inline(always)]
-unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8, table: __m256i) -> [__m256i; 8] {
+unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8, table: __m256i, high: bool) -> [__m256i; 8] {
+    let mut out = [_mm256_setzero_si256(); 8];
     if EIGHT {
-        std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()))
-    } else {
-        let mask = _mm256_set1_epi8(0x0F);
-        let v: [__m256i; 4] = std::array::from_fn(|k| _mm256_loadu_si256(p.add(32 * k).cast()));
-        std::array::from_fn(|k| {
-            let nibbles = if k < 4 {
-                _mm256_and_si256(v[k], mask)
-            } else {
-                _mm256_and_si256(_mm256_srli_epi16::<4>(v[k - 4]), mask)
-            };
-            if NL {
-                _mm256_shuffle_epi8(table, nibbles)
-            } else {
-                nibbles
-            }
-        })
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = _mm256_loadu_si256(p.add(32 * k).cast());
+        }
+        return out;
     }
+    // Loops, not `array::from_fn`: a closure would not inherit the target
+    // features, and the intrinsics inside it would become calls.
+    let mask = _mm256_set1_epi8(0x0F);
+    for k in 0..4 {
+        let v = _mm256_loadu_si256(p.add(32 * k).cast());
+        out[k] = _mm256_and_si256(v, mask);
+        out[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+    }
+    if NL {
+        for o in &mut out {
+            *o = _mm256_shuffle_epi8(table, *o);
+        }
+    } else if high {
+        // Byte j of a row's plane holds the fifth bit of element 4k+j in bit k
+        // (`PackedMatrix::PLANE_AT`): shift it to bit 4, keep it.
+        let plane = _mm256_loadu_si256(p.add(GROUP * BLOCK / 2).cast());
+        let sixteen = _mm256_set1_epi8(0x10);
+        let bits = [
+            _mm256_slli_epi16::<4>(plane),
+            _mm256_slli_epi16::<3>(plane),
+            _mm256_slli_epi16::<2>(plane),
+            _mm256_slli_epi16::<1>(plane),
+            plane,
+            _mm256_srli_epi16::<1>(plane),
+            _mm256_srli_epi16::<2>(plane),
+            _mm256_srli_epi16::<3>(plane),
+        ];
+        for (o, b) in out.iter_mut().zip(bits) {
+            *o = _mm256_or_si256(*o, _mm256_and_si256(b, sixteen));
+        }
+    }
+    out
 }
 
 /// `m`'s value grid `+ 128` in both 128-bit lanes, for `vpshufb` (zeros
@@ -181,6 +203,7 @@ unsafe fn tile<
     let offset = m.layout.offset;
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
+    let high = m.layout.high_plane;
     let scale_base = g * subs * GROUP;
     debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
@@ -189,7 +212,7 @@ unsafe fn tile<
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table);
+        let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, high);
         for s in 0..BLOCK / SUB {
             let sidx = b * (BLOCK / SUB) + s;
             let dw = load_scales::<F16S>(scales, scale_base + sidx * GROUP);
@@ -233,6 +256,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
     let bb = m.layout.block_bytes();
     let offset = m.layout.offset;
     let codes = m.codes.as_ptr().add(g * blocks * bb);
+    let high = m.layout.high_plane;
     debug_assert!(matches!(m.scales, Scales::F16(_)));
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
     let mut lanes = [[_mm256_setzero_ps(); 8]; C];
@@ -241,7 +265,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, false>(codes.add(b * bb), _mm256_setzero_si256());
+        let w = load_codes::<EIGHT, false>(codes.add(b * bb), _mm256_setzero_si256(), high);
         let dw = load_scales::<true>(scales, (g * blocks + b) * GROUP);
         for (c, lanes) in lanes.iter_mut().enumerate() {
             let t = t0 + c;
@@ -330,6 +354,7 @@ unsafe fn tile_super<
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
+    let high = m.layout.high_plane;
     let mut acc = [_mm256_setzero_ps(); C];
     let mut acc_min = [_mm256_setzero_ps(); C];
     for first in (0..blocks).step_by(step) {
@@ -339,7 +364,7 @@ unsafe fn tile_super<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table);
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, high);
             for h in 0..BLOCK / SUB {
                 let s = b * (BLOCK / SUB) + h;
                 let qi = (g * subs + s) * GROUP;
@@ -427,6 +452,7 @@ unsafe fn tile_k_lanes<
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
+    let high = m.layout.high_plane;
     debug_assert!(!PAIRS || offset == 32);
     // The offset as unsigned bytes (IQ4's 128 too).
     let offsets = _mm256_set1_epi8(offset as u8 as i8);
@@ -440,7 +466,7 @@ unsafe fn tile_k_lanes<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table);
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, high);
             // Lanes 0..4 hold elements 0..16 of the block, lanes 4..8 elements 16..32.
             let (s_lo, s_hi) = (
                 sub_scales(sc, (g * subs + b * BLOCK / SUB) * GROUP),
@@ -660,7 +686,7 @@ macro_rules! by_layout {
             if l.lanes {
                 return match $m.ty {
                     hearth_core::GgmlType::Q6_K => group_k_lanes::<$d, true, false, 16, false, true>($m, $g, $a, $out),
-                    hearth_core::GgmlType::Q5_K => group_k_lanes::<$d, true, false, 32, true, false>($m, $g, $a, $out),
+                    hearth_core::GgmlType::Q5_K => group_k_lanes::<$d, false, false, 32, true, false>($m, $g, $a, $out),
                     hearth_core::GgmlType::Q3_K => group_k_lanes::<$d, false, false, 16, false, false>($m, $g, $a, $out),
                     hearth_core::GgmlType::IQ4_XS => group_k_lanes::<$d, false, true, 32, false, false>($m, $g, $a, $out),
                     ty => unreachable!("no lane-wise super-block kernel for {ty:?}"),
