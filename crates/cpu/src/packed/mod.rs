@@ -15,8 +15,9 @@
 //! - codes of ≤ 4 bits are stored two per byte (group g in the low nibble,
 //!   group g+4 in the high nibble of the same byte); 5-bit codes (Q5_0,
 //!   Q5_1, Q5_K) add a plane of their fifth bits after the nibbles, four
-//!   bytes per row (see `PackedMatrix::PLANE_AT`), so a decode reads 5 bits
-//!   per weight, not a byte;
+//!   bytes per row (see `PackedMatrix::slot_in_block`), so a decode reads 5
+//!   bits per weight, not a byte; 2- and 3-bit codes (Q2_K, Q3_K) take 2 bits,
+//!   four per byte (and a plane for the third);
 //! - scales (and mins) of a group's sub-block are 8 consecutive values: f16
 //!   copies for the 32-element types (exact), and for K-quants ggml's
 //!   factors ([`Scales::Super`]): an f16 `d` (and `dmin`) per 256 elements
@@ -76,7 +77,10 @@ pub const BLOCK: usize = 32;
 pub struct Layout {
     /// Codes need 8 bits (else ≤ 4 bits, stored as nibbles).
     pub eight_bit: bool,
-    /// 5-bit codes: nibbles plus a plane of fifth bits (`eight_bit` false).
+    /// Codes are stored in 2 bits, four per byte (Q2_K; Q3_K with `high_plane`).
+    pub two_bit: bool,
+    /// One more bit per code in a plane after the low bits: 5-bit codes as
+    /// nibbles + plane (Q5_0, Q5_1, Q5_K), 3-bit as 2 bits + plane (Q3_K).
     pub high_plane: bool,
     /// Elements per scale: 16 or 32.
     pub sub: usize,
@@ -132,11 +136,14 @@ impl Layout {
                 T::MXFP4 => Some(&MXFP4_VALUES),
                 _ => None,
             };
-            // 5-bit types: nibbles and a bit plane instead of a byte per code.
-            let high_plane = matches!(ty, T::Q5_0 | T::Q5_1 | T::Q5_K);
+            // 5-bit types: nibbles and a bit plane instead of a byte per code;
+            // 2- and 3-bit types: 2 bits per code (and a plane).
+            let high_plane = matches!(ty, T::Q5_0 | T::Q5_1 | T::Q5_K | T::Q3_K);
+            let two_bit = matches!(ty, T::Q2_K | T::Q3_K);
             let eight_bit = eight_bit && !high_plane;
             Some(Self {
                 eight_bit,
+                two_bit,
                 high_plane,
                 sub,
                 offset,
@@ -169,12 +176,24 @@ impl Layout {
     /// Bytes of codes per group and block.
     #[must_use]
     pub fn block_bytes(&self) -> usize {
+        self.low_bytes() + if self.high_plane { GROUP * 4 } else { 0 }
+    }
+
+    /// Bytes of the codes' low bits per group and block (the plane follows).
+    #[must_use]
+    pub fn low_bytes(&self) -> usize {
+        GROUP * BLOCK * self.low_bits() / 8
+    }
+
+    /// Bits per code before the plane: 8, 4 or 2.
+    #[must_use]
+    pub fn low_bits(&self) -> usize {
         if self.eight_bit {
-            GROUP * BLOCK
-        } else if self.high_plane {
-            GROUP * BLOCK / 2 + GROUP * 4
+            8
+        } else if self.two_bit {
+            2
         } else {
-            GROUP * BLOCK / 2
+            4
         }
     }
 
@@ -437,12 +456,11 @@ impl PackedMatrix {
             let (base, _) = self.code_slot(r, b * BLOCK);
             for (e, &code) in block.iter().enumerate() {
                 let (i, shift) = Self::slot_in_block(l, e);
-                // Nibble layouts share bytes between two codes: OR into the zeroed buffer.
+                // Sub-byte layouts share bytes between codes: OR into the zeroed buffer.
+                let low = l.low_bits();
+                self.codes[base + i] |= (code & Self::low_mask(l)) << shift;
                 if l.high_plane {
-                    self.codes[base + i] |= (code & 0xF) << shift;
-                    self.codes[base + Self::PLANE_AT + e % 4] |= ((code >> 4) & 1) << (e / 4);
-                } else {
-                    self.codes[base + i] |= code << shift;
+                    self.codes[base + l.low_bytes() + e % 4] |= ((code >> low) & 1) << (e / 4);
                 }
             }
         }
@@ -477,21 +495,25 @@ impl PackedMatrix {
         (base + i, shift)
     }
 
-    /// Where a row's plane of fifth bits starts, from its first nibble byte
-    /// (`high_plane` layouts: after the group's 128 nibble bytes; row `lane`'s
-    /// four plane bytes sit at `lane · 4` there, as its nibbles do). Byte `j`
-    /// of a row's four holds the fifth bit of element `4k + j` in bit `k`:
-    /// the same byte position as in code vector `k`, so one shift brings it
-    /// to bit 4.
-    const PLANE_AT: usize = GROUP * BLOCK / 2;
+    /// The mask of a code's low bits.
+    fn low_mask(l: Layout) -> u8 {
+        ((1u16 << l.low_bits()) - 1) as u8
+    }
 
-    /// Offset of element `e` of a block from its lane's first byte, and its shift.
+    /// Offset of element `e` of a block from its lane's first byte, and its
+    /// shift. Code vector `k` of a block holds elements `4k..4k+4` of each
+    /// row; sub-byte layouts put vectors `k`, `k + 4` (nibbles) or `k`,
+    /// `k + 2`, `k + 4`, `k + 6` (2 bits) in the same bytes, low bits first.
+    /// A `high_plane` layout's plane follows the low bits (`Layout::low_bytes`),
+    /// four bytes per row at `lane · 4` as for the low bits: byte `j` holds the
+    /// top bit of element `4k + j` in bit `k`, the same byte position as in
+    /// code vector `k`, so one shift puts it in place.
     fn slot_in_block(l: Layout, e: usize) -> (usize, u32) {
         let (run, j) = (e / 4, e % 4);
-        if l.eight_bit {
-            (run * 32 + j, 0)
-        } else {
-            ((run % 4) * 32 + j, if run < 4 { 0 } else { 4 })
+        match l.low_bits() {
+            8 => (run * 32 + j, 0),
+            4 => ((run % 4) * 32 + j, if run < 4 { 0 } else { 4 }),
+            _ => ((run % 2) * 32 + j, 2 * (run / 2) as u32),
         }
     }
 
@@ -500,15 +522,18 @@ impl PackedMatrix {
     pub fn code(&self, r: usize, c: usize) -> u8 {
         let (i, shift) = self.code_slot(r, c);
         let byte = self.codes[i] >> shift;
-        if self.layout.eight_bit {
+        let l = self.layout;
+        if l.eight_bit {
             byte
-        } else if self.layout.high_plane {
-            // The row's plane word sits PLANE_AT bytes after its first nibble byte.
+        } else if l.high_plane {
+            // The row's plane bytes sit low_bytes after its first low-bits byte.
             let (base, _) = self.code_slot(r, c - c % BLOCK);
             let e = c % BLOCK;
-            let high = (self.codes[base + Self::PLANE_AT + e % 4] >> (e / 4)) & 1;
-            (byte & 0xF) | (high << 4)
-        } else if let Some(grid) = self.layout.grid {
+            let high = (self.codes[base + l.low_bytes() + e % 4] >> (e / 4)) & 1;
+            (byte & Self::low_mask(l)) | (high << l.low_bits())
+        } else if l.two_bit {
+            byte & 3
+        } else if let Some(grid) = l.grid {
             (i16::from(grid[usize::from(byte & 0xF)]) + 128) as u8
         } else {
             byte & 0xF

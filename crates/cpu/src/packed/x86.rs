@@ -84,10 +84,16 @@ impl Dot4 for Avx2 {
 /// The 8 code vectors of one block (vector `k` holds elements `4k..4k+4` of
 /// the 8 rows). With `NL`, the nibbles index a value grid (`Layout::grid`,
 /// as [`grid_table`] gives it) and come back as `value + 128` bytes (one
-/// `vpshufb` each). With `high` (5-bit layouts, `Layout::high_plane`), each
-/// code's fifth bit comes from the plane after the nibbles.
+/// `vpshufb` each). `two_bit` layouts hold four codes per byte; with
+/// `high`, each code's top bit comes from the plane after the low bits
+/// (`PackedMatrix::slot_in_block`).
 #[inline(always)]
-unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8, table: __m256i, high: bool) -> [__m256i; 8] {
+unsafe fn load_codes<const EIGHT: bool, const NL: bool>(
+    p: *const u8,
+    table: __m256i,
+    two_bit: bool,
+    high: bool,
+) -> [__m256i; 8] {
     let mut out = [_mm256_setzero_si256(); 8];
     if EIGHT {
         for (k, o) in out.iter_mut().enumerate() {
@@ -97,6 +103,42 @@ unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8, table: __m
     }
     // Loops, not `array::from_fn`: a closure would not inherit the target
     // features, and the intrinsics inside it would become calls.
+    if two_bit {
+        let mask = _mm256_set1_epi8(3);
+        let v = [_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())];
+        out = [
+            v[0],
+            v[1],
+            _mm256_srli_epi16::<2>(v[0]),
+            _mm256_srli_epi16::<2>(v[1]),
+            _mm256_srli_epi16::<4>(v[0]),
+            _mm256_srli_epi16::<4>(v[1]),
+            _mm256_srli_epi16::<6>(v[0]),
+            _mm256_srli_epi16::<6>(v[1]),
+        ];
+        for o in &mut out {
+            *o = _mm256_and_si256(*o, mask);
+        }
+        if high {
+            // Byte j of a row's plane holds the third bit of element 4k+j in bit k: shift it to bit 2.
+            let plane = _mm256_loadu_si256(p.add(GROUP * BLOCK / 4).cast());
+            let bits = [
+                _mm256_slli_epi16::<2>(plane),
+                _mm256_slli_epi16::<1>(plane),
+                plane,
+                _mm256_srli_epi16::<1>(plane),
+                _mm256_srli_epi16::<2>(plane),
+                _mm256_srli_epi16::<3>(plane),
+                _mm256_srli_epi16::<4>(plane),
+                _mm256_srli_epi16::<5>(plane),
+            ];
+            let four = _mm256_set1_epi8(4);
+            for (o, b) in out.iter_mut().zip(bits) {
+                *o = _mm256_or_si256(*o, _mm256_and_si256(b, four));
+            }
+        }
+        return out;
+    }
     let mask = _mm256_set1_epi8(0x0F);
     for k in 0..4 {
         let v = _mm256_loadu_si256(p.add(32 * k).cast());
@@ -108,8 +150,7 @@ unsafe fn load_codes<const EIGHT: bool, const NL: bool>(p: *const u8, table: __m
             *o = _mm256_shuffle_epi8(table, *o);
         }
     } else if high {
-        // Byte j of a row's plane holds the fifth bit of element 4k+j in bit k
-        // (`PackedMatrix::PLANE_AT`): shift it to bit 4, keep it.
+        // Byte j of a row's plane holds the fifth bit of element 4k+j in bit k: shift it to bit 4.
         let plane = _mm256_loadu_si256(p.add(GROUP * BLOCK / 2).cast());
         let sixteen = _mm256_set1_epi8(0x10);
         let bits = [
@@ -203,7 +244,7 @@ unsafe fn tile<
     let offset = m.layout.offset;
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
-    let high = m.layout.high_plane;
+    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
     let scale_base = g * subs * GROUP;
     debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
@@ -212,7 +253,7 @@ unsafe fn tile<
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, high);
+        let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, high);
         for s in 0..BLOCK / SUB {
             let sidx = b * (BLOCK / SUB) + s;
             let dw = load_scales::<F16S>(scales, scale_base + sidx * GROUP);
@@ -256,7 +297,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
     let bb = m.layout.block_bytes();
     let offset = m.layout.offset;
     let codes = m.codes.as_ptr().add(g * blocks * bb);
-    let high = m.layout.high_plane;
+    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
     debug_assert!(matches!(m.scales, Scales::F16(_)));
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
     let mut lanes = [[_mm256_setzero_ps(); 8]; C];
@@ -265,7 +306,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, false>(codes.add(b * bb), _mm256_setzero_si256(), high);
+        let w = load_codes::<EIGHT, false>(codes.add(b * bb), _mm256_setzero_si256(), two_bit, high);
         let dw = load_scales::<true>(scales, (g * blocks + b) * GROUP);
         for (c, lanes) in lanes.iter_mut().enumerate() {
             let t = t0 + c;
@@ -354,7 +395,7 @@ unsafe fn tile_super<
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
-    let high = m.layout.high_plane;
+    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
     let mut acc = [_mm256_setzero_ps(); C];
     let mut acc_min = [_mm256_setzero_ps(); C];
     for first in (0..blocks).step_by(step) {
@@ -364,7 +405,7 @@ unsafe fn tile_super<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, high);
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, high);
             for h in 0..BLOCK / SUB {
                 let s = b * (BLOCK / SUB) + h;
                 let qi = (g * subs + s) * GROUP;
@@ -452,7 +493,7 @@ unsafe fn tile_k_lanes<
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
-    let high = m.layout.high_plane;
+    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
     debug_assert!(!PAIRS || offset == 32);
     // The offset as unsigned bytes (IQ4's 128 too).
     let offsets = _mm256_set1_epi8(offset as u8 as i8);
@@ -466,7 +507,7 @@ unsafe fn tile_k_lanes<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, high);
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, high);
             // Lanes 0..4 hold elements 0..16 of the block, lanes 4..8 elements 16..32.
             let (s_lo, s_hi) = (
                 sub_scales(sc, (g * subs + b * BLOCK / SUB) * GROUP),
