@@ -16,8 +16,8 @@
 //!   group g+4 in the high nibble of the same byte); 5-bit codes (Q5_0,
 //!   Q5_1, Q5_K) add a plane of their fifth bits after the nibbles, four
 //!   bytes per row (see `PackedMatrix::slot_in_block`), so a decode reads 5
-//!   bits per weight, not a byte; 2- and 3-bit codes (Q2_K, Q3_K) take 2 bits,
-//!   four per byte (and a plane for the third);
+//!   bits per weight, not a byte; Q6_K two planes; 2- and 3-bit codes (Q2_K,
+//!   Q3_K) take 2 bits, four per byte (and a plane for the third);
 //! - scales (and mins) of a group's sub-block are 8 consecutive values: f16
 //!   copies for the 32-element types (exact), and for K-quants ggml's
 //!   factors ([`Scales::Super`]): an f16 `d` (and `dmin`) per 256 elements
@@ -77,11 +77,12 @@ pub const BLOCK: usize = 32;
 pub struct Layout {
     /// Codes need 8 bits (else ≤ 4 bits, stored as nibbles).
     pub eight_bit: bool,
-    /// Codes are stored in 2 bits, four per byte (Q2_K; Q3_K with `high_plane`).
+    /// Codes are stored in 2 bits, four per byte (Q2_K; Q3_K with a plane).
     pub two_bit: bool,
-    /// One more bit per code in a plane after the low bits: 5-bit codes as
-    /// nibbles + plane (Q5_0, Q5_1, Q5_K), 3-bit as 2 bits + plane (Q3_K).
-    pub high_plane: bool,
+    /// Bit planes after the low bits, one more bit per code each: 5-bit
+    /// codes as nibbles + 1 plane (Q5_0, Q5_1, Q5_K), 6-bit as nibbles + 2
+    /// (Q6_K), 3-bit as 2 bits + 1 (Q3_K).
+    pub planes: usize,
     /// Elements per scale: 16 or 32.
     pub sub: usize,
     /// Subtracted from each code before scaling.
@@ -136,15 +137,19 @@ impl Layout {
                 T::MXFP4 => Some(&MXFP4_VALUES),
                 _ => None,
             };
-            // 5-bit types: nibbles and a bit plane instead of a byte per code;
-            // 2- and 3-bit types: 2 bits per code (and a plane).
-            let high_plane = matches!(ty, T::Q5_0 | T::Q5_1 | T::Q5_K | T::Q3_K);
+            // 5- and 6-bit types: nibbles and bit planes instead of a byte per
+            // code; 2- and 3-bit types: 2 bits per code (and a plane).
+            let planes = match ty {
+                T::Q5_0 | T::Q5_1 | T::Q5_K | T::Q3_K => 1,
+                T::Q6_K => 2,
+                _ => 0,
+            };
             let two_bit = matches!(ty, T::Q2_K | T::Q3_K);
-            let eight_bit = eight_bit && !high_plane;
+            let eight_bit = eight_bit && planes == 0;
             Some(Self {
                 eight_bit,
                 two_bit,
-                high_plane,
+                planes,
                 sub,
                 offset,
                 has_min,
@@ -176,7 +181,7 @@ impl Layout {
     /// Bytes of codes per group and block.
     #[must_use]
     pub fn block_bytes(&self) -> usize {
-        self.low_bytes() + if self.high_plane { GROUP * 4 } else { 0 }
+        self.low_bytes() + self.planes * GROUP * 4
     }
 
     /// Bytes of the codes' low bits per group and block (the plane follows).
@@ -459,8 +464,9 @@ impl PackedMatrix {
                 // Sub-byte layouts share bytes between codes: OR into the zeroed buffer.
                 let low = l.low_bits();
                 self.codes[base + i] |= (code & Self::low_mask(l)) << shift;
-                if l.high_plane {
-                    self.codes[base + l.low_bytes() + e % 4] |= ((code >> low) & 1) << (e / 4);
+                for plane in 0..l.planes {
+                    let at = base + l.low_bytes() + plane * GROUP * 4 + e % 4;
+                    self.codes[at] |= ((code >> (low + plane)) & 1) << (e / 4);
                 }
             }
         }
@@ -504,10 +510,10 @@ impl PackedMatrix {
     /// shift. Code vector `k` of a block holds elements `4k..4k+4` of each
     /// row; sub-byte layouts put vectors `k`, `k + 4` (nibbles) or `k`,
     /// `k + 2`, `k + 4`, `k + 6` (2 bits) in the same bytes, low bits first.
-    /// A `high_plane` layout's plane follows the low bits (`Layout::low_bytes`),
-    /// four bytes per row at `lane · 4` as for the low bits: byte `j` holds the
-    /// top bit of element `4k + j` in bit `k`, the same byte position as in
-    /// code vector `k`, so one shift puts it in place.
+    /// Bit planes follow the low bits (`Layout::low_bytes`), 32 bytes each,
+    /// four bytes per row at `lane · 4` as for the low bits: byte `j` of plane
+    /// `p` holds bit `low_bits + p` of element `4k + j` in bit `k`, the same
+    /// byte position as in code vector `k`, so one shift puts it in place.
     fn slot_in_block(l: Layout, e: usize) -> (usize, u32) {
         let (run, j) = (e / 4, e % 4);
         match l.low_bits() {
@@ -525,12 +531,16 @@ impl PackedMatrix {
         let l = self.layout;
         if l.eight_bit {
             byte
-        } else if l.high_plane {
+        } else if l.planes > 0 {
             // The row's plane bytes sit low_bytes after its first low-bits byte.
             let (base, _) = self.code_slot(r, c - c % BLOCK);
             let e = c % BLOCK;
-            let high = (self.codes[base + l.low_bytes() + e % 4] >> (e / 4)) & 1;
-            (byte & Self::low_mask(l)) | (high << l.low_bits())
+            let mut code = byte & Self::low_mask(l);
+            for plane in 0..l.planes {
+                let bit = (self.codes[base + l.low_bytes() + plane * GROUP * 4 + e % 4] >> (e / 4)) & 1;
+                code |= bit << (l.low_bits() + plane);
+            }
+            code
         } else if l.two_bit {
             byte & 3
         } else if let Some(grid) = l.grid {

@@ -84,15 +84,15 @@ impl Dot4 for Avx2 {
 /// The 8 code vectors of one block (vector `k` holds elements `4k..4k+4` of
 /// the 8 rows). With `NL`, the nibbles index a value grid (`Layout::grid`,
 /// as [`grid_table`] gives it) and come back as `value + 128` bytes (one
-/// `vpshufb` each). `two_bit` layouts hold four codes per byte; with
-/// `high`, each code's top bit comes from the plane after the low bits
+/// `vpshufb` each). `two_bit` layouts hold four codes per byte; `planes`
+/// more bits of each code come from the bit planes after the low bits
 /// (`PackedMatrix::slot_in_block`).
 #[inline(always)]
 unsafe fn load_codes<const EIGHT: bool, const NL: bool>(
     p: *const u8,
     table: __m256i,
     two_bit: bool,
-    high: bool,
+    planes: usize,
 ) -> [__m256i; 8] {
     let mut out = [_mm256_setzero_si256(); 8];
     if EIGHT {
@@ -119,7 +119,7 @@ unsafe fn load_codes<const EIGHT: bool, const NL: bool>(
         for o in &mut out {
             *o = _mm256_and_si256(*o, mask);
         }
-        if high {
+        if planes > 0 {
             // Byte j of a row's plane holds the third bit of element 4k+j in bit k: shift it to bit 2.
             let plane = _mm256_loadu_si256(p.add(GROUP * BLOCK / 4).cast());
             let bits = [
@@ -149,7 +149,7 @@ unsafe fn load_codes<const EIGHT: bool, const NL: bool>(
         for o in &mut out {
             *o = _mm256_shuffle_epi8(table, *o);
         }
-    } else if high {
+    } else if planes > 0 {
         // Byte j of a row's plane holds the fifth bit of element 4k+j in bit k: shift it to bit 4.
         let plane = _mm256_loadu_si256(p.add(GROUP * BLOCK / 2).cast());
         let sixteen = _mm256_set1_epi8(0x10);
@@ -165,6 +165,24 @@ unsafe fn load_codes<const EIGHT: bool, const NL: bool>(
         ];
         for (o, b) in out.iter_mut().zip(bits) {
             *o = _mm256_or_si256(*o, _mm256_and_si256(b, sixteen));
+        }
+        if planes > 1 {
+            // The second plane: the sixth bit, to bit 5.
+            let plane = _mm256_loadu_si256(p.add(GROUP * BLOCK / 2 + 32).cast());
+            let thirty_two = _mm256_set1_epi8(0x20);
+            let bits = [
+                _mm256_slli_epi16::<5>(plane),
+                _mm256_slli_epi16::<4>(plane),
+                _mm256_slli_epi16::<3>(plane),
+                _mm256_slli_epi16::<2>(plane),
+                _mm256_slli_epi16::<1>(plane),
+                plane,
+                _mm256_srli_epi16::<1>(plane),
+                _mm256_srli_epi16::<2>(plane),
+            ];
+            for (o, b) in out.iter_mut().zip(bits) {
+                *o = _mm256_or_si256(*o, _mm256_and_si256(b, thirty_two));
+            }
         }
     }
     out
@@ -244,7 +262,7 @@ unsafe fn tile<
     let offset = m.layout.offset;
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
-    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
+    let (two_bit, planes) = (m.layout.two_bit, m.layout.planes);
     let scale_base = g * subs * GROUP;
     debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
@@ -253,7 +271,7 @@ unsafe fn tile<
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, high);
+        let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, planes);
         for s in 0..BLOCK / SUB {
             let sidx = b * (BLOCK / SUB) + s;
             let dw = load_scales::<F16S>(scales, scale_base + sidx * GROUP);
@@ -297,7 +315,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
     let bb = m.layout.block_bytes();
     let offset = m.layout.offset;
     let codes = m.codes.as_ptr().add(g * blocks * bb);
-    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
+    let (two_bit, planes) = (m.layout.two_bit, m.layout.planes);
     debug_assert!(matches!(m.scales, Scales::F16(_)));
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
     let mut lanes = [[_mm256_setzero_ps(); 8]; C];
@@ -306,7 +324,7 @@ unsafe fn tile_lanes<D: Dot4, const EIGHT: bool, const MIN: bool, const C: usize
         if C == 1 {
             prefetch_block(codes.add(b * bb), bb);
         }
-        let w = load_codes::<EIGHT, false>(codes.add(b * bb), _mm256_setzero_si256(), two_bit, high);
+        let w = load_codes::<EIGHT, false>(codes.add(b * bb), _mm256_setzero_si256(), two_bit, planes);
         let dw = load_scales::<true>(scales, (g * blocks + b) * GROUP);
         for (c, lanes) in lanes.iter_mut().enumerate() {
             let t = t0 + c;
@@ -395,7 +413,7 @@ unsafe fn tile_super<
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
-    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
+    let (two_bit, planes) = (m.layout.two_bit, m.layout.planes);
     let mut acc = [_mm256_setzero_ps(); C];
     let mut acc_min = [_mm256_setzero_ps(); C];
     for first in (0..blocks).step_by(step) {
@@ -405,7 +423,7 @@ unsafe fn tile_super<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, high);
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, planes);
             for h in 0..BLOCK / SUB {
                 let s = b * (BLOCK / SUB) + h;
                 let qi = (g * subs + s) * GROUP;
@@ -493,7 +511,7 @@ unsafe fn tile_k_lanes<
     let bb = m.layout.block_bytes();
     let codes = m.codes.as_ptr().add(g * blocks * bb);
     let table = grid_table(m);
-    let (two_bit, high) = (m.layout.two_bit, m.layout.high_plane);
+    let (two_bit, planes) = (m.layout.two_bit, m.layout.planes);
     debug_assert!(!PAIRS || offset == 32);
     // The offset as unsigned bytes (IQ4's 128 too).
     let offsets = _mm256_set1_epi8(offset as u8 as i8);
@@ -507,7 +525,7 @@ unsafe fn tile_k_lanes<
             if C == 1 {
                 prefetch_block(codes.add(b * bb), bb);
             }
-            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, high);
+            let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, planes);
             // Lanes 0..4 hold elements 0..16 of the block, lanes 4..8 elements 16..32.
             let (s_lo, s_hi) = (
                 sub_scales(sc, (g * subs + b * BLOCK / SUB) * GROUP),
@@ -726,7 +744,7 @@ macro_rules! by_layout {
         if l.super_scales {
             if l.lanes {
                 return match $m.ty {
-                    hearth_core::GgmlType::Q6_K => group_k_lanes::<$d, true, false, 16, false, true>($m, $g, $a, $out),
+                    hearth_core::GgmlType::Q6_K => group_k_lanes::<$d, false, false, 16, false, true>($m, $g, $a, $out),
                     hearth_core::GgmlType::Q5_K => group_k_lanes::<$d, false, false, 32, true, false>($m, $g, $a, $out),
                     hearth_core::GgmlType::Q3_K => group_k_lanes::<$d, false, false, 16, false, false>($m, $g, $a, $out),
                     hearth_core::GgmlType::IQ4_XS => group_k_lanes::<$d, false, true, 32, false, false>($m, $g, $a, $out),
