@@ -83,6 +83,8 @@ pub struct Layout {
     /// codes as nibbles + 1 plane (Q5_0, Q5_1, Q5_K), 6-bit as nibbles + 2
     /// (Q6_K), 3-bit as 2 bits + 1 (Q3_K).
     pub planes: usize,
+    /// Scales are E8M0 exponent bytes (MXFP4), kept as stored.
+    pub e8m0_scales: bool,
     /// Elements per scale: 16 or 32.
     pub sub: usize,
     /// Subtracted from each code before scaling.
@@ -150,6 +152,7 @@ impl Layout {
                 eight_bit,
                 two_bit,
                 planes,
+                e8m0_scales: ty == T::MXFP4,
                 sub,
                 offset,
                 has_min,
@@ -172,7 +175,6 @@ impl Layout {
             T::Q5_K => l(true, 32, 0, true, false),
             T::Q6_K => l(true, 16, 32, false, false),
             T::IQ4_NL => l(false, 32, 128, false, true),
-            // MXFP4's scales (powers of two, 2^-128..2^127) need f32.
             T::IQ4_XS | T::MXFP4 => l(false, 32, 128, false, false),
             _ => None,
         }
@@ -216,6 +218,9 @@ pub enum Scales {
     F16(Vec<f16>),
     /// Products computed in f32 (K-quants).
     F32(Vec<f32>),
+    /// MXFP4's E8M0 exponent bytes as stored: `2^(e − 128)` each (see
+    /// `reference::e8m0_to_f32_half`), a quarter of the bytes of f32.
+    E8M0(Vec<u8>),
     /// ggml's two factors: `±d·q` with `d` (f16) per super-block of
     /// [`SUPER`] elements, 8 per (group, super-block), and the integer `q`
     /// per sub-block, 8 per (group, sub-block). `negative` for minimums.
@@ -242,6 +247,8 @@ impl Scales {
         if l.super_scales {
             let subs_per_super = SUPER / l.sub;
             Self::Super { d: vec![f16::ZERO; len / subs_per_super], q: vec![0; len], subs_per_super, negative }
+        } else if l.e8m0_scales {
+            Self::E8M0(vec![0; len])
         } else {
             Self::flat(l.f16_scales, len)
         }
@@ -262,6 +269,7 @@ impl Scales {
         match self {
             Self::F16(v) => v[i].to_f32(),
             Self::F32(v) => v[i],
+            Self::E8M0(v) => e8m0_to_f32_half(v[i]),
             Self::Super { d, q, negative, .. } => {
                 let v = d[self.super_index(i)].to_f32() * f32::from(q[i]);
                 if *negative {
@@ -286,6 +294,15 @@ impl Scales {
         match self {
             Self::F16(v) => v[i] = f16::from_f32(x),
             Self::F32(v) => v[i] = x,
+            // x came from `e8m0_to_f32_half`: its bits give the byte back exactly.
+            Self::E8M0(v) => {
+                let bits = x.to_bits();
+                v[i] = match bits {
+                    0x0020_0000 => 0,
+                    0x0040_0000 => 1,
+                    _ => ((bits >> 23) + 1) as u8,
+                };
+            }
             Self::Super { .. } => unreachable!("super-block scales are stored by factor"),
         }
     }
@@ -305,6 +322,7 @@ impl Scales {
         match (self, other) {
             (Self::F16(a), Self::F16(b)) => a.extend_from_slice(b),
             (Self::F32(a), Self::F32(b)) => a.extend_from_slice(b),
+            (Self::E8M0(a), Self::E8M0(b)) => a.extend_from_slice(b),
             (Self::Super { d, q, .. }, Self::Super { d: d2, q: q2, .. }) => {
                 d.extend_from_slice(d2);
                 q.extend_from_slice(q2);
@@ -317,6 +335,7 @@ impl Scales {
         match self {
             Self::F16(v) => v.len() * 2,
             Self::F32(v) => v.len() * 4,
+            Self::E8M0(v) => v.len(),
             Self::Super { d, q, .. } => d.len() * 2 + q.len(),
         }
     }

@@ -6,11 +6,11 @@
 #![allow(clippy::inline_always)]
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32,
+    __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_blendv_epi8, _mm256_castsi256_ps, _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32, _mm256_cvtepi8_epi32,
     _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32, _mm256_dpwssd_avx_epi32, _mm256_dpwssd_epi32,
     _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
     _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
+    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_sllv_epi32, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_ps,
     _mm_loadl_epi64, _mm_loadu_si128,
 };
 
@@ -201,6 +201,7 @@ pub(super) fn scale_ptr(s: &Scales) -> *const u8 {
     match s {
         Scales::F16(v) => v.as_ptr().cast(),
         Scales::F32(v) => v.as_ptr().cast(),
+        Scales::E8M0(v) => v.as_ptr(),
         Scales::Super { .. } => unreachable!("super-block scales are read by `tile_super`"),
     }
 }
@@ -213,6 +214,17 @@ pub(super) unsafe fn load_scales<const F16S: bool>(p: *const u8, i: usize) -> __
     } else {
         _mm256_loadu_ps(p.add(4 * i).cast())
     }
+}
+
+/// 8 E8M0 exponent bytes starting at element `i`, as the f32 values
+/// `2^(e − 128)` (`reference::e8m0_to_f32_half`: subnormal below e = 2).
+#[inline(always)]
+unsafe fn load_e8m0(p: *const u8, i: usize) -> __m256 {
+    let e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(i).cast()));
+    let normal = _mm256_slli_epi32::<23>(_mm256_sub_epi32(e, _mm256_set1_epi32(1)));
+    let subnormal = _mm256_sllv_epi32(_mm256_set1_epi32(0x0020_0000), e);
+    let is_normal = _mm256_cmpgt_epi32(e, _mm256_set1_epi32(1));
+    _mm256_castsi256_ps(_mm256_blendv_epi8(subnormal, normal, is_normal))
 }
 
 /// Σ code·x over one sub-block: `w` holds its `SUB/4` code vectors, `x`
@@ -265,6 +277,7 @@ unsafe fn tile<
     let (two_bit, planes) = (m.layout.two_bit, m.layout.planes);
     let scale_base = g * subs * GROUP;
     debug_assert_eq!(matches!(m.scales, Scales::F16(_)), F16S);
+    let e8m0 = m.layout.e8m0_scales;
     let (scales, mins) = (scale_ptr(&m.scales), scale_ptr(&m.mins));
     let mut acc = [_mm256_setzero_ps(); C];
     for b in 0..blocks {
@@ -274,7 +287,11 @@ unsafe fn tile<
         let w = load_codes::<EIGHT, NL>(codes.add(b * bb), table, two_bit, planes);
         for s in 0..BLOCK / SUB {
             let sidx = b * (BLOCK / SUB) + s;
-            let dw = load_scales::<F16S>(scales, scale_base + sidx * GROUP);
+            let dw = if e8m0 {
+                load_e8m0(scales, scale_base + sidx * GROUP)
+            } else {
+                load_scales::<F16S>(scales, scale_base + sidx * GROUP)
+            };
             let mw = if MIN { load_scales::<F16S>(mins, scale_base + sidx * GROUP) } else { _mm256_setzero_ps() };
             for (c, acc) in acc.iter_mut().enumerate() {
                 let t = t0 + c;
