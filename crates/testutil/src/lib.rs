@@ -304,23 +304,11 @@ pub fn tiny_llama(ty: GgmlType, seed: u64) -> Vec<u8> {
     let s = TINY_LLAMA;
     let mut g = Gen::with_metadata("llama", s, seed);
     g.set("llama.rope.dimension_count", MetaValue::U32(s.head_dim as u32));
-    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
     let emb = g.values(s.n_vocab * s.n_embd, 1.0);
     g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
     // Scales keep activations of order one through two layers of 256–512 inputs.
     let w = 1.5 / (s.n_embd as f32).sqrt();
-    for il in 0..s.n_layer {
-        let p = |n: &str| format!("blk.{il}.{n}");
-        g.norm(&p("attn_norm.weight"), s.n_embd);
-        g.matrix(&p("attn_q.weight"), q_dim, s.n_embd, ty, w);
-        g.matrix(&p("attn_k.weight"), kv_dim, s.n_embd, ty, w);
-        g.matrix(&p("attn_v.weight"), kv_dim, s.n_embd, ty, w);
-        g.matrix(&p("attn_output.weight"), s.n_embd, q_dim, ty, w);
-        g.norm(&p("ffn_norm.weight"), s.n_embd);
-        g.matrix(&p("ffn_gate.weight"), s.n_ff, s.n_embd, ty, w);
-        g.matrix(&p("ffn_up.weight"), s.n_ff, s.n_embd, ty, w);
-        g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, ty, w);
-    }
+    llama_blocks(&mut g, s, ty, w, w);
     g.norm("output_norm.weight", s.n_embd);
     g.matrix("output.weight", s.n_vocab, s.n_embd, ty, 4.0 * w);
     g.w.to_bytes()
@@ -357,9 +345,16 @@ pub fn llama_like(s: TinyShape, ty: GgmlType, seed: u64) -> Vec<u8> {
     g.set("llama.context_length", MetaValue::U32(4096));
     g.set("llama.rope.freq_base", MetaValue::F32(500_000.0));
     g.set("general.name", MetaValue::String(format!("hearth random llama-like {ty}")));
-    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
-    let w = 1.5 / (s.n_embd as f32).sqrt();
     g.tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], ty, 1.0);
+    llama_blocks(&mut g, s, ty, 1.5 / (s.n_embd as f32).sqrt(), 1.5 / (s.n_ff as f32).sqrt());
+    g.norm("output_norm.weight", s.n_embd);
+    g.w.to_bytes()
+}
+
+/// The blocks of a dense `llama` of shape `s`, every matrix in `ty` with
+/// values of about ±`w` (`w_down` for the down projection).
+fn llama_blocks(g: &mut Gen, s: TinyShape, ty: GgmlType, w: f32, w_down: f32) {
+    let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
     for il in 0..s.n_layer {
         let p = |n: &str| format!("blk.{il}.{n}");
         g.norm(&p("attn_norm.weight"), s.n_embd);
@@ -370,10 +365,8 @@ pub fn llama_like(s: TinyShape, ty: GgmlType, seed: u64) -> Vec<u8> {
         g.norm(&p("ffn_norm.weight"), s.n_embd);
         g.matrix(&p("ffn_gate.weight"), s.n_ff, s.n_embd, ty, w);
         g.matrix(&p("ffn_up.weight"), s.n_ff, s.n_embd, ty, w);
-        g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, ty, 1.5 / (s.n_ff as f32).sqrt());
+        g.matrix(&p("ffn_down.weight"), s.n_embd, s.n_ff, ty, w_down);
     }
-    g.norm("output_norm.weight", s.n_embd);
-    g.w.to_bytes()
 }
 
 /// The shape of the tiny BitNet (ternary rows need multiples of 256 columns).
