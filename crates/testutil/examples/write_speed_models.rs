@@ -7,6 +7,7 @@
 //! 2B-4T's shape) and `olmoe-like-{q4_k,q4_0}` (OLMoE-1B-7B's shape,
 //! 64 experts, 8 active), `llama32-1b-like-TYPE` (Llama 3.2 1B's shape, every
 //! matrix in TYPE: q4_0, q8_0, q2_k … q6_k, iq4_nl, iq4_xs, mxfp4).
+//! `gpt-oss-20b-like-4l` (gpt-oss-20b's shape with 4 of its 24 layers).
 //! Default: the four BitNet files and `olmoe-like-q4_k`.
 use hearth_core::GgmlType;
 
@@ -36,6 +37,7 @@ fn main() -> std::io::Result<()> {
             "bitnet-2b-q4_0" => Box::new(|| hearth_testutil::bitnet_2b(GgmlType::Q4_0, 2560)),
             "olmoe-like-q4_k" => Box::new(|| hearth_testutil::olmoe_like(GgmlType::Q4_K, 7)),
             "olmoe-like-q4_0" => Box::new(|| hearth_testutil::olmoe_like(GgmlType::Q4_0, 7)),
+            "gpt-oss-20b-like-4l" => Box::new(|| hearth_testutil::gpt_oss_20b_like(4, 7)),
             other if other.starts_with("llama32-1b-like-") => {
                 let ty_name = other.trim_start_matches("llama32-1b-like-").to_uppercase();
                 let ty = (0..64u32)

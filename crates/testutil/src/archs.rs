@@ -109,22 +109,44 @@ pub fn tiny_dense(name: &str, seed: u64) -> Vec<u8> {
 /// (factor 4 past a 16-token original context) as gpt-oss's files have it.
 #[must_use]
 pub fn tiny_gpt_oss(seed: u64) -> Vec<u8> {
-    let (s, arch) = (TINY_LLAMA, "gpt-oss");
-    let (n_expert, n_used, n_ff) = (8usize, 2usize, 64usize);
+    gpt_oss(TINY_LLAMA, [8, 2, 64], 8, (4.0, 16), seed)
+}
+
+/// gpt-oss-20b's shape (hidden 2880, 64 query heads and 8 KV heads of 64,
+/// 32 experts of 2880, 4 per token, vocabulary 201088) with `n_layer` of
+/// its 24 layers: the realistic shape for speed figures, MXFP4 experts as
+/// OpenAI ships them, Q8_0 elsewhere. About 0.45 GB per layer plus 1.2 GB.
+#[must_use]
+pub fn gpt_oss_20b_like(n_layer: usize, seed: u64) -> Vec<u8> {
+    let s = crate::TinyShape { n_embd: 2880, n_head: 64, n_kv_head: 8, head_dim: 64, n_ff: 2880, n_layer, n_vocab: 201_088 };
+    gpt_oss(s, [32, 4, 2880], 128, (32.0, 4096), seed)
+}
+
+/// A random `gpt-oss` of shape `s`, `experts` = [count, used, size], a
+/// sliding window, and YaRN (factor, original context).
+fn gpt_oss(s: crate::TinyShape, experts: [usize; 3], window: u32, yarn: (f32, u32), seed: u64) -> Vec<u8> {
+    let arch = "gpt-oss";
+    let [n_expert, n_used, n_ff] = experts;
     let mut g = Gen::with_metadata(arch, s, seed);
     let k = |name: &str| format!("{arch}.{name}");
     g.set("general.name", MetaValue::String("hearth tiny dense".into()));
     for (name, v) in [("expert_count", n_expert), ("expert_used_count", n_used), ("expert_feed_forward_length", n_ff)] {
         g.set(&k(name), MetaValue::U32(v as u32));
     }
-    g.set(&k("attention.sliding_window"), MetaValue::U32(8));
+    g.set(&k("attention.sliding_window"), MetaValue::U32(window));
     g.set(&k("rope.freq_base"), MetaValue::F32(150_000.0));
     g.set(&k("rope.scaling.type"), MetaValue::String("yarn".into()));
-    g.set(&k("rope.scaling.factor"), MetaValue::F32(4.0));
-    g.set(&k("rope.scaling.original_context_length"), MetaValue::U32(16));
+    g.set(&k("rope.scaling.factor"), MetaValue::F32(yarn.0));
+    g.set(&k("rope.scaling.original_context_length"), MetaValue::U32(yarn.1));
     let (q_dim, kv_dim) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
-    let emb = g.values(s.n_vocab * s.n_embd, 1.0);
-    g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
+    let big = s.n_vocab * s.n_embd > 1 << 20;
+    if big {
+        g.tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::Q8_0, 1.0);
+        g.set(&k("context_length"), MetaValue::U32(131_072));
+    } else {
+        let emb = g.values(s.n_vocab * s.n_embd, 1.0);
+        g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
+    }
     let w = 1.5 / (s.n_embd as f32).sqrt();
     let bias = |g: &mut Gen, name: String, dims: &[u64]| {
         let v = g.values(dims.iter().product::<u64>() as usize, 0.2);

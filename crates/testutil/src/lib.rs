@@ -7,7 +7,7 @@ mod archs;
 mod encoder;
 mod lora;
 mod real;
-pub use archs::{tiny_dense, tiny_gpt_oss, TINY_DENSE_ARCHS};
+pub use archs::{gpt_oss_20b_like, tiny_dense, tiny_gpt_oss, TINY_DENSE_ARCHS};
 pub use encoder::{write_tiny_cross_encoder, write_tiny_nomic_bert, CE_VOCAB};
 pub use lora::{lora_adapter, LORA_TARGETS, TEST_ADAPTERS, TEST_ADAPTER_STRENGTH};
 pub use real::{catalog, cpu_backend, real_model};
