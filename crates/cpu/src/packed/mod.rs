@@ -75,7 +75,8 @@ pub const BLOCK: usize = 32;
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
-    /// Codes need 8 bits (else ≤ 4 bits, stored as nibbles).
+    /// Codes take a byte each (Q8_0); else nibbles or, with `two_bit`, 2
+    /// bits each, plus `planes` bit planes.
     pub eight_bit: bool,
     /// Codes are stored in 2 bits, four per byte (Q2_K; Q3_K with a plane).
     pub two_bit: bool,
@@ -100,7 +101,8 @@ pub struct Layout {
     /// are added at the end in `hsum_float_8` order (llama.cpp's x86
     /// `vec_dot` and tinyBLAS kernels for these types; see
     /// `reference::lane_row_dot`). With `super_scales`, the K-quants that
-    /// llama.cpp does not repack on x86 (`Q3_K`, `Q5_K`, `Q6_K`): lanes per
+    /// llama.cpp does not repack on x86 (`Q3_K`, `Q5_K`, `Q6_K`, and
+    /// `IQ4_XS`): lanes per
     /// super-block in its `vec_dot`, one total in its tiled matmul
     /// (`reference::k_lane_row_dot`). Otherwise one `fma` per sub-block.
     pub lanes: bool,
@@ -139,8 +141,9 @@ impl Layout {
                 T::MXFP4 => Some(&MXFP4_VALUES),
                 _ => None,
             };
-            // 5- and 6-bit types: nibbles and bit planes instead of a byte per
-            // code; 2- and 3-bit types: 2 bits per code (and a plane).
+            // `eight_bit` above says the codes exceed 4 bits; 5- and 6-bit
+            // types keep nibbles and bit planes instead of a byte per code,
+            // 2- and 3-bit types 2 bits per code (and a plane).
             let planes = match ty {
                 T::Q5_0 | T::Q5_1 | T::Q5_K | T::Q3_K => 1,
                 T::Q6_K => 2,
