@@ -143,6 +143,7 @@ fn gpt_oss(s: crate::TinyShape, experts: [usize; 3], window: u32, yarn: (f32, u3
     if big {
         g.tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], GgmlType::Q8_0, 1.0);
         g.set(&k("context_length"), MetaValue::U32(131_072));
+        g.set("general.name", MetaValue::String(format!("hearth random gpt-oss-20b-like, {} layers", s.n_layer)));
     } else {
         let emb = g.values(s.n_vocab * s.n_embd, 1.0);
         g.f32_tensor("token_embd.weight", &[s.n_embd as u64, s.n_vocab as u64], &emb);
