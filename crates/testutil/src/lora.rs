@@ -24,8 +24,7 @@ pub const LORA_TARGETS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output"
 /// When `base` cannot be read or lacks a targeted matrix (a test's mistake).
 #[must_use]
 pub fn lora_adapter(base: &Path, seed: u64, rank: usize, alpha: f32, strength: f32, targets: &[&str]) -> Vec<u8> {
-    // ok: a test helper over the tests' own model files; its panics are documented.
-    let file = GgufFile::open(base).expect("base model readable");
+    let file = GgufFile::open(base).expect("base model readable"); // ok: a test helper over the tests' own files (# Panics)
     let arch = file.get_str("general.architecture").expect("architecture").to_owned(); // ok: as above
     let n_layer = file.get_u64(&format!("{arch}.block_count")).expect("block count") as usize; // ok: as above
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
