@@ -66,6 +66,13 @@ pub struct RopeScaling {
 }
 
 impl ModelConfig {
+    /// The architecture's metadata value `{arch}.{name}` as f32, if present
+    /// and numeric (the one reader of optional per-architecture numbers).
+    #[must_use]
+    pub fn arch_f32(&self, file: &GgufFile, name: &str) -> Option<f32> {
+        file.get(&format!("{}.{name}", self.arch)).and_then(hearth_gguf::MetaValue::as_f64).map(|v| v as f32)
+    }
+
     /// RoPE parameters in `style`: the frequency ladder, linear scale and,
     /// for YaRN files, the extrapolation mix and attention factor llama.cpp
     /// derives (`llama_context`'s `yarn_attn_factor`).

@@ -47,7 +47,7 @@ struct Variant {
 
 impl Variant {
     fn of(file: &GgufFile, cfg: &ModelConfig) -> Self {
-        let f32_key = |k: &str| file.get(&format!("{}.{k}", cfg.arch)).and_then(hearth_gguf::MetaValue::as_f64).map(|v| v as f32);
+        let f32_key = |k: &str| cfg.arch_f32(file, k);
         if cfg.arch == "gemma2" {
             // llama.cpp's defaults for Gemma 2 files without the keys.
             Self {

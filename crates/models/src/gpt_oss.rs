@@ -77,9 +77,8 @@ impl GptOss {
         let embed = Embedding::load(&w, &cfg)?;
         let head = LmHead::load(&w, &cfg, &embed)?;
         let rope = rope_params(&w, &cfg, RopeStyle::NeoX)?;
-        let local_base = file.get("gpt-oss.rope.freq_base_swa").and_then(hearth_gguf::MetaValue::as_f64);
-        let local_rope = match local_base {
-            Some(base) => RopeParams { freq_base: base as f32, ..rope.clone() },
+        let local_rope = match cfg.arch_f32(&file, "rope.freq_base_swa") {
+            Some(base) => RopeParams { freq_base: base, ..rope.clone() },
             None => rope.clone(),
         };
         let matmul_bytes = w.prepared_bytes();

@@ -54,8 +54,7 @@ pub fn load_phi3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, M
 /// sets `attention.temperature_scale` (steps of the original context).
 pub fn load_mistral3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
     let cfg = ModelConfig::from_gguf(&file)?;
-    let scale = file.get("mistral3.attention.temperature_scale").and_then(hearth_gguf::MetaValue::as_f64);
-    let temperature = match scale.map(|s| s as f32).filter(|s| *s != 0.0) {
+    let temperature = match cfg.arch_f32(&file, "attention.temperature_scale").filter(|s| *s != 0.0) {
         Some(scale) if cfg.rope_scaling.n_ctx_orig == 0 => {
             return Err(ModelError::BadMetadata(format!("attention.temperature_scale {scale} needs an original context")))
         }
@@ -68,7 +67,8 @@ pub fn load_mistral3(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decode
 /// Loads a `granite` model: `granite.logit_scale` is required, the
 /// embedding, residual and attention scales apply where present.
 pub fn load_granite(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Decoder, ModelError> {
-    let f32_key = |k: &str| file.get(&format!("granite.{k}")).and_then(hearth_gguf::MetaValue::as_f64).map(|v| v as f32);
+    let cfg = ModelConfig::from_gguf(&file)?;
+    let f32_key = |k: &str| cfg.arch_f32(&file, k);
     let logit_scale = f32_key("logit_scale")
         .filter(|s| *s != 0.0)
         .ok_or_else(|| ModelError::BadMetadata("granite.logit_scale is missing or zero".into()))?;
